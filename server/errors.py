@@ -1,0 +1,130 @@
+"""Errors as values: a reply error answers one command, a disconnect ends the connection.
+
+Both map to the Centrifugo client protocol's numeric codes in exactly one place
+(this module), so handlers raise meaning and never invent numbers. Messages are
+generic on purpose: internal details never reach the peer.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "Disconnect",
+    "DisconnectCode",
+    "ErrorCode",
+    "ReplyError",
+]
+
+
+class ErrorCode(IntEnum):
+    """Reply error codes (the client keeps its connection)."""
+
+    INTERNAL = 100
+    UNAUTHORIZED = 101
+    UNKNOWN_CHANNEL = 102
+    PERMISSION_DENIED = 103
+    METHOD_NOT_FOUND = 104
+    ALREADY_SUBSCRIBED = 105
+    LIMIT_EXCEEDED = 106
+    BAD_REQUEST = 107
+    NOT_AVAILABLE = 108
+    TOKEN_EXPIRED = 109
+    EXPIRED = 110
+    TOO_MANY_REQUESTS = 111
+    UNRECOVERABLE_POSITION = 112
+
+
+_ERROR_MESSAGES = {
+    ErrorCode.INTERNAL: "internal server error",
+    ErrorCode.UNAUTHORIZED: "unauthorized",
+    ErrorCode.UNKNOWN_CHANNEL: "unknown channel",
+    ErrorCode.PERMISSION_DENIED: "permission denied",
+    ErrorCode.METHOD_NOT_FOUND: "method not found",
+    ErrorCode.ALREADY_SUBSCRIBED: "already subscribed",
+    ErrorCode.LIMIT_EXCEEDED: "limit exceeded",
+    ErrorCode.BAD_REQUEST: "bad request",
+    ErrorCode.NOT_AVAILABLE: "not available",
+    ErrorCode.TOKEN_EXPIRED: "token expired",
+    ErrorCode.EXPIRED: "expired",
+    ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+    ErrorCode.UNRECOVERABLE_POSITION: "unrecoverable position",
+}
+
+# Errors the client may retry: the SDKs resubscribe or reconnect on these.
+_TEMPORARY = {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS}
+
+
+class ReplyError(Exception):
+    """An error reply to one command: `{"id": N, "error": {"code", "message"}}`.
+
+    `message` defaults to the protocol's wording for the code; a more precise
+    message may name what was wrong with the request, never server internals.
+    """
+
+    def __init__(self, code: ErrorCode, message: str | None = None, temporary: bool | None = None):
+        self.code = ErrorCode(code)
+        self.message = message or _ERROR_MESSAGES[self.code]
+        self.temporary = self.code in _TEMPORARY if temporary is None else temporary
+        super().__init__(f"{int(self.code)}: {self.message}")
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"code": int(self.code), "message": self.message}
+        if self.temporary:
+            out["temporary"] = True
+        return out
+
+
+class DisconnectCode(IntEnum):
+    """Close codes: 3000-3499 the SDKs reconnect, 3500-3999 they do not."""
+
+    SHUTDOWN = 3001
+    INTERNAL = 3004
+    EXPIRED = 3005
+    SLOW = 3008
+    INSUFFICIENT_STATE = 3010
+    FORCE_RECONNECT = 3011
+    NO_PONG = 3012
+    TOO_MANY_REQUESTS = 3013
+    INVALID_TOKEN = 3500
+    BAD_REQUEST = 3501
+    STALE = 3502
+    FORCE_DISCONNECT = 3503
+    CONNECTION_LIMIT = 3504
+    CHANNEL_LIMIT = 3505
+    PERMISSION_DENIED = 3507
+    MESSAGE_TOO_BIG = 1009
+
+
+_DISCONNECT_REASONS = {
+    DisconnectCode.SHUTDOWN: "shutdown",
+    DisconnectCode.INTERNAL: "internal server error",
+    DisconnectCode.EXPIRED: "connection expired",
+    DisconnectCode.SLOW: "slow",
+    DisconnectCode.INSUFFICIENT_STATE: "insufficient state",
+    DisconnectCode.FORCE_RECONNECT: "force reconnect",
+    DisconnectCode.NO_PONG: "no pong",
+    DisconnectCode.TOO_MANY_REQUESTS: "too many requests",
+    DisconnectCode.INVALID_TOKEN: "invalid token",
+    DisconnectCode.BAD_REQUEST: "bad request",
+    DisconnectCode.STALE: "stale",
+    DisconnectCode.FORCE_DISCONNECT: "force disconnect",
+    DisconnectCode.CONNECTION_LIMIT: "connection limit",
+    DisconnectCode.CHANNEL_LIMIT: "channel limit",
+    DisconnectCode.PERMISSION_DENIED: "permission denied",
+    DisconnectCode.MESSAGE_TOO_BIG: "message too big",
+}
+
+
+class Disconnect(Exception):
+    """Ends the connection with a close frame carrying `code` and `reason`."""
+
+    def __init__(self, code: DisconnectCode, reason: str | None = None):
+        self.code = DisconnectCode(code)
+        self.reason = reason or _DISCONNECT_REASONS[self.code]
+        super().__init__(f"{int(self.code)}: {self.reason}")
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether the official SDKs will reconnect after this close code."""
+        return self.code < 3500

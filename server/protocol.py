@@ -1,0 +1,465 @@
+"""The client protocol core: frames in, commands out; replies and pushes in, bytes out.
+
+Pure functions and value types, no I/O. Speaks the Centrifugo client protocol v2:
+JSON (newline-delimited messages in a frame) and our MessagePack variant (the same
+maps, concatenated in a binary frame, selected by the `msgpack` subprotocol).
+
+Contract:
+- `decode_frame` returns every message of a frame in order or raises
+  `ProtocolError` (the connection closes with 3501); it never raises anything else.
+- `parse_command` raises `ProtocolError` for a malformed command envelope; a
+  well-formed command with an unknown method comes back with `method` unknown
+  for the caller to answer 104; bad method arguments raise `ReplyError(107)`
+  from `parse_request`.
+- `encode` never fails on data a client or the API could have sent: values one
+  encoding cannot carry (binary in JSON, huge integers in msgpack) are converted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from functools import cache
+from typing import Any, get_type_hints
+
+import msgpack
+
+from server.errors import ErrorCode, ReplyError
+
+__all__ = [
+    "METHODS",
+    "PING",
+    "ClientInfo",
+    "Command",
+    "ConnectRequest",
+    "Encoding",
+    "HistoryRequest",
+    "PresenceRequest",
+    "PresenceStatsRequest",
+    "ProtocolError",
+    "Publication",
+    "PublishRequest",
+    "RPCRequest",
+    "RefreshRequest",
+    "SendRequest",
+    "StreamPosition",
+    "SubRefreshRequest",
+    "SubscribeRequest",
+    "UnsubscribeRequest",
+    "decode_frame",
+    "encode",
+    "error_reply",
+    "join_frame",
+    "parse_command",
+    "parse_request",
+    "push",
+    "reply",
+    "validate_channel",
+]
+
+MAX_COMMAND_ID = 2**32 - 1
+
+
+class Encoding(StrEnum):
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing or envelope rules; the answer is close 3501."""
+
+
+# ---------------------------------------------------------------------------
+# Value types shared with the broker and the hub.
+
+
+@dataclass(slots=True, frozen=True)
+class StreamPosition:
+    """A place in a channel's stream: offsets rise by one per publication within an epoch."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(slots=True, frozen=True)
+class ClientInfo:
+    """Who a publication, join or leave came from."""
+
+    user: str
+    client: str
+    conn_info: Any = None
+    chan_info: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user": self.user, "client": self.client}
+        if self.conn_info is not None:
+            out["conn_info"] = self.conn_info
+        if self.chan_info is not None:
+            out["chan_info"] = self.chan_info
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClientInfo:
+        return cls(d.get("user", ""), d.get("client", ""), d.get("conn_info"), d.get("chan_info"))
+
+
+@dataclass(slots=True, frozen=True)
+class Publication:
+    """One message in a channel. `offset` is 0 when the channel keeps no history."""
+
+    data: Any
+    offset: int = 0
+    info: ClientInfo | None = None
+    tags: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"data": self.data}
+        if self.offset:
+            out["offset"] = self.offset
+        if self.info is not None:
+            out["info"] = self.info.to_dict()
+        if self.tags:
+            out["tags"] = self.tags
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Publication:
+        info = d.get("info")
+        return cls(
+            d.get("data"),
+            d.get("offset", 0),
+            ClientInfo.from_dict(info) if info else None,
+            d.get("tags") or None,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Frames.
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_frame(data: bytes | str, encoding: Encoding) -> list[Any]:
+    """All messages of one frame, in order. Raises ProtocolError and nothing else."""
+    try:
+        if encoding is Encoding.JSON:
+            text = data if isinstance(data, str) else data.decode("utf-8")
+            return [
+                json.loads(line, parse_constant=_reject_constant)
+                for line in text.split("\n")
+                if line.strip()
+            ]
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1)
+        )
+        unpacker.feed(raw)
+        messages = list(unpacker)
+        if unpacker.tell() != len(raw):
+            raise ValueError("truncated msgpack message")
+        return messages
+    except Exception as exc:  # the boundary: any decoder failure is the peer's fault
+        raise ProtocolError(f"malformed {encoding.value} frame") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, msgpack.ExtType):
+        return base64.b64encode(obj.data).decode("ascii")
+    if isinstance(obj, msgpack.Timestamp):
+        return obj.to_unix()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _json_safe(obj: Any) -> Any:
+    """A copy JSON can carry: string keys, no NaN or infinity, binary as base64."""
+    if isinstance(obj, dict):
+        return {
+            (k if isinstance(k, str) else str(_json_safe(k))): _json_safe(v) for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    return _json_default(obj)
+
+
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
+
+
+def _msgpack_safe(obj: Any) -> Any:
+    """A copy msgpack can carry: integers outside 64 bits become strings."""
+    if isinstance(obj, dict):
+        return {_msgpack_safe(k): _msgpack_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_msgpack_safe(v) for v in obj]
+    if isinstance(obj, int) and not isinstance(obj, bool) and not _INT_MIN <= obj <= _UINT_MAX:
+        return str(obj)
+    return obj
+
+
+_json_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+)
+
+
+def encode(message: Any, encoding: Encoding) -> bytes:
+    """One message as bytes; never fails for values a decoder could have produced."""
+    if encoding is Encoding.JSON:
+        try:
+            return _json_encoder.encode(message).encode("utf-8")
+        except (TypeError, ValueError):
+            return _json_encoder.encode(_json_safe(message)).encode("utf-8")
+    try:
+        return msgpack.packb(message, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError):
+        return msgpack.packb(_msgpack_safe(message), use_bin_type=True, default=_json_default)
+
+
+def join_frame(messages: list[bytes], encoding: Encoding) -> bytes:
+    """Several encoded messages as one frame (JSON: newline-delimited)."""
+    if len(messages) == 1:
+        return messages[0]
+    return (b"\n" if encoding is Encoding.JSON else b"").join(messages)
+
+
+PING: dict[str, Any] = {}
+"""The server ping and the client pong: an empty message."""
+
+
+# ---------------------------------------------------------------------------
+# Commands.
+
+METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Command:
+    """A command envelope. `method` is "" for a pong, or may name an unknown method."""
+
+    id: int
+    method: str
+    params: Any
+
+
+def parse_command(message: Any) -> Command:
+    """Validate the envelope: a map, a positive integer id (none only for pong and send)."""
+    if not isinstance(message, dict):
+        raise ProtocolError("command is not a map")
+    cmd_id = message.get("id", 0)
+    if type(cmd_id) is not int or not 0 <= cmd_id <= MAX_COMMAND_ID:
+        raise ProtocolError("bad command id")
+    method = next((m for m in METHODS if m in message), None)
+    if method is None:
+        others = [k for k in message if k != "id"]
+        if not others and cmd_id == 0:
+            return Command(0, "", None)
+        method = str(others[0]) if others else ""
+    if cmd_id == 0 and method != "send":
+        raise ProtocolError("command without id")
+    return Command(cmd_id, method, message.get(method))
+
+
+def _bad(name: str, expected: str) -> ReplyError:
+    return ReplyError(ErrorCode.BAD_REQUEST, f"{name}: expected {expected}")
+
+
+def _check(name: str, kind: Any, value: Any) -> Any:
+    if kind is Any:
+        return value
+    if kind is bool:
+        if type(value) is not bool:
+            raise _bad(name, "a boolean")
+    elif kind is int:
+        if type(value) is not int or value < 0:
+            raise _bad(name, "a non-negative integer")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise _bad(name, "a string")
+    elif kind is StreamPosition:
+        if not isinstance(value, dict):
+            raise _bad(name, "a map with offset and epoch")
+        return StreamPosition(
+            _check(f"{name}.offset", int, value.get("offset", 0)),
+            _check(f"{name}.epoch", str, value.get("epoch", "")),
+        )
+    elif kind == dict[str, str]:
+        strings = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+        if not strings:
+            raise _bad(name, "a map of strings")
+    return value
+
+
+@cache
+def _schema(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
+    hints = get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        kind = hints[f.name]
+        optional = False
+        if getattr(kind, "__args__", None) and type(None) in kind.__args__:
+            kind = next(a for a in kind.__args__ if a is not type(None))
+            optional = True
+        out.append((f.name, kind, optional))
+    return tuple(out)
+
+
+def parse_request(cls: Any, params: Any) -> Any:
+    """Build a request dataclass from command params; ReplyError(107) names the bad field.
+
+    Unknown fields are ignored (SDKs send optional flags we may not act on); a
+    field typed `int` must be a non-negative integer unless the class says otherwise.
+    """
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ReplyError(ErrorCode.BAD_REQUEST, "command params must be a map")
+    kwargs = {}
+    for name, kind, optional in _schema(cls):
+        if name in params:
+            value = params[name]
+            if value is None and optional:
+                continue
+            kwargs[name] = _check(name, kind, value)
+    try:
+        request = cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        missing = [n for n, _, _ in _schema(cls) if n not in kwargs]
+        raise ReplyError(ErrorCode.BAD_REQUEST, f"missing field: {missing[0]}") from exc
+    return request
+
+
+@dataclass(slots=True)
+class ConnectRequest:
+    token: str = ""
+    data: Any = None
+    name: str = ""
+    version: str = ""
+    subs: Any = None
+
+
+@dataclass(slots=True)
+class SubscribeRequest:
+    channel: str
+    token: str = ""
+    recover: bool = False
+    epoch: str = ""
+    offset: int = 0
+    data: Any = None
+    positioned: bool = False
+    recoverable: bool = False
+    join_leave: bool = False
+    flag: int = 0
+
+
+FLAG_REJECT_UNRECOVERED = 2
+"""Subscribe flag: answer error 112 instead of `recovered: false`."""
+
+
+@dataclass(slots=True)
+class UnsubscribeRequest:
+    channel: str
+
+
+@dataclass(slots=True)
+class PublishRequest:
+    channel: str
+    data: Any
+
+
+@dataclass(slots=True)
+class HistoryRequest:
+    channel: str
+    limit: Any = 0  # -1 asks for as many as the server allows
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self.limit) is not int or self.limit < -1:
+            raise _bad("limit", "an integer >= -1")
+
+
+@dataclass(slots=True)
+class PresenceRequest:
+    channel: str
+
+
+@dataclass(slots=True)
+class PresenceStatsRequest:
+    channel: str
+
+
+@dataclass(slots=True)
+class RefreshRequest:
+    token: str
+
+
+@dataclass(slots=True)
+class SubRefreshRequest:
+    channel: str
+    token: str
+
+
+@dataclass(slots=True)
+class RPCRequest:
+    method: str = ""
+    data: Any = None
+
+
+@dataclass(slots=True)
+class SendRequest:
+    data: Any = None
+
+
+def validate_channel(channel: str, max_length: int) -> None:
+    """A channel name is 1..max_length bytes of printable, non-space characters."""
+    if not channel:
+        raise ReplyError(ErrorCode.BAD_REQUEST, "channel: must not be empty")
+    if len(channel.encode("utf-8", "surrogatepass")) > max_length:
+        raise ReplyError(ErrorCode.LIMIT_EXCEEDED, f"channel: longer than {max_length} bytes")
+    if not channel.isprintable() or any(c.isspace() for c in channel):
+        raise ReplyError(
+            ErrorCode.BAD_REQUEST, "channel: whitespace and control characters not allowed"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Replies and pushes (as maps; `encode` turns them into bytes).
+
+
+def reply(cmd_id: int, method: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": cmd_id, method: result}
+
+
+def error_reply(cmd_id: int, error: ReplyError) -> dict[str, Any]:
+    return {"id": cmd_id, "error": error.to_dict()}
+
+
+def push(channel: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A push: kind is pub, join, leave, unsubscribe, subscribe, message or disconnect."""
+    inner: dict[str, Any] = {kind: body}
+    if channel:
+        inner["channel"] = channel
+    return {"push": inner}
