@@ -1,0 +1,272 @@
+"""Settings: loaded once, validated, frozen.
+
+Layers, later wins: the dataclass defaults below, `config/default.toml`, the file
+given with `--config`, environment variables, then command-line flags. Any
+unknown key, wrong type or out-of-range value raises `ConfigError` naming the key
+and what was expected; `run.py` turns that into exit code 2.
+
+Environment: `REDIS_URL` and `MONGO_URL`, plus `WSFAN_<SECTION>__<KEY>` for any
+other key (`WSFAN_SERVER__PORT=9000`, `WSFAN_NAMESPACES__CHAT__PRESENCE=true`),
+with the value read as a TOML value when it parses as one and as a string otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "ChannelOptions",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "WSFAN_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+NAMESPACE_SEPARATOR = ":"
+_NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = field(default=8888, metadata=_range(1, 65535))
+    workers: int = field(default=1, metadata=_range(1, 256))
+    name: str = ""  # node name in info and logs; empty means host:pid
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    ping_interval: float = field(default=25.0, metadata=_range(0.01))
+    pong_timeout: float = field(default=8.0, metadata=_range(0.01))
+    stale_timeout: float = field(default=10.0, metadata=_range(0.01))
+    max_frame_bytes: int = field(default=65536, metadata=_range(64))
+    max_channels: int = field(default=128, metadata=_range(1))
+    max_channel_length: int = field(default=255, metadata=_range(1, 65535))
+    history_max_limit: int = field(default=1000, metadata=_range(1))
+    recovery_max_limit: int = field(default=1000, metadata=_range(1))
+    allow_anonymous: bool = True  # connect without a token
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """What a namespace allows. Declared namespaces start from these (closed) defaults."""
+
+    history_size: int = field(default=0, metadata=_range(0))
+    history_ttl: float = field(default=300.0, metadata=_range(0.001))
+    history_meta_ttl: float = field(default=30 * 86400.0, metadata=_range(0.001))
+    recovery: bool = True  # subscriptions are recoverable when history is kept
+    presence: bool = False
+    join_leave: bool = False
+    allow_subscribe: bool = True
+    allow_publish: bool = False  # clients may publish (the server API always may)
+    allow_history: bool = True
+    allow_presence: bool = True
+    allow_anonymous: bool = False  # users without an identity may use the namespace
+
+    @property
+    def recoverable(self) -> bool:
+        return self.recovery and self.history_size > 0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    type: str = field(default="memory", metadata={"choices": ("memory",)})
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = ""  # empty: run.py starts an embedded Valkey
+
+
+@dataclass(frozen=True, slots=True)
+class MongoSettings:
+    url: str = ""  # empty: run.py starts an embedded SecantusDB
+    database: str = "wsfan"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedSettings:
+    enabled: bool = True
+    dir: str = "var"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "client": ClientSettings,
+    "channels": ChannelOptions,
+    "broker": BrokerSettings,
+    "redis": RedisSettings,
+    "mongo": MongoSettings,
+    "embedded": EmbeddedSettings,
+    "log": LogSettings,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    client: ClientSettings = ClientSettings()
+    channels: ChannelOptions = ChannelOptions()  # channels with no namespace
+    namespaces: Mapping[str, ChannelOptions] = field(default_factory=dict)
+    broker: BrokerSettings = BrokerSettings()
+    redis: RedisSettings = RedisSettings()
+    mongo: MongoSettings = MongoSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    log: LogSettings = LogSettings()
+
+    def channel_options(self, channel: str) -> ChannelOptions | None:
+        """Options of the channel's namespace; None when the namespace is unknown."""
+        namespace, sep, _ = channel.partition(NAMESPACE_SEPARATOR)
+        if not sep:
+            return self.channels
+        return self.namespaces.get(namespace)
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some keys replaced, validated like any other layer (tests use it)."""
+        return _build({name: dict(v) for name, v in sections.items()}, base=self)
+
+
+def _describe(kind: type, meta: Mapping[str, Any]) -> str:
+    names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
+    text = names[kind]
+    if "choices" in meta:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        text += f" from {lo:g} to {hi:g}"
+    elif lo is not None:
+        text += f" >= {lo:g}"
+    return text
+
+
+def _value(path: str, kind: type, meta: Mapping[str, Any], value: Any) -> Any:
+    ok = (
+        (kind is bool and type(value) is bool)
+        or (kind is int and type(value) is int)
+        or (kind is float and type(value) in (int, float))
+        or (kind is str and isinstance(value, str))
+    )
+    if ok and kind in (int, float):
+        lo, hi = meta.get("min"), meta.get("max")
+        ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    if ok and "choices" in meta:
+        ok = value in meta["choices"]
+    if not ok:
+        raise ConfigError(f"{path}: expected {_describe(kind, meta)}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+def _section(path: str, cls: type, data: Any, base: Any) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a table of keys, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{path}.{key}: unknown key; expected one of {', '.join(sorted(known))}"
+            )
+    values = {
+        key: _value(f"{path}.{key}", hints[key], known[key].metadata, value)
+        for key, value in data.items()
+    }
+    return replace(base, **values)
+
+
+def _build(layer: Mapping[str, Any], base: Settings) -> Settings:
+    values: dict[str, Any] = {}
+    for name, data in layer.items():
+        if name == "namespaces":
+            if not isinstance(data, Mapping):
+                raise ConfigError(f"namespaces: expected a table of namespaces, got {data!r}")
+            namespaces = dict(base.namespaces)
+            for ns, options in data.items():
+                if not _NAMESPACE_NAME.match(ns):
+                    raise ConfigError(
+                        f"namespaces.{ns}: a namespace name is letters, digits, '_', '-', '.'"
+                    )
+                start = namespaces.get(ns, ChannelOptions())
+                namespaces[ns] = _section(f"namespaces.{ns}", ChannelOptions, options, start)
+            values[name] = namespaces
+        elif name in _SECTIONS:
+            values[name] = _section(name, _SECTIONS[name], data, getattr(base, name))
+        else:
+            known = ", ".join(sorted([*_SECTIONS, "namespaces"]))
+            raise ConfigError(f"{name}: unknown section; expected one of {known}")
+    return replace(base, **values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    if "REDIS_URL" in env:
+        layer.setdefault("redis", {})["url"] = env["REDIS_URL"]
+    if "MONGO_URL" in env:
+        layer.setdefault("mongo", {})["url"] = env["MONGO_URL"]
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+        node = layer
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _env_value(raw)
+    return layer
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
+    defaults_file: Path | None = DEFAULT_CONFIG,
+) -> Settings:
+    """Settings from every layer, validated. Raises ConfigError naming the bad key."""
+    settings = Settings()
+    if defaults_file is not None:
+        settings = _build(_read_toml(defaults_file), settings)
+    if config_file is not None:
+        settings = _build(_read_toml(Path(config_file)), settings)
+    settings = _build(_env_layer(os.environ if env is None else env), settings)
+    if flags:
+        settings = _build({k: dict(v) for k, v in flags.items() if v}, settings)
+    return settings
