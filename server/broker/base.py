@@ -1,0 +1,135 @@
+"""The broker and presence interfaces every implementation (memory, Redis) fulfils.
+
+A node subscribes the broker to the channels it has local subscribers for; the
+broker calls the node's `BrokerEventHandler` for every publication, join and leave
+in those channels, including the ones this node published (one delivery path).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from server.protocol import ClientInfo, Publication, StreamPosition
+
+__all__ = [
+    "Broker",
+    "BrokerEventHandler",
+    "HistoryOptions",
+    "HistoryQuery",
+    "HistoryResult",
+    "PresenceManager",
+    "PresenceStats",
+]
+
+
+class BrokerEventHandler(Protocol):
+    """What a broker delivers to; called on the event loop, must not block."""
+
+    def handle_publication(self, channel: str, pub: Publication) -> None: ...
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """How a channel keeps history: `size` 0 keeps none (publications get no offset).
+
+    `ttl` bounds how long publications stay; `meta_ttl` how long the channel's
+    offset and epoch survive without publications (after that a new epoch starts).
+    """
+
+    size: int = 0
+    ttl: float = 300.0
+    meta_ttl: float = 30 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """`limit` 0 returns only the position, -1 everything kept; `since` excludes its offset."""
+
+    since: StreamPosition | None = None
+    limit: int = 0
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    publications: list[Publication] = field(default_factory=list)
+    position: StreamPosition = StreamPosition(0, "")  # noqa: RUF009 - frozen value
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    num_clients: int
+    num_users: int
+
+
+class Broker(ABC):
+    """Publishes to channels and keeps their history.
+
+    Contract: within a channel, `publish` assigns the next offset, appends to
+    history and delivers to every subscribed node as one atomic step, so every
+    node sees a channel's publications in offset order and history agrees with
+    what was delivered. A `history` call whose `since` cannot be served exactly
+    (wrong epoch, or publications after it already dropped) raises
+    `ReplyError(UNRECOVERABLE_POSITION)`.
+    """
+
+    @abstractmethod
+    async def start(self, handler: BrokerEventHandler) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Start delivering these channels' events to this node's handler."""
+
+    @abstractmethod
+    async def unsubscribe(self, channels: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        options: HistoryOptions,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> StreamPosition:
+        """Publish; returns the new publication's position (offset 0 without history)."""
+
+    @abstractmethod
+    async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    @abstractmethod
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    @abstractmethod
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult: ...
+
+    @abstractmethod
+    async def remove_history(self, channel: str) -> None: ...
+
+
+class PresenceManager(ABC):
+    """Who is subscribed to a channel, across every node."""
+
+    @abstractmethod
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
+
+    @abstractmethod
+    async def remove_presence(self, channel: str, client_id: str) -> None: ...
+
+    @abstractmethod
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    @abstractmethod
+    async def presence_stats(self, channel: str) -> PresenceStats: ...

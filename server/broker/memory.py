@@ -1,0 +1,157 @@
+"""Broker and presence kept in this process: a single node needs nothing else.
+
+Publishing is synchronous under the hood, so the atomicity the broker contract
+asks for holds trivially: offset, history append and delivery happen in one
+step of the event loop.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from server.broker.base import (
+    Broker,
+    BrokerEventHandler,
+    HistoryOptions,
+    HistoryQuery,
+    HistoryResult,
+    PresenceManager,
+    PresenceStats,
+)
+from server.errors import ErrorCode, ReplyError
+from server.protocol import ClientInfo, Publication, StreamPosition
+
+__all__ = ["MemoryBroker", "MemoryPresence", "new_epoch"]
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class _Stream:
+    """One channel's history: offsets top-len(items)+1 .. top, all in one epoch."""
+
+    __slots__ = ("epoch", "items", "items_expire_at", "meta_expire_at", "top")
+
+    def __init__(self, size: int) -> None:
+        self.epoch = new_epoch()
+        self.top = 0
+        self.items: deque[Publication] = deque(maxlen=size)
+        self.items_expire_at = 0.0
+        self.meta_expire_at = 0.0
+
+
+class MemoryBroker(Broker):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._handler: BrokerEventHandler | None = None
+        self._subscribed: set[str] = set()
+        self._streams: dict[str, _Stream] = {}
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._subscribed.clear()
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        self._subscribed.update(channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        self._subscribed.difference_update(channels)
+
+    def _stream(self, channel: str, options: HistoryOptions) -> _Stream:
+        now = self._clock()
+        stream = self._streams.get(channel)
+        if stream is None or stream.meta_expire_at <= now:
+            stream = self._streams[channel] = _Stream(options.size)
+        elif stream.items_expire_at <= now:
+            stream.items.clear()
+        if stream.items.maxlen != options.size:
+            stream.items = deque(stream.items, maxlen=options.size)
+        stream.meta_expire_at = max(stream.meta_expire_at, now + options.meta_ttl)
+        return stream
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        options: HistoryOptions,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> StreamPosition:
+        position = StreamPosition(0, "")
+        if options.size > 0:
+            stream = self._stream(channel, options)
+            stream.top += 1
+            pub = Publication(data, stream.top, info, tags)
+            stream.items.append(pub)
+            stream.items_expire_at = self._clock() + options.ttl
+            position = StreamPosition(stream.top, stream.epoch)
+        else:
+            pub = Publication(data, 0, info, tags)
+        if channel in self._subscribed and self._handler is not None:
+            self._handler.handle_publication(channel, pub)
+        return position
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        if channel in self._subscribed and self._handler is not None:
+            self._handler.handle_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        if channel in self._subscribed and self._handler is not None:
+            self._handler.handle_leave(channel, info)
+
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult:
+        stream = self._stream(channel, options)
+        position = StreamPosition(stream.top, stream.epoch)
+        items = list(stream.items)
+        since = query.since
+        if since is not None:
+            if since.epoch != stream.epoch:
+                raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+            if query.reverse:
+                items = [p for p in items if p.offset < since.offset]
+            else:
+                first = items[0].offset if items else stream.top + 1
+                if since.offset > stream.top or since.offset + 1 < first:
+                    raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+                items = items[since.offset - first + 1 :]
+        if query.reverse:
+            items.reverse()
+        if query.limit >= 0:
+            items = items[: query.limit]
+        return HistoryResult(items, position)
+
+    async def remove_history(self, channel: str) -> None:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            stream.items.clear()
+
+
+class MemoryPresence(PresenceManager):
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[str, ClientInfo]] = {}
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        self._channels.setdefault(channel, {})[client_id] = info
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        clients = self._channels.get(channel)
+        if clients is not None:
+            clients.pop(client_id, None)
+            if not clients:
+                del self._channels[channel]
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return dict(self._channels.get(channel, {}))
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = self._channels.get(channel, {})
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))

@@ -1,0 +1,185 @@
+"""The node: wires settings, hub, broker and presence, and handles broker events.
+
+Everything a session or the HTTP API does to the outside world goes through here:
+publications go to the broker and come back through `handle_publication`, even
+on a single node, so there is one delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from server import __version__
+from server.broker.base import (
+    Broker,
+    HistoryOptions,
+    HistoryQuery,
+    HistoryResult,
+    PresenceManager,
+)
+from server.broker.memory import MemoryBroker, MemoryPresence
+from server.config import ChannelOptions, Settings
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.hub import Hub
+from server.protocol import ClientInfo, Publication, StreamPosition
+
+if TYPE_CHECKING:
+    from server.session import Session
+
+__all__ = ["Node", "RPCHandler", "SendHandler"]
+
+log = logging.getLogger(__name__)
+
+RPCHandler = Callable[["Session", Any], Awaitable[Any]]
+"""Answers an `rpc` command: receives the session and the request data, returns reply data."""
+SendHandler = Callable[["Session", Any], Awaitable[None]]
+"""Receives an asynchronous `send` message from a client."""
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker | None = None,
+        presence: PresenceManager | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
+        self.version = __version__
+        self.hub = Hub()
+        self.broker = broker or MemoryBroker()
+        self.presence = presence or MemoryPresence()
+        self.rpc_handlers: dict[str, RPCHandler] = {}
+        self.send_handler: SendHandler | None = None
+        self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+    # Life cycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.broker.start(self)
+            self._started = True
+
+    async def close(self) -> None:
+        """Tell every client to reconnect elsewhere (3001), then stop the broker."""
+        for session in self.hub.sessions():
+            session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))  # type: ignore[attr-defined]
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        await self.broker.close()
+        self._started = False
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task the node keeps a reference to and logs the failure of."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # Broker events -----------------------------------------------------------
+
+    def handle_publication(self, channel: str, pub: Publication) -> None:
+        self.hub.broadcast_publication(channel, pub)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.hub.broadcast_join(channel, info)
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.hub.broadcast_leave(channel, info)
+
+    # Channels ----------------------------------------------------------------
+
+    def channel_options(self, channel: str) -> ChannelOptions:
+        """The channel's namespace options; ReplyError(102) for an unknown namespace."""
+        options = self.settings.channel_options(channel)
+        if options is None:
+            raise ReplyError(ErrorCode.UNKNOWN_CHANNEL)
+        return options
+
+    @staticmethod
+    def history_options(options: ChannelOptions) -> HistoryOptions:
+        return HistoryOptions(options.history_size, options.history_ttl, options.history_meta_ttl)
+
+    async def add_subscriber(self, channel: str, session: Session) -> None:
+        """Make `session` a local subscriber; returns once the broker delivers the channel.
+
+        Concurrent first subscribers share one broker subscription; a broker failure
+        undoes the local subscription and raises ReplyError(100).
+        """
+        self.hub.subscribe(channel, session)
+        future = self._broker_subs.get(channel)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._broker_subs[channel] = future
+            try:
+                await self.broker.subscribe([channel])
+            except Exception as exc:
+                log.warning("broker subscribe to %r failed: %s", channel, exc)
+                future.set_exception(ReplyError(ErrorCode.INTERNAL))
+                future.exception()  # observed here; waiters re-raise it
+                self._broker_subs.pop(channel, None)
+                self.hub.unsubscribe(channel, session)
+                raise ReplyError(ErrorCode.INTERNAL) from None
+            future.set_result(None)
+        elif not future.done():
+            try:
+                await asyncio.shield(future)
+            except ReplyError:
+                self.hub.unsubscribe(channel, session)
+                raise
+
+    async def remove_subscriber(self, channel: str, session: Session) -> None:
+        if self.hub.unsubscribe(channel, session):
+            self._broker_subs.pop(channel, None)
+            try:
+                await self.broker.unsubscribe([channel])
+            except Exception as exc:
+                log.warning("broker unsubscribe from %r failed: %s", channel, exc)
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> StreamPosition:
+        options = self.channel_options(channel)
+        try:
+            return await self.broker.publish(
+                channel, data, self.history_options(options), info, tags
+            )
+        except ReplyError:
+            raise
+        except Exception as exc:
+            log.warning("publish to %r failed: %s", channel, exc)
+            raise ReplyError(ErrorCode.INTERNAL) from None
+
+    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
+        options = self.channel_options(channel)
+        try:
+            return await self.broker.history(channel, query, self.history_options(options))
+        except ReplyError:
+            raise
+        except Exception as exc:
+            log.warning("history of %r failed: %s", channel, exc)
+            raise ReplyError(ErrorCode.INTERNAL) from None
+
+    # Sessions ----------------------------------------------------------------
+
+    def add_session(self, session: Session) -> None:
+        self.hub.add_session(session)
+
+    def remove_session(self, session: Session) -> None:
+        self.hub.remove_session(session)

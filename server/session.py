@@ -1,0 +1,492 @@
+"""One client connection: its state, commands, subscriptions and outgoing queue.
+
+Independent of Tornado: it reads frames through `handle_frame` and writes through
+a `Transport`. Promises:
+- Commands of a connection are handled one at a time, in order; replies keep
+  that order.
+- Outgoing messages are queued and flushed once per event-loop turn as one
+  batched frame, so nothing in fan-out waits on a client's socket.
+- A subscription's reply comes before any publication of its channel, and the
+  publications after it continue the reply's offset with no gap and no
+  duplicate (live publications arriving while history is read are held back
+  and merged by offset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from server.broker.base import HistoryQuery
+from server.config import ChannelOptions
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.protocol import (
+    FLAG_REJECT_UNRECOVERED,
+    PING,
+    ClientInfo,
+    Command,
+    ConnectRequest,
+    Encoding,
+    HistoryRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    ProtocolError,
+    Publication,
+    PublishRequest,
+    RefreshRequest,
+    RPCRequest,
+    SendRequest,
+    StreamPosition,
+    SubRefreshRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+    decode_frame,
+    encode,
+    error_reply,
+    join_frame,
+    parse_command,
+    parse_request,
+    push,
+    reply,
+    validate_channel,
+)
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+__all__ = ["Session", "State", "Transport"]
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """How a session reaches its peer. Neither call may block or raise."""
+
+    def write_frame(self, data: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class State(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class _Subscription:
+    """Per-channel state; `pending` holds live publications while the subscribe runs."""
+
+    __slots__ = ("info", "offset", "options", "pending", "recoverable")
+
+    def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
+        self.options = options
+        self.info = info
+        self.recoverable = False
+        self.offset = 0
+        self.pending: list[tuple[Publication, bytes]] | None = []
+
+
+class Session:
+    __slots__ = (
+        "_flush_scheduled",
+        "_loop",
+        "_out",
+        "_ping_handle",
+        "_pong_handle",
+        "_stale_handle",
+        "_subs",
+        "client_id",
+        "conn_info",
+        "encoding",
+        "name",
+        "node",
+        "remote_addr",
+        "state",
+        "transport",
+        "user",
+    )
+
+    def __init__(
+        self, node: Node, transport: Transport, encoding: Encoding, remote_addr: str = ""
+    ) -> None:
+        self.node = node
+        self.transport = transport
+        self.encoding = encoding
+        self.remote_addr = remote_addr
+        self.client_id = str(uuid.uuid4())
+        self.user = ""
+        self.conn_info: Any = None
+        self.name = ""
+        self.state = State.CONNECTING
+        self._subs: dict[str, _Subscription] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._pong_handle: asyncio.TimerHandle | None = None
+        self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
+            node.settings.client.stale_timeout, self._on_stale
+        )
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._subs)
+
+    # Incoming ----------------------------------------------------------------
+
+    async def handle_frame(self, data: bytes | str) -> None:
+        """Handle every command of one frame, in order; a malformed one closes with 3501."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            messages = decode_frame(data, self.encoding)
+        except ProtocolError as exc:
+            log.debug("client %s: %s", self.client_id, exc)
+            self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
+            return
+        for message in messages:
+            if self.state is State.CLOSED:
+                return
+            try:
+                command = parse_command(message)
+            except ProtocolError as exc:
+                log.debug("client %s: %s", self.client_id, exc)
+                self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
+                return
+            await self._handle_command(command)
+
+    async def _handle_command(self, command: Command) -> None:
+        if not command.method:
+            self._on_pong()
+            return
+        try:
+            handler = _HANDLERS.get(command.method)
+            if handler is None:
+                raise ReplyError(ErrorCode.METHOD_NOT_FOUND)
+            if self.state is not State.CONNECTED and command.method != "connect":
+                raise ReplyError(ErrorCode.UNAUTHORIZED)
+            result = await handler(self, command)
+            if result is not None and command.id and self.state is not State.CLOSED:
+                self._send_message(reply(command.id, command.method, result))
+        except ReplyError as exc:
+            if command.id:
+                self._send_message(error_reply(command.id, exc))
+        except Disconnect as exc:
+            self.disconnect(exc)
+        except Exception:
+            log.exception("client %s: %s command failed", self.client_id, command.method)
+            if command.id:
+                self._send_message(error_reply(command.id, ReplyError(ErrorCode.INTERNAL)))
+
+    # Commands ----------------------------------------------------------------
+
+    async def _connect(self, command: Command) -> dict[str, Any]:
+        if self.state is State.CONNECTED:
+            raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
+        request: ConnectRequest = parse_request(ConnectRequest, command.params)
+        client_settings = self.node.settings.client
+        if not client_settings.allow_anonymous:
+            # Token verification arrives with the auth work; until then a server
+            # that refuses anonymous clients refuses every connection.
+            if request.token:
+                raise Disconnect(DisconnectCode.INVALID_TOKEN)
+            raise ReplyError(ErrorCode.UNAUTHORIZED)
+        self.name = request.name
+        self.state = State.CONNECTED
+        self._cancel(self._stale_handle)
+        self._stale_handle = None
+        self.node.add_session(self)
+        self._ping_handle = self._loop.call_later(client_settings.ping_interval, self._ping)
+        return {
+            "client": self.client_id,
+            "version": self.node.version,
+            "ping": max(1, math.ceil(client_settings.ping_interval)),
+            "pong": True,
+        }
+
+    def _channel(self, channel: str) -> ChannelOptions:
+        validate_channel(channel, self.node.settings.client.max_channel_length)
+        return self.node.channel_options(channel)
+
+    def _check_allowed(self, options: ChannelOptions, allowed: bool) -> None:
+        if not allowed or (not self.user and not options.allow_anonymous):
+            raise ReplyError(ErrorCode.PERMISSION_DENIED)
+
+    async def _subscribe(self, command: Command) -> None:
+        request: SubscribeRequest = parse_request(SubscribeRequest, command.params)
+        channel = request.channel
+        options = self._channel(channel)
+        self._check_allowed(options, options.allow_subscribe)
+        if channel in self._subs:
+            raise ReplyError(ErrorCode.ALREADY_SUBSCRIBED)
+        if len(self._subs) >= self.node.settings.client.max_channels:
+            raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
+        sub = self._subs[channel] = _Subscription(
+            options, ClientInfo(self.user, self.client_id, self.conn_info)
+        )
+        try:
+            await self.node.add_subscriber(channel, self)
+            result = await self._subscribe_result(channel, request, sub)
+            if options.presence:
+                await self.node.presence.add_presence(channel, self.client_id, sub.info)
+        except BaseException:
+            if self._subs.get(channel) is sub:
+                del self._subs[channel]
+                await self.node.remove_subscriber(channel, self)
+            raise
+        if self.state is State.CLOSED or self._subs.get(channel) is not sub:
+            return
+        self._send_message(reply(command.id, "subscribe", result))
+        pending, sub.pending = sub.pending or [], None
+        for pub, data in pending:
+            self.deliver_publication(channel, pub, data)
+        if options.join_leave:
+            await self.node.broker.publish_join(channel, sub.info)
+
+    async def _subscribe_result(
+        self, channel: str, request: SubscribeRequest, sub: _Subscription
+    ) -> dict[str, Any]:
+        if not sub.options.recoverable:
+            return {}
+        result: dict[str, Any] = {"recoverable": True}
+        publications: list[Publication] = []
+        if request.recover:
+            limit = self.node.settings.client.recovery_max_limit
+            since = StreamPosition(request.offset, request.epoch)
+            try:
+                history = await self.node.history(channel, HistoryQuery(since, limit + 1))
+                recovered = len(history.publications) <= limit
+                publications = history.publications if recovered else []
+                position = history.position
+            except ReplyError as exc:
+                if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
+                    raise
+                recovered = False
+                position = (await self.node.history(channel, HistoryQuery())).position
+            if not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
+                raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+            result["was_recovering"] = True
+            result["recovered"] = recovered
+            if publications:
+                result["publications"] = [p.to_dict() for p in publications]
+        else:
+            position = (await self.node.history(channel, HistoryQuery())).position
+        result["epoch"] = position.epoch
+        result["offset"] = position.offset
+        sub.recoverable = True
+        sub.offset = position.offset
+        return result
+
+    async def _unsubscribe(self, command: Command) -> dict[str, Any]:
+        request: UnsubscribeRequest = parse_request(UnsubscribeRequest, command.params)
+        sub = self._subs.pop(request.channel, None)
+        if sub is not None:
+            await self._leave(request.channel, sub)
+        return {}
+
+    async def _leave(self, channel: str, sub: _Subscription) -> None:
+        """Undo a subscription everywhere; failures are logged, the client is already out."""
+        try:
+            await self.node.remove_subscriber(channel, self)
+            if sub.options.presence:
+                await self.node.presence.remove_presence(channel, self.client_id)
+            if sub.options.join_leave and sub.pending is None:
+                await self.node.broker.publish_leave(channel, sub.info)
+        except Exception as exc:
+            log.warning("client %s: leaving %r failed: %s", self.client_id, channel, exc)
+
+    async def _publish(self, command: Command) -> dict[str, Any]:
+        request: PublishRequest = parse_request(PublishRequest, command.params)
+        options = self._channel(request.channel)
+        self._check_allowed(options, options.allow_publish)
+        sub = self._subs.get(request.channel)
+        info = sub.info if sub else ClientInfo(self.user, self.client_id, self.conn_info)
+        await self.node.publish(request.channel, request.data, info)
+        return {}
+
+    async def _history(self, command: Command) -> dict[str, Any]:
+        request: HistoryRequest = parse_request(HistoryRequest, command.params)
+        options = self._channel(request.channel)
+        self._check_allowed(options, options.allow_history)
+        if options.history_size <= 0:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
+        most = self.node.settings.client.history_max_limit
+        limit = most if request.limit < 0 else min(request.limit, most)
+        history = await self.node.history(
+            request.channel, HistoryQuery(request.since, limit, request.reverse)
+        )
+        return {
+            "publications": [p.to_dict() for p in history.publications],
+            "epoch": history.position.epoch,
+            "offset": history.position.offset,
+        }
+
+    def _presence_channel(self, channel: str) -> None:
+        options = self._channel(channel)
+        if not options.presence:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
+        self._check_allowed(options, options.allow_presence)
+
+    async def _presence(self, command: Command) -> dict[str, Any]:
+        request: PresenceRequest = parse_request(PresenceRequest, command.params)
+        self._presence_channel(request.channel)
+        clients = await self.node.presence.presence(request.channel)
+        return {"presence": {cid: info.to_dict() for cid, info in clients.items()}}
+
+    async def _presence_stats(self, command: Command) -> dict[str, Any]:
+        request: PresenceStatsRequest = parse_request(PresenceStatsRequest, command.params)
+        self._presence_channel(request.channel)
+        stats = await self.node.presence.presence_stats(request.channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+    async def _refresh(self, command: Command) -> dict[str, Any]:
+        parse_request(RefreshRequest, command.params)
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "connection tokens are not enabled")
+
+    async def _sub_refresh(self, command: Command) -> dict[str, Any]:
+        parse_request(SubRefreshRequest, command.params)
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "subscription tokens are not enabled")
+
+    async def _rpc(self, command: Command) -> dict[str, Any]:
+        request: RPCRequest = parse_request(RPCRequest, command.params)
+        handler = self.node.rpc_handlers.get(request.method)
+        if handler is None:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "no rpc handler for this method")
+        data = await handler(self, request.data)
+        return {} if data is None else {"data": data}
+
+    async def _send(self, command: Command) -> dict[str, Any] | None:
+        request: SendRequest = parse_request(SendRequest, command.params)
+        if self.node.send_handler is None:
+            if command.id:
+                raise ReplyError(ErrorCode.NOT_AVAILABLE, "no send handler")
+            return None
+        await self.node.send_handler(self, request.data)
+        return {}
+
+    # Delivery (called by the hub) --------------------------------------------
+
+    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
+        sub = self._subs.get(channel)
+        if sub is None:
+            return
+        if sub.pending is not None:
+            sub.pending.append((pub, data))
+            return
+        if sub.recoverable and pub.offset:
+            if pub.offset <= sub.offset:
+                return  # already sent in the subscribe reply
+            sub.offset = pub.offset
+        self._queue(data)
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        sub = self._subs.get(channel)
+        if sub is not None and sub.pending is None:
+            self._queue(data)
+
+    # Outgoing ----------------------------------------------------------------
+
+    def _send_message(self, message: dict[str, Any]) -> None:
+        self._queue(encode(message, self.encoding))
+
+    def _queue(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out:
+            frame = join_frame(self._out, self.encoding)
+            self._out = []
+            self.transport.write_frame(frame)
+
+    # Liveness ----------------------------------------------------------------
+
+    def _on_stale(self) -> None:
+        self._stale_handle = None
+        if self.state is State.CONNECTING:
+            self.disconnect(Disconnect(DisconnectCode.STALE))
+
+    def _ping(self) -> None:
+        interval = self.node.settings.client
+        self._send_message(PING)
+        if self._pong_handle is None:
+            self._pong_handle = self._loop.call_later(interval.pong_timeout, self._on_no_pong)
+        self._ping_handle = self._loop.call_later(interval.ping_interval, self._ping)
+
+    def _on_pong(self) -> None:
+        self._cancel(self._pong_handle)
+        self._pong_handle = None
+
+    def _on_no_pong(self) -> None:
+        self._pong_handle = None
+        self.disconnect(Disconnect(DisconnectCode.NO_PONG))
+
+    @staticmethod
+    def _cancel(handle: asyncio.TimerHandle | None) -> None:
+        if handle is not None:
+            handle.cancel()
+
+    # Closing -----------------------------------------------------------------
+
+    def disconnect(self, reason: Disconnect) -> None:
+        """Close with `reason`: queued replies go first, then (if connected) a
+        disconnect push, then the close frame."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST:
+            body = {"code": int(reason.code), "reason": reason.reason}
+            body["reconnect"] = reason.reconnect
+            self._send_message(push("", "disconnect", body))
+        self._flush()
+        self._closed()
+        self.transport.close(int(reason.code), reason.reason)
+
+    def on_transport_closed(self) -> None:
+        """The peer went away (or the close handshake finished)."""
+        self._closed()
+
+    def _closed(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        self._out = []
+        for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
+            self._cancel(handle)
+        self._stale_handle = self._ping_handle = self._pong_handle = None
+        subs, self._subs = self._subs, {}
+        if was_connected:
+            self.node.remove_session(self)
+        if subs:
+            self.node.spawn(self._leave_all(subs))
+
+    async def _leave_all(self, subs: dict[str, _Subscription]) -> None:
+        for channel, sub in subs.items():
+            await self._leave(channel, sub)
+
+
+_Handler = Callable[[Session, Command], Awaitable[dict[str, Any] | None]]
+
+_HANDLERS: dict[str, _Handler] = {
+    "connect": Session._connect,
+    "subscribe": Session._subscribe,
+    "unsubscribe": Session._unsubscribe,
+    "publish": Session._publish,
+    "history": Session._history,
+    "presence": Session._presence,
+    "presence_stats": Session._presence_stats,
+    "refresh": Session._refresh,
+    "sub_refresh": Session._sub_refresh,
+    "rpc": Session._rpc,
+    "send": Session._send,
+}
