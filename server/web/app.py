@@ -1,0 +1,30 @@
+"""The Tornado application: routes, and the settings that carry limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tornado.web import Application, RedirectHandler, StaticFileHandler
+
+from server.node import Node
+from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
+from server.web.websocket import ClientWebSocketHandler
+
+__all__ = ["STATIC_DIR", "make_app"]
+
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+
+
+def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> Application:
+    """Routes for one node; `readiness` names the dependency checks behind /readyz."""
+    return Application(
+        [
+            (r"/connection/websocket", ClientWebSocketHandler, {"node": node}),
+            (r"/healthz", HealthHandler),
+            (r"/readyz", ReadyHandler, {"checks": readiness or {}}),
+            (r"/", RedirectHandler, {"url": "/static/index.html"}),
+        ],
+        static_path=str(STATIC_DIR),
+        static_handler_class=StaticFileHandler,
+        websocket_max_message_size=node.settings.client.max_frame_bytes,
+    )

@@ -1,0 +1,44 @@
+"""Unauthenticated operational endpoints: `/healthz` (alive) and `/readyz` (can serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+from tornado.web import RequestHandler
+
+__all__ = ["HealthHandler", "ReadinessCheck", "ReadyHandler"]
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""Raises when a dependency cannot be reached."""
+
+
+class HealthHandler(RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": "ok"}))
+
+
+class ReadyHandler(RequestHandler):
+    """503 with the failing checks named when any dependency is unreachable."""
+
+    def initialize(self, checks: dict[str, ReadinessCheck], timeout: float = 2.0) -> None:
+        self.checks = checks
+        self.timeout = timeout
+
+    async def get(self) -> None:
+        results: dict[str, str] = {}
+
+        async def run(name: str, check: ReadinessCheck) -> None:
+            try:
+                await asyncio.wait_for(check(), self.timeout)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready
+                results[name] = f"unavailable: {type(exc).__name__}"
+
+        await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
+        ready = all(v == "ok" for v in results.values())
+        self.set_status(200 if ready else 503)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": "ok" if ready else "unavailable", "checks": results}))

@@ -1,0 +1,86 @@
+"""`/connection/websocket`: frames in and out of a `Session`, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketHandler, WebSocketProtocol13
+
+from server.node import Node
+from server.protocol import Encoding
+from server.session import Session
+
+__all__ = ["ClientWebSocketHandler"]
+
+log = logging.getLogger(__name__)
+
+MSGPACK_SUBPROTOCOL = "msgpack"
+
+
+class _Protocol(WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol with two changes the client protocol needs.
+
+    Text frames reach `on_message` as bytes: Tornado would drop a connection on
+    invalid UTF-8 without a close code, and the protocol layer answers 3501
+    instead (it decodes UTF-8 itself, once). `write_frame` sends one
+    already-encoded frame without creating a task per write.
+    """
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        return super()._handle_message(0x2 if opcode == 0x1 else opcode, data)
+
+    def write_frame(self, data: bytes, binary: bool) -> None:
+        try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
+            self._write_frame(True, 0x2 if binary else 0x1, data)
+        except StreamClosedError:
+            pass  # on_close follows and cleans up
+
+
+class ClientWebSocketHandler(WebSocketHandler):
+    """Adapts one WebSocket to one Session (JSON, or msgpack under its subprotocol)."""
+
+    def initialize(self, node: Node) -> None:
+        self.node = node
+        self.session: Session | None = None
+        self.encoding = Encoding.JSON
+
+    def get_websocket_protocol(self) -> WebSocketProtocol13 | None:
+        # Tornado's choice of version and parameters, with our protocol subclass.
+        protocol = super().get_websocket_protocol()
+        if not isinstance(protocol, WebSocketProtocol13):
+            return None
+        return _Protocol(self, False, protocol.params)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        if MSGPACK_SUBPROTOCOL in subprotocols:
+            self.encoding = Encoding.MSGPACK
+            return MSGPACK_SUBPROTOCOL
+        return None
+
+    def check_origin(self, origin: str) -> bool:
+        # Origin policy (an allow-list) arrives with the access-control work.
+        return True
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)
+        self.session = Session(self.node, self, self.encoding, self.request.remote_ip or "")
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.session is not None:
+            await self.session.handle_frame(message)
+
+    def on_close(self) -> None:
+        if self.session is not None:
+            self.session.on_transport_closed()
+
+    # Transport ---------------------------------------------------------------
+
+    def write_frame(self, data: bytes) -> None:
+        protocol = self.ws_connection
+        if isinstance(protocol, _Protocol) and not protocol.is_closing():
+            protocol.write_frame(data, self.encoding is Encoding.MSGPACK)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        super().close(code, reason)
