@@ -161,7 +161,7 @@ class Session:
             await self._handle_command(command)
 
     async def _handle_command(self, command: Command) -> None:
-        if not command.method:
+        if not command.id and not command.method:
             self._on_pong()
             return
         try:
