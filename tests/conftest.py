@@ -1,0 +1,97 @@
+"""Shared fixtures: a real server on a free port per test, with real backing servers.
+
+Per-test settings: `@pytest.mark.settings(client={"max_channels": 2})` layers
+those keys over the shipped defaults (validated like any config layer).
+Timeouts in tests are multiplied by TIMEOUT_SCALE (env TEST_TIMEOUT_SCALE) for
+slow machines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+from tornado.web import Application
+
+from server.config import Settings, load_settings
+from server.node import Node
+from server.protocol import Encoding
+from server.web.app import make_app
+from tests.client import ProtoClient
+
+pytest_plugins = ["tests.conftest_embedded"]
+
+TIMEOUT_SCALE = float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "settings(**sections): settings layered for this test")
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest) -> Settings:
+    base = load_settings(env={})
+    marker = request.node.get_closest_marker("settings")
+    return base.with_overrides(**marker.kwargs) if marker else base
+
+
+@pytest.fixture
+def node(settings: Settings, io_loop: IOLoop) -> Iterator[Node]:
+    node = Node(settings)
+    io_loop.run_sync(node.start)
+    yield node
+    io_loop.run_sync(node.close)
+
+
+@pytest.fixture
+def app(node: Node) -> Application:
+    return make_app(node)
+
+
+@pytest.fixture
+def ws_url(http_server: Any, http_port: int) -> str:
+    """The WebSocket endpoint of this test's server (started by pytest-tornado)."""
+    return f"ws://127.0.0.1:{http_port}/connection/websocket"
+
+
+@pytest.fixture(params=[Encoding.JSON, Encoding.MSGPACK], ids=["json", "msgpack"])
+def encoding(request: pytest.FixtureRequest) -> Encoding:
+    """Runs a test once per wire encoding."""
+    return request.param
+
+
+ClientFactory = Callable[..., Awaitable[ProtoClient]]
+Opener = Callable[[Encoding], Awaitable[ProtoClient]]
+
+
+@pytest.fixture
+def open_client(ws_url: str) -> Iterator[Opener]:
+    """Opens protocol clients in a given encoding; all are closed after the test."""
+    opened: list[ProtoClient] = []
+
+    async def open_in(encoding: Encoding) -> ProtoClient:
+        c = await ProtoClient.open(ws_url, encoding, timeout=5 * TIMEOUT_SCALE)
+        opened.append(c)
+        return c
+
+    yield open_in
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def client(
+    open_client: Callable[[Encoding], Awaitable[ProtoClient]], encoding: Encoding
+) -> ClientFactory:
+    """Opens protocol clients in the test's encoding; `connect=True` also sends connect."""
+
+    async def open_connected(connect: bool = True, **connect_params: Any) -> ProtoClient:
+        c = await open_client(encoding)
+        if connect:
+            await c.connect(**connect_params)
+        return c
+
+    return open_connected

@@ -1,0 +1,165 @@
+"""Subscribe with recovery: exactly the missed publications, then live ones with no gap
+and no duplicate; an unrecoverable position is reported, never papered over."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
+from server.broker.memory import MemoryBroker
+from server.config import Settings
+from server.node import Node
+
+
+async def missed_while_away(c, node: Node, channel: str, count: int) -> dict[str, Any]:
+    """Subscribes, then publishes `count` publications the client will have to recover."""
+    position = await c.result("subscribe", {"channel": channel})
+    await c.result("unsubscribe", {"channel": channel})
+    for i in range(count):
+        await node.publish(channel, i)
+    return position
+
+
+def recover(channel: str, position: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    params = {"channel": channel, "recover": True, "offset": position["offset"]}
+    return params | {"epoch": position["epoch"]} | extra
+
+
+@pytest.mark.gen_test
+async def test_recovery_returns_exactly_the_missed_publications_in_order(client, node: Node):
+    c = await client()
+    await node.publish("news", "before")
+    position = await missed_while_away(c, node, "news", 3)
+    result = await c.result("subscribe", recover("news", position))
+    assert result["was_recovering"] is True and result["recovered"] is True
+    assert [p["offset"] for p in result["publications"]] == [2, 3, 4]
+    assert [p["data"] for p in result["publications"]] == [0, 1, 2]
+    assert result["offset"] == 4 and result["epoch"] == position["epoch"]
+
+
+@pytest.mark.gen_test
+async def test_recovery_with_nothing_missed_is_recovered_with_no_publications(client):
+    c = await client()
+    position = await c.result("subscribe", {"channel": "news"})
+    await c.result("unsubscribe", {"channel": "news"})
+    result = await c.result("subscribe", recover("news", position))
+    assert result["recovered"] is True and "publications" not in result
+
+
+@pytest.mark.gen_test
+async def test_live_publications_continue_the_recovered_offsets(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 2)
+    await c.result("subscribe", recover("news", position))
+    await node.publish("news", "live")
+    assert (await c.push("pub", "news"))["pub"]["offset"] == 3
+
+
+@pytest.mark.gen_test
+async def test_wrong_epoch_is_not_recovered_and_reports_current_position(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 2)
+    result = await c.result("subscribe", recover("news", position | {"epoch": "other"}))
+    assert result["was_recovering"] is True and result["recovered"] is False
+    assert "publications" not in result
+    assert result["offset"] == 2 and result["epoch"] == position["epoch"]
+
+
+@pytest.mark.settings(channels={"history_size": 3})
+@pytest.mark.gen_test
+async def test_history_shorter_than_the_gap_is_not_recovered(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 5)
+    result = await c.result("subscribe", recover("news", position))
+    assert result["recovered"] is False and "publications" not in result
+
+
+@pytest.mark.gen_test
+async def test_position_ahead_of_the_stream_is_not_recovered(client, node: Node):
+    c = await client()
+    position = await c.result("subscribe", {"channel": "news"})
+    await c.result("unsubscribe", {"channel": "news"})
+    result = await c.result("subscribe", recover("news", position | {"offset": 10}))
+    assert result["recovered"] is False
+
+
+@pytest.mark.gen_test
+async def test_unrecoverable_position_answers_112_when_client_asks_for_it(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 1)
+    params = recover("news", position | {"epoch": "other"}, flag=2)
+    assert (await c.call("subscribe", params))["error"]["code"] == 112
+
+
+@pytest.mark.settings(client={"recovery_max_limit": 3})
+@pytest.mark.gen_test
+async def test_gap_of_exactly_recovery_max_limit_is_recovered(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 3)
+    result = await c.result("subscribe", recover("news", position))
+    assert result["recovered"] is True and len(result["publications"]) == 3
+
+
+@pytest.mark.settings(client={"recovery_max_limit": 3})
+@pytest.mark.gen_test
+async def test_gap_over_recovery_max_limit_is_not_recovered(client, node: Node):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 4)
+    result = await c.result("subscribe", recover("news", position))
+    assert result["recovered"] is False and "publications" not in result
+
+
+class SlowHistoryBroker(MemoryBroker):
+    """The memory broker with a history read that takes time, as a networked one does:
+    publications land both before the read sees the stream and after it returns."""
+
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult:
+        await asyncio.sleep(0.02)
+        result = await super().history(channel, query, options)
+        await asyncio.sleep(0.02)
+        return result
+
+
+@pytest.fixture
+def node(settings: Settings, io_loop: IOLoop):
+    node = Node(settings, broker=SlowHistoryBroker())
+    io_loop.run_sync(node.start)
+    yield node
+    io_loop.run_sync(node.close)
+
+
+@pytest.mark.parametrize("recovering", [True, False], ids=["recover", "fresh"])
+@pytest.mark.gen_test(timeout=20)
+async def test_publications_during_subscribe_arrive_once_each_with_no_gap(
+    client, node: Node, recovering: bool
+):
+    c = await client()
+    position = await missed_while_away(c, node, "news", 3)
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        while not stop.is_set():
+            await node.publish("news", "live")
+            await asyncio.sleep(0.001)
+
+    task = asyncio.ensure_future(publisher())
+    await asyncio.sleep(0.01)
+    params = recover("news", position) if recovering else {"channel": "news"}
+    result = await c.result("subscribe", params)
+    await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    top = (await node.history("news", HistoryQuery())).position.offset
+    first = result["offset"] + 1
+    live = [p["offset"] for p in await c.publications("news", top - result["offset"])]
+    recovered = [p["offset"] for p in result.get("publications", [])]
+    if recovering:
+        assert recovered == list(range(position["offset"] + 1, first))
+    assert live == list(range(first, top + 1))
+    assert not c.pushes or all("pub" not in p for p in c.pushes)
