@@ -127,4 +127,4 @@ class Disconnect(Exception):
     @property
     def reconnect(self) -> bool:
         """Whether the official SDKs will reconnect after this close code."""
-        return self.code < 3500
+        return 3000 <= self.code < 3500

@@ -11,8 +11,9 @@ Contract:
   well-formed command with an unknown method comes back with `method` unknown
   for the caller to answer 104; bad method arguments raise `ReplyError(107)`
   from `parse_request`.
-- `encode` never fails on data a client or the API could have sent: values one
-  encoding cannot carry (binary in JSON, huge integers in msgpack) are converted.
+- `encode` never fails on data that passed `parse_request` (or `check_data`):
+  values one encoding cannot carry (binary in JSON, huge integers or lone
+  surrogates in msgpack, NaN in JSON) are converted, never dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "SubRefreshRequest",
     "SubscribeRequest",
     "UnsubscribeRequest",
+    "check_data",
     "decode_frame",
     "encode",
     "error_reply",
@@ -159,30 +161,36 @@ def decode_frame(data: bytes | str, encoding: Encoding) -> list[Any]:
             raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1)
         )
         unpacker.feed(raw)
-        messages = list(unpacker)
-        if unpacker.tell() != len(raw):
-            raise ValueError("truncated msgpack message")
+        messages = []
+        while unpacker.tell() < len(raw):  # a partial trailing map raises OutOfData
+            messages.append(unpacker.unpack())
         return messages
     except Exception as exc:  # the boundary: any decoder failure is the peer's fault
         raise ProtocolError(f"malformed {encoding.value} frame") from exc
 
 
 def _json_default(obj: Any) -> Any:
+    # msgpack.ExtType is a namedtuple, so JSON carries it as [code, base64 data].
     if isinstance(obj, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(obj)).decode("ascii")
-    if isinstance(obj, msgpack.ExtType):
-        return base64.b64encode(obj.data).decode("ascii")
     if isinstance(obj, msgpack.Timestamp):
         return obj.to_unix()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+def _json_key(key: Any) -> str:
+    """A map key as the json module writes it (True -> "true"), whatever else the map holds."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(_json_safe(key))
+    return str(_json_safe(key))
+
+
 def _json_safe(obj: Any) -> Any:
     """A copy JSON can carry: string keys, no NaN or infinity, binary as base64."""
     if isinstance(obj, dict):
-        return {
-            (k if isinstance(k, str) else str(_json_safe(k))): _json_safe(v) for k, v in obj.items()
-        }
+        return {_json_key(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -196,7 +204,10 @@ _INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 
 def _msgpack_safe(obj: Any) -> Any:
-    """A copy msgpack can carry: integers outside 64 bits become strings."""
+    """A copy msgpack can carry: integers outside 64 bits become strings, and lone
+    surrogates (valid in a JSON escape, not in UTF-8) become U+FFFD."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "replace").decode("utf-8")
     if isinstance(obj, dict):
         return {_msgpack_safe(k): _msgpack_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -209,6 +220,9 @@ def _msgpack_safe(obj: Any) -> Any:
 _json_encoder = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
 )
+_ascii_json_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=_json_default
+)
 
 
 def encode(message: Any, encoding: Encoding) -> bytes:
@@ -216,11 +230,13 @@ def encode(message: Any, encoding: Encoding) -> bytes:
     if encoding is Encoding.JSON:
         try:
             return _json_encoder.encode(message).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: JSON can carry it escaped
+            return _ascii_json_encoder.encode(_json_safe(message)).encode("ascii")
         except (TypeError, ValueError):
             return _json_encoder.encode(_json_safe(message)).encode("utf-8")
     try:
         return msgpack.packb(message, use_bin_type=True)
-    except (OverflowError, TypeError, ValueError):
+    except (OverflowError, TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return msgpack.packb(_msgpack_safe(message), use_bin_type=True, default=_json_default)
 
 
@@ -284,8 +300,29 @@ def _bad(name: str, expected: str) -> ReplyError:
     return ReplyError(ErrorCode.BAD_REQUEST, f"{name}: expected {expected}")
 
 
-def _check(name: str, kind: Any, value: Any) -> Any:
+DEFAULT_MAX_DATA_DEPTH = 64
+
+
+def check_data(name: str, value: Any, max_depth: int = DEFAULT_MAX_DATA_DEPTH) -> None:
+    """Free-form data must nest at most `max_depth` levels, so every encoder can carry it.
+
+    Iterative, and cheap for the shallow payloads real-time messages are.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > max_depth:
+                raise ReplyError(
+                    ErrorCode.BAD_REQUEST, f"{name}: nested deeper than {max_depth} levels"
+                )
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _check(name: str, kind: Any, value: Any, max_depth: int) -> Any:
     if kind is Any:
+        check_data(name, value, max_depth)
         return value
     if kind is bool:
         if type(value) is not bool:
@@ -300,8 +337,8 @@ def _check(name: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise _bad(name, "a map with offset and epoch")
         return StreamPosition(
-            _check(f"{name}.offset", int, value.get("offset", 0)),
-            _check(f"{name}.epoch", str, value.get("epoch", "")),
+            _check(f"{name}.offset", int, value.get("offset", 0), max_depth),
+            _check(f"{name}.epoch", str, value.get("epoch", ""), max_depth),
         )
     elif kind == dict[str, str]:
         strings = isinstance(value, dict) and all(
@@ -326,11 +363,12 @@ def _schema(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
     return tuple(out)
 
 
-def parse_request(cls: Any, params: Any) -> Any:
+def parse_request(cls: Any, params: Any, max_depth: int = DEFAULT_MAX_DATA_DEPTH) -> Any:
     """Build a request dataclass from command params; ReplyError(107) names the bad field.
 
     Unknown fields are ignored (SDKs send optional flags we may not act on); a
-    field typed `int` must be a non-negative integer unless the class says otherwise.
+    field typed `int` must be a non-negative integer unless the class says otherwise;
+    free-form (`Any`) fields may nest at most `max_depth` levels.
     """
     if params is None:
         params = {}
@@ -342,7 +380,7 @@ def parse_request(cls: Any, params: Any) -> Any:
             value = params[name]
             if value is None and optional:
                 continue
-            kwargs[name] = _check(name, kind, value)
+            kwargs[name] = _check(name, kind, value, max_depth)
     try:
         request = cls(**kwargs)
     except TypeError as exc:  # a required field is missing

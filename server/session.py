@@ -188,7 +188,7 @@ class Session:
     async def _connect(self, command: Command) -> dict[str, Any]:
         if self.state is State.CONNECTED:
             raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
-        request: ConnectRequest = parse_request(ConnectRequest, command.params)
+        request: ConnectRequest = self._parse(ConnectRequest, command)
         client_settings = self.node.settings.client
         if not client_settings.allow_anonymous:
             # Token verification arrives with the auth work; until then a server
@@ -209,6 +209,9 @@ class Session:
             "pong": True,
         }
 
+    def _parse(self, request_type: type[Any], command: Command) -> Any:
+        return parse_request(request_type, command.params, self.node.settings.client.max_data_depth)
+
     def _channel(self, channel: str) -> ChannelOptions:
         validate_channel(channel, self.node.settings.client.max_channel_length)
         return self.node.channel_options(channel)
@@ -218,7 +221,7 @@ class Session:
             raise ReplyError(ErrorCode.PERMISSION_DENIED)
 
     async def _subscribe(self, command: Command) -> None:
-        request: SubscribeRequest = parse_request(SubscribeRequest, command.params)
+        request: SubscribeRequest = self._parse(SubscribeRequest, command)
         channel = request.channel
         options = self._channel(channel)
         self._check_allowed(options, options.allow_subscribe)
@@ -283,7 +286,7 @@ class Session:
         return result
 
     async def _unsubscribe(self, command: Command) -> dict[str, Any]:
-        request: UnsubscribeRequest = parse_request(UnsubscribeRequest, command.params)
+        request: UnsubscribeRequest = self._parse(UnsubscribeRequest, command)
         sub = self._subs.pop(request.channel, None)
         if sub is not None:
             await self._leave(request.channel, sub)
@@ -301,7 +304,7 @@ class Session:
             log.warning("client %s: leaving %r failed: %s", self.client_id, channel, exc)
 
     async def _publish(self, command: Command) -> dict[str, Any]:
-        request: PublishRequest = parse_request(PublishRequest, command.params)
+        request: PublishRequest = self._parse(PublishRequest, command)
         options = self._channel(request.channel)
         self._check_allowed(options, options.allow_publish)
         sub = self._subs.get(request.channel)
@@ -310,7 +313,7 @@ class Session:
         return {}
 
     async def _history(self, command: Command) -> dict[str, Any]:
-        request: HistoryRequest = parse_request(HistoryRequest, command.params)
+        request: HistoryRequest = self._parse(HistoryRequest, command)
         options = self._channel(request.channel)
         self._check_allowed(options, options.allow_history)
         if options.history_size <= 0:
@@ -333,27 +336,27 @@ class Session:
         self._check_allowed(options, options.allow_presence)
 
     async def _presence(self, command: Command) -> dict[str, Any]:
-        request: PresenceRequest = parse_request(PresenceRequest, command.params)
+        request: PresenceRequest = self._parse(PresenceRequest, command)
         self._presence_channel(request.channel)
         clients = await self.node.presence.presence(request.channel)
         return {"presence": {cid: info.to_dict() for cid, info in clients.items()}}
 
     async def _presence_stats(self, command: Command) -> dict[str, Any]:
-        request: PresenceStatsRequest = parse_request(PresenceStatsRequest, command.params)
+        request: PresenceStatsRequest = self._parse(PresenceStatsRequest, command)
         self._presence_channel(request.channel)
         stats = await self.node.presence.presence_stats(request.channel)
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def _refresh(self, command: Command) -> dict[str, Any]:
-        parse_request(RefreshRequest, command.params)
+        self._parse(RefreshRequest, command)
         raise ReplyError(ErrorCode.NOT_AVAILABLE, "connection tokens are not enabled")
 
     async def _sub_refresh(self, command: Command) -> dict[str, Any]:
-        parse_request(SubRefreshRequest, command.params)
+        self._parse(SubRefreshRequest, command)
         raise ReplyError(ErrorCode.NOT_AVAILABLE, "subscription tokens are not enabled")
 
     async def _rpc(self, command: Command) -> dict[str, Any]:
-        request: RPCRequest = parse_request(RPCRequest, command.params)
+        request: RPCRequest = self._parse(RPCRequest, command)
         handler = self.node.rpc_handlers.get(request.method)
         if handler is None:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "no rpc handler for this method")
@@ -361,7 +364,7 @@ class Session:
         return {} if data is None else {"data": data}
 
     async def _send(self, command: Command) -> dict[str, Any] | None:
-        request: SendRequest = parse_request(SendRequest, command.params)
+        request: SendRequest = self._parse(SendRequest, command)
         if self.node.send_handler is None:
             if command.id:
                 raise ReplyError(ErrorCode.NOT_AVAILABLE, "no send handler")
