@@ -5,9 +5,15 @@ given with `--config`, environment variables, then command-line flags. Any
 unknown key, wrong type or out-of-range value raises `ConfigError` naming the key
 and what was expected; `run.py` turns that into exit code 2.
 
+Channel options (`[channels]` and `[namespaces]`) come from one file: the
+`--config` file when one is given, otherwise `config/default.toml`; a
+production file never inherits the demo's open namespaces. Environment
+variables then adjust single keys.
+
 Environment: `REDIS_URL` and `MONGO_URL`, plus `WSFAN_<SECTION>__<KEY>` for any
 other key (`WSFAN_SERVER__PORT=9000`, `WSFAN_NAMESPACES__CHAT__PRESENCE=true`),
-with the value read as a TOML value when it parses as one and as a string otherwise.
+with the value read as a TOML value when it parses as one (and the key is not a
+string key) and as a string otherwise. Names are lowercased.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, get_type_hints
 
 __all__ = [
@@ -61,6 +68,7 @@ class ClientSettings:
     max_channel_length: int = field(default=255, metadata=_range(1, 65535))
     history_max_limit: int = field(default=1000, metadata=_range(1))
     recovery_max_limit: int = field(default=1000, metadata=_range(1))
+    max_data_depth: int = field(default=64, metadata=_range(1, 512))
     allow_anonymous: bool = True  # connect without a token
 
 
@@ -129,7 +137,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     client: ClientSettings = ClientSettings()
     channels: ChannelOptions = ChannelOptions()  # channels with no namespace
-    namespaces: Mapping[str, ChannelOptions] = field(default_factory=dict)
+    namespaces: Mapping[str, ChannelOptions] = field(default_factory=lambda: MappingProxyType({}))
     broker: BrokerSettings = BrokerSettings()
     redis: RedisSettings = RedisSettings()
     mongo: MongoSettings = MongoSettings()
@@ -161,7 +169,15 @@ def _describe(kind: type, meta: Mapping[str, Any]) -> str:
     return text
 
 
+class _EnvText(str):
+    """An environment value: text for string keys, its TOML reading for the others."""
+
+    parsed: Any
+
+
 def _value(path: str, kind: type, meta: Mapping[str, Any], value: Any) -> Any:
+    if isinstance(value, _EnvText):
+        value = str(value) if kind is str else value.parsed
     ok = (
         (kind is bool and type(value) is bool)
         or (kind is int and type(value) is int)
@@ -209,7 +225,7 @@ def _build(layer: Mapping[str, Any], base: Settings) -> Settings:
                     )
                 start = namespaces.get(ns, ChannelOptions())
                 namespaces[ns] = _section(f"namespaces.{ns}", ChannelOptions, options, start)
-            values[name] = namespaces
+            values[name] = MappingProxyType(namespaces)
         elif name in _SECTIONS:
             values[name] = _section(name, _SECTIONS[name], data, getattr(base, name))
         else:
@@ -228,11 +244,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 
-def _env_value(raw: str) -> Any:
+def _env_value(raw: str) -> _EnvText:
+    text = _EnvText(raw)
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        text.parsed = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        text.parsed = raw
+    return text
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
@@ -265,7 +283,9 @@ def load_settings(
     if defaults_file is not None:
         settings = _build(_read_toml(defaults_file), settings)
     if config_file is not None:
-        settings = _build(_read_toml(Path(config_file)), settings)
+        layer = _read_toml(Path(config_file))
+        settings = replace(settings, channels=ChannelOptions(), namespaces=MappingProxyType({}))
+        settings = _build(layer, settings)
     settings = _build(_env_layer(os.environ if env is None else env), settings)
     if flags:
         settings = _build({k: dict(v) for k, v in flags.items() if v}, settings)
