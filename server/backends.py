@@ -14,7 +14,8 @@ __all__ = ["Backends"]
 class Backends:
     """Redis and MongoDB clients built from settings; either is absent when its URL is empty."""
 
-    def __init__(self, settings: Settings, timeout: float = 2.0) -> None:
+    def __init__(self, settings: Settings, timeout: float = 1.0) -> None:
+        # Shorter than /readyz's own limit, so the driver's real error is what it reports.
         self.redis: Redis | None = None
         self.mongo: MongoStore | None = None
         if settings.redis.url:
@@ -41,4 +42,4 @@ class Backends:
         if self.redis is not None:
             await self.redis.aclose()
         if self.mongo is not None:
-            self.mongo.close()
+            await self.mongo.close()

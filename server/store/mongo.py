@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -24,5 +25,6 @@ class MongoStore:
         """Raises when MongoDB cannot be reached within the timeout."""
         await self._client.admin.command("ping")
 
-    def close(self) -> None:
-        self._client.close()
+    async def close(self) -> None:
+        # Motor's close() waits for a server lookup in progress: off the event loop.
+        await asyncio.to_thread(self._client.close)
