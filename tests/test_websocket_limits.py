@@ -110,3 +110,12 @@ async def test_client_that_does_not_pong_gets_disconnect_push_and_close_3012(cli
         json.loads(json.dumps(m)) for m in messages
     ]
     assert c.conn.close_code == 3012
+
+
+@pytest.mark.settings(client={"max_data_depth": 3})
+@pytest.mark.gen_test
+async def test_publish_data_nested_beyond_max_data_depth_answers_107(client):
+    c = await client()
+    await c.result("publish", {"channel": "news", "data": {"a": {"b": [1]}}})
+    error = (await c.call("publish", {"channel": "news", "data": {"a": {"b": [[1]]}}}))["error"]
+    assert error["code"] == 107 and "data" in error["message"]

@@ -1,0 +1,603 @@
+"""The broker contract (server/broker/base.py): what every Broker and PresenceManager promises.
+
+Each test runs once per implementation in BROKERS / PRESENCES; today only the memory
+ones. To add Redis, register a factory under "redis": it gets the test's `Clock`
+and must make `clock.advance(s)` observable (the memory broker reads the injected
+clock; a Redis factory would let `advance` sleep, so TTLs here stay short).
+Delivery may be asynchronous, so tests wait for events with `handler.wait_for`
+and prove an absence by waiting for a later marker event on a subscribed channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from server.broker.base import (
+    Broker,
+    HistoryOptions,
+    HistoryQuery,
+    PresenceManager,
+    PresenceStats,
+)
+from server.broker.memory import MemoryBroker, MemoryPresence
+from server.errors import ErrorCode, ReplyError
+from server.protocol import ClientInfo, Publication, StreamPosition
+from tests.conftest import TIMEOUT_SCALE
+
+KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)
+NO_HISTORY = HistoryOptions(size=0)
+
+
+class Clock:
+    """A controllable monotonic clock, injected where an implementation reads time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingHandler:
+    """The node's role towards a broker: records every event it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.publications: list[tuple[str, Publication]] = []
+        self.joins: list[tuple[str, ClientInfo]] = []
+        self.leaves: list[tuple[str, ClientInfo]] = []
+
+    def handle_publication(self, channel: str, pub: Publication) -> None:
+        self.publications.append((channel, pub))
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.joins.append((channel, info))
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.leaves.append((channel, info))
+
+    def data(self, channel: str) -> list[Any]:
+        return [p.data for c, p in self.publications if c == channel]
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError("broker event did not arrive in time")
+            await asyncio.sleep(0.001)
+
+
+BROKERS: dict[str, Callable[[Clock], Broker]] = {
+    "memory": lambda clock: MemoryBroker(clock=clock),
+}
+PRESENCES: dict[str, Callable[[], PresenceManager]] = {
+    "memory": MemoryPresence,
+}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def handler() -> RecordingHandler:
+    return RecordingHandler()
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def broker(
+    request: pytest.FixtureRequest, clock: Clock, handler: RecordingHandler, io_loop: IOLoop
+) -> Iterator[Broker]:
+    """A started broker of each implementation, delivering to `handler`."""
+    instance = BROKERS[request.param](clock)
+    io_loop.run_sync(lambda: instance.start(handler))
+    yield instance
+    io_loop.run_sync(instance.close)
+
+
+@pytest.fixture(params=sorted(PRESENCES))
+def presence(request: pytest.FixtureRequest) -> PresenceManager:
+    return PRESENCES[request.param]()
+
+
+async def publish_n(broker: Broker, channel: str, n: int, options: HistoryOptions = KEEP) -> None:
+    for i in range(1, n + 1):
+        await broker.publish(channel, {"n": i}, options)
+
+
+async def offsets(
+    broker: Broker, channel: str, query: HistoryQuery, options: HistoryOptions = KEEP
+) -> list[int]:
+    result = await broker.history(channel, query, options)
+    return [p.offset for p in result.publications]
+
+
+ALICE = ClientInfo("alice", "c1", {"name": "Alice"})
+BOB = ClientInfo("bob", "c2")
+
+
+# ---------------------------------------------------------------------------
+# Publishing and offsets
+
+
+@pytest.mark.gen_test
+async def test_offsets_rise_by_exactly_one_per_publication(broker: Broker) -> None:
+    positions = [await broker.publish("a", i, KEEP) for i in range(5)]
+    assert [p.offset for p in positions] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.gen_test
+async def test_epoch_is_stable_across_publications(broker: Broker) -> None:
+    positions = [await broker.publish("a", i, KEEP) for i in range(5)]
+    assert len({p.epoch for p in positions}) == 1
+    assert positions[0].epoch
+
+
+@pytest.mark.gen_test
+async def test_publish_returns_the_position_history_then_reports(broker: Broker) -> None:
+    position = await broker.publish("a", "x", KEEP)
+    result = await broker.history("a", HistoryQuery(), KEEP)
+    assert result.position == position
+    assert position.offset == 1
+
+
+@pytest.mark.gen_test
+async def test_channels_count_offsets_independently(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    assert (await broker.publish("b", "x", KEEP)).offset == 1
+    assert (await broker.publish("a", "x", KEEP)).offset == 4
+
+
+@pytest.mark.gen_test
+async def test_published_data_info_and_tags_come_back_in_history(broker: Broker) -> None:
+    await broker.publish("a", {"text": "hi"}, KEEP, info=ALICE, tags={"k": "v"})
+    result = await broker.history("a", HistoryQuery(limit=-1), KEEP)
+    assert result.publications == [Publication({"text": "hi"}, 1, ALICE, {"k": "v"})]
+
+
+# ---------------------------------------------------------------------------
+# Delivery
+
+
+@pytest.mark.gen_test
+async def test_publications_reach_the_handler_in_order(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await publish_n(broker, "a", 5)
+    await handler.wait_for(lambda: len(handler.publications) == 5)
+    assert handler.data("a") == [{"n": i} for i in range(1, 6)]
+    assert [p.offset for _, p in handler.publications] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.gen_test
+async def test_delivered_publication_carries_info_and_tags(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await broker.publish("a", "x", KEEP, info=ALICE, tags={"k": "v"})
+    await handler.wait_for(lambda: len(handler.publications) == 1)
+    assert handler.publications == [("a", Publication("x", 1, ALICE, {"k": "v"}))]
+
+
+@pytest.mark.gen_test
+async def test_publications_of_unsubscribed_channels_are_not_delivered(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["marker"])
+    await broker.publish("other", "x", KEEP)
+    await broker.publish("marker", "end", KEEP)
+    await handler.wait_for(lambda: len(handler.publications) >= 1)
+    assert handler.publications == [("marker", Publication("end", 1))]
+
+
+@pytest.mark.gen_test
+async def test_subscribe_takes_several_channels_at_once(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a", "b"])
+    await broker.publish("a", 1, KEEP)
+    await broker.publish("b", 2, KEEP)
+    await handler.wait_for(lambda: len(handler.publications) == 2)
+    assert [(c, p.data) for c, p in handler.publications] == [("a", 1), ("b", 2)]
+
+
+@pytest.mark.gen_test
+async def test_unsubscribe_stops_delivery(broker: Broker, handler: RecordingHandler) -> None:
+    await broker.subscribe(["a", "marker"])
+    await broker.publish("a", "before", KEEP)
+    await handler.wait_for(lambda: len(handler.publications) == 1)
+    await broker.unsubscribe(["a"])
+    await broker.publish("a", "after", KEEP)
+    await broker.publish("marker", "end", KEEP)
+    await handler.wait_for(lambda: len(handler.publications) == 2)
+    assert handler.data("a") == ["before"]
+
+
+@pytest.mark.gen_test
+async def test_publication_without_history_is_delivered_with_offset_zero(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await broker.publish("a", "x", NO_HISTORY)
+    await handler.wait_for(lambda: len(handler.publications) == 1)
+    assert handler.publications == [("a", Publication("x", 0))]
+
+
+@pytest.mark.gen_test
+async def test_join_and_leave_reach_the_handler(broker: Broker, handler: RecordingHandler) -> None:
+    await broker.subscribe(["a"])
+    await broker.publish_join("a", ALICE)
+    await broker.publish_leave("a", BOB)
+    await handler.wait_for(lambda: bool(handler.joins and handler.leaves))
+    assert handler.joins == [("a", ALICE)]
+    assert handler.leaves == [("a", BOB)]
+
+
+@pytest.mark.gen_test
+async def test_join_and_leave_of_unsubscribed_channels_are_not_delivered(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["marker"])
+    await broker.publish_join("other", ALICE)
+    await broker.publish_leave("other", ALICE)
+    await broker.publish_join("marker", BOB)
+    await broker.publish_leave("marker", BOB)
+    await handler.wait_for(lambda: bool(handler.joins and handler.leaves))
+    assert handler.joins == [("marker", BOB)]
+    assert handler.leaves == [("marker", BOB)]
+
+
+@pytest.mark.gen_test
+async def test_join_and_leave_do_not_touch_history(broker: Broker) -> None:
+    await broker.publish("a", "x", KEEP)
+    await broker.publish_join("a", ALICE)
+    await broker.publish_leave("a", ALICE)
+    result = await broker.history("a", HistoryQuery(limit=-1), KEEP)
+    assert [p.data for p in result.publications] == ["x"]
+    assert result.position.offset == 1
+
+
+# ---------------------------------------------------------------------------
+# History queries
+
+
+@pytest.mark.gen_test
+async def test_history_limit_zero_returns_only_the_position(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    result = await broker.history("a", HistoryQuery(limit=0), KEEP)
+    assert result.publications == []
+    assert result.position.offset == 3
+
+
+@pytest.mark.gen_test
+async def test_history_limit_minus_one_returns_everything_kept_oldest_first(
+    broker: Broker,
+) -> None:
+    await publish_n(broker, "a", 4)
+    assert await offsets(broker, "a", HistoryQuery(limit=-1)) == [1, 2, 3, 4]
+
+
+@pytest.mark.gen_test
+async def test_history_limit_n_returns_the_n_oldest(broker: Broker) -> None:
+    await publish_n(broker, "a", 5)
+    assert await offsets(broker, "a", HistoryQuery(limit=2)) == [1, 2]
+
+
+@pytest.mark.gen_test
+async def test_history_limit_above_what_is_kept_returns_everything(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    assert await offsets(broker, "a", HistoryQuery(limit=100)) == [1, 2, 3]
+
+
+@pytest.mark.gen_test
+async def test_history_reverse_returns_newest_first(broker: Broker) -> None:
+    await publish_n(broker, "a", 4)
+    assert await offsets(broker, "a", HistoryQuery(limit=-1, reverse=True)) == [4, 3, 2, 1]
+
+
+@pytest.mark.gen_test
+async def test_history_reverse_with_limit_returns_the_n_newest(broker: Broker) -> None:
+    await publish_n(broker, "a", 5)
+    assert await offsets(broker, "a", HistoryQuery(limit=2, reverse=True)) == [5, 4]
+
+
+@pytest.mark.gen_test
+async def test_history_of_a_channel_never_published_to_is_empty_at_offset_zero(
+    broker: Broker,
+) -> None:
+    result = await broker.history("fresh", HistoryQuery(limit=-1), KEEP)
+    assert result.publications == []
+    assert result.position.offset == 0
+
+
+@pytest.mark.gen_test
+async def test_history_of_a_fresh_channel_keeps_its_epoch_for_the_first_publication(
+    broker: Broker,
+) -> None:
+    before = (await broker.history("fresh", HistoryQuery(), KEEP)).position
+    after = await broker.publish("fresh", "x", KEEP)
+    assert after == StreamPosition(1, before.epoch)
+
+
+# ---------------------------------------------------------------------------
+# History since a position (recovery)
+
+
+@pytest.mark.gen_test
+async def test_since_returns_exactly_the_publications_after_the_offset(broker: Broker) -> None:
+    await publish_n(broker, "a", 5)
+    epoch = (await broker.history("a", HistoryQuery(), KEEP)).position.epoch
+    since = StreamPosition(2, epoch)
+    assert await offsets(broker, "a", HistoryQuery(since=since, limit=-1)) == [3, 4, 5]
+
+
+@pytest.mark.gen_test
+async def test_since_with_limit_returns_the_first_n_after_the_offset(broker: Broker) -> None:
+    await publish_n(broker, "a", 6)
+    epoch = (await broker.history("a", HistoryQuery(), KEEP)).position.epoch
+    since = StreamPosition(1, epoch)
+    assert await offsets(broker, "a", HistoryQuery(since=since, limit=2)) == [2, 3]
+
+
+@pytest.mark.gen_test
+async def test_since_offset_zero_returns_everything_while_nothing_was_dropped(
+    broker: Broker,
+) -> None:
+    await publish_n(broker, "a", 3)
+    epoch = (await broker.history("a", HistoryQuery(), KEEP)).position.epoch
+    since = StreamPosition(0, epoch)
+    assert await offsets(broker, "a", HistoryQuery(since=since, limit=-1)) == [1, 2, 3]
+
+
+@pytest.mark.gen_test
+async def test_since_the_top_offset_returns_nothing(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    top = (await broker.history("a", HistoryQuery(), KEEP)).position
+    result = await broker.history("a", HistoryQuery(since=top, limit=-1), KEEP)
+    assert result.publications == []
+    assert result.position == top
+
+
+@pytest.mark.gen_test
+async def test_since_with_another_epoch_raises_unrecoverable_position(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    with pytest.raises(ReplyError) as info:
+        await broker.history("a", HistoryQuery(since=StreamPosition(1, "not-it"), limit=-1), KEEP)
+    assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
+
+
+@pytest.mark.gen_test
+async def test_since_beyond_the_top_raises_unrecoverable_position(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    epoch = (await broker.history("a", HistoryQuery(), KEEP)).position.epoch
+    with pytest.raises(ReplyError) as info:
+        await broker.history("a", HistoryQuery(since=StreamPosition(9, epoch), limit=-1), KEEP)
+    assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
+
+
+@pytest.mark.gen_test
+async def test_since_older_than_what_is_kept_raises_unrecoverable_position(
+    broker: Broker,
+) -> None:
+    small = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
+    await publish_n(broker, "a", 6, small)  # keeps 4, 5, 6
+    epoch = (await broker.history("a", HistoryQuery(), small)).position.epoch
+    with pytest.raises(ReplyError) as info:
+        await broker.history("a", HistoryQuery(since=StreamPosition(2, epoch), limit=-1), small)
+    assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
+
+
+@pytest.mark.gen_test
+async def test_since_just_before_the_oldest_kept_is_still_recoverable(broker: Broker) -> None:
+    small = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
+    await publish_n(broker, "a", 6, small)  # keeps 4, 5, 6
+    epoch = (await broker.history("a", HistoryQuery(), small)).position.epoch
+    since = StreamPosition(3, epoch)
+    assert await offsets(broker, "a", HistoryQuery(since=since, limit=-1), small) == [4, 5, 6]
+
+
+# ---------------------------------------------------------------------------
+# Retention
+
+
+@pytest.mark.gen_test
+async def test_channel_without_history_gives_offset_zero_and_keeps_nothing(
+    broker: Broker,
+) -> None:
+    position = await broker.publish("a", "x", NO_HISTORY)
+    assert position.offset == 0
+    result = await broker.history("a", HistoryQuery(limit=-1), NO_HISTORY)
+    assert result.publications == []
+    assert result.position.offset == 0
+
+
+@pytest.mark.gen_test
+async def test_history_size_drops_the_oldest_publications(broker: Broker) -> None:
+    small = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
+    await publish_n(broker, "a", 5, small)
+    result = await broker.history("a", HistoryQuery(limit=-1), small)
+    assert [p.offset for p in result.publications] == [3, 4, 5]
+    assert result.position.offset == 5
+
+
+@pytest.mark.gen_test
+async def test_history_ttl_drops_publications_but_keeps_offset_and_epoch(
+    broker: Broker, clock: Clock
+) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
+    await publish_n(broker, "a", 3, options)
+    before = (await broker.history("a", HistoryQuery(), options)).position
+    clock.advance(1.5)
+    result = await broker.history("a", HistoryQuery(limit=-1), options)
+    assert result.publications == []
+    assert result.position == before
+
+
+@pytest.mark.gen_test
+async def test_offsets_continue_after_the_history_ttl_expired(broker: Broker, clock: Clock) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
+    first = await broker.publish("a", "x", options)
+    clock.advance(1.5)
+    second = await broker.publish("a", "y", options)
+    assert second == StreamPosition(first.offset + 1, first.epoch)
+    assert await offsets(broker, "a", HistoryQuery(limit=-1), options) == [2]
+
+
+@pytest.mark.gen_test
+async def test_since_into_expired_history_raises_unrecoverable_position(
+    broker: Broker, clock: Clock
+) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
+    await publish_n(broker, "a", 3, options)
+    epoch = (await broker.history("a", HistoryQuery(), options)).position.epoch
+    clock.advance(1.5)
+    with pytest.raises(ReplyError) as info:
+        await broker.history("a", HistoryQuery(since=StreamPosition(1, epoch), limit=-1), options)
+    assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
+
+
+@pytest.mark.gen_test
+async def test_history_ttl_is_counted_from_the_latest_publication(
+    broker: Broker, clock: Clock
+) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
+    await broker.publish("a", "x", options)
+    clock.advance(0.75)
+    await broker.publish("a", "y", options)
+    clock.advance(0.75)
+    assert await offsets(broker, "a", HistoryQuery(limit=-1), options) == [1, 2]
+
+
+@pytest.mark.gen_test
+async def test_meta_ttl_expiry_starts_a_new_epoch_with_offsets_from_one(
+    broker: Broker, clock: Clock
+) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=2.0)
+    old = await broker.publish("a", "x", options)
+    await broker.publish("a", "y", options)
+    clock.advance(3.0)
+    new = await broker.publish("a", "z", options)
+    assert new.offset == 1
+    assert new.epoch != old.epoch
+
+
+@pytest.mark.gen_test
+async def test_since_in_an_expired_epoch_raises_unrecoverable_position(
+    broker: Broker, clock: Clock
+) -> None:
+    options = HistoryOptions(size=10, ttl=1.0, meta_ttl=2.0)
+    old = await broker.publish("a", "x", options)
+    clock.advance(3.0)
+    await broker.publish("a", "y", options)
+    with pytest.raises(ReplyError) as info:
+        await broker.history("a", HistoryQuery(since=old, limit=-1), options)
+    assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
+
+
+@pytest.mark.gen_test
+async def test_remove_history_drops_publications_but_keeps_the_position(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    before = (await broker.history("a", HistoryQuery(), KEEP)).position
+    await broker.remove_history("a")
+    result = await broker.history("a", HistoryQuery(limit=-1), KEEP)
+    assert result.publications == []
+    assert result.position == before
+
+
+@pytest.mark.gen_test
+async def test_offsets_continue_after_remove_history(broker: Broker) -> None:
+    await publish_n(broker, "a", 3)
+    before = (await broker.history("a", HistoryQuery(), KEEP)).position
+    await broker.remove_history("a")
+    assert await broker.publish("a", "x", KEEP) == StreamPosition(4, before.epoch)
+
+
+@pytest.mark.gen_test
+async def test_remove_history_of_an_unknown_channel_is_harmless(broker: Broker) -> None:
+    await broker.remove_history("never")
+    result = await broker.history("never", HistoryQuery(limit=-1), KEEP)
+    assert result.publications == []
+
+
+# ---------------------------------------------------------------------------
+# Presence
+
+
+@pytest.mark.gen_test
+async def test_presence_of_an_empty_channel_is_empty(presence: PresenceManager) -> None:
+    assert await presence.presence("a") == {}
+    assert await presence.presence_stats("a") == PresenceStats(0, 0)
+
+
+@pytest.mark.gen_test
+async def test_added_client_appears_in_presence_with_its_info(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ALICE)
+    assert await presence.presence("a") == {"c1": ALICE}
+
+
+@pytest.mark.gen_test
+async def test_removed_client_disappears_from_presence(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ALICE)
+    await presence.add_presence("a", "c2", BOB)
+    await presence.remove_presence("a", "c1")
+    assert await presence.presence("a") == {"c2": BOB}
+
+
+@pytest.mark.gen_test
+async def test_presence_is_per_channel(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ALICE)
+    await presence.add_presence("b", "c2", BOB)
+    assert await presence.presence("a") == {"c1": ALICE}
+    assert await presence.presence("b") == {"c2": BOB}
+
+
+@pytest.mark.gen_test
+async def test_adding_a_client_again_replaces_its_info(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ALICE)
+    updated = ClientInfo("alice", "c1", {"name": "Alice"}, {"role": "mod"})
+    await presence.add_presence("a", "c1", updated)
+    assert await presence.presence("a") == {"c1": updated}
+
+
+@pytest.mark.gen_test
+async def test_removing_an_absent_client_is_harmless(presence: PresenceManager) -> None:
+    await presence.remove_presence("a", "nobody")
+    await presence.add_presence("a", "c1", ALICE)
+    await presence.remove_presence("a", "nobody")
+    assert await presence.presence("a") == {"c1": ALICE}
+
+
+@pytest.mark.gen_test
+async def test_presence_stats_count_clients_and_distinct_users(
+    presence: PresenceManager,
+) -> None:
+    await presence.add_presence("a", "c1", ClientInfo("alice", "c1"))
+    await presence.add_presence("a", "c2", ClientInfo("alice", "c2"))
+    await presence.add_presence("a", "c3", ClientInfo("bob", "c3"))
+    assert await presence.presence_stats("a") == PresenceStats(num_clients=3, num_users=2)
+
+
+@pytest.mark.gen_test
+async def test_presence_stats_follow_removals(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ClientInfo("alice", "c1"))
+    await presence.add_presence("a", "c2", ClientInfo("bob", "c2"))
+    await presence.remove_presence("a", "c2")
+    assert await presence.presence_stats("a") == PresenceStats(num_clients=1, num_users=1)
+
+
+@pytest.mark.gen_test
+async def test_presence_returns_a_copy_the_caller_may_change(presence: PresenceManager) -> None:
+    await presence.add_presence("a", "c1", ALICE)
+    snapshot = await presence.presence("a")
+    snapshot.clear()
+    assert await presence.presence("a") == {"c1": ALICE}

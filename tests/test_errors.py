@@ -1,0 +1,186 @@
+"""Errors as values (server/errors.py): reply errors and disconnects, and their wire shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+
+# ---------------------------------------------------------------------------
+# Reply errors
+
+
+def test_error_codes_are_the_protocols_numbers() -> None:
+    assert {c.name: int(c) for c in ErrorCode} == {
+        "INTERNAL": 100,
+        "UNAUTHORIZED": 101,
+        "UNKNOWN_CHANNEL": 102,
+        "PERMISSION_DENIED": 103,
+        "METHOD_NOT_FOUND": 104,
+        "ALREADY_SUBSCRIBED": 105,
+        "LIMIT_EXCEEDED": 106,
+        "BAD_REQUEST": 107,
+        "NOT_AVAILABLE": 108,
+        "TOKEN_EXPIRED": 109,
+        "EXPIRED": 110,
+        "TOO_MANY_REQUESTS": 111,
+        "UNRECOVERABLE_POSITION": 112,
+    }
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=lambda c: c.name)
+def test_every_error_code_has_a_default_message(code: ErrorCode) -> None:
+    assert ReplyError(code).message
+
+
+def test_error_messages_are_distinct() -> None:
+    messages = [ReplyError(code).message for code in ErrorCode]
+    assert len(set(messages)) == len(messages)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (ErrorCode.INTERNAL, "internal server error"),
+        (ErrorCode.UNAUTHORIZED, "unauthorized"),
+        (ErrorCode.UNKNOWN_CHANNEL, "unknown channel"),
+        (ErrorCode.PERMISSION_DENIED, "permission denied"),
+        (ErrorCode.METHOD_NOT_FOUND, "method not found"),
+        (ErrorCode.ALREADY_SUBSCRIBED, "already subscribed"),
+        (ErrorCode.LIMIT_EXCEEDED, "limit exceeded"),
+        (ErrorCode.BAD_REQUEST, "bad request"),
+        (ErrorCode.NOT_AVAILABLE, "not available"),
+        (ErrorCode.TOKEN_EXPIRED, "token expired"),
+        (ErrorCode.EXPIRED, "expired"),
+        (ErrorCode.TOO_MANY_REQUESTS, "too many requests"),
+        (ErrorCode.UNRECOVERABLE_POSITION, "unrecoverable position"),
+    ],
+    ids=lambda v: v.name if isinstance(v, ErrorCode) else None,
+)
+def test_default_message_is_the_centrifugo_wording(code: ErrorCode, message: str) -> None:
+    assert ReplyError(code).message == message
+
+
+def test_reply_error_accepts_a_plain_integer_code() -> None:
+    error = ReplyError(103)  # type: ignore[arg-type]
+    assert error.code is ErrorCode.PERMISSION_DENIED
+
+
+def test_reply_error_with_an_unknown_code_raises_value_error() -> None:
+    with pytest.raises(ValueError):
+        ReplyError(199)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("code", [ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS])
+def test_internal_and_too_many_requests_are_temporary(code: ErrorCode) -> None:
+    assert ReplyError(code).temporary is True
+
+
+@pytest.mark.parametrize(
+    "code",
+    [c for c in ErrorCode if c not in (ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS)],
+    ids=lambda c: c.name,
+)
+def test_other_errors_are_not_temporary(code: ErrorCode) -> None:
+    assert ReplyError(code).temporary is False
+
+
+def test_temporary_flag_can_be_set_explicitly() -> None:
+    assert ReplyError(ErrorCode.NOT_AVAILABLE, temporary=True).temporary is True
+    assert ReplyError(ErrorCode.INTERNAL, temporary=False).temporary is False
+
+
+def test_a_precise_message_replaces_the_default() -> None:
+    error = ReplyError(ErrorCode.BAD_REQUEST, "channel: expected a string")
+    assert error.message == "channel: expected a string"
+    assert error.code is ErrorCode.BAD_REQUEST
+
+
+def test_to_dict_is_code_and_message() -> None:
+    assert ReplyError(ErrorCode.PERMISSION_DENIED).to_dict() == {
+        "code": 103,
+        "message": "permission denied",
+    }
+
+
+def test_to_dict_of_a_temporary_error_adds_temporary_true() -> None:
+    assert ReplyError(ErrorCode.TOO_MANY_REQUESTS).to_dict() == {
+        "code": 111,
+        "message": "too many requests",
+        "temporary": True,
+    }
+
+
+def test_to_dict_code_is_a_plain_integer() -> None:
+    code = ReplyError(ErrorCode.BAD_REQUEST).to_dict()["code"]
+    assert type(code) is int
+
+
+def test_reply_error_text_is_code_and_message() -> None:
+    assert str(ReplyError(ErrorCode.UNKNOWN_CHANNEL)) == "102: unknown channel"
+
+
+# ---------------------------------------------------------------------------
+# Disconnects
+
+
+def test_disconnect_codes_are_the_protocols_numbers() -> None:
+    assert {c.name: int(c) for c in DisconnectCode} == {
+        "SHUTDOWN": 3001,
+        "INTERNAL": 3004,
+        "EXPIRED": 3005,
+        "SLOW": 3008,
+        "INSUFFICIENT_STATE": 3010,
+        "FORCE_RECONNECT": 3011,
+        "NO_PONG": 3012,
+        "TOO_MANY_REQUESTS": 3013,
+        "INVALID_TOKEN": 3500,
+        "BAD_REQUEST": 3501,
+        "STALE": 3502,
+        "FORCE_DISCONNECT": 3503,
+        "CONNECTION_LIMIT": 3504,
+        "CHANNEL_LIMIT": 3505,
+        "PERMISSION_DENIED": 3507,
+        "MESSAGE_TOO_BIG": 1009,
+    }
+
+
+@pytest.mark.parametrize("code", list(DisconnectCode), ids=lambda c: c.name)
+def test_every_disconnect_code_has_a_reason_that_fits_a_close_frame(code: DisconnectCode) -> None:
+    reason = Disconnect(code).reason
+    assert reason
+    assert len(reason.encode("utf-8")) <= 123  # a close frame's payload is at most 125 bytes
+
+
+@pytest.mark.parametrize(
+    "code", [c for c in DisconnectCode if 3000 <= c < 3500], ids=lambda c: c.name
+)
+def test_disconnect_below_3500_tells_the_client_to_reconnect(code: DisconnectCode) -> None:
+    assert Disconnect(code).reconnect is True
+
+
+@pytest.mark.parametrize(
+    "code", [c for c in DisconnectCode if 3500 <= c < 4000], ids=lambda c: c.name
+)
+def test_disconnect_from_3500_tells_the_client_not_to_reconnect(code: DisconnectCode) -> None:
+    assert Disconnect(code).reconnect is False
+
+
+def test_message_too_big_close_is_not_followed_by_a_reconnect() -> None:
+    # centrifuge-js maps close 1009 to disconnected state "message size limit exceeded"
+    # with needReconnect = false; `reconnect` promises to say what the SDKs will do.
+    assert Disconnect(DisconnectCode.MESSAGE_TOO_BIG).reconnect is False
+
+
+def test_disconnect_accepts_a_custom_reason() -> None:
+    disconnect = Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
+    assert disconnect.reason == "already connected"
+    assert disconnect.code is DisconnectCode.BAD_REQUEST
+
+
+def test_disconnect_accepts_a_plain_integer_code() -> None:
+    assert Disconnect(3012).code is DisconnectCode.NO_PONG  # type: ignore[arg-type]
+
+
+def test_disconnect_text_is_code_and_reason() -> None:
+    assert str(Disconnect(DisconnectCode.SHUTDOWN)) == "3001: shutdown"

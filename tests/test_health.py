@@ -1,0 +1,98 @@
+"""`/healthz` and `/readyz` in-process, against real Redis- and MongoDB-protocol servers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.ioloop import IOLoop
+from tornado.web import Application
+
+from server.backends import Backends
+from server.config import Settings
+from server.embedded import EmbeddedServer
+from server.node import Node
+from server.web.app import make_app
+from tests.conftest import TIMEOUT_SCALE
+
+TEST_TIMEOUT = 15 * TIMEOUT_SCALE
+
+
+@pytest.fixture
+def backends(
+    request: pytest.FixtureRequest, settings: Settings, io_loop: IOLoop
+) -> Iterator[Backends]:
+    """Clients of the shared servers, or of the test's own `embedded_redis` / `embedded_mongo`
+    when the test asks for one (to stop or kill it)."""
+
+    def url(own: str, shared: str) -> str:
+        if own in request.fixturenames:
+            server: EmbeddedServer = request.getfixturevalue(own)
+            return server.url
+        return str(request.getfixturevalue(shared))
+
+    redis = url("embedded_redis", "redis_url")
+    mongo = url("embedded_mongo", "mongo_url")
+    backends = Backends(settings.with_overrides(redis={"url": redis}, mongo={"url": mongo}))
+    yield backends
+    io_loop.run_sync(backends.close)
+
+
+@pytest.fixture
+def app(node: Node, backends: Backends) -> Application:
+    return make_app(node, backends.checks())
+
+
+@pytest.fixture
+def fetch(http_client: AsyncHTTPClient, http_port: int) -> Any:
+    async def fetch(path: str) -> tuple[int, dict[str, Any]]:
+        response = await http_client.fetch(
+            f"http://127.0.0.1:{http_port}{path}",
+            raise_error=False,
+            request_timeout=10 * TIMEOUT_SCALE,
+        )
+        assert response.headers["Content-Type"] == "application/json"
+        return response.code, json.loads(response.body)
+
+    return fetch
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_healthz_answers_ok(fetch: Any):
+    assert await fetch("/healthz") == (200, {"status": "ok"})
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_readyz_answers_ok_when_redis_and_mongo_answer(fetch: Any):
+    status, body = await fetch("/readyz")
+    assert status == 200
+    assert body == {"status": "ok", "checks": {"redis": "ok", "mongo": "ok"}}
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_readyz_answers_503_naming_mongo_when_mongo_is_stopped(
+    fetch: Any, embedded_mongo: EmbeddedServer
+):
+    assert (await fetch("/readyz"))[0] == 200
+    embedded_mongo.stop()
+    status, body = await fetch("/readyz")
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["checks"]["redis"] == "ok"
+    assert body["checks"]["mongo"].startswith("unavailable")
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_readyz_answers_503_naming_redis_when_redis_is_killed(
+    fetch: Any, embedded_redis: EmbeddedServer
+):
+    assert (await fetch("/readyz"))[0] == 200
+    embedded_redis.kill()
+    status, body = await fetch("/readyz")
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["checks"]["mongo"] == "ok"
+    assert body["checks"]["redis"].startswith("unavailable")

@@ -1,0 +1,378 @@
+"""The hub (server/hub.py): local sessions, channel subscriptions and fan-out.
+
+Subscribers here are small real objects implementing the hub's `Subscriber`
+protocol that record what they are handed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+import pytest
+
+import server.hub
+from server.hub import Hub, Subscriber
+from server.protocol import ClientInfo, Encoding, Publication
+
+
+class RecordingSubscriber:
+    """A connection as the hub sees it; keeps every frame it is handed."""
+
+    def __init__(self, client_id: str, user: str = "", encoding: Encoding = Encoding.JSON):
+        self.client_id = client_id
+        self.user = user
+        self.encoding = encoding
+        self.publications: list[tuple[str, Publication, bytes]] = []
+        self.pushes: list[tuple[str, bytes]] = []
+
+    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
+        self.publications.append((channel, pub, data))
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        self.pushes.append((channel, data))
+
+    @property
+    def frames(self) -> list[bytes]:
+        return [d for _, _, d in self.publications] + [d for _, d in self.pushes]
+
+
+class SelfUnsubscribingSubscriber(RecordingSubscriber):
+    """Leaves the channel while being delivered to, as a session ended for slowness does."""
+
+    def __init__(self, hub: Hub, client_id: str, encoding: Encoding = Encoding.JSON):
+        super().__init__(client_id, encoding=encoding)
+        self.hub = hub
+
+    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
+        super().deliver_publication(channel, pub, data)
+        self.hub.unsubscribe(channel, self)
+
+    def deliver(self, channel: str, data: bytes) -> None:
+        super().deliver(channel, data)
+        self.hub.unsubscribe(channel, self)
+
+
+def decode(data: bytes, encoding: Encoding) -> Any:
+    if encoding is Encoding.JSON:
+        return json.loads(data)
+    return msgpack.unpackb(data)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+PUB = Publication({"text": "hi"}, 16, ClientInfo("u1", "c1"))
+PUB_PUSH = {
+    "push": {
+        "channel": "chat:1",
+        "pub": {"data": {"text": "hi"}, "offset": 16, "info": {"user": "u1", "client": "c1"}},
+    }
+}
+
+# ---------------------------------------------------------------------------
+# Subscriptions
+
+
+def test_first_subscriber_of_a_channel_is_reported_first(hub: Hub) -> None:
+    assert hub.subscribe("a", RecordingSubscriber("c1")) is True
+
+
+def test_second_subscriber_of_a_channel_is_not_first(hub: Hub) -> None:
+    hub.subscribe("a", RecordingSubscriber("c1"))
+    assert hub.subscribe("a", RecordingSubscriber("c2")) is False
+
+
+def test_first_subscriber_is_counted_per_channel(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    assert hub.subscribe("a", session) is True
+    assert hub.subscribe("b", session) is True
+
+
+def test_subscribing_the_same_session_twice_is_not_a_first(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("a", session)
+    assert hub.subscribe("a", session) is False
+    assert hub.num_subscriptions == 1
+
+
+def test_unsubscribing_while_others_remain_is_not_the_last(hub: Hub) -> None:
+    one, two = RecordingSubscriber("c1"), RecordingSubscriber("c2")
+    hub.subscribe("a", one)
+    hub.subscribe("a", two)
+    assert hub.unsubscribe("a", one) is False
+    assert hub.has_subscribers("a")
+
+
+def test_unsubscribing_the_last_subscriber_is_reported_last(hub: Hub) -> None:
+    one, two = RecordingSubscriber("c1"), RecordingSubscriber("c2")
+    hub.subscribe("a", one)
+    hub.subscribe("a", two)
+    hub.unsubscribe("a", one)
+    assert hub.unsubscribe("a", two) is True
+    assert not hub.has_subscribers("a")
+
+
+def test_unsubscribing_a_session_that_is_not_subscribed_is_not_the_last(hub: Hub) -> None:
+    hub.subscribe("a", RecordingSubscriber("c1"))
+    assert hub.unsubscribe("a", RecordingSubscriber("c2")) is False
+    assert hub.unsubscribe("nope", RecordingSubscriber("c2")) is False
+    assert hub.has_subscribers("a")
+
+
+def test_channel_can_have_a_first_subscriber_again_after_its_last_left(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("a", session)
+    hub.unsubscribe("a", session)
+    assert hub.subscribe("a", session) is True
+
+
+# ---------------------------------------------------------------------------
+# Fan-out
+
+
+def test_publication_reaches_every_subscriber_of_the_channel_only(hub: Hub) -> None:
+    one, two, other = (
+        RecordingSubscriber("c1"),
+        RecordingSubscriber("c2"),
+        RecordingSubscriber("c3"),
+    )
+    hub.subscribe("chat:1", one)
+    hub.subscribe("chat:1", two)
+    hub.subscribe("chat:2", other)
+    assert hub.broadcast_publication("chat:1", PUB) == 2
+    assert [(c, p) for c, p, _ in one.publications] == [("chat:1", PUB)]
+    assert [(c, p) for c, p, _ in two.publications] == [("chat:1", PUB)]
+    assert other.frames == []
+
+
+def test_publication_to_a_channel_without_subscribers_reaches_nobody(hub: Hub) -> None:
+    assert hub.broadcast_publication("chat:1", PUB) == 0
+
+
+@pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.value)
+def test_subscriber_gets_the_publication_push_in_its_encoding(hub: Hub, encoding: Encoding) -> None:
+    session = RecordingSubscriber("c1", encoding=encoding)
+    hub.subscribe("chat:1", session)
+    hub.broadcast_publication("chat:1", PUB)
+    [(_, _, data)] = session.publications
+    assert decode(data, encoding) == PUB_PUSH
+
+
+def test_json_and_msgpack_subscribers_of_one_channel_each_get_their_encoding(hub: Hub) -> None:
+    as_json = RecordingSubscriber("c1", encoding=Encoding.JSON)
+    as_msgpack = RecordingSubscriber("c2", encoding=Encoding.MSGPACK)
+    hub.subscribe("chat:1", as_json)
+    hub.subscribe("chat:1", as_msgpack)
+    hub.broadcast_publication("chat:1", PUB)
+    assert json.loads(as_json.frames[0]) == PUB_PUSH
+    assert msgpack.unpackb(as_msgpack.frames[0]) == PUB_PUSH
+
+
+def test_subscribers_of_one_encoding_share_the_same_bytes_object(hub: Hub) -> None:
+    sessions = [RecordingSubscriber(f"j{i}", encoding=Encoding.JSON) for i in range(3)]
+    sessions += [RecordingSubscriber(f"m{i}", encoding=Encoding.MSGPACK) for i in range(3)]
+    for session in sessions:
+        hub.subscribe("chat:1", session)
+    hub.broadcast_publication("chat:1", PUB)
+    json_frames = [s.frames[0] for s in sessions[:3]]
+    msgpack_frames = [s.frames[0] for s in sessions[3:]]
+    assert all(f is json_frames[0] for f in json_frames)
+    assert all(f is msgpack_frames[0] for f in msgpack_frames)
+
+
+@pytest.fixture
+def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[Encoding]:
+    """The encodings the hub encodes a message in, one entry per call."""
+    calls: list[Encoding] = []
+    real_encode = server.hub.encode
+
+    def counting_encode(message: Any, encoding: Encoding) -> bytes:
+        calls.append(encoding)
+        return real_encode(message, encoding)
+
+    monkeypatch.setattr(server.hub, "encode", counting_encode)
+    return calls
+
+
+def test_broadcast_encodes_once_per_encoding_not_per_subscriber(
+    hub: Hub, encode_calls: list[Encoding]
+) -> None:
+    for i in range(10):
+        encoding = Encoding.JSON if i % 2 else Encoding.MSGPACK
+        hub.subscribe("chat:1", RecordingSubscriber(f"c{i}", encoding=encoding))
+    hub.broadcast_publication("chat:1", PUB)
+    assert sorted(encode_calls) == sorted([Encoding.JSON, Encoding.MSGPACK])
+
+
+def test_broadcast_with_one_encoding_present_encodes_only_that_one(
+    hub: Hub, encode_calls: list[Encoding]
+) -> None:
+    for i in range(5):
+        hub.subscribe("chat:1", RecordingSubscriber(f"c{i}", encoding=Encoding.MSGPACK))
+    hub.broadcast_publication("chat:1", PUB)
+    assert encode_calls == [Encoding.MSGPACK]
+
+
+def test_join_broadcast_encodes_once_per_encoding(hub: Hub, encode_calls: list[Encoding]) -> None:
+    for i in range(4):
+        hub.subscribe("chat:1", RecordingSubscriber(f"c{i}", encoding=Encoding.JSON))
+    hub.broadcast_join("chat:1", ClientInfo("u", "c"))
+    assert encode_calls == [Encoding.JSON]
+
+
+def test_join_push_reaches_subscribers_through_deliver(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("chat:1", session)
+    hub.broadcast_join("chat:1", ClientInfo("u2", "c2", {"n": 1}))
+    assert session.publications == []
+    [(channel, data)] = session.pushes
+    assert channel == "chat:1"
+    assert json.loads(data) == {
+        "push": {
+            "channel": "chat:1",
+            "join": {"info": {"user": "u2", "client": "c2", "conn_info": {"n": 1}}},
+        }
+    }
+
+
+def test_leave_push_reaches_subscribers_through_deliver(hub: Hub) -> None:
+    session = RecordingSubscriber("c1", encoding=Encoding.MSGPACK)
+    hub.subscribe("chat:1", session)
+    hub.broadcast_leave("chat:1", ClientInfo("u2", "c2"))
+    [(_, data)] = session.pushes
+    assert msgpack.unpackb(data) == {
+        "push": {"channel": "chat:1", "leave": {"info": {"user": "u2", "client": "c2"}}}
+    }
+
+
+def test_broadcast_of_any_push_kind_counts_its_recipients(hub: Hub) -> None:
+    hub.subscribe("a", RecordingSubscriber("c1"))
+    hub.subscribe("a", RecordingSubscriber("c2"))
+    assert hub.broadcast("a", "message", {"data": 1}) == 2
+    assert hub.broadcast("b", "message", {"data": 1}) == 0
+
+
+def test_subscriber_unsubscribing_itself_during_delivery_does_not_stop_the_others(
+    hub: Hub,
+) -> None:
+    first = RecordingSubscriber("c1")
+    leaving = SelfUnsubscribingSubscriber(hub, "c2")
+    last = RecordingSubscriber("c3")
+    for session in (first, leaving, last):
+        hub.subscribe("chat:1", session)
+    assert hub.broadcast_publication("chat:1", PUB) == 3
+    assert len(first.publications) == len(leaving.publications) == len(last.publications) == 1
+    hub.broadcast_publication("chat:1", PUB)
+    assert len(leaving.publications) == 1
+    assert len(last.publications) == 2
+
+
+def test_only_subscriber_unsubscribing_itself_during_delivery_empties_the_channel(
+    hub: Hub,
+) -> None:
+    leaving = SelfUnsubscribingSubscriber(hub, "c1")
+    hub.subscribe("chat:1", leaving)
+    hub.broadcast("chat:1", "join", {"info": {"user": "u", "client": "c"}})
+    assert len(leaving.pushes) == 1
+    assert not hub.has_subscribers("chat:1")
+    assert hub.broadcast_publication("chat:1", PUB) == 0
+
+
+# ---------------------------------------------------------------------------
+# Sessions
+
+
+def test_session_is_found_by_client_id(hub: Hub) -> None:
+    session = RecordingSubscriber("c1", user="u1")
+    hub.add_session(session)
+    assert hub.session("c1") is session
+    assert hub.session("c2") is None
+
+
+def test_sessions_are_found_by_user(hub: Hub) -> None:
+    one, two = RecordingSubscriber("c1", user="u1"), RecordingSubscriber("c2", user="u1")
+    other = RecordingSubscriber("c3", user="u2")
+    for session in (one, two, other):
+        hub.add_session(session)
+    assert set(hub.user_sessions("u1")) == {one, two}
+    assert hub.user_sessions("u2") == [other]
+    assert hub.user_sessions("nobody") == []
+
+
+def test_removed_session_is_no_longer_found(hub: Hub) -> None:
+    session = RecordingSubscriber("c1", user="u1")
+    hub.add_session(session)
+    hub.remove_session(session)
+    assert hub.session("c1") is None
+    assert hub.user_sessions("u1") == []
+
+
+def test_removing_one_session_keeps_the_users_others(hub: Hub) -> None:
+    one, two = RecordingSubscriber("c1", user="u1"), RecordingSubscriber("c2", user="u1")
+    hub.add_session(one)
+    hub.add_session(two)
+    hub.remove_session(one)
+    assert hub.user_sessions("u1") == [two]
+
+
+def test_removing_a_stale_session_keeps_the_one_registered_under_its_id(hub: Hub) -> None:
+    stale, current = RecordingSubscriber("c1", user="u1"), RecordingSubscriber("c1", user="u1")
+    hub.add_session(stale)
+    hub.add_session(current)
+    hub.remove_session(stale)
+    assert hub.session("c1") is current
+
+
+def test_removing_an_unknown_session_is_harmless(hub: Hub) -> None:
+    hub.remove_session(RecordingSubscriber("c1", user="u1"))
+    assert hub.num_clients == 0
+
+
+def test_sessions_lists_every_session_and_tolerates_removal_while_iterating(hub: Hub) -> None:
+    sessions = [RecordingSubscriber(f"c{i}", user=f"u{i}") for i in range(3)]
+    for session in sessions:
+        hub.add_session(session)
+    seen: list[Subscriber] = []
+    for listed in hub.sessions():
+        seen.append(listed)
+        hub.remove_session(listed)
+    assert seen == sessions
+    assert hub.num_clients == 0
+
+
+# ---------------------------------------------------------------------------
+# Stats
+
+
+def test_stats_of_an_empty_hub_are_zero(hub: Hub) -> None:
+    assert (hub.num_clients, hub.num_users, hub.num_channels, hub.num_subscriptions) == (0, 0, 0, 0)
+    assert hub.channels() == []
+
+
+def test_stats_count_clients_users_channels_and_subscriptions(hub: Hub) -> None:
+    a1, a2 = RecordingSubscriber("c1", user="alice"), RecordingSubscriber("c2", user="alice")
+    b1 = RecordingSubscriber("c3", user="bob")
+    for session in (a1, a2, b1):
+        hub.add_session(session)
+    hub.subscribe("x", a1)
+    hub.subscribe("x", b1)
+    hub.subscribe("y", a2)
+    assert hub.num_clients == 3
+    assert hub.num_users == 2
+    assert hub.num_channels == 2
+    assert hub.num_subscriptions == 3
+    assert sorted(hub.channels()) == ["x", "y"]
+
+
+def test_stats_follow_unsubscribes_and_removals(hub: Hub) -> None:
+    a1, b1 = RecordingSubscriber("c1", user="alice"), RecordingSubscriber("c2", user="bob")
+    for session in (a1, b1):
+        hub.add_session(session)
+        hub.subscribe("x", session)
+    hub.unsubscribe("x", a1)
+    hub.remove_session(a1)
+    assert (hub.num_clients, hub.num_users, hub.num_channels, hub.num_subscriptions) == (1, 1, 1, 1)
