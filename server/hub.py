@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from server.errors import Disconnect
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
 
 __all__ = ["Hub", "Subscriber"]
@@ -25,6 +26,8 @@ class Subscriber(Protocol):
     def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None: ...
 
     def deliver(self, channel: str, data: bytes) -> None: ...
+
+    def disconnect(self, reason: Disconnect) -> None: ...
 
 
 class Hub:

@@ -70,7 +70,7 @@ class Node:
     async def close(self) -> None:
         """Tell every client to reconnect elsewhere (3001), then stop the broker."""
         for session in self.hub.sessions():
-            session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))  # type: ignore[attr-defined]
+            session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         await self.broker.close()

@@ -1,0 +1,39 @@
+"""The node: shutdown, and the broker subscription shared by a channel's local subscribers."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.node import Node
+
+
+@pytest.mark.gen_test
+async def test_closing_the_node_tells_every_client_to_reconnect_with_3001(client, node: Node):
+    a, b = await client(), await client()
+    await node.close()
+    for c in (a, b):
+        assert (await c.push("disconnect"))["disconnect"]["code"] == 3001
+        assert (await c.closed())[0] == 3001
+
+
+@pytest.mark.gen_test
+async def test_broker_is_subscribed_while_any_local_subscriber_remains(client, node: Node):
+    a, b = await client(), await client()
+    await a.result("subscribe", {"channel": "news"})
+    await b.result("subscribe", {"channel": "news"})
+    await a.result("unsubscribe", {"channel": "news"})
+    await node.publish("news", "still delivered")
+    assert (await b.push("pub", "news"))["pub"]["data"] == "still delivered"
+    await b.result("unsubscribe", {"channel": "news"})
+    assert not node.hub.has_subscribers("news")
+
+
+@pytest.mark.gen_test
+async def test_disconnected_client_leaves_its_channels_and_presence(client, node: Node):
+    a, b = await client(), await client()
+    await a.result("subscribe", {"channel": "news"})
+    await b.result("subscribe", {"channel": "news"})
+    b.close()
+    await a.push("leave", "news")
+    assert set(await node.presence.presence("news")) == {a.client_id}
+    assert node.hub.num_clients == 1
