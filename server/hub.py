@@ -8,7 +8,7 @@ over never awaits (each session queues and flushes on its own).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import Disconnect
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
@@ -30,19 +30,24 @@ class Subscriber(Protocol):
     def disconnect(self, reason: Disconnect) -> None: ...
 
 
-class Hub:
+S = TypeVar("S", bound=Subscriber)
+
+
+class Hub(Generic[S]):
+    """Generic over the session type, so the node gets its own sessions back."""
+
     def __init__(self) -> None:
-        self._channels: dict[str, dict[Subscriber, None]] = {}
-        self._sessions: dict[str, Subscriber] = {}
-        self._users: dict[str, dict[Subscriber, None]] = {}
+        self._channels: dict[str, dict[S, None]] = {}
+        self._sessions: dict[str, S] = {}
+        self._users: dict[str, dict[S, None]] = {}
 
     # Connections -------------------------------------------------------------
 
-    def add_session(self, session: Subscriber) -> None:
+    def add_session(self, session: S) -> None:
         self._sessions[session.client_id] = session
         self._users.setdefault(session.user, {})[session] = None
 
-    def remove_session(self, session: Subscriber) -> None:
+    def remove_session(self, session: S) -> None:
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
         users = self._users.get(session.user)
@@ -51,18 +56,18 @@ class Hub:
             if not users:
                 del self._users[session.user]
 
-    def session(self, client_id: str) -> Subscriber | None:
+    def session(self, client_id: str) -> S | None:
         return self._sessions.get(client_id)
 
-    def user_sessions(self, user: str) -> list[Subscriber]:
+    def user_sessions(self, user: str) -> list[S]:
         return list(self._users.get(user, ()))
 
-    def sessions(self) -> Iterator[Subscriber]:
+    def sessions(self) -> Iterator[S]:
         return iter(list(self._sessions.values()))
 
     # Subscriptions -------------------------------------------------------------
 
-    def subscribe(self, channel: str, session: Subscriber) -> bool:
+    def subscribe(self, channel: str, session: S) -> bool:
         """Add a local subscriber; True when it is the channel's first on this node."""
         subs = self._channels.get(channel)
         if subs is None:
@@ -71,7 +76,7 @@ class Hub:
         subs[session] = None
         return False
 
-    def unsubscribe(self, channel: str, session: Subscriber) -> bool:
+    def unsubscribe(self, channel: str, session: S) -> bool:
         """Remove a local subscriber; True when the channel has none left here."""
         subs = self._channels.get(channel)
         if subs is None or session not in subs:

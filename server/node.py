@@ -51,7 +51,7 @@ class Node:
         self.settings = settings
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
-        self.hub = Hub()
+        self.hub: Hub[Session] = Hub()
         self.broker = broker or MemoryBroker()
         self.presence = presence or MemoryPresence()
         self.rpc_handlers: dict[str, RPCHandler] = {}
@@ -175,6 +175,26 @@ class Node:
         except Exception as exc:
             log.warning("history of %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
+
+    async def unsubscribe(
+        self, channel: str, user: str | None = None, client_id: str | None = None
+    ) -> int:
+        """Unsubscribe this node's sessions of `user` (or one client) from `channel`.
+
+        Each gets an unsubscribe push (code 2000) and stops receiving the channel;
+        returns how many were subscribed.
+        """
+        if client_id is not None:
+            found = self.hub.session(client_id)
+            sessions = [found] if found is not None and user in (None, found.user) else []
+        elif user is not None:
+            sessions = self.hub.user_sessions(user)
+        else:
+            sessions = []
+        done = 0
+        for session in sessions:
+            done += await session.server_unsubscribe(channel)
+        return done
 
     # Sessions ----------------------------------------------------------------
 

@@ -59,7 +59,12 @@ from server.protocol import (
 if TYPE_CHECKING:
     from server.node import Node
 
-__all__ = ["Session", "State", "Transport"]
+__all__ = ["UNSUBSCRIBE_INSUFFICIENT_STATE", "UNSUBSCRIBE_SERVER", "Session", "State", "Transport"]
+
+UNSUBSCRIBE_SERVER = 2000
+"""Unsubscribe push code: the server ended the subscription; the client stays out."""
+UNSUBSCRIBE_INSUFFICIENT_STATE = 2500
+"""Unsubscribe push code: the server lost track of the stream; the client resubscribes."""
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +296,21 @@ class Session:
         if sub is not None:
             await self._leave(request.channel, sub)
         return {}
+
+    async def server_unsubscribe(
+        self, channel: str, code: int = UNSUBSCRIBE_SERVER, reason: str = "server unsubscribe"
+    ) -> bool:
+        """End a subscription from the server side with an unsubscribe push.
+
+        Codes below 2500 leave the client unsubscribed; from 2500 the SDKs
+        resubscribe (with recovery where they can).
+        """
+        sub = self._subs.pop(channel, None)
+        if sub is None:
+            return False
+        self._send_message(push(channel, "unsubscribe", {"code": code, "reason": reason}))
+        await self._leave(channel, sub)
+        return True
 
     async def _leave(self, channel: str, sub: _Subscription) -> None:
         """Undo a subscription everywhere; failures are logged, the client is already out."""

@@ -37,3 +37,27 @@ async def test_disconnected_client_leaves_its_channels_and_presence(client, node
     await a.push("leave", "news")
     assert set(await node.presence.presence("news")) == {a.client_id}
     assert node.hub.num_clients == 1
+
+
+@pytest.mark.gen_test
+async def test_server_unsubscribe_pushes_unsubscribe_and_stops_delivery(client, node: Node):
+    a, b = await client(), await client()
+    for c in (a, b):
+        await c.result("subscribe", {"channel": "news"})
+    assert await node.unsubscribe("news", client_id=a.client_id) == 1
+    unsubscribe = await a.push("unsubscribe", "news")
+    assert unsubscribe["unsubscribe"] == {"code": 2000, "reason": "server unsubscribe"}
+    await node.publish("news", "only b")
+    assert (await b.push("pub", "news"))["pub"]["data"] == "only b"
+    await a.result("subscribe", {"channel": "other"})
+    await node.publish("other", "a is still connected")
+    assert (await a.push("pub"))["channel"] == "other"
+
+
+@pytest.mark.gen_test
+async def test_server_unsubscribe_of_a_user_reaches_all_their_connections(client, node: Node):
+    a, b = await client(), await client()
+    for c in (a, b):
+        await c.result("subscribe", {"channel": "news"})
+    assert await node.unsubscribe("news", user="") == 2
+    assert await node.unsubscribe("news", user="") == 0

@@ -227,3 +227,12 @@ async def test_force_disconnect_leaves_the_sdk_disconnected_without_reconnecting
         assert node.hub.num_clients == 0
         with pytest.raises(ClientDisconnectedError):
             await client.ready()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_server_unsubscribe_leaves_the_sdk_subscription_unsubscribed(ws_url: str, node: Node):
+    async with sdk_client(ws_url, node) as client:
+        sub, _ = await subscribed(client)
+        assert await node.unsubscribe(CHANNEL, client_id=client.client_id) == 1
+        await until(lambda: sub.state is SubscriptionState.UNSUBSCRIBED)
+        assert client.state is ClientState.CONNECTED
