@@ -54,7 +54,7 @@ def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = field(default=8888, metadata=_range(1, 65535))
-    workers: int = field(default=1, metadata=_range(1, 256))
+    workers: int = field(default=1, metadata=_range(0, 256))  # 0: one per CPU core
     name: str = ""  # node name in info and logs; empty means host:pid
 
 
@@ -95,12 +95,19 @@ class ChannelOptions:
 
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
-    type: str = field(default="memory", metadata={"choices": ("memory",)})
+    type: str = field(default="memory", metadata={"choices": ("memory", "redis")})
 
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
     url: str = ""  # empty: run.py starts an embedded Valkey
+    prefix: str = "wsfan"  # every key and pub/sub channel starts with it
+    connect_timeout: float = field(default=2.0, metadata=_range(0.01))
+    command_timeout: float = field(default=5.0, metadata=_range(0.01))
+    reconnect_delay_min: float = field(default=0.05, metadata=_range(0.001))
+    reconnect_delay_max: float = field(default=5.0, metadata=_range(0.001))
+    presence_ttl: float = field(default=60.0, metadata=_range(0.1))
+    presence_update_interval: float = field(default=25.0, metadata=_range(0.05))
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,9 @@ class Hub(Generic[S]):
         del self._channels[channel]
         return True
 
+    def subscribers(self, channel: str) -> list[S]:
+        return list(self._channels.get(channel, ()))
+
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
+from server.broker import create_broker
 from server.broker.base import (
     Broker,
     HistoryOptions,
@@ -52,12 +53,16 @@ class Node:
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
         self.hub: Hub[Session] = Hub()
+        if broker is None and presence is None:
+            broker, presence = create_broker(settings)
+        # Given one half only (tests do), the other half stays in this process.
         self.broker = broker or MemoryBroker()
         self.presence = presence or MemoryPresence()
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refresher: asyncio.Task[None] | None = None
         self._started = False
 
     # Life cycle --------------------------------------------------------------
@@ -66,11 +71,16 @@ class Node:
         if not self._started:
             await self.broker.start(self)
             self._started = True
+            if self.presence.ttl is not None:
+                self._refresher = self.spawn(self._refresh_presence())
 
     async def close(self) -> None:
         """Tell every client to reconnect elsewhere (3001), then stop the broker."""
         for session in self.hub.sessions():
             session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         await self.broker.close()
@@ -98,6 +108,36 @@ class Node:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.hub.broadcast_leave(channel, info)
+
+    def handle_broker_reconnect(self) -> None:
+        self.spawn(self._check_positions())
+
+    async def _check_positions(self) -> None:
+        """After the broker was cut off, subscribers that missed publications of a
+        recoverable channel are told to resubscribe (and so recover them)."""
+        for channel in self.hub.channels():
+            options = self.settings.channel_options(channel)
+            if options is None or not options.recoverable:
+                continue
+            try:
+                position = (await self.history(channel, HistoryQuery())).position
+            except ReplyError:
+                return  # cut off again; the next reconnect checks again
+            for session in self.hub.subscribers(channel):
+                session.check_position(channel, position)
+
+    async def _refresh_presence(self) -> None:
+        """Keep this node's presence entries alive while their connections are."""
+        interval = self.settings.redis.presence_update_interval
+        while True:
+            await asyncio.sleep(interval)
+            for session in self.hub.sessions():
+                for channel, info in session.presence_entries():
+                    try:
+                        await self.presence.add_presence(channel, session.client_id, info)
+                    except Exception as exc:
+                        log.warning("presence refresh failed: %s", exc)
+                        break
 
     # Channels ----------------------------------------------------------------
 

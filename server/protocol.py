@@ -110,12 +110,17 @@ class ClientInfo:
 
 @dataclass(slots=True, frozen=True)
 class Publication:
-    """One message in a channel. `offset` is 0 when the channel keeps no history."""
+    """One message in a channel. `offset` is 0 when the channel keeps no history.
+
+    `epoch` travels between nodes (so a subscriber notices a stream that restarted)
+    but not to clients: the wire carries it in subscribe and history replies.
+    """
 
     data: Any
     offset: int = 0
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
+    epoch: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"data": self.data}

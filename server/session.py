@@ -86,13 +86,14 @@ class State(Enum):
 class _Subscription:
     """Per-channel state; `pending` holds live publications while the subscribe runs."""
 
-    __slots__ = ("info", "offset", "options", "pending", "recoverable")
+    __slots__ = ("epoch", "info", "offset", "options", "pending", "recoverable")
 
     def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
         self.options = options
         self.info = info
         self.recoverable = False
         self.offset = 0
+        self.epoch = ""
         self.pending: list[tuple[Publication, bytes]] | None = []
 
 
@@ -288,6 +289,7 @@ class Session:
         result["offset"] = position.offset
         sub.recoverable = True
         sub.offset = position.offset
+        sub.epoch = position.epoch
         return result
 
     async def _unsubscribe(self, command: Command) -> dict[str, Any]:
@@ -305,12 +307,40 @@ class Session:
         Codes below 2500 leave the client unsubscribed; from 2500 the SDKs
         resubscribe (with recovery where they can).
         """
-        sub = self._subs.pop(channel, None)
+        sub = self._end_subscription(channel, code, reason)
         if sub is None:
             return False
-        self._send_message(push(channel, "unsubscribe", {"code": code, "reason": reason}))
         await self._leave(channel, sub)
         return True
+
+    def _end_subscription(self, channel: str, code: int, reason: str) -> _Subscription | None:
+        sub = self._subs.pop(channel, None)
+        if sub is not None:
+            self._send_message(push(channel, "unsubscribe", {"code": code, "reason": reason}))
+        return sub
+
+    def _insufficient_state(self, channel: str) -> None:
+        """The stream moved on without us (a gap, or a new epoch): the client
+        resubscribes on code 2500 and recovers what it can."""
+        sub = self._end_subscription(channel, UNSUBSCRIBE_INSUFFICIENT_STATE, "insufficient state")
+        if sub is not None:
+            self.node.spawn(self._leave(channel, sub))
+
+    def check_position(self, channel: str, position: StreamPosition) -> None:
+        """Compare with the stream's position after a broker outage."""
+        sub = self._subs.get(channel)
+        if sub is None or not sub.recoverable or sub.pending is not None:
+            return
+        if position.epoch != sub.epoch or position.offset > sub.offset:
+            self._insufficient_state(channel)
+
+    def presence_entries(self) -> list[tuple[str, ClientInfo]]:
+        """This connection's presence in channels that keep it."""
+        return [
+            (channel, sub.info)
+            for channel, sub in self._subs.items()
+            if sub.options.presence and sub.pending is None
+        ]
 
     async def _leave(self, channel: str, sub: _Subscription) -> None:
         """Undo a subscription everywhere; failures are logged, the client is already out."""
@@ -402,8 +432,11 @@ class Session:
             sub.pending.append((pub, data))
             return
         if sub.recoverable and pub.offset:
-            if pub.offset <= sub.offset:
+            if pub.offset <= sub.offset and pub.epoch in ("", sub.epoch):
                 return  # already sent in the subscribe reply
+            if pub.offset != sub.offset + 1 or pub.epoch not in ("", sub.epoch):
+                self._insufficient_state(channel)
+                return
             sub.offset = pub.offset
         self._queue(data)
 

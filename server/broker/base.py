@@ -34,6 +34,9 @@ class BrokerEventHandler(Protocol):
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
 
+    def handle_broker_reconnect(self) -> None:
+        """The broker was cut off and is back: publications may have been missed."""
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryOptions:
@@ -120,7 +123,14 @@ class Broker(ABC):
 
 
 class PresenceManager(ABC):
-    """Who is subscribed to a channel, across every node."""
+    """Who is subscribed to a channel, across every node.
+
+    Where `ttl` is set, an entry disappears `ttl` seconds after it was last
+    added unless added again: the node refreshes the entries of its live
+    connections, so a dead node's clients drop out by themselves.
+    """
+
+    ttl: float | None = None
 
     @abstractmethod
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...

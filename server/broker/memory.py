@@ -88,7 +88,7 @@ class MemoryBroker(Broker):
         if options.size > 0:
             stream = self._stream(channel, options)
             stream.top += 1
-            pub = Publication(data, stream.top, info, tags)
+            pub = Publication(data, stream.top, info, tags, stream.epoch)
             stream.items.append(pub)
             stream.items_expire_at = self._clock() + options.ttl
             position = StreamPosition(stream.top, stream.epoch)

@@ -1,0 +1,252 @@
+"""Broker and presence on Redis: every node sharing one Redis forms one cluster.
+
+Publishing runs one Lua script per publication that assigns the offset,
+appends to the channel's history list and publishes, so offsets are gapless
+and ordered however many nodes publish at once (the broker contract). The
+epoch lives in the channel's meta hash: when Redis loses it (a restart
+without persistence, or the meta TTL), the next read or publish starts a new
+epoch and clients learn that recovery is impossible.
+
+Keys (the channel in braces is a Redis Cluster hash tag, so a channel's keys
+share a slot): `<prefix>.meta.{<channel>}`, `<prefix>.stream.{<channel>}`,
+`<prefix>.presence.{<channel>}` (hash) and `<prefix>.presence.z.{<channel>}`
+(expiry zset); pub/sub channel `<prefix>.pub.<channel>`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from server.broker.base import (
+    Broker,
+    BrokerEventHandler,
+    HistoryOptions,
+    HistoryQuery,
+    HistoryResult,
+    PresenceManager,
+    PresenceStats,
+)
+from server.broker.memory import new_epoch
+from server.broker.redis_pubsub import PubSubConnection
+from server.broker.redis_scripts import HISTORY, PRESENCE_GET, PUBLISH
+from server.errors import ErrorCode, ReplyError
+from server.protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
+
+__all__ = ["RedisBroker", "RedisPresence", "redis_client"]
+
+KIND_PUBLICATION, KIND_JOIN, KIND_LEAVE = 0, 1, 2
+_NO_POSITION = msgpack.packb(KIND_PUBLICATION) + msgpack.packb(0) + msgpack.packb("")
+
+
+def redis_client(url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0) -> Redis:
+    """A client that fails fast when Redis is down: one quick retry, bounded waits."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=command_timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _decode_publication(message: Any) -> Publication:
+    body = message[3]
+    info = body.get("info")
+    return Publication(
+        body.get("data"),
+        message[1],
+        ClientInfo.from_dict(info) if info else None,
+        body.get("tags") or None,
+        message[2],
+    )
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str = "wsfan",
+        timeout: float = 5.0,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._pub_prefix = f"{prefix}.pub.".encode()
+        self._handler: BrokerEventHandler | None = None
+        self._publish = client.register_script(PUBLISH)
+        self._history = client.register_script(HISTORY)
+        self.pubsub = PubSubConnection(
+            client,
+            self._on_message,
+            self._on_reconnect,
+            timeout=timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+        )
+
+    # Keys --------------------------------------------------------------------
+
+    def _meta(self, channel: str) -> str:
+        return f"{self.prefix}.meta.{{{channel}}}"
+
+    def _stream(self, channel: str) -> str:
+        return f"{self.prefix}.stream.{{{channel}}}"
+
+    def _pubsub_channel(self, channel: str) -> bytes:
+        return self._pub_prefix + channel.encode()
+
+    # Life cycle --------------------------------------------------------------
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+        self.pubsub.start()
+
+    async def close(self) -> None:
+        await self.pubsub.close()
+        await self.client.aclose()
+
+    # Delivery ----------------------------------------------------------------
+
+    def _on_message(self, pubsub_channel: bytes, data: bytes) -> None:
+        handler = self._handler
+        if handler is None or not pubsub_channel.startswith(self._pub_prefix):
+            return
+        channel = pubsub_channel[len(self._pub_prefix) :].decode()
+        message = _unpack(data)
+        kind = message[0]
+        if kind == KIND_PUBLICATION:
+            handler.handle_publication(channel, _decode_publication(message))
+        elif kind == KIND_JOIN:
+            handler.handle_join(channel, ClientInfo.from_dict(message[1]))
+        elif kind == KIND_LEAVE:
+            handler.handle_leave(channel, ClientInfo.from_dict(message[1]))
+
+    def _on_reconnect(self) -> None:
+        if self._handler is not None:
+            self._handler.handle_broker_reconnect()
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        await self.pubsub.subscribe([self._pubsub_channel(c) for c in channels])
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        await self.pubsub.unsubscribe([self._pubsub_channel(c) for c in channels])
+
+    # Publishing --------------------------------------------------------------
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        options: HistoryOptions,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> StreamPosition:
+        body = encode(Publication(data, 0, info, tags).to_dict(), Encoding.MSGPACK)
+        if options.size <= 0:
+            message = b"\x94" + _NO_POSITION + body
+            await self.client.publish(self._pubsub_channel(channel), message)
+            return StreamPosition(0, "")
+        offset, epoch = await self._publish(
+            keys=[self._meta(channel), self._stream(channel), self._pubsub_channel(channel)],
+            args=[body, options.size, _ms(options.ttl), _ms(options.meta_ttl), new_epoch()],
+        )
+        return StreamPosition(int(offset), epoch.decode())
+
+    async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:
+        message = msgpack.packb([kind, info.to_dict()], use_bin_type=True)
+        await self.client.publish(self._pubsub_channel(channel), message)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        await self._publish_event(channel, KIND_JOIN, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        await self._publish_event(channel, KIND_LEAVE, info)
+
+    # History -----------------------------------------------------------------
+
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult:
+        since = query.since
+        top, epoch, length, messages = await self._history(
+            keys=[self._meta(channel), self._stream(channel)],
+            args=[
+                new_epoch(),
+                _ms(options.meta_ttl),
+                -1 if since is None else since.offset,
+                query.limit,
+                1 if query.reverse else 0,
+            ],
+        )
+        position = StreamPosition(int(top), epoch.decode())
+        if since is not None:
+            if since.epoch != position.epoch:
+                raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+            first = position.offset - int(length) + 1
+            if not query.reverse and (since.offset > position.offset or since.offset + 1 < first):
+                raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+        publications = [_decode_publication(_unpack(m)) for m in messages]
+        if query.reverse:
+            publications.reverse()
+        return HistoryResult(publications, position)
+
+    async def remove_history(self, channel: str) -> None:
+        await self.client.delete(self._stream(channel))
+
+
+class RedisPresence(PresenceManager):
+    """Presence entries expire `ttl` seconds after their last refresh, so the clients
+    of a node that died disappear without anyone removing them."""
+
+    def __init__(self, client: Redis, prefix: str = "wsfan", ttl: float = 60.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self._ttl_ms = _ms(ttl)
+        self._get = client.register_script(PRESENCE_GET)
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self.prefix}.presence.{{{channel}}}", f"{self.prefix}.presence.z.{{{channel}}}"
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        data, expiry = self._keys(channel)
+        ttl = self._ttl_ms
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(data, client_id, msgpack.packb(info.to_dict(), use_bin_type=True))
+            pipe.zadd(expiry, {client_id: int(time.time() * 1000) + ttl})
+            pipe.pexpire(data, ttl)
+            pipe.pexpire(expiry, ttl)
+            await pipe.execute()
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        data, expiry = self._keys(channel)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(data, client_id)
+            pipe.zrem(expiry, client_id)
+            await pipe.execute()
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        flat = await self._get(keys=list(self._keys(channel)), args=[int(time.time() * 1000)])
+        return {
+            flat[i].decode(): ClientInfo.from_dict(_unpack(flat[i + 1]))
+            for i in range(0, len(flat), 2)
+        }
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = await self.presence(channel)
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))

@@ -1,0 +1,197 @@
+"""One Redis connection in subscribe mode, kept alive by this node.
+
+Promises:
+- `subscribe(channels)` returns once Redis has confirmed every channel (so a
+  history read that follows cannot miss a publication), or raises
+  `RedisUnavailable` within `timeout`; many channels go in one SUBSCRIBE.
+- Messages reach `on_message(channel, data)` in the order Redis sent them.
+- After the connection is lost it reconnects with exponential backoff and
+  jitter, subscribes every wanted channel again, then calls `on_reconnect()`
+  so the node can find out what its clients missed meanwhile.
+
+redis-py's own PubSub object resubscribes silently on reconnect; we need to
+know when that happens, so this drives a redis-py `Connection` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+__all__ = ["PubSubConnection", "RedisUnavailable"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 512  # channels per SUBSCRIBE / UNSUBSCRIBE command
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached in time."""
+
+
+class PubSubConnection:
+    def __init__(
+        self,
+        client: Redis,
+        on_message: Callable[[bytes, bytes], None],
+        on_reconnect: Callable[[], None],
+        timeout: float = 5.0,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+        keepalive: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
+        self._timeout = timeout
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = reconnect_max
+        self._keepalive = keepalive
+        self._wanted: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._drop_connection()
+        self._fail_waiters(RedisUnavailable("closed"))
+
+    # Subscriptions -----------------------------------------------------------
+
+    async def subscribe(self, channels: Iterable[bytes]) -> None:
+        new = [c for c in channels if c not in self._wanted]
+        if not new:
+            return
+        self._wanted.update(new)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in new:
+            future = loop.create_future()
+            self._waiters.setdefault(channel, []).append(future)
+            futures.append(future)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._connected.wait()
+                await self._send("SUBSCRIBE", new)
+                await asyncio.gather(*futures)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._wanted.difference_update(new)
+            for channel in new:
+                self._waiters.pop(channel, None)
+            for future in futures:
+                future.cancel()
+            raise RedisUnavailable(f"subscribe failed: {exc!r}") from None
+
+    async def unsubscribe(self, channels: Iterable[bytes]) -> None:
+        gone = [c for c in channels if c in self._wanted]
+        self._wanted.difference_update(gone)
+        if gone and self.connected:
+            try:
+                await self._send("UNSUBSCRIBE", gone)
+            except (RedisError, OSError) as exc:
+                # The reconnect will not resubscribe it; nothing else to undo.
+                log.debug("unsubscribe not sent: %r", exc)
+
+    async def _send(self, command: str, channels: list[bytes]) -> None:
+        conn = self._conn
+        if conn is None:
+            raise RedisUnavailable("not connected")
+        for i in range(0, len(channels), _BATCH):
+            await conn.send_command(command, *channels[i : i + _BATCH], check_health=False)
+
+    # The connection's life ---------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self._reconnect_min
+        first = True
+        while True:
+            try:
+                await self._connect()
+                if not first:
+                    self.reconnects += 1
+                    log.info(
+                        "redis pub/sub reconnected; %d channels resubscribed", len(self._wanted)
+                    )
+                    self._on_reconnect()
+                first = False
+                delay = self._reconnect_min
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("redis pub/sub connection lost: %r", exc)
+            except Exception:
+                log.exception("redis pub/sub reader failed")
+            await self._drop_connection()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self._reconnect_max)
+
+    async def _connect(self) -> None:
+        # RESP2: subscribe-mode messages come back from read_response as plain
+        # arrays (under RESP3 they are push frames routed to a handler instead).
+        pool = self._client.connection_pool
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        self._conn = conn
+        async with asyncio.timeout(self._timeout):
+            await conn.connect()
+            channels = list(self._wanted)
+            if channels:
+                await self._send("SUBSCRIBE", channels)
+        self._connected.set()
+
+    async def _read(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        pinged = False
+        while True:
+            # With an explicit timeout redis-py answers None when nothing arrived.
+            response: Any = await conn.read_response(timeout=self._keepalive)
+            if response is None:
+                if pinged:
+                    raise TimeoutError("pub/sub keepalive PING went unanswered")
+                await conn.send_command("PING", check_health=False)
+                pinged = True
+                continue
+            pinged = False
+            kind = response[0]
+            if kind == b"message":
+                self._on_message(response[1], response[2])
+            elif kind == b"subscribe":
+                for future in self._waiters.pop(response[1], ()):
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _drop_connection(self) -> None:
+        self._connected.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()
