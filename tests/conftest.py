@@ -9,10 +9,12 @@ slow machines.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.web import Application
 
@@ -31,9 +33,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "settings(**sections): settings layered for this test")
 
 
+@pytest.fixture(params=["memory", "redis"])
+def broker_type(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per broker: in memory, and on the session's real Valkey."""
+    return request.param
+
+
 @pytest.fixture
-def settings(request: pytest.FixtureRequest) -> Settings:
-    base = load_settings(env={})
+def settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
+    base = load_settings(env={}).with_overrides(broker={"type": broker_type})
+    if broker_type == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        base = base.with_overrides(redis={"url": url, "prefix": prefix})
     marker = request.node.get_closest_marker("settings")
     return base.with_overrides(**marker.kwargs) if marker else base
 
@@ -52,7 +64,20 @@ def app(node: Node) -> Application:
 
 
 @pytest.fixture
-def ws_url(http_server: Any, http_port: int) -> str:
+def http_server(
+    app: Application, io_loop: IOLoop, _unused_port: tuple[socket.socket, int]
+) -> Iterator[HTTPServer]:
+    """pytest-tornado's server, taking `app` as a declared dependency: the plugin asks
+    for it dynamically, which hides the broker parameter from pytest."""
+    server = HTTPServer(app)
+    server.add_socket(_unused_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections)
+
+
+@pytest.fixture
+def ws_url(http_server: HTTPServer, http_port: int) -> str:
     """The WebSocket endpoint of this test's server (started by pytest-tornado)."""
     return f"ws://127.0.0.1:{http_port}/connection/websocket"
 

@@ -1,9 +1,8 @@
 """The broker contract (server/broker/base.py): what every Broker and PresenceManager promises.
 
-Each test runs once per implementation in BROKERS / PRESENCES; today only the memory
-ones. To add Redis, register a factory under "redis": it gets the test's `Clock`
-and must make `clock.advance(s)` observable (the memory broker reads the injected
-clock; a Redis factory would let `advance` sleep, so TTLs here stay short).
+Each test runs once per implementation: memory, and Redis against the session's
+real Valkey (a key prefix per test). Time: the memory broker reads the injected
+`Clock`; for Redis, `await clock.advance(s)` really waits, so TTLs here stay short.
 Delivery may be asynchronous, so tests wait for events with `handler.wait_for`
 and prove an absence by waiting for a later marker event on a subscribed channel.
 """
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
 
 from server.broker.base import (
@@ -26,6 +26,7 @@ from server.broker.base import (
     PresenceStats,
 )
 from server.broker.memory import MemoryBroker, MemoryPresence
+from server.broker.redis import RedisBroker, RedisPresence, redis_client
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
 from tests.conftest import TIMEOUT_SCALE
@@ -43,8 +44,15 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, seconds: float) -> None:
+    async def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class WallClock(Clock):
+    """For servers that keep their own time: advancing means waiting."""
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class RecordingHandler:
@@ -54,6 +62,7 @@ class RecordingHandler:
         self.publications: list[tuple[str, Publication]] = []
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
+        self.reconnects = 0
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
         self.publications.append((channel, pub))
@@ -63,6 +72,9 @@ class RecordingHandler:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.leaves.append((channel, info))
+
+    def handle_broker_reconnect(self) -> None:
+        self.reconnects += 1
 
     def data(self, channel: str) -> list[Any]:
         return [p.data for c, p in self.publications if c == channel]
@@ -75,17 +87,21 @@ class RecordingHandler:
             await asyncio.sleep(0.001)
 
 
-BROKERS: dict[str, Callable[[Clock], Broker]] = {
-    "memory": lambda clock: MemoryBroker(clock=clock),
-}
-PRESENCES: dict[str, Callable[[], PresenceManager]] = {
-    "memory": MemoryPresence,
-}
+IMPLEMENTATIONS = ["memory", "redis"]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock(implementation: str) -> Clock:
+    return Clock() if implementation == "memory" else WallClock()
+
+
+def _redis(request: pytest.FixtureRequest) -> Redis:
+    return redis_client(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture
@@ -93,20 +109,35 @@ def handler() -> RecordingHandler:
     return RecordingHandler()
 
 
-@pytest.fixture(params=sorted(BROKERS))
+@pytest.fixture
 def broker(
-    request: pytest.FixtureRequest, clock: Clock, handler: RecordingHandler, io_loop: IOLoop
+    request: pytest.FixtureRequest,
+    implementation: str,
+    clock: Clock,
+    handler: RecordingHandler,
+    io_loop: IOLoop,
 ) -> Iterator[Broker]:
     """A started broker of each implementation, delivering to `handler`."""
-    instance = BROKERS[request.param](clock)
+    instance: Broker
+    if implementation == "memory":
+        instance = MemoryBroker(clock=clock)
+    else:
+        instance = RedisBroker(_redis(request), request.getfixturevalue("redis_prefix"))
     io_loop.run_sync(lambda: instance.start(handler))
     yield instance
     io_loop.run_sync(instance.close)
 
 
-@pytest.fixture(params=sorted(PRESENCES))
-def presence(request: pytest.FixtureRequest) -> PresenceManager:
-    return PRESENCES[request.param]()
+@pytest.fixture
+def presence(
+    request: pytest.FixtureRequest, implementation: str, io_loop: IOLoop
+) -> Iterator[PresenceManager]:
+    if implementation == "memory":
+        yield MemoryPresence()
+        return
+    client = _redis(request)
+    yield RedisPresence(client, request.getfixturevalue("redis_prefix"))
+    io_loop.run_sync(client.aclose)
 
 
 async def publish_n(broker: Broker, channel: str, n: int, options: HistoryOptions = KEEP) -> None:
@@ -159,9 +190,9 @@ async def test_channels_count_offsets_independently(broker: Broker) -> None:
 
 @pytest.mark.gen_test
 async def test_published_data_info_and_tags_come_back_in_history(broker: Broker) -> None:
-    await broker.publish("a", {"text": "hi"}, KEEP, info=ALICE, tags={"k": "v"})
+    at = await broker.publish("a", {"text": "hi"}, KEEP, info=ALICE, tags={"k": "v"})
     result = await broker.history("a", HistoryQuery(limit=-1), KEEP)
-    assert result.publications == [Publication({"text": "hi"}, 1, ALICE, {"k": "v"})]
+    assert result.publications == [Publication({"text": "hi"}, 1, ALICE, {"k": "v"}, at.epoch)]
 
 
 # ---------------------------------------------------------------------------
@@ -184,9 +215,9 @@ async def test_delivered_publication_carries_info_and_tags(
     broker: Broker, handler: RecordingHandler
 ) -> None:
     await broker.subscribe(["a"])
-    await broker.publish("a", "x", KEEP, info=ALICE, tags={"k": "v"})
+    at = await broker.publish("a", "x", KEEP, info=ALICE, tags={"k": "v"})
     await handler.wait_for(lambda: len(handler.publications) == 1)
-    assert handler.publications == [("a", Publication("x", 1, ALICE, {"k": "v"}))]
+    assert handler.publications == [("a", Publication("x", 1, ALICE, {"k": "v"}, at.epoch))]
 
 
 @pytest.mark.gen_test
@@ -195,9 +226,9 @@ async def test_publications_of_unsubscribed_channels_are_not_delivered(
 ) -> None:
     await broker.subscribe(["marker"])
     await broker.publish("other", "x", KEEP)
-    await broker.publish("marker", "end", KEEP)
+    at = await broker.publish("marker", "end", KEEP)
     await handler.wait_for(lambda: len(handler.publications) >= 1)
-    assert handler.publications == [("marker", Publication("end", 1))]
+    assert handler.publications == [("marker", Publication("end", 1, epoch=at.epoch))]
 
 
 @pytest.mark.gen_test
@@ -437,7 +468,7 @@ async def test_history_ttl_drops_publications_but_keeps_offset_and_epoch(
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
     await publish_n(broker, "a", 3, options)
     before = (await broker.history("a", HistoryQuery(), options)).position
-    clock.advance(1.5)
+    await clock.advance(1.5)
     result = await broker.history("a", HistoryQuery(limit=-1), options)
     assert result.publications == []
     assert result.position == before
@@ -447,7 +478,7 @@ async def test_history_ttl_drops_publications_but_keeps_offset_and_epoch(
 async def test_offsets_continue_after_the_history_ttl_expired(broker: Broker, clock: Clock) -> None:
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
     first = await broker.publish("a", "x", options)
-    clock.advance(1.5)
+    await clock.advance(1.5)
     second = await broker.publish("a", "y", options)
     assert second == StreamPosition(first.offset + 1, first.epoch)
     assert await offsets(broker, "a", HistoryQuery(limit=-1), options) == [2]
@@ -460,7 +491,7 @@ async def test_since_into_expired_history_raises_unrecoverable_position(
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
     await publish_n(broker, "a", 3, options)
     epoch = (await broker.history("a", HistoryQuery(), options)).position.epoch
-    clock.advance(1.5)
+    await clock.advance(1.5)
     with pytest.raises(ReplyError) as info:
         await broker.history("a", HistoryQuery(since=StreamPosition(1, epoch), limit=-1), options)
     assert info.value.code == ErrorCode.UNRECOVERABLE_POSITION
@@ -472,9 +503,9 @@ async def test_history_ttl_is_counted_from_the_latest_publication(
 ) -> None:
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=3600.0)
     await broker.publish("a", "x", options)
-    clock.advance(0.75)
+    await clock.advance(0.75)
     await broker.publish("a", "y", options)
-    clock.advance(0.75)
+    await clock.advance(0.75)
     assert await offsets(broker, "a", HistoryQuery(limit=-1), options) == [1, 2]
 
 
@@ -485,7 +516,7 @@ async def test_meta_ttl_expiry_starts_a_new_epoch_with_offsets_from_one(
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=2.0)
     old = await broker.publish("a", "x", options)
     await broker.publish("a", "y", options)
-    clock.advance(3.0)
+    await clock.advance(3.0)
     new = await broker.publish("a", "z", options)
     assert new.offset == 1
     assert new.epoch != old.epoch
@@ -497,7 +528,7 @@ async def test_since_in_an_expired_epoch_raises_unrecoverable_position(
 ) -> None:
     options = HistoryOptions(size=10, ttl=1.0, meta_ttl=2.0)
     old = await broker.publish("a", "x", options)
-    clock.advance(3.0)
+    await clock.advance(3.0)
     await broker.publish("a", "y", options)
     with pytest.raises(ReplyError) as info:
         await broker.history("a", HistoryQuery(since=old, limit=-1), options)

@@ -4,15 +4,23 @@ and no duplicate; an unrecoverable position is reported, never papered over."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
-from server.broker.memory import MemoryBroker
+from server.broker import create_broker
+from server.broker.base import (
+    Broker,
+    BrokerEventHandler,
+    HistoryOptions,
+    HistoryQuery,
+    HistoryResult,
+)
 from server.config import Settings
 from server.node import Node
+from server.protocol import ClientInfo
 
 
 async def missed_while_away(c, node: Node, channel: str, count: int) -> dict[str, Any]:
@@ -113,22 +121,50 @@ async def test_gap_over_recovery_max_limit_is_not_recovered(client, node: Node):
     assert result["recovered"] is False and "publications" not in result
 
 
-class SlowHistoryBroker(MemoryBroker):
-    """The memory broker with a history read that takes time, as a networked one does:
+class SlowHistory(Broker):
+    """The test's real broker with a history read that takes longer, as under load:
     publications land both before the read sees the stream and after it returns."""
+
+    def __init__(self, inner: Broker) -> None:
+        self.inner = inner
 
     async def history(
         self, channel: str, query: HistoryQuery, options: HistoryOptions
     ) -> HistoryResult:
         await asyncio.sleep(0.02)
-        result = await super().history(channel, query, options)
+        result = await self.inner.history(channel, query, options)
         await asyncio.sleep(0.02)
         return result
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        await self.inner.start(handler)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        await self.inner.subscribe(channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        await self.inner.unsubscribe(channels)
+
+    async def publish(self, channel: str, data: Any, options: HistoryOptions, info=None, tags=None):
+        return await self.inner.publish(channel, data, options, info, tags)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        await self.inner.publish_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        await self.inner.publish_leave(channel, info)
+
+    async def remove_history(self, channel: str) -> None:
+        await self.inner.remove_history(channel)
 
 
 @pytest.fixture
 def node(settings: Settings, io_loop: IOLoop):
-    node = Node(settings, broker=SlowHistoryBroker())
+    broker, presence = create_broker(settings)
+    node = Node(settings, broker=SlowHistory(broker), presence=presence)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)

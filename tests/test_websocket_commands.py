@@ -204,24 +204,42 @@ async def test_send_reaches_configured_handler(client, node: Node):
     assert received == [(c.client_id, "no reply expected")]
 
 
+async def reply_ids(c, count: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < count:
+        message = await c.recv()
+        if "id" in message:
+            ids.append(message["id"])
+    return ids
+
+
 @pytest.mark.gen_test
-async def test_commands_in_one_frame_are_answered_in_order_in_one_frame(client):
+async def test_commands_in_one_frame_are_answered_in_order(client):
     c = await client()
-    frames_before = c.frames
     await c.send(
         {"id": 10, "subscribe": {"channel": "a"}},
         {"id": 11, "subscribe": {"channel": "b"}},
         {"id": 12, "presence_stats": {"channel": "a"}},
     )
-    ids = []
-    while len(ids) < 3:
-        message = await c.recv()
-        if "id" in message:
-            ids.append(message["id"])
-    assert ids == [10, 11, 12]
+    assert await reply_ids(c, 3) == [10, 11, 12]
+
+
+@pytest.mark.gen_test
+async def test_replies_ready_in_the_same_turn_share_one_frame(client):
+    c = await client()
+    frames_before = c.frames
+    await c.send(
+        {"id": 20, "teleport": {}},
+        {"id": 21, "unsubscribe": {"channel": "not-subscribed"}},
+        {"id": 22, "subscribe": {"channel": 5}},
+    )
+    assert await reply_ids(c, 3) == [20, 21, 22]
     assert c.frames - frames_before == 1
 
 
+# Delivery timing through Redis depends on how its replies are split into reads, so
+# the frame count is asserted where it is deterministic: the in-process broker.
+@pytest.mark.parametrize("broker_type", ["memory"])
 @pytest.mark.gen_test
 async def test_publications_queued_together_arrive_batched_in_one_frame(client, node: Node):
     c = await client()
