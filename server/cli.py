@@ -1,8 +1,10 @@
 """Command line: `python run.py [--port N] [--workers N] [--config FILE] [--host H]`.
 
 Loads settings once, starts embedded Valkey / SecantusDB when no URL is
-configured, serves until SIGTERM or SIGINT, then shuts down cleanly. A bad
-configuration prints the key at fault and exits with code 2.
+configured, serves until SIGTERM or SIGINT, then shuts down cleanly. With more
+than one worker (`server.workers`, 0 for one per CPU core) the processes share
+the port and the Redis broker. A bad configuration prints the key at fault and
+exits with code 2.
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.node import Node
 from server.web.app import make_app
+from server.workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
 
@@ -34,19 +40,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="TOML file layered over config/default.toml")
     parser.add_argument("--host", help="address to listen on (server.host)")
     parser.add_argument("--port", type=int, help="port to listen on (server.port)")
-    parser.add_argument("--workers", type=int, help="processes sharing the port (server.workers)")
+    parser.add_argument(
+        "--workers", type=int, help="processes sharing the port, 0 for one per core"
+    )
     return parser.parse_args(argv)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {"server": {k: v for k in ("host", "port", "workers") if (v := getattr(args, k))}}
+    names = ("host", "port", "workers")
+    flags = {"server": {k: v for k in names if (v := getattr(args, k)) is not None}}
     settings = load_settings(args.config, flags=flags)
-    if settings.server.workers > 1 and settings.broker.type == "memory":
+    if settings.broker.type == "memory" and settings.server.workers > 1:
         raise ConfigError(
-            "server.workers: more than 1 worker needs a shared broker; "
-            "broker.type 'memory' keeps channels inside one process"
+            "server.workers: more than 1 worker needs broker.type 'redis'; "
+            "the memory broker keeps channels inside one process"
         )
+    if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
+        raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
     return settings
+
+
+def worker_count(settings: Settings) -> int:
+    """server.workers, with 0 meaning one per CPU core (one for the memory broker)."""
+    if settings.server.workers:
+        return settings.server.workers
+    return 1 if settings.broker.type == "memory" else os.cpu_count() or 1
 
 
 def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedGroup | None]:
@@ -64,8 +82,15 @@ def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedGroup | None]:
     return settings.with_overrides(**overrides), group
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set (or SIGTERM / SIGINT), then close every client with 3001."""
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve until `stop` is set (or SIGTERM / SIGINT), then close every client with 3001.
+
+    Listens on `sockets` when given (workers share the parent's), else binds itself.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,7 +99,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     node = Node(settings)
     await node.start()
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
-    server.listen(settings.server.port, settings.server.host)
+    if sockets is None:
+        server.listen(settings.server.port, settings.server.host)
+    else:
+        server.add_sockets(sockets)
     log.info(
         "serving on http://%s:%d (node %s)", settings.server.host, settings.server.port, node.name
     )
@@ -103,9 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     except EmbeddedServerError as exc:
         log.error("%s", exc)
         return 1
+    workers = worker_count(settings)
     try:
-        asyncio.run(serve(settings))
+        if workers == 1:
+            asyncio.run(serve(settings))
+            return 0
+        sockets = bind_sockets(settings.server.port, settings.server.host)
+
+        def worker(shared: list[socket.socket], index: int) -> int:
+            asyncio.run(serve(settings, sockets=shared))
+            return 0
+
+        return run_workers(workers, sockets, worker)
     finally:
         if group is not None:
             group.stop()
-    return 0

@@ -184,7 +184,8 @@ class _EnvText(str):
 
 def _value(path: str, kind: type, meta: Mapping[str, Any], value: Any) -> Any:
     if isinstance(value, _EnvText):
-        value = str(value) if kind is str else value.parsed
+        text, parsed = str(value), value.parsed
+        value = (parsed if isinstance(parsed, str) else text) if kind is str else parsed
     ok = (
         (kind is bool and type(value) is bool)
         or (kind is int and type(value) is int)

@@ -112,17 +112,26 @@ class Node:
     def handle_broker_reconnect(self) -> None:
         self.spawn(self._check_positions())
 
-    async def _check_positions(self) -> None:
+    async def _check_positions(self, attempts: int = 5) -> None:
         """After the broker was cut off, subscribers that missed publications of a
-        recoverable channel are told to resubscribe (and so recover them)."""
+        recoverable channel are told to resubscribe (and so recover them).
+
+        Reads are retried a few times: right after a reconnect the command
+        connections may still be stale. If the broker stays away, the next
+        reconnect checks again.
+        """
         for channel in self.hub.channels():
             options = self.settings.channel_options(channel)
             if options is None or not options.recoverable:
                 continue
-            try:
-                position = (await self.history(channel, HistoryQuery())).position
-            except ReplyError:
-                return  # cut off again; the next reconnect checks again
+            for attempt in range(attempts):
+                try:
+                    position = (await self.history(channel, HistoryQuery())).position
+                    break
+                except ReplyError:
+                    await asyncio.sleep(0.1 * (attempt + 1))
+            else:
+                return
             for session in self.hub.subscribers(channel):
                 session.check_position(channel, position)
 
