@@ -58,9 +58,10 @@ def test_shipped_defaults_declare_an_open_chat_namespace() -> None:
     assert chat.presence is True
 
 
-def test_shipped_defaults_use_the_memory_broker_and_embedded_servers() -> None:
+def test_shipped_defaults_run_a_cluster_on_embedded_servers() -> None:
     settings = load_settings(env={})
-    assert settings.broker.type == "memory"
+    assert settings.broker.type == "redis"
+    assert settings.server.workers == 0  # one per core
     assert settings.embedded.enabled is True
     assert settings.redis.url == ""
     assert settings.mongo.url == ""
@@ -384,3 +385,8 @@ def test_with_overrides_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env={}).with_overrides(client={"max_chanels": 2})
     assert "client.max_chanels" in str(info.value)
+
+
+def test_env_value_for_a_string_key_may_be_bare_or_quoted() -> None:
+    for raw in ("memory", '"memory"'):
+        assert load_settings(env={"WSFAN_BROKER__TYPE": raw}).broker.type == "memory"

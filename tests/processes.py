@@ -1,0 +1,135 @@
+"""Real `run.py` processes for tests: start on a free port, wait until ready, stop by PID."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.embedded import free_port
+from tests.conftest import TIMEOUT_SCALE
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "run.py")]
+EXIT_TIMEOUT = 10 * TIMEOUT_SCALE  # a process with a bad configuration is gone by then
+SIGTERM_TIMEOUT = 5 * TIMEOUT_SCALE  # stopping includes stopping embedded servers (~2 s)
+READY_TIMEOUT = 30 * TIMEOUT_SCALE  # includes starting embedded Valkey and SecantusDB
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without backing-server URLs or WSFAN_ settings, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "MONGO_URL") and not k.startswith("WSFAN_")
+    }
+    env.update(extra)
+    return env
+
+
+def run_to_exit(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RUN, *args],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        check=False,
+    )
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    """(status, JSON body) of GET http://127.0.0.1:port/path; raises OSError if nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3 * TIMEOUT_SCALE)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self) -> dict[str, object]:
+        """Poll /readyz until it answers 200; return its body."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}:\n{self.stderr()}")
+            try:
+                status, body = get(self.port, "/readyz")
+                if status == 200:
+                    return body
+                last = (status, body)
+            except OSError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"not ready within {READY_TIMEOUT:g}s ({last!r}):\n{self.stderr()}")
+
+    def terminate(self) -> int:
+        """SIGTERM; the exit code, which must come within SIGTERM_TIMEOUT."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(SIGTERM_TIMEOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without any cleanup (its workers' too)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """Cleanup, idempotent: SIGTERM if still running, SIGKILL if that is not enough."""
+        if self.proc.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def running(
+    tmp_path: Path, env: Mapping[str, str], args: tuple[str, ...] = (), name: str = "run"
+) -> Iterator[Server]:
+    """run.py on a free loopback port, stderr to a file; killed by PID if still running after."""
+    port = free_port()
+    log = tmp_path / f"{name}.stderr"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*RUN, "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    server = Server(proc, port, log)
+    try:
+        yield server
+    finally:
+        server.stop()
