@@ -3,7 +3,8 @@
 Promises:
 - `subscribe(channels)` returns once Redis has confirmed every channel (so a
   history read that follows cannot miss a publication), or raises
-  `RedisUnavailable` within `timeout`; many channels go in one SUBSCRIBE.
+  `RedisUnavailable` within `timeout`. Subscribes made in the same event-loop
+  turn (a burst of clients) share one SUBSCRIBE command.
 - Messages reach `on_message(channel, data)` in the order Redis sent them.
 - After the connection is lost it reconnects with exponential backoff and
   jitter, subscribes every wanted channel again, then calls `on_reconnect()`
@@ -57,6 +58,9 @@ class PubSubConnection:
         self._wanted: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._conn: AbstractConnection | None = None
+        self._sent: set[bytes] = set()  # channels this connection was told to subscribe
+        self._batch: list[bytes] = []
+        self._batch_sent: asyncio.Future[None] | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -93,7 +97,7 @@ class PubSubConnection:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._connected.wait()
-                await self._send("SUBSCRIBE", new)
+                await asyncio.shield(self._send_batched(new))
                 await asyncio.gather(*futures)
         except (TimeoutError, RedisError, OSError) as exc:
             self._wanted.difference_update(new)
@@ -106,6 +110,7 @@ class PubSubConnection:
     async def unsubscribe(self, channels: Iterable[bytes]) -> None:
         gone = [c for c in channels if c in self._wanted]
         self._wanted.difference_update(gone)
+        self._sent.difference_update(gone)
         if gone and self.connected:
             try:
                 await self._send("UNSUBSCRIBE", gone)
@@ -113,10 +118,33 @@ class PubSubConnection:
                 # The reconnect will not resubscribe it; nothing else to undo.
                 log.debug("unsubscribe not sent: %r", exc)
 
+    def _send_batched(self, channels: list[bytes]) -> asyncio.Future[None]:
+        """Queue channels for the SUBSCRIBE sent at the end of this loop turn."""
+        self._batch.extend(c for c in channels if c not in self._sent)
+        if self._batch_sent is None:
+            loop = asyncio.get_running_loop()
+            self._batch_sent = loop.create_future()
+            loop.call_soon(lambda: loop.create_task(self._flush_batch()))
+        return self._batch_sent
+
+    async def _flush_batch(self) -> None:
+        channels, self._batch = self._batch, []
+        done, self._batch_sent = self._batch_sent, None
+        assert done is not None
+        try:
+            if channels:
+                await self._send("SUBSCRIBE", channels)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # observed by the waiters; silence if none is left
+
     async def _send(self, command: str, channels: list[bytes]) -> None:
         conn = self._conn
         if conn is None:
             raise RedisUnavailable("not connected")
+        if command == "SUBSCRIBE":
+            self._sent.update(channels)
         for i in range(0, len(channels), _BATCH):
             await conn.send_command(command, *channels[i : i + _BATCH], check_health=False)
 
@@ -184,6 +212,7 @@ class PubSubConnection:
 
     async def _drop_connection(self) -> None:
         self._connected.clear()
+        self._sent.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()

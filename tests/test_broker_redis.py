@@ -1,0 +1,91 @@
+"""What only the Redis broker promises, checked from Redis's side of the wire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+from tornado.ioloop import IOLoop
+
+from server.broker.base import HistoryOptions
+from server.broker.redis import RedisBroker, redis_client
+from server.embedded import EmbeddedServer
+from tests.test_broker_contract import RecordingHandler
+
+KEEP = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
+
+
+@pytest.fixture
+def broker(embedded_redis: EmbeddedServer, io_loop: IOLoop) -> Iterator[RedisBroker]:
+    """A started broker on this test's own Valkey, whose command counts start at zero."""
+    instance = RedisBroker(redis_client(embedded_redis.url), "rb")
+    io_loop.run_sync(lambda: instance.start(RecordingHandler()))
+    yield instance
+    io_loop.run_sync(instance.close)
+
+
+@pytest.fixture
+def inspector(embedded_redis: EmbeddedServer, io_loop: IOLoop) -> Iterator[Redis]:
+    client = Redis.from_url(embedded_redis.url)
+    yield client
+    io_loop.run_sync(client.aclose)
+
+
+async def subscribe_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_subscribe", {}).get("calls", 0))
+
+
+@pytest.mark.gen_test
+async def test_a_burst_of_subscribes_goes_out_as_one_subscribe_command(
+    broker: RedisBroker, inspector: Redis
+):
+    await asyncio.gather(*(broker.subscribe([f"ch{i}"]) for i in range(100)))
+    assert await subscribe_calls(inspector) == 1
+    assert len(await inspector.pubsub_channels("rb.pub.*")) == 100
+
+
+@pytest.mark.gen_test
+async def test_unsubscribed_channel_leaves_redis_pubsub(broker: RedisBroker, inspector: Redis):
+    await broker.subscribe(["a", "b"])
+    await broker.unsubscribe(["a"])
+    for _ in range(100):  # UNSUBSCRIBE is not awaited for a reply: poll, bounded
+        if await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.b"]:
+            break
+        await asyncio.sleep(0.01)
+    assert await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.b"]
+
+
+@pytest.mark.gen_test
+async def test_publications_travel_on_redis_as_one_msgpack_array(
+    broker: RedisBroker, inspector: Redis
+):
+    pubsub = inspector.pubsub()
+    await pubsub.subscribe("rb.pub.news")
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    position = await broker.publish("news", {"text": "hi"}, KEEP, tags={"k": "v"})
+    message = await pubsub.get_message(timeout=2)
+    await pubsub.aclose()
+    assert message is not None
+    decoded = msgpack.unpackb(message["data"], raw=False)
+    assert decoded == [0, 1, position.epoch, {"data": {"text": "hi"}, "tags": {"k": "v"}}]
+
+
+@pytest.mark.gen_test
+async def test_history_list_is_trimmed_to_the_history_size(broker: RedisBroker, inspector: Redis):
+    for i in range(5):
+        await broker.publish("news", i, KEEP)
+    assert await inspector.llen("rb.stream.{news}") == 3
+    assert await inspector.hget("rb.meta.{news}", "s") == b"5"
+
+
+@pytest.mark.gen_test
+async def test_channel_keys_share_one_cluster_hash_slot(broker: RedisBroker, inspector: Redis):
+    await broker.publish("chat:1", "x", KEEP)
+    keys = [k.decode() for k in await inspector.keys("rb.*")]
+    assert sorted(keys) == ["rb.meta.{chat:1}", "rb.stream.{chat:1}"]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
