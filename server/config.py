@@ -104,6 +104,7 @@ class RedisSettings:
     prefix: str = "wsfan"  # every key and pub/sub channel starts with it
     connect_timeout: float = field(default=2.0, metadata=_range(0.01))
     command_timeout: float = field(default=5.0, metadata=_range(0.01))
+    max_connections: int = field(default=32, metadata=_range(2, 10000))  # per process
     reconnect_delay_min: float = field(default=0.05, metadata=_range(0.001))
     reconnect_delay_max: float = field(default=5.0, metadata=_range(0.001))
     presence_ttl: float = field(default=60.0, metadata=_range(0.1))

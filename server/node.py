@@ -61,6 +61,7 @@ class Node:
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        self._positions: dict[str, asyncio.Future[StreamPosition]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._started = False
@@ -126,7 +127,7 @@ class Node:
                 continue
             for attempt in range(attempts):
                 try:
-                    position = (await self.history(channel, HistoryQuery())).position
+                    position = await self.position(channel)
                     break
                 except ReplyError:
                     await asyncio.sleep(0.1 * (attempt + 1))
@@ -214,6 +215,33 @@ class Node:
         except Exception as exc:
             log.warning("publish to %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
+
+    async def position(self, channel: str) -> StreamPosition:
+        """The channel's current stream position.
+
+        Reads asked for in the same event-loop turn share one broker call (a burst
+        of subscribers needs one read, not one each). The shared read starts after
+        every caller asked, so each caller's earlier steps happened before it.
+        """
+        future = self._positions.get(channel)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._positions[channel] = loop.create_future()
+            loop.call_soon(self._read_position, channel, future)
+        return await asyncio.shield(future)
+
+    def _read_position(self, channel: str, future: asyncio.Future[StreamPosition]) -> None:
+        if self._positions.get(channel) is future:
+            del self._positions[channel]
+
+        async def read() -> None:
+            try:
+                future.set_result((await self.history(channel, HistoryQuery())).position)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # observed by the callers; silence if none is left
+
+        self.spawn(read())
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         options = self.channel_options(channel)

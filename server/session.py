@@ -276,7 +276,7 @@ class Session:
                 if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
                     raise
                 recovered = False
-                position = (await self.node.history(channel, HistoryQuery())).position
+                position = await self.node.position(channel)
             if not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
             result["was_recovering"] = True
@@ -284,7 +284,7 @@ class Session:
             if publications:
                 result["publications"] = [p.to_dict() for p in publications]
         else:
-            position = (await self.node.history(channel, HistoryQuery())).position
+            position = await self.node.position(channel)
         result["epoch"] = position.epoch
         result["offset"] = position.offset
         sub.recoverable = True

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from server.broker.memory import MemoryBroker
 from server.node import Node
 
 
@@ -61,3 +64,37 @@ async def test_server_unsubscribe_of_a_user_reaches_all_their_connections(client
         await c.result("subscribe", {"channel": "news"})
     assert await node.unsubscribe("news", user="") == 2
     assert await node.unsubscribe("news", user="") == 0
+
+
+@pytest.mark.settings(redis={"max_connections": 2})
+@pytest.mark.gen_test(timeout=30)
+async def test_a_subscribe_burst_larger_than_the_redis_pool_all_succeeds(client):
+    clients = [await client() for _ in range(60)]
+    replies = await asyncio.gather(
+        *(c.call("subscribe", {"channel": "storm", "recoverable": True}) for c in clients)
+    )
+    assert [r.get("error") for r in replies] == [None] * 60
+    assert len({(r["subscribe"]["epoch"], r["subscribe"]["offset"]) for r in replies}) == 1
+
+
+class CountingBroker(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.history_calls = 0
+
+    async def history(self, channel, query, options):
+        self.history_calls += 1
+        return await super().history(channel, query, options)
+
+
+@pytest.mark.gen_test
+async def test_position_reads_in_one_loop_turn_share_one_broker_call(settings):
+    broker = CountingBroker()
+    node = Node(settings, broker=broker)
+    await node.start()
+    await node.publish("news", "x")
+    positions = await asyncio.gather(*(node.position("news") for _ in range(50)))
+    assert broker.history_calls == 1
+    assert {(p.offset, p.epoch) for p in positions} == {(1, positions[0].epoch)}
+    assert (await node.position("news")).offset == 1 and broker.history_calls == 2
+    await node.close()

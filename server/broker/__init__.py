@@ -31,7 +31,9 @@ def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
         redis = settings.redis
         if not redis.url:
             raise ValueError("broker.type 'redis' needs redis.url")
-        client = redis_client(redis.url, redis.connect_timeout, redis.command_timeout)
+        client = redis_client(
+            redis.url, redis.connect_timeout, redis.command_timeout, redis.max_connections
+        )
         broker = RedisBroker(
             client,
             redis.prefix,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgpack
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -45,14 +45,21 @@ KIND_PUBLICATION, KIND_JOIN, KIND_LEAVE = 0, 1, 2
 _NO_POSITION = msgpack.packb(KIND_PUBLICATION) + msgpack.packb(0) + msgpack.packb("")
 
 
-def redis_client(url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0) -> Redis:
-    """A client that fails fast when Redis is down: one quick retry, bounded waits."""
-    return Redis.from_url(
+def redis_client(
+    url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0, max_connections: int = 32
+) -> Redis:
+    """A client that fails fast when Redis is down (one quick retry, bounded waits) and
+    holds at most `max_connections`: in a burst, commands wait for a free connection
+    (up to `command_timeout`) instead of failing."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=command_timeout,
         socket_connect_timeout=connect_timeout,
         socket_timeout=command_timeout,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
     )
+    return Redis.from_pool(pool)
 
 
 def _ms(seconds: float) -> int:
