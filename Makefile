@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint bench venv clean
 
 $(STAMP): setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/cluster_fanout.py --subscribers 1000 --rates 10,20,50,100,200 --out bench/results/cluster_fanout_1k.json
+	$(PY) bench/cluster_fanout.py --subscribers 10000 --rates 1,2,5,10,20 --out bench/results/cluster_fanout_10k.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server tests run.py
