@@ -13,6 +13,7 @@ from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryOptions
 from server.broker.redis import RedisBroker, redis_client
+from server.broker.redis_pubsub import PubSubConnection
 from server.embedded import EmbeddedServer
 from tests.test_broker_contract import RecordingHandler
 
@@ -89,3 +90,21 @@ async def test_channel_keys_share_one_cluster_hash_slot(broker: RedisBroker, ins
     keys = [k.decode() for k in await inspector.keys("rb.*")]
     assert sorted(keys) == ["rb.meta.{chat:1}", "rb.stream.{chat:1}"]
     assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_closing_the_pubsub_connection_at_any_moment_of_its_connect_returns(
+    embedded_redis: EmbeddedServer,
+):
+    # A cancellation landing inside the driver's connect handshake can be lost
+    # (redis-py on Python 3.11); close() must still return, promptly.
+    client = redis_client(embedded_redis.url)
+    try:
+        for i in range(120):
+            pubsub = PubSubConnection(client, lambda channel, data: None, lambda: None)
+            pubsub.start()
+            await asyncio.sleep((i % 40) * 0.0005)
+            await asyncio.wait_for(pubsub.close(), 1.0)
+            assert not pubsub.connected
+    finally:
+        await client.aclose()

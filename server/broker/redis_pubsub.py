@@ -9,6 +9,9 @@ Promises:
 - After the connection is lost it reconnects with exponential backoff and
   jitter, subscribes every wanted channel again, then calls `on_reconnect()`
   so the node can find out what its clients missed meanwhile.
+- `close()` returns within `timeout` even if a cancellation is lost inside
+  the driver's connect (seen with redis-py on Python 3.11): it also drops the
+  socket and the loop checks a closing flag.
 
 redis-py's own PubSub object resubscribes silently on reconnect; we need to
 know when that happens, so this drives a redis-py `Connection` directly.
@@ -63,6 +66,7 @@ class PubSubConnection:
         self._batch_sent: asyncio.Future[None] | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.reconnects = 0
 
     @property
@@ -74,10 +78,16 @@ class PubSubConnection:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        await self._drop_connection()  # wakes a reader that missed the cancellation
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), self._timeout)
+            except TimeoutError:
+                log.warning("redis pub/sub reader did not stop within %g s", self._timeout)
         await self._drop_connection()
         self._fail_waiters(RedisUnavailable("closed"))
 
@@ -153,9 +163,11 @@ class PubSubConnection:
     async def _run(self) -> None:
         delay = self._reconnect_min
         first = True
-        while True:
+        while not self._closing:
             try:
                 await self._connect()
+                if self._closing:
+                    break
                 if not first:
                     self.reconnects += 1
                     log.info(
@@ -172,6 +184,8 @@ class PubSubConnection:
             except Exception:
                 log.exception("redis pub/sub reader failed")
             await self._drop_connection()
+            if self._closing:
+                break
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._reconnect_max)
 
@@ -192,7 +206,7 @@ class PubSubConnection:
         conn = self._conn
         assert conn is not None
         pinged = False
-        while True:
+        while not self._closing:
             # With an explicit timeout redis-py answers None when nothing arrived.
             response: Any = await conn.read_response(timeout=self._keepalive)
             if response is None:
