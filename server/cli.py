@@ -82,19 +82,32 @@ def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedGroup | None]:
     return settings.with_overrides(**overrides), group
 
 
+async def _watch_parent(parent: int, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """A worker whose supervisor died (even by SIGKILL) stops instead of living on."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("supervisor %d is gone; stopping", parent)
+            stop.set()
+            return
+        await asyncio.sleep(interval)
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
     sockets: list[socket.socket] | None = None,
+    parent: int | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGTERM / SIGINT), then close every client with 3001.
 
-    Listens on `sockets` when given (workers share the parent's), else binds itself.
+    Listens on `sockets` when given (workers share the parent's), else binds itself;
+    with `parent`, also stops when that process is no longer its parent.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None if parent is None else loop.create_task(_watch_parent(parent, stop))
     backends = Backends(settings)
     node = Node(settings)
     await node.start()
@@ -109,6 +122,8 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         log.info("shutting down")
         server.stop()
         await node.close()
@@ -137,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(settings))
             return 0
         sockets = bind_sockets(settings.server.port, settings.server.host)
+        supervisor = os.getpid()
 
         def worker(shared: list[socket.socket], index: int) -> int:
-            asyncio.run(serve(settings, sockets=shared))
+            asyncio.run(serve(settings, sockets=shared, parent=supervisor))
             return 0
 
         return run_workers(workers, sockets, worker)

@@ -7,6 +7,9 @@ a test names, as a load balancer without sticky sessions would send them.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import Server, clean_env, running
+from tests.processes import Server, alive, clean_env, running
 
 PRESENCE_TTL = 1.0
 TEST_TIMEOUT = 30 * TIMEOUT_SCALE
@@ -201,3 +204,22 @@ async def test_workers_sharing_a_port_form_one_server(
             for client in clients:
                 client.close()
         assert server.terminate() == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, redis_url: str, mongo_url: str, redis_prefix: str
+):
+    env = cluster_env(redis_url, mongo_url, redis_prefix)
+    with running(tmp_path, env, ("--workers", "2")) as server:
+        server.wait_ready()
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert len(workers) == 2
+        server.kill()  # SIGKILL: the supervisor cannot forward anything
+        deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        leftover = [pid for pid in workers if alive(pid)]
+        for pid in leftover:  # only on failure: end what we started
+            os.kill(pid, signal.SIGKILL)
+        assert leftover == []
