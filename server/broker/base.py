@@ -141,5 +141,7 @@ class PresenceManager(ABC):
     @abstractmethod
     async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
 
-    @abstractmethod
-    async def presence_stats(self, channel: str) -> PresenceStats: ...
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """Counts of clients and distinct users, from `presence`."""
+        clients = await self.presence(channel)
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))

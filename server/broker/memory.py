@@ -20,7 +20,6 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     PresenceManager,
-    PresenceStats,
 )
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
@@ -151,7 +150,3 @@ class MemoryPresence(PresenceManager):
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         return dict(self._channels.get(channel, {}))
-
-    async def presence_stats(self, channel: str) -> PresenceStats:
-        clients = self._channels.get(channel, {})
-        return PresenceStats(len(clients), len({info.user for info in clients.values()}))

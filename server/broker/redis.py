@@ -31,7 +31,6 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     PresenceManager,
-    PresenceStats,
 )
 from server.broker.memory import new_epoch
 from server.broker.redis_pubsub import PubSubConnection
@@ -253,7 +252,3 @@ class RedisPresence(PresenceManager):
             flat[i].decode(): ClientInfo.from_dict(_unpack(flat[i + 1]))
             for i in range(0, len(flat), 2)
         }
-
-    async def presence_stats(self, channel: str) -> PresenceStats:
-        clients = await self.presence(channel)
-        return PresenceStats(len(clients), len({info.user for info in clients.values()}))
