@@ -133,13 +133,17 @@ class Publication:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Publication:
+    def from_dict(
+        cls, d: dict[str, Any], offset: int | None = None, epoch: str = ""
+    ) -> Publication:
+        """From its map; `offset` and `epoch` given here win (brokers keep them beside it)."""
         info = d.get("info")
         return cls(
             d.get("data"),
-            d.get("offset", 0),
+            d.get("offset", 0) if offset is None else offset,
             ClientInfo.from_dict(info) if info else None,
             d.get("tags") or None,
+            epoch,
         )
 
 

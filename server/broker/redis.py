@@ -66,15 +66,8 @@ def _ms(seconds: float) -> int:
 
 
 def _decode_publication(message: Any) -> Publication:
-    body = message[3]
-    info = body.get("info")
-    return Publication(
-        body.get("data"),
-        message[1],
-        ClientInfo.from_dict(info) if info else None,
-        body.get("tags") or None,
-        message[2],
-    )
+    """From `[0, offset, epoch, publication-map]`."""
+    return Publication.from_dict(message[3], offset=message[1], epoch=message[2])
 
 
 def _unpack(data: bytes) -> Any:
