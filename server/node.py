@@ -11,7 +11,8 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
@@ -40,6 +41,18 @@ RPCHandler = Callable[["Session", Any], Awaitable[Any]]
 """Answers an `rpc` command: receives the session and the request data, returns reply data."""
 SendHandler = Callable[["Session", Any], Awaitable[None]]
 """Receives an asynchronous `send` message from a client."""
+
+
+@contextmanager
+def _broker_failure(action: str, channel: str) -> Iterator[None]:
+    """Broker trouble becomes error 100 (temporary); the details stay in the log."""
+    try:
+        yield
+    except ReplyError:
+        raise
+    except Exception as exc:
+        log.warning("%s %r failed: %s", action, channel, exc)
+        raise ReplyError(ErrorCode.INTERNAL) from None
 
 
 class Node:
@@ -206,15 +219,10 @@ class Node:
         tags: dict[str, str] | None = None,
     ) -> StreamPosition:
         options = self.channel_options(channel)
-        try:
+        with _broker_failure("publish to", channel):
             return await self.broker.publish(
                 channel, data, self.history_options(options), info, tags
             )
-        except ReplyError:
-            raise
-        except Exception as exc:
-            log.warning("publish to %r failed: %s", channel, exc)
-            raise ReplyError(ErrorCode.INTERNAL) from None
 
     async def position(self, channel: str) -> StreamPosition:
         """The channel's current stream position.
@@ -245,13 +253,8 @@ class Node:
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         options = self.channel_options(channel)
-        try:
+        with _broker_failure("history of", channel):
             return await self.broker.history(channel, query, self.history_options(options))
-        except ReplyError:
-            raise
-        except Exception as exc:
-            log.warning("history of %r failed: %s", channel, exc)
-            raise ReplyError(ErrorCode.INTERNAL) from None
 
     async def unsubscribe(
         self, channel: str, user: str | None = None, client_id: str | None = None
