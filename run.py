@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Start the server: `python run.py --port N --workers N --config FILE` (see server/cli.py)."""
+"""Start the server (`python run.py --port N --workers N --config FILE`) or a tool
+(`python run.py apikey|loadtest|publish|token ...`); see server/cli.py."""
 
 import sys
 

@@ -1,5 +1,8 @@
 """Command line: `python run.py [--port N] [--workers N] [--config FILE] [--host H]`.
 
+`python run.py COMMAND ...` runs one of the tools in `COMMANDS` instead of the
+server (`python run.py COMMAND --help` for each one's options).
+
 Loads settings once, starts embedded Valkey / SecantusDB when no URL is
 configured, serves until SIGTERM or SIGINT, then shuts down cleanly. With more
 than one worker (`server.workers`, 0 for one per CPU core) the processes share
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -34,9 +38,22 @@ log = logging.getLogger("wsfan")
 
 EXIT_CONFIG = 2
 
+# name -> module with `main(argv: list[str]) -> int`; imported only when used so
+# the server does not load a tool's dependencies.
+COMMANDS: dict[str, str] = {
+    "apikey": "server.store.cli",
+    "loadtest": "server.loadtest.cli",
+    "publish": "server.api.cli",
+    "token": "server.auth.cli",
+}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="run.py", description="Run the wsfan server.")
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Run the wsfan server.",
+        epilog="tools: " + ", ".join(f"run.py {name} --help" for name in sorted(COMMANDS)),
+    )
     parser.add_argument("--config", type=Path, help="TOML file layered over config/default.toml")
     parser.add_argument("--host", help="address to listen on (server.host)")
     parser.add_argument("--port", type=int, help="port to listen on (server.port)")
@@ -131,7 +148,16 @@ async def serve(
         await backends.close()
 
 
+def run_command(name: str, argv: list[str]) -> int:
+    """Run the tool `name` from `COMMANDS` with the rest of the command line."""
+    module = importlib.import_module(COMMANDS[name])
+    return int(module.main(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
     args = parse_args(argv)
     try:
         settings = _settings(args)
