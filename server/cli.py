@@ -27,6 +27,7 @@ from tornado.netutil import bind_sockets
 
 from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
+from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.node import Node
 from server.web.app import make_app
@@ -126,7 +127,10 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     watcher = None if parent is None else loop.create_task(_watch_parent(parent, stop))
     backends = Backends(settings)
-    node = Node(settings)
+    durable = None
+    if backends.mongo is not None:
+        durable = Durable(backends.mongo, settings.persist, spill_dir(settings))
+    node = Node(settings, durable=durable)
     await node.start()
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
     if sockets is None:

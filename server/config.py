@@ -87,10 +87,23 @@ class ChannelOptions:
     allow_history: bool = True
     allow_presence: bool = True
     allow_anonymous: bool = False  # users without an identity may use the namespace
+    # Durable log in MongoDB (needs history_size > 0: offsets identify publications).
+    persist: bool = False
+    persist_ttl: float = field(default=30 * 86400.0, metadata=_range(0))  # 0: keep forever
+    # Every new subscriber gets the channel's latest publication (or the state set
+    # through the API) in its subscribe reply; needs persist.
+    retained: bool = False
 
     @property
     def recoverable(self) -> bool:
         return self.recovery and self.history_size > 0
+
+    def check(self, path: str) -> None:
+        """Cross-key rules a single key's range cannot express."""
+        if self.persist and self.history_size == 0:
+            raise ConfigError(f"{path}.persist: needs history_size > 0 (offsets identify rows)")
+        if self.retained and not self.persist:
+            raise ConfigError(f"{path}.retained: needs persist = true")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,20 @@ class MongoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistSettings:
+    """The queue between fan-out and MongoDB: bounded memory, then a spill file."""
+
+    batch_size: int = field(default=500, metadata=_range(1, 100000))  # documents per write
+    flush_interval: float = field(default=0.05, metadata=_range(0.001))  # seconds
+    queue_max: int = field(default=50000, metadata=_range(1))  # held in memory, then spilled
+    write_timeout: float = field(default=5.0, metadata=_range(0.01))
+    retry_delay_max: float = field(default=5.0, metadata=_range(0.01))
+    shutdown_timeout: float = field(default=5.0, metadata=_range(0))  # flush before spilling
+    spill_dir: str = ""  # empty: <embedded.dir>/spill
+    read_timeout: float = field(default=2.0, metadata=_range(0.01))  # history and state reads
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddedSettings:
     enabled: bool = True
     dir: str = "var"
@@ -135,6 +162,7 @@ _SECTIONS: dict[str, type] = {
     "broker": BrokerSettings,
     "redis": RedisSettings,
     "mongo": MongoSettings,
+    "persist": PersistSettings,
     "embedded": EmbeddedSettings,
     "log": LogSettings,
 }
@@ -149,6 +177,7 @@ class Settings:
     broker: BrokerSettings = BrokerSettings()
     redis: RedisSettings = RedisSettings()
     mongo: MongoSettings = MongoSettings()
+    persist: PersistSettings = PersistSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     log: LogSettings = LogSettings()
 
@@ -234,9 +263,12 @@ def _build(layer: Mapping[str, Any], base: Settings) -> Settings:
                     )
                 start = namespaces.get(ns, ChannelOptions())
                 namespaces[ns] = _section(f"namespaces.{ns}", ChannelOptions, options, start)
+                namespaces[ns].check(f"namespaces.{ns}")
             values[name] = MappingProxyType(namespaces)
         elif name in _SECTIONS:
             values[name] = _section(name, _SECTIONS[name], data, getattr(base, name))
+            if name == "channels":
+                values[name].check(name)
         else:
             known = ", ".join(sorted([*_SECTIONS, "namespaces"]))
             raise ConfigError(f"{name}: unknown section; expected one of {known}")

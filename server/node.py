@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
@@ -31,6 +32,7 @@ from server.hub import Hub
 from server.protocol import ClientInfo, Publication, StreamPosition
 
 if TYPE_CHECKING:
+    from server.durable import Durable
     from server.session import Session
 
 __all__ = ["Node", "RPCHandler", "SendHandler"]
@@ -61,8 +63,10 @@ class Node:
         settings: Settings,
         broker: Broker | None = None,
         presence: PresenceManager | None = None,
+        durable: Durable | None = None,
     ) -> None:
         self.settings = settings
+        self.durable = durable  # the MongoDB log; None keeps nothing beyond the broker
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
         self.hub: Hub[Session] = Hub()
@@ -84,6 +88,8 @@ class Node:
     async def start(self) -> None:
         if not self._started:
             await self.broker.start(self)
+            if self.durable is not None:
+                await self.durable.start()
             self._started = True
             if self.presence.ttl is not None:
                 self._refresher = self.spawn(self._refresh_presence())
@@ -97,6 +103,8 @@ class Node:
             self._refresher = None
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        if self.durable is not None:
+            await self.durable.close()
         await self.broker.close()
         self._started = False
 
@@ -220,9 +228,12 @@ class Node:
     ) -> StreamPosition:
         options = self.channel_options(channel)
         with _broker_failure("publish to", channel):
-            return await self.broker.publish(
+            position = await self.broker.publish(
                 channel, data, self.history_options(options), info, tags
             )
+        if options.persist and self.durable is not None:
+            self.durable.record(channel, options, position, data, info, tags)
+        return position
 
     async def position(self, channel: str) -> StreamPosition:
         """The channel's current stream position.
@@ -252,9 +263,35 @@ class Node:
         self.spawn(read())
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
+        """The channel's history; for persisted namespaces a `since` older than the
+        broker's window is served from the MongoDB log too (see `Durable.history`)."""
         options = self.channel_options(channel)
+        read = partial(self.broker.history, channel, options=self.history_options(options))
         with _broker_failure("history of", channel):
-            return await self.broker.history(channel, query, self.history_options(options))
+            if options.persist and self.durable is not None:
+                return await self.durable.history(channel, query, read)
+            return await read(query)
+
+    async def retained_state(self, channel: str) -> Publication | None:
+        """The state a new subscriber of a `retained` namespace gets (None if nothing)."""
+        options = self.channel_options(channel)
+        if not options.retained or self.durable is None:
+            return None
+        read = partial(self.broker.history, channel, options=self.history_options(options))
+        with _broker_failure("state of", channel):
+            return await self.durable.state(channel, read)
+
+    async def set_retained_state(self, channel: str, data: Any) -> None:
+        """Store an explicit retained state (the server API's `state_set`)."""
+        options = self.channel_options(channel)
+        if not options.retained or self.durable is None:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no retained state")
+        position = await self.position(channel)
+        try:
+            await self.durable.set_state(channel, data, position)
+        except Exception as exc:
+            log.warning("storing the state of %r failed: %s", channel, exc)
+            raise ReplyError(ErrorCode.INTERNAL) from None
 
     async def unsubscribe(
         self, channel: str, user: str | None = None, client_id: str | None = None

@@ -240,7 +240,12 @@ class Session:
         )
         try:
             await self.node.add_subscriber(channel, self)
+            # Read before the position, so live publications after it follow the state.
+            retained = options.retained and not request.recover
+            state = await self.node.retained_state(channel) if retained else None
             result = await self._subscribe_result(channel, request, sub)
+            if state is not None:
+                result["publications"] = [state.to_dict()]
             if options.presence:
                 await self.node.presence.add_presence(channel, self.client_id, sub.info)
         except BaseException:
