@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tornado.ioloop import IOLoop
 
 from server.embedded import EmbeddedSecantus, EmbeddedServer, EmbeddedValkey
+from server.store.mongo import MongoStore
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +64,13 @@ def redis_prefix() -> str:
 def mongo_db_name() -> str:
     """A database name unique to this test, e.g. ``t_1a2b3c4d5e6f``."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def mongo_store(mongo_url: str, mongo_db_name: str, io_loop: IOLoop) -> Iterator[MongoStore]:
+    """The session's MongoDB server, in a database of this test's own (dropped after)."""
+    store = MongoStore(mongo_url, mongo_db_name)
+    io_loop.run_sync(store.ensure_indexes)
+    yield store
+    io_loop.run_sync(lambda: store.db.client.drop_database(mongo_db_name))
+    io_loop.run_sync(store.close)

@@ -76,6 +76,7 @@ class LogWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stats = WriterStats()
+        self._in_flight = 0  # records taken from the queue, not yet written
 
     # Producer side ------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class LogWriter:
 
     async def flush(self) -> None:
         """Wait until everything queued so far (spill files too) is written."""
-        while self._queue or self._spool.has_pending():
+        while self._queue or self._in_flight or self._spool.has_pending():
             self._wakeup.set()
             await asyncio.sleep(self._flush_interval)
 
@@ -138,6 +139,7 @@ class LogWriter:
 
     async def _write(self, batch: list[LogRecord], timeout: float | None = None) -> bool:
         started = time.monotonic()
+        self._in_flight += len(batch)
         try:
             await asyncio.wait_for(self._sink(batch), timeout or self._write_timeout)
         except asyncio.CancelledError:
@@ -148,6 +150,8 @@ class LogWriter:
                 log.warning("MongoDB log write of %d records failed: %s", len(batch), exc)
             self._stats.healthy = False
             return False
+        finally:
+            self._in_flight -= len(batch)
         elapsed = time.monotonic() - started
         stats = self._stats
         if not stats.healthy:
