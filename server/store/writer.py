@@ -129,7 +129,7 @@ class LogWriter:
         """Wait until everything queued so far (spill files too) is written."""
         while self._queue or self._in_flight or self._spool.has_pending():
             self._wakeup.set()
-            await asyncio.sleep(self._flush_interval)
+            await asyncio.sleep(min(self._flush_interval, 0.01))
 
     # The writing task ---------------------------------------------------------
 
