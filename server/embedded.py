@@ -7,6 +7,7 @@ each class spawns the real server, waits until that very process answers, stops 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ __all__ = [
     "EmbeddedServerError",
     "EmbeddedValkey",
     "free_port",
+    "running_url",
     "start_embedded",
 ]
 
@@ -35,6 +37,9 @@ _LIVE: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
 
 class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started (message names server, port and log tail)."""
+
+
+STATE_FILE = "embedded.json"
 
 
 def free_port(host: str = HOST) -> int:
@@ -244,18 +249,41 @@ class EmbeddedGroup:
 
     redis: EmbeddedServer | None = None
     mongo: EmbeddedServer | None = None
+    state_file: Path | None = None  # tells tools (run.py apikey) where the servers are
 
     def stop(self) -> None:
         """Stop every server in the group; idempotent."""
+        if self.state_file is not None:
+            self.state_file.unlink(missing_ok=True)
         for server in (self.mongo, self.redis):
             if server is not None:
                 server.stop()
+
+    def write_state(self, path: Path) -> None:
+        state = {
+            name: {"url": server.url, "pid": server.pid}
+            for name, server in (("redis", self.redis), ("mongo", self.mongo))
+            if server is not None
+        }
+        path.write_text(json.dumps(state))
+        self.state_file = path
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def running_url(var_dir: Path, name: str) -> str | None:
+    """URL of the embedded `name` ("redis" or "mongo") a running `run.py` started
+    under `var_dir`, or None when none is running."""
+    try:
+        entry = json.loads((Path(var_dir) / STATE_FILE).read_text())[name]
+        os.kill(int(entry["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(entry["url"])
 
 
 def start_embedded(var_dir: Path, need_redis: bool, need_mongo: bool) -> EmbeddedGroup:
@@ -274,6 +302,7 @@ def start_embedded(var_dir: Path, need_redis: bool, need_mongo: bool) -> Embedde
     except BaseException:
         group.stop()
         raise
+    group.write_state(Path(var_dir) / STATE_FILE)
     atexit.register(group.stop)
     return group
 
