@@ -74,3 +74,10 @@ def mongo_store(mongo_url: str, mongo_db_name: str, io_loop: IOLoop) -> Iterator
     yield store
     io_loop.run_sync(lambda: store.db.client.drop_database(mongo_db_name))
     io_loop.run_sync(store.close)
+
+
+@pytest.fixture
+def restartable_mongo(tmp_path: Path) -> Iterator[EmbeddedSecantus]:
+    """A SecantusDB of this test's own that keeps its data across stop and start."""
+    with EmbeddedSecantus(tmp_path / "restartable-db", persist=True) as server:
+        yield server

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from server.embedded import EmbeddedSecantus
 from server.protocol import Publication
 from server.store.mongo import MongoStore
 from server.store.records import LogRecord
@@ -34,13 +31,6 @@ async def until(check, timeout: float = WAIT) -> None:
     while not await check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def restartable_mongo(tmp_path: Path) -> Iterator[EmbeddedSecantus]:
-    """A SecantusDB of this test's own that keeps its data across stop and start."""
-    with EmbeddedSecantus(tmp_path / "db", persist=True) as server:
-        yield server
 
 
 @pytest.mark.gen_test(timeout=WAIT)
