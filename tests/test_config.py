@@ -390,3 +390,18 @@ def test_with_overrides_rejects_unknown_keys() -> None:
 def test_env_value_for_a_string_key_may_be_bare_or_quoted() -> None:
     for raw in ("memory", '"memory"'):
         assert load_settings(env={"WSFAN_BROKER__TYPE": raw}).broker.type == "memory"
+
+
+def test_persist_without_history_is_refused():
+    with pytest.raises(ConfigError, match=r"namespaces.x.persist: needs history_size > 0"):
+        load_settings(env={}).with_overrides(namespaces={"x": {"persist": True}})
+
+
+def test_retained_without_persist_is_refused():
+    with pytest.raises(ConfigError, match=r"channels.retained: needs persist = true"):
+        load_settings(env={}).with_overrides(channels={"history_size": 1, "retained": True})
+
+
+def test_the_demo_chat_namespace_is_logged_to_mongodb():
+    chat = load_settings(env={}).channel_options("chat:lobby")
+    assert chat is not None and chat.persist and chat.persist_ttl == 7 * 86400
