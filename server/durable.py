@@ -68,6 +68,7 @@ class Durable:
             retry_delay_max=settings.retry_delay_max,
         )
         self._shutdown_timeout = settings.shutdown_timeout
+        self._indexer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Create indexes when MongoDB answers (in the background when it does not)."""
@@ -76,7 +77,7 @@ class Durable:
             await asyncio.wait_for(self.store.ensure_indexes(), self._read_timeout)
         except Exception as exc:
             log.warning("MongoDB indexes not created yet (%s); retrying in the background", exc)
-            asyncio.get_running_loop().create_task(self._ensure_indexes_later())
+            self._indexer = asyncio.get_running_loop().create_task(self._ensure_indexes_later())
 
     async def _ensure_indexes_later(self, delay: float = 1.0) -> None:
         while True:
@@ -88,6 +89,9 @@ class Durable:
                 delay = min(delay * 2, 30.0)
 
     async def close(self) -> None:
+        """Flush the queue within `persist.shutdown_timeout`, spill the rest."""
+        if self._indexer is not None:
+            self._indexer.cancel()
         await self.writer.close(self._shutdown_timeout)
 
     @property
