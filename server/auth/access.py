@@ -1,0 +1,91 @@
+"""Token checks as the client protocol answers them.
+
+Each failure becomes the reply error or disconnect the official SDKs react to:
+- connect: expired -> error 109 (the SDK gets a new token and reconnects),
+  anything else wrong -> close 3500 (terminal);
+- refresh: expired -> close 3005, invalid or another user's -> close 3500;
+- subscribe: expired -> error 109 (the SDK gets a new subscription token),
+  invalid, or for another channel or user -> error 103;
+- sub_refresh: expired -> error 110, invalid -> error 103.
+
+Log lines name the client and a fixed reason, never the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from server.auth.tokens import (
+    ConnectionClaims,
+    SubscriptionClaims,
+    TokenError,
+    TokenExpired,
+    TokenVerifier,
+)
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+
+__all__ = ["connection_claims", "refreshed_claims", "subscription_claims", "ttl"]
+
+log = logging.getLogger(__name__)
+
+
+def ttl(expires_at: int, now: float | None = None) -> int:
+    """Whole seconds until `expires_at`, rounded down so a client refreshes in time."""
+    return max(0, math.floor(expires_at - (time.time() if now is None else now)))
+
+
+def connection_claims(verifier: TokenVerifier, token: str, client_id: str) -> ConnectionClaims:
+    try:
+        return verifier.connection(token)
+    except TokenExpired:
+        raise ReplyError(ErrorCode.TOKEN_EXPIRED) from None
+    except TokenError as exc:
+        log.info("client %s: connection token refused: %s", client_id, exc.reason)
+        raise Disconnect(DisconnectCode.INVALID_TOKEN) from None
+
+
+def refreshed_claims(
+    verifier: TokenVerifier, token: str, user: str, client_id: str
+) -> ConnectionClaims:
+    if not verifier.enabled:
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "connection tokens are not enabled")
+    try:
+        claims = verifier.connection(token)
+    except TokenExpired:
+        raise Disconnect(DisconnectCode.EXPIRED) from None
+    except TokenError as exc:
+        log.info("client %s: refresh token refused: %s", client_id, exc.reason)
+        raise Disconnect(DisconnectCode.INVALID_TOKEN) from None
+    if claims.user != user:
+        log.info("client %s: refresh token is for another user", client_id)
+        raise Disconnect(DisconnectCode.INVALID_TOKEN)
+    return claims
+
+
+def subscription_claims(
+    verifier: TokenVerifier,
+    token: str,
+    channel: str,
+    user: str,
+    client_id: str,
+    expired: ErrorCode = ErrorCode.TOKEN_EXPIRED,
+) -> SubscriptionClaims:
+    """Claims of a subscription token valid for exactly `channel` and `user`.
+
+    `expired` is the error for an expired token: 109 on subscribe, 110 on sub_refresh.
+    """
+    if not verifier.enabled:
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "subscription tokens are not enabled")
+    try:
+        claims = verifier.subscription(token)
+    except TokenExpired:
+        raise ReplyError(expired) from None
+    except TokenError as exc:
+        log.info("client %s: subscription token for %r refused: %s", client_id, channel, exc.reason)
+        raise ReplyError(ErrorCode.PERMISSION_DENIED) from None
+    if claims.channel != channel or claims.user != user:
+        log.info("client %s: subscription token is not for %r and this user", client_id, channel)
+        raise ReplyError(ErrorCode.PERMISSION_DENIED)
+    return claims
