@@ -90,7 +90,11 @@ async def test_token_info_travels_with_joins_and_publications(client, token):
     assert join["join"]["info"]["conn_info"] == {"role": "admin"}
     await alice.result("publish", {"channel": "news", "data": {"text": "hi"}})
     pub = (await bob.publications("news", 1))[0]
-    assert pub["info"] == {"user": "alice", "client": alice.client_id, "conn_info": {"role": "admin"}}
+    assert pub["info"] == {
+        "user": "alice",
+        "client": alice.client_id,
+        "conn_info": {"role": "admin"},
+    }
 
 
 def _forged(kind: str, secret: str) -> str:

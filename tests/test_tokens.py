@@ -100,7 +100,10 @@ def test_bad_signature_is_refused(verifier):
 def test_tampered_payload_is_refused(verifier):
     header, _, signature = hs256({"sub": "alice"}).split(".")
     forged = hs256({"sub": "admin"}).split(".")[1]
-    assert reason(verifier, f"{header}.{forged}x.{signature}") in ("bad signature", "malformed token")
+    assert reason(verifier, f"{header}.{forged}x.{signature}") in (
+        "bad signature",
+        "malformed token",
+    )
     assert reason(verifier, f"{header}.{forged}.{signature[:-4]}AAAA") == "bad signature"
 
 
@@ -136,7 +139,9 @@ def test_subscription_token_is_not_a_connection_token(verifier):
 
 @pytest.mark.parametrize("channels", ["news", [1], {"a": 1}, [None]])
 def test_channels_claim_must_be_a_list_of_strings(verifier, channels):
-    assert reason(verifier, hs256({"channels": channels})) == "channels claim is not a list of strings"
+    assert (
+        reason(verifier, hs256({"channels": channels})) == "channels claim is not a list of strings"
+    )
 
 
 @pytest.mark.parametrize("sub", [42, None, ["alice"]])
@@ -248,8 +253,10 @@ def test_secret_and_public_key_may_both_be_configured(tmp_path: Path, rsa_key):
 def jwks(*entries: tuple[Any, str]) -> dict[str, Any]:
     keys = []
     for public_key, kid in entries:
-        algorithm = jwt.algorithms.RSAAlgorithm if isinstance(public_key, rsa.RSAPublicKey) else (
-            jwt.algorithms.ECAlgorithm
+        algorithm = (
+            jwt.algorithms.RSAAlgorithm
+            if isinstance(public_key, rsa.RSAPublicKey)
+            else (jwt.algorithms.ECAlgorithm)
         )
         keys.append({**algorithm.to_jwk(public_key, as_dict=True), "kid": kid})
     return {"keys": keys}
