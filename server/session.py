@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -101,7 +100,7 @@ class State(Enum):
 class _Subscription:
     """Per-channel state; `pending` holds live publications while the subscribe runs."""
 
-    __slots__ = ("epoch", "expire_handle", "info", "offset", "options", "pending", "recoverable")
+    __slots__ = ("epoch", "expiry", "info", "offset", "options", "pending", "recoverable")
 
     def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
         self.options = options
@@ -110,14 +109,12 @@ class _Subscription:
         self.offset = 0
         self.epoch = ""
         self.pending: list[tuple[Publication, bytes]] | None = []
-        # Set while a subscription token with `exp` holds the subscription.
-        self.expire_handle: asyncio.TimerHandle | None = None
+        self.expiry: access.Expiry | None = None  # of its subscription token, if any
 
 
 class Session:
     __slots__ = (
-        "_expire_handle",
-        "_expires_at",
+        "_expiry",
         "_flush_scheduled",
         "_limiter",
         "_loop",
@@ -158,9 +155,11 @@ class Session:
         self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
             node.settings.client.stale_timeout, self._on_stale
         )
-        # Connection token expiry (unix seconds), and the timer that enforces it.
-        self._expires_at: int | None = None
-        self._expire_handle: asyncio.TimerHandle | None = None
+        self._expiry = access.Expiry(
+            self._loop,
+            node.settings.auth.expired_close_delay,
+            lambda: self.disconnect(Disconnect(DisconnectCode.EXPIRED)),
+        )
         limits = node.settings.client
         self._limiter = CommandLimiter(
             limits.command_rate,
@@ -173,6 +172,11 @@ class Session:
     @property
     def channels(self) -> list[str]:
         return list(self._subs)
+
+    @property
+    def expires_at(self) -> int | None:
+        """When the connection token runs out (unix seconds); None: never."""
+        return self._expiry.expires_at
 
     # Incoming ----------------------------------------------------------------
 
@@ -263,7 +267,7 @@ class Session:
             "ping": max(1, math.ceil(client_settings.ping_interval)),
             "pong": True,
         }
-        result.update(self._expire_connection(claims.expires_at))
+        result.update(self._expiry.set(claims.expires_at))
         started = []
         for channel, options, recovery in server_subs:
             try:
@@ -286,23 +290,6 @@ class Session:
             params = {}
         max_depth = self.node.settings.client.max_data_depth
         return parse_request(SubscribeRequest, {**params, "channel": channel}, max_depth)
-
-    def _expire_connection(self, expires_at: int | None) -> dict[str, Any]:
-        """Close with 3005 if not refreshed by `expires_at` (plus the configured
-        delay); returns the reply fields that tell the SDK when to refresh."""
-        self._cancel(self._expire_handle)
-        self._expire_handle = None
-        self._expires_at = expires_at
-        if expires_at is None:
-            return {}
-        delay = max(0.0, expires_at - time.time()) + self.node.settings.auth.expired_close_delay
-        self._expire_handle = self._loop.call_later(delay, self._on_expired)
-        return {"expires": True, "ttl": access.ttl(expires_at)}
-
-    def _on_expired(self) -> None:
-        self._expire_handle = None
-        if self._expires_at is not None and self._expires_at <= time.time():
-            self.disconnect(Disconnect(DisconnectCode.EXPIRED))
 
     def _parse(self, request_type: type[Any], command: Command) -> Any:
         return parse_request(request_type, command.params, self.node.settings.client.max_data_depth)
@@ -390,20 +377,15 @@ class Session:
     def _expire_subscription(
         self, channel: str, sub: _Subscription, expires_at: int | None
     ) -> dict[str, Any]:
-        """End the subscription (code 2501) if not refreshed by `expires_at` plus the
-        configured delay; returns the reply fields that tell the SDK when to refresh."""
-        self._cancel(sub.expire_handle)
-        sub.expire_handle = None
-        if expires_at is None:
-            return {}
-        delay = max(0.0, expires_at - time.time()) + self.node.settings.auth.expired_close_delay
-        sub.expire_handle = self._loop.call_later(
-            delay, self._on_subscription_expired, channel, sub
-        )
-        return {"expires": True, "ttl": access.ttl(expires_at)}
+        """End the subscription with code 2501 unless refreshed in time."""
+        if sub.expiry is None:
+            grace = self.node.settings.auth.expired_close_delay
+            sub.expiry = access.Expiry(
+                self._loop, grace, lambda: self._on_subscription_expired(channel, sub)
+            )
+        return sub.expiry.set(expires_at)
 
     def _on_subscription_expired(self, channel: str, sub: _Subscription) -> None:
-        sub.expire_handle = None
         if self._subs.get(channel) is sub:
             ended = self._end_subscription(channel, UNSUBSCRIBE_EXPIRED, "subscription expired")
             if ended is not None:
@@ -496,8 +478,8 @@ class Session:
 
     async def _leave(self, channel: str, sub: _Subscription) -> None:
         """Undo a subscription everywhere; failures are logged, the client is already out."""
-        self._cancel(sub.expire_handle)
-        sub.expire_handle = None
+        if sub.expiry is not None:
+            sub.expiry.cancel()
         try:
             await self.node.remove_subscriber(channel, self)
             if sub.options.presence:
@@ -555,7 +537,7 @@ class Session:
         """A new connection token for the same user: a new expiry, and new `info`."""
         request: RefreshRequest = self._parse(RefreshRequest, command)
         claims = access.refreshed_claims(self.node.tokens, request.token, self.user, self.client_id)
-        result = self._expire_connection(claims.expires_at)
+        result = self._expiry.set(claims.expires_at)
         if claims.info != self.conn_info:
             self.conn_info = claims.info
             for channel, sub in self._subs.items():
@@ -695,18 +677,14 @@ class Session:
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
         self._out = []
-        for handle in (
-            self._stale_handle,
-            self._ping_handle,
-            self._pong_handle,
-            self._expire_handle,
-        ):
+        for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
             self._cancel(handle)
-        self._stale_handle = self._ping_handle = self._pong_handle = self._expire_handle = None
+        self._stale_handle = self._ping_handle = self._pong_handle = None
+        self._expiry.cancel()
         subs, self._subs = self._subs, {}
         for sub in subs.values():
-            self._cancel(sub.expire_handle)
-            sub.expire_handle = None
+            if sub.expiry is not None:
+                sub.expiry.cancel()
         if was_connected:
             self.node.remove_session(self)
         if subs:

@@ -169,7 +169,7 @@ async def test_refresh_with_a_new_token_extends_the_connection(json_client, toke
     await c.connect(token=token("alice", ttl=60))
     result = await c.result("refresh", {"token": token("alice", ttl=600)})
     assert result["expires"] is True and 598 <= result["ttl"] <= 600
-    assert node.hub.session(c.client_id)._expires_at >= time.time() + 598
+    assert node.hub.session(c.client_id).expires_at >= time.time() + 598
 
 
 @pytest.mark.gen_test

@@ -102,13 +102,13 @@ async def test_sdk_refreshes_its_connection_token_without_reconnecting(ws_url: s
     events = ClientEvents()
     async with sdk_client(ws_url, node, events, get_token=minter.connection) as client:
         client_id = client.client_id
-        first_expiry = session_of(node, client)._expires_at
+        first_expiry = session_of(node, client).expires_at
         await asyncio.sleep(WATCH)
         assert client.state is ClientState.CONNECTED
         assert client.client_id == client_id
         assert len(events.connecting) == 1 and len(events.connected) == 1
         assert minter.calls >= 2  # the connect, then at least one refresh
-        assert session_of(node, client)._expires_at > first_expiry
+        assert session_of(node, client).expires_at > first_expiry
 
 
 @MEMORY_ONLY

@@ -13,9 +13,12 @@ Log lines name the client and a fixed reason, never the token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 from server.auth.tokens import (
     ConnectionClaims,
@@ -26,7 +29,7 @@ from server.auth.tokens import (
 )
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 
-__all__ = ["connection_claims", "refreshed_claims", "subscription_claims", "ttl"]
+__all__ = ["Expiry", "connection_claims", "refreshed_claims", "subscription_claims", "ttl"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,43 @@ log = logging.getLogger(__name__)
 def ttl(expires_at: int, now: float | None = None) -> int:
     """Whole seconds until `expires_at`, rounded down so a client refreshes in time."""
     return max(0, math.floor(expires_at - (time.time() if now is None else now)))
+
+
+class Expiry:
+    """When a token runs out: calls `on_expired` once `expires_at` plus `grace`
+    seconds have passed, unless `set` moved the expiry on before that."""
+
+    __slots__ = ("_grace", "_handle", "_loop", "_on_expired", "expires_at")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, grace: float, on_expired: Callable[[], None]
+    ) -> None:
+        self._loop = loop
+        self._grace = grace
+        self._on_expired = on_expired
+        self._handle: asyncio.TimerHandle | None = None
+        self.expires_at: int | None = None
+
+    def set(self, expires_at: int | None) -> dict[str, Any]:
+        """Expire at `expires_at` (None: never); returns the reply fields that tell
+        the SDKs when to refresh (`expires`, `ttl`)."""
+        self.cancel()
+        self.expires_at = expires_at
+        if expires_at is None:
+            return {}
+        delay = max(0.0, expires_at - time.time()) + self._grace
+        self._handle = self._loop.call_later(delay, self._fire)
+        return {"expires": True, "ttl": ttl(expires_at)}
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self.expires_at is not None and self.expires_at <= time.time():
+            self._on_expired()
 
 
 def connection_claims(verifier: TokenVerifier, token: str, client_id: str) -> ConnectionClaims:
