@@ -64,6 +64,13 @@ async def test_token_without_exp_does_not_expire(json_client, token):
 
 
 @pytest.mark.gen_test
+async def test_expiry_years_away_is_capped_at_a_year(json_client, token):
+    c = await json_client()
+    result = await c.connect(token=token("alice", ttl=20 * 365 * 86400))
+    assert 364 * 86400 <= result["ttl"] <= 365 * 86400
+
+
+@pytest.mark.gen_test
 async def test_token_info_is_the_conn_info_in_presence(json_client, token):
     c = await json_client()
     await c.connect(token=token("alice", info={"name": "Alice"}))

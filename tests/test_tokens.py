@@ -153,6 +153,11 @@ def test_exp_that_is_not_a_number_is_refused(verifier):
     assert reason(verifier, hs256({"sub": "a", "exp": "tomorrow"})) == "malformed token"
 
 
+@pytest.mark.parametrize("exp", [float("inf"), float("nan")])
+def test_exp_that_is_not_a_finite_number_is_refused(verifier, exp: float):
+    assert reason(verifier, hs256({"sub": "a", "exp": exp})) == "malformed token"
+
+
 def test_token_not_valid_yet_is_refused(verifier):
     assert reason(verifier, hs256({"sub": "a", "nbf": in_(3600)})) == "not valid yet"
 

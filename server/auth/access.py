@@ -33,6 +33,9 @@ __all__ = ["Expiry", "connection_claims", "refreshed_claims", "subscription_clai
 
 log = logging.getLogger(__name__)
 
+MAX_TTL = 365 * 86400
+"""Expiries further away are treated as this far: timers and `ttl` stay sane numbers."""
+
 
 def ttl(expires_at: int, now: float | None = None) -> int:
     """Whole seconds until `expires_at`, rounded down so a client refreshes in time."""
@@ -58,6 +61,8 @@ class Expiry:
         """Expire at `expires_at` (None: never); returns the reply fields that tell
         the SDKs when to refresh (`expires`, `ttl`)."""
         self.cancel()
+        if expires_at is not None:
+            expires_at = min(expires_at, int(time.time()) + MAX_TTL)
         self.expires_at = expires_at
         if expires_at is None:
             return {}
