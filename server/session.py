@@ -540,7 +540,7 @@ class Session:
         result = self._expiry.set(claims.expires_at)
         if claims.info != self.conn_info:
             self.conn_info = claims.info
-            for channel, sub in self._subs.items():
+            for channel, sub in list(self._subs.items()):  # presence updates await
                 sub.info = replace(sub.info, conn_info=claims.info)
                 await self._update_presence(channel, sub)
         return result
