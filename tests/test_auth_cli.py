@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from server.auth.cli import main
 from server.auth.tokens import TokenVerifier
 from server.config import load_settings
 from server.embedded import free_port
-from tests.processes import clean_env, run_to_exit
+from tests.conftest import TIMEOUT_SCALE
+from tests.processes import clean_env, run_to_exit, running
 
 
 @pytest.fixture
@@ -118,3 +120,41 @@ def test_server_with_unusable_token_settings_exits_2_naming_the_key(
     assert result.returncode == 2, result.stderr
     assert key in result.stderr and "configuration error" in result.stderr
     assert "too-short" not in result.stderr
+
+
+# Against the server as shipped ------------------------------------------------------------
+
+
+async def _sdk_clients_connect(url: str, tokens: list[str]) -> list[bool]:
+    """Whether the official SDK connects with each token ("" for none)."""
+    from centrifuge import Client, ClientState
+
+    connected = []
+    for token in tokens:
+        client = Client(url, token=token, timeout=5 * TIMEOUT_SCALE, proxy=None)
+        try:
+            await client.connect()
+            await asyncio.wait_for(client.ready(), 5 * TIMEOUT_SCALE)
+            connected.append(client.state is ClientState.CONNECTED)
+        finally:
+            await client.disconnect()
+    # The SDK closes its sockets in background tasks: let them finish (bounded).
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if others:
+        await asyncio.wait(others, timeout=5 * TIMEOUT_SCALE)
+    return connected
+
+
+def test_run_py_token_output_works_against_the_shipped_server(
+    tmp_path: Path, redis_url: str, mongo_url: str
+):
+    """`make run` as is (default config; the session's Valkey and SecantusDB stand
+    in for the embedded ones): the printed token connects, and so does an anonymous client."""
+    minted = run_to_exit(["token", "alice"], clean_env())
+    assert minted.returncode == 0, minted.stderr
+    env = clean_env(REDIS_URL=redis_url, MONGO_URL=mongo_url)
+    with running(tmp_path, env, ("--workers", "1")) as server:
+        server.wait_ready()
+        url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+        assert asyncio.run(_sdk_clients_connect(url, [minted.stdout.strip(), ""])) == [True, True]
+        assert server.terminate() == 0
