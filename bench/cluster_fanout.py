@@ -211,6 +211,8 @@ def start_server(port: int, redis_url: str, log: Path) -> subprocess.Popen[bytes
         # (with them on, N subscribers joining cost N*N join pushes).
         WSFAN_CHANNELS__JOIN_LEAVE="false",
         WSFAN_CHANNELS__PRESENCE="false",
+        # The one publisher sends up to hundreds of commands a second: no rate limit.
+        WSFAN_CLIENT__COMMAND_RATE="0",
     )
     env.pop("MONGO_URL", None)
     cmd = [sys.executable, str(ROOT / "run.py"), "--port", str(port), "--workers", "1"]

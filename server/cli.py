@@ -25,6 +25,7 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from server.auth.tokens import TokenVerifier
 from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
@@ -75,6 +76,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         )
     if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
         raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
+    if (
+        not TokenVerifier.from_settings(settings.auth).enabled
+        and not settings.client.allow_anonymous
+    ):
+        raise ConfigError(
+            "auth.hmac_secret: client.allow_anonymous is false, so tokens are required, "
+            "but no hmac_secret, public_key_file or jwks_file is set"
+        )
     return settings
 
 

@@ -70,6 +70,16 @@ class ClientSettings:
     recovery_max_limit: int = field(default=1000, metadata=_range(1))
     max_data_depth: int = field(default=64, metadata=_range(1, 512))
     allow_anonymous: bool = True  # connect without a token
+    # WebSocket Origin allow-list: exact origins or `*` patterns; empty means same
+    # origin only. Requests without an Origin header (non-browser clients) pass.
+    allowed_origins: tuple[str, ...] = ()
+    command_rate: float = field(default=100.0, metadata=_range(0))  # per second; 0: no limit
+    command_burst: int = field(default=200, metadata=_range(1))
+    # More rejected (error 111) commands than this within the window closes with 3013.
+    max_rejected_commands: int = field(default=50, metadata=_range(1))
+    rejected_commands_window: float = field(default=10.0, metadata=_range(0.01))
+    max_connections_per_ip: int = field(default=0, metadata=_range(0))  # per process; 0: none
+    max_connections_per_user: int = field(default=0, metadata=_range(0))  # per process; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,9 @@ class ChannelOptions:
     # Every new subscriber gets the channel's latest publication (or the state set
     # through the API) in its subscribe reply; needs persist.
     retained: bool = False
+    # Subscribing needs a subscription token for the channel and user; publish,
+    # history and presence then need that subscription too.
+    require_sub_token: bool = False
 
     @property
     def recoverable(self) -> bool:
@@ -151,6 +164,25 @@ class EmbeddedSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How connection and subscription tokens (JWT) are verified.
+
+    HS256 tokens verify with `hmac_secret`; RS256 / ES256 ones with the PEM public
+    key in `public_key_file` or the matching key of `jwks_file`. With none of them
+    set, tokens cannot be verified and a connect with a token closes with 3500.
+    """
+
+    hmac_secret: str = ""
+    public_key_file: str = ""
+    jwks_file: str = ""
+    audience: str = ""  # when set, tokens must carry this `aud`
+    issuer: str = ""  # when set, tokens must carry this `iss`
+    # Time after a token's `exp` in which a refresh is still accepted before the
+    # connection closes with 3005 (or the subscription ends with 2501).
+    expired_close_delay: float = field(default=25.0, metadata=_range(0))
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
 
@@ -164,6 +196,7 @@ _SECTIONS: dict[str, type] = {
     "mongo": MongoSettings,
     "persist": PersistSettings,
     "embedded": EmbeddedSettings,
+    "auth": AuthSettings,
     "log": LogSettings,
 }
 
@@ -179,6 +212,7 @@ class Settings:
     mongo: MongoSettings = MongoSettings()
     persist: PersistSettings = PersistSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
@@ -193,9 +227,12 @@ class Settings:
         return _build({name: dict(v) for name, v in sections.items()}, base=self)
 
 
-def _describe(kind: type, meta: Mapping[str, Any]) -> str:
+_STRINGS = tuple[str, ...]
+
+
+def _describe(kind: Any, meta: Mapping[str, Any]) -> str:
     names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
-    text = names[kind]
+    text = "a list of strings" if kind == _STRINGS else names[kind]
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi = meta.get("min"), meta.get("max")
@@ -212,7 +249,26 @@ class _EnvText(str):
     parsed: Any
 
 
-def _value(path: str, kind: type, meta: Mapping[str, Any], value: Any) -> Any:
+def _strings(value: Any) -> Any:
+    """A list of strings as a tuple; an environment text may list them with commas."""
+    if isinstance(value, _EnvText):
+        parsed = value.parsed
+        if isinstance(parsed, list):
+            value = parsed
+        else:
+            text = parsed if isinstance(parsed, str) else str(value)
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+def _value(path: str, kind: Any, meta: Mapping[str, Any], value: Any) -> Any:
+    if kind == _STRINGS:
+        strings = _strings(value)
+        if strings is None:
+            raise ConfigError(f"{path}: expected {_describe(kind, meta)}, got {value!r}")
+        return strings
     if isinstance(value, _EnvText):
         text, parsed = str(value), value.parsed
         value = (parsed if isinstance(parsed, str) else text) if kind is str else parsed

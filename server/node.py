@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
+from server.auth.tokens import TokenVerifier
 from server.broker import create_broker
 from server.broker.base import (
     Broker,
@@ -75,6 +76,7 @@ class Node:
         # Given one half only (tests do), the other half stays in this process.
         self.broker = broker or MemoryBroker()
         self.presence = presence or MemoryPresence()
+        self.tokens = TokenVerifier.from_settings(settings.auth)
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._broker_subs: dict[str, asyncio.Future[None]] = {}

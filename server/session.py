@@ -19,9 +19,13 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from server.auth import access
+from server.auth.limits import CommandLimiter, Verdict
+from server.auth.tokens import ConnectionClaims, SubscriptionClaims
 from server.broker.base import HistoryQuery
 from server.config import ChannelOptions
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
@@ -59,12 +63,22 @@ from server.protocol import (
 if TYPE_CHECKING:
     from server.node import Node
 
-__all__ = ["UNSUBSCRIBE_INSUFFICIENT_STATE", "UNSUBSCRIBE_SERVER", "Session", "State", "Transport"]
+__all__ = [
+    "UNSUBSCRIBE_EXPIRED",
+    "UNSUBSCRIBE_INSUFFICIENT_STATE",
+    "UNSUBSCRIBE_SERVER",
+    "Session",
+    "State",
+    "Transport",
+]
 
 UNSUBSCRIBE_SERVER = 2000
 """Unsubscribe push code: the server ended the subscription; the client stays out."""
 UNSUBSCRIBE_INSUFFICIENT_STATE = 2500
 """Unsubscribe push code: the server lost track of the stream; the client resubscribes."""
+UNSUBSCRIBE_EXPIRED = 2501
+"""Unsubscribe push code: the subscription token expired unrefreshed; the client
+resubscribes (and, told 109, gets a new token)."""
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,7 @@ class State(Enum):
 class _Subscription:
     """Per-channel state; `pending` holds live publications while the subscribe runs."""
 
-    __slots__ = ("epoch", "info", "offset", "options", "pending", "recoverable")
+    __slots__ = ("epoch", "expiry", "info", "offset", "options", "pending", "recoverable")
 
     def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
         self.options = options
@@ -95,11 +109,14 @@ class _Subscription:
         self.offset = 0
         self.epoch = ""
         self.pending: list[tuple[Publication, bytes]] | None = []
+        self.expiry: access.Expiry | None = None  # of its subscription token, if any
 
 
 class Session:
     __slots__ = (
+        "_expiry",
         "_flush_scheduled",
+        "_limiter",
         "_loop",
         "_out",
         "_ping_handle",
@@ -138,10 +155,28 @@ class Session:
         self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
             node.settings.client.stale_timeout, self._on_stale
         )
+        self._expiry = access.Expiry(
+            self._loop,
+            node.settings.auth.expired_close_delay,
+            lambda: self.disconnect(Disconnect(DisconnectCode.EXPIRED)),
+        )
+        limits = node.settings.client
+        self._limiter = CommandLimiter(
+            limits.command_rate,
+            limits.command_burst,
+            limits.max_rejected_commands,
+            limits.rejected_commands_window,
+            self._loop.time(),
+        )
 
     @property
     def channels(self) -> list[str]:
         return list(self._subs)
+
+    @property
+    def expires_at(self) -> int | None:
+        """When the connection token runs out (unix seconds); None: never."""
+        return self._expiry.expires_at
 
     # Incoming ----------------------------------------------------------------
 
@@ -170,6 +205,14 @@ class Session:
         if not command.id and not command.method:
             self._on_pong()
             return
+        verdict = self._limiter.check(self._loop.time())
+        if verdict is Verdict.DISCONNECT:
+            self.disconnect(Disconnect(DisconnectCode.TOO_MANY_REQUESTS))
+            return
+        if verdict is Verdict.REJECT:
+            if command.id:
+                self._send_message(error_reply(command.id, ReplyError(ErrorCode.TOO_MANY_REQUESTS)))
+            return
         try:
             handler = _HANDLERS.get(command.method)
             if handler is None:
@@ -191,29 +234,62 @@ class Session:
 
     # Commands ----------------------------------------------------------------
 
-    async def _connect(self, command: Command) -> dict[str, Any]:
+    async def _connect(self, command: Command) -> None:
+        """Connect, with a token or anonymously; the token's `channels` become
+        server-side subscriptions, reported in the reply's `subs` map (recovered
+        from the positions the client sends back in its own `subs` on reconnect)."""
         if self.state is State.CONNECTED:
             raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
         request: ConnectRequest = self._parse(ConnectRequest, command)
         client_settings = self.node.settings.client
-        if not client_settings.allow_anonymous:
-            # Token verification arrives with the auth work; until then a server
-            # that refuses anonymous clients refuses every connection.
-            if request.token:
-                raise Disconnect(DisconnectCode.INVALID_TOKEN)
+        if request.token:
+            claims = access.connection_claims(self.node.tokens, request.token, self.client_id)
+        elif client_settings.allow_anonymous:
+            claims = ConnectionClaims("", None, None, ())
+        else:
             raise ReplyError(ErrorCode.UNAUTHORIZED)
-        self.name = request.name
+        user, channels = claims.user, claims.channels
+        per_user = client_settings.max_connections_per_user
+        if user and per_user and len(self.node.hub.user_sessions(user)) >= per_user:
+            raise Disconnect(DisconnectCode.CONNECTION_LIMIT)
+        if len(channels) > client_settings.max_channels:
+            raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
+        server_subs = [(ch, self._channel(ch), self._recovery(request.subs, ch)) for ch in channels]
+        self.user, self.conn_info, self.name = user, claims.info, request.name
         self.state = State.CONNECTED
         self._cancel(self._stale_handle)
         self._stale_handle = None
         self.node.add_session(self)
         self._ping_handle = self._loop.call_later(client_settings.ping_interval, self._ping)
-        return {
+        result: dict[str, Any] = {
             "client": self.client_id,
             "version": self.node.version,
             "ping": max(1, math.ceil(client_settings.ping_interval)),
             "pong": True,
         }
+        result.update(self._expiry.set(claims.expires_at))
+        started = []
+        for channel, options, recovery in server_subs:
+            try:
+                done = await self._start_subscription(channel, options, recovery)
+            except ReplyError:
+                raise Disconnect(DisconnectCode.INTERNAL) from None
+            if done is None:
+                return
+            started.append((channel, done[0]))
+            result.setdefault("subs", {})[channel] = done[1]
+        self._send_message(reply(command.id, "connect", result))
+        for channel, sub in started:
+            await self._finish_subscription(channel, sub)
+
+    def _recovery(self, subs: Any, channel: str) -> SubscribeRequest:
+        """The subscribe request for a server-side subscription: where the client
+        says it stopped (its connect `subs`), if it says so."""
+        params = subs.get(channel) if isinstance(subs, dict) else None
+        if not isinstance(params, dict):
+            params = {}
+        max_depth = self.node.settings.client.max_data_depth
+        return parse_request(SubscribeRequest, {**params, "channel": channel}, max_depth)
 
     def _parse(self, request_type: type[Any], command: Command) -> Any:
         return parse_request(request_type, command.params, self.node.settings.client.max_data_depth)
@@ -222,21 +298,58 @@ class Session:
         validate_channel(channel, self.node.settings.client.max_channel_length)
         return self.node.channel_options(channel)
 
-    def _check_allowed(self, options: ChannelOptions, allowed: bool) -> None:
-        if not allowed or (not self.user and not options.allow_anonymous):
+    def _check_allowed(self, channel: str, options: ChannelOptions, allowed: bool) -> None:
+        """Error 103 unless the namespace allows it; in a namespace that requires
+        subscription tokens, only to a client subscribed (with one) to `channel`."""
+        if options.require_sub_token:
+            sub = self._subs.get(channel)
+            if not allowed or sub is None or sub.pending is not None:
+                raise ReplyError(ErrorCode.PERMISSION_DENIED)
+        elif not allowed or (not self.user and not options.allow_anonymous):
             raise ReplyError(ErrorCode.PERMISSION_DENIED)
 
     async def _subscribe(self, command: Command) -> None:
+        """A valid subscription token grants the subscription whatever the
+        namespace's other permissions; without one, the namespace decides."""
         request: SubscribeRequest = self._parse(SubscribeRequest, command)
         channel = request.channel
         options = self._channel(channel)
-        self._check_allowed(options, options.allow_subscribe)
+        claims = None
+        if request.token:
+            claims = access.subscription_claims(
+                self.node.tokens, request.token, channel, self.user, self.client_id
+            )
+        elif options.require_sub_token:
+            raise ReplyError(ErrorCode.PERMISSION_DENIED)
+        else:
+            self._check_allowed(channel, options, options.allow_subscribe)
         if channel in self._subs:
             raise ReplyError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(self._subs) >= self.node.settings.client.max_channels:
             raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
+        done = await self._start_subscription(channel, options, request, claims)
+        if done is None:
+            return
+        sub, result = done
+        self._send_message(reply(command.id, "subscribe", result))
+        await self._finish_subscription(channel, sub)
+
+    async def _start_subscription(
+        self,
+        channel: str,
+        options: ChannelOptions,
+        request: SubscribeRequest,
+        claims: SubscriptionClaims | None = None,
+    ) -> tuple[_Subscription, dict[str, Any]] | None:
+        """Register, read the position (recovering if asked) and add presence.
+
+        Returns the subscription and its reply, or None when the connection or
+        subscription ended meanwhile. Live publications are held back until
+        `_finish_subscription`, which must follow once the reply is queued.
+        """
+        chan_info = claims.info if claims is not None else None
         sub = self._subs[channel] = _Subscription(
-            options, ClientInfo(self.user, self.client_id, self.conn_info)
+            options, ClientInfo(self.user, self.client_id, self.conn_info, chan_info)
         )
         try:
             await self.node.add_subscriber(channel, self)
@@ -254,13 +367,34 @@ class Session:
                 await self.node.remove_subscriber(channel, self)
             raise
         if self.state is State.CLOSED or self._subs.get(channel) is not sub:
-            return
-        self._send_message(reply(command.id, "subscribe", result))
+            return None
+        if claims is not None and claims.expires_at is not None:
+            result.update(self._expire_subscription(channel, sub, claims.expires_at))
+        return sub, result
+
+    async def _finish_subscription(self, channel: str, sub: _Subscription) -> None:
         pending, sub.pending = sub.pending or [], None
         for pub, data in pending:
             self.deliver_publication(channel, pub, data)
-        if options.join_leave:
+        if sub.options.join_leave:
             await self.node.broker.publish_join(channel, sub.info)
+
+    def _expire_subscription(
+        self, channel: str, sub: _Subscription, expires_at: int | None
+    ) -> dict[str, Any]:
+        """End the subscription with code 2501 unless refreshed in time."""
+        if sub.expiry is None:
+            grace = self.node.settings.auth.expired_close_delay
+            sub.expiry = access.Expiry(
+                self._loop, grace, lambda: self._on_subscription_expired(channel, sub)
+            )
+        return sub.expiry.set(expires_at)
+
+    def _on_subscription_expired(self, channel: str, sub: _Subscription) -> None:
+        if self._subs.get(channel) is sub:
+            ended = self._end_subscription(channel, UNSUBSCRIBE_EXPIRED, "subscription expired")
+            if ended is not None:
+                self.node.spawn(self._leave(channel, ended))
 
     async def _subscribe_result(
         self, channel: str, request: SubscribeRequest, sub: _Subscription
@@ -349,6 +483,8 @@ class Session:
 
     async def _leave(self, channel: str, sub: _Subscription) -> None:
         """Undo a subscription everywhere; failures are logged, the client is already out."""
+        if sub.expiry is not None:
+            sub.expiry.cancel()
         try:
             await self.node.remove_subscriber(channel, self)
             if sub.options.presence:
@@ -361,7 +497,7 @@ class Session:
     async def _publish(self, command: Command) -> dict[str, Any]:
         request: PublishRequest = self._parse(PublishRequest, command)
         options = self._channel(request.channel)
-        self._check_allowed(options, options.allow_publish)
+        self._check_allowed(request.channel, options, options.allow_publish)
         sub = self._subs.get(request.channel)
         info = sub.info if sub else ClientInfo(self.user, self.client_id, self.conn_info)
         await self.node.publish(request.channel, request.data, info)
@@ -370,7 +506,7 @@ class Session:
     async def _history(self, command: Command) -> dict[str, Any]:
         request: HistoryRequest = self._parse(HistoryRequest, command)
         options = self._channel(request.channel)
-        self._check_allowed(options, options.allow_history)
+        self._check_allowed(request.channel, options, options.allow_history)
         if options.history_size <= 0:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
         most = self.node.settings.client.history_max_limit
@@ -388,7 +524,7 @@ class Session:
         options = self._channel(channel)
         if not options.presence:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
-        self._check_allowed(options, options.allow_presence)
+        self._check_allowed(channel, options, options.allow_presence)
 
     async def _presence(self, command: Command) -> dict[str, Any]:
         request: PresenceRequest = self._parse(PresenceRequest, command)
@@ -403,12 +539,36 @@ class Session:
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def _refresh(self, command: Command) -> dict[str, Any]:
-        self._parse(RefreshRequest, command)
-        raise ReplyError(ErrorCode.NOT_AVAILABLE, "connection tokens are not enabled")
+        """A new connection token for the same user: a new expiry, and new `info`."""
+        request: RefreshRequest = self._parse(RefreshRequest, command)
+        claims = access.refreshed_claims(self.node.tokens, request.token, self.user, self.client_id)
+        result = self._expiry.set(claims.expires_at)
+        if claims.info != self.conn_info:
+            self.conn_info = claims.info
+            for channel, sub in list(self._subs.items()):  # presence updates await
+                sub.info = replace(sub.info, conn_info=claims.info)
+                await self._update_presence(channel, sub)
+        return result
 
     async def _sub_refresh(self, command: Command) -> dict[str, Any]:
-        self._parse(SubRefreshRequest, command)
-        raise ReplyError(ErrorCode.NOT_AVAILABLE, "subscription tokens are not enabled")
+        """A new subscription token for a channel subscribed to: a new expiry and `chan_info`."""
+        request: SubRefreshRequest = self._parse(SubRefreshRequest, command)
+        channel = request.channel
+        sub = self._subs.get(channel)
+        if sub is None or sub.pending is not None:
+            raise ReplyError(ErrorCode.PERMISSION_DENIED, "not subscribed")
+        claims = access.subscription_claims(
+            self.node.tokens, request.token, channel, self.user, self.client_id, ErrorCode.EXPIRED
+        )
+        result = self._expire_subscription(channel, sub, claims.expires_at)
+        if claims.info != sub.info.chan_info:
+            sub.info = replace(sub.info, chan_info=claims.info)
+            await self._update_presence(channel, sub)
+        return result
+
+    async def _update_presence(self, channel: str, sub: _Subscription) -> None:
+        if sub.options.presence and sub.pending is None and self._subs.get(channel) is sub:
+            await self.node.presence.add_presence(channel, self.client_id, sub.info)
 
     async def _rpc(self, command: Command) -> dict[str, Any]:
         request: RPCRequest = self._parse(RPCRequest, command)
@@ -525,7 +685,11 @@ class Session:
         for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
             self._cancel(handle)
         self._stale_handle = self._ping_handle = self._pong_handle = None
+        self._expiry.cancel()
         subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            if sub.expiry is not None:
+                sub.expiry.cancel()
         if was_connected:
             self.node.remove_session(self)
         if subs:

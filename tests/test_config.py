@@ -405,3 +405,48 @@ def test_retained_without_persist_is_refused():
 def test_the_demo_chat_namespace_is_logged_to_mongodb():
     chat = load_settings(env={}).channel_options("chat:lobby")
     assert chat is not None and chat.persist and chat.persist_ttl == 7 * 86400
+
+
+# ---------------------------------------------------------------------------
+# Lists of strings, [auth] and the token defaults
+
+
+def test_list_of_strings_is_read_from_a_file(write_toml) -> None:
+    path = write_toml('[client]\nallowed_origins = ["https://a.test", "https://*.b.test"]\n')
+    origins = load_settings(path, env={}).client.allowed_origins
+    assert origins == ("https://a.test", "https://*.b.test")
+
+
+def test_list_of_strings_from_env_may_be_toml_or_comma_separated() -> None:
+    for raw in ('["https://a.test", "https://b.test"]', "https://a.test, https://b.test"):
+        settings = load_settings(env={"WSFAN_CLIENT__ALLOWED_ORIGINS": raw})
+        assert settings.client.allowed_origins == ("https://a.test", "https://b.test")
+
+
+@pytest.mark.parametrize("value", ['"https://a.test"', "[1, 2]", '["a", 1]', "true"])
+def test_list_of_strings_of_the_wrong_type_names_the_key(write_toml, value: str) -> None:
+    message = _error(config_file=write_toml(f"[client]\nallowed_origins = {value}\n"), env={})
+    assert message.startswith("client.allowed_origins: expected a list of strings")
+
+
+def test_shipped_defaults_carry_a_labelled_development_secret() -> None:
+    secret = load_settings(env={}).auth.hmac_secret
+    assert "development" in secret and len(secret) >= 32
+    assert "DEVELOPMENT ONLY" in DEFAULT_CONFIG.read_text()
+
+
+def test_production_example_has_no_secret_in_the_file() -> None:
+    auth = load_settings(PRODUCTION_EXAMPLE, env={}).auth
+    assert auth.hmac_secret == ""
+    assert "WSFAN_AUTH__HMAC_SECRET" in PRODUCTION_EXAMPLE.read_text()
+
+
+def test_hmac_secret_comes_from_the_environment() -> None:
+    env = {"WSFAN_AUTH__HMAC_SECRET": "from-the-environment-and-long-enough-to-use"}
+    settings = load_settings(PRODUCTION_EXAMPLE, env=env)
+    assert settings.auth.hmac_secret == "from-the-environment-and-long-enough-to-use"
+
+
+def test_production_example_declares_a_private_namespace() -> None:
+    private = load_settings(PRODUCTION_EXAMPLE, env={}).namespaces["private"]
+    assert private.require_sub_token is True

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tornado.web import Application, RedirectHandler, StaticFileHandler
 
+from server.auth.limits import ConnectionCounter
+from server.auth.origin import OriginPolicy
 from server.node import Node
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.websocket import ClientWebSocketHandler
@@ -17,9 +19,15 @@ STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
 def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> Application:
     """Routes for one node; `readiness` names the dependency checks behind /readyz."""
+    client = node.settings.client
+    websocket = {
+        "node": node,
+        "origins": OriginPolicy(client.allowed_origins),
+        "connections": ConnectionCounter(client.max_connections_per_ip),
+    }
     return Application(
         [
-            (r"/connection/websocket", ClientWebSocketHandler, {"node": node}),
+            (r"/connection/websocket", ClientWebSocketHandler, websocket),
             (r"/healthz", HealthHandler),
             (r"/readyz", ReadyHandler, {"checks": readiness or {}}),
             (r"/", RedirectHandler, {"url": "/static/index.html"}),

@@ -8,6 +8,9 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
+from server.auth.limits import ConnectionCounter
+from server.auth.origin import OriginPolicy
+from server.errors import Disconnect, DisconnectCode
 from server.node import Node
 from server.protocol import Encoding
 from server.session import Session
@@ -39,12 +42,24 @@ class _Protocol(WebSocketProtocol13):
 
 
 class ClientWebSocketHandler(WebSocketHandler):
-    """Adapts one WebSocket to one Session (JSON, or msgpack under its subprotocol)."""
+    """Adapts one WebSocket to one Session (JSON, or msgpack under its subprotocol).
 
-    def initialize(self, node: Node) -> None:
+    A browser handshake from an origin the policy refuses gets HTTP 403; a
+    connection over the per-address cap is closed at once with 3504.
+    """
+
+    def initialize(
+        self,
+        node: Node,
+        origins: OriginPolicy | None = None,
+        connections: ConnectionCounter | None = None,
+    ) -> None:
         self.node = node
+        self.origins = origins or OriginPolicy(node.settings.client.allowed_origins)
+        self.connections = connections or ConnectionCounter(0)
         self.session: Session | None = None
         self.encoding = Encoding.JSON
+        self._counted: str | None = None  # the address this connection is counted under
 
     def get_websocket_protocol(self) -> WebSocketProtocol13 | None:
         # Tornado's choice of version and parameters, with our protocol subclass.
@@ -60,18 +75,31 @@ class ClientWebSocketHandler(WebSocketHandler):
         return None
 
     def check_origin(self, origin: str) -> bool:
-        # Origin policy (an allow-list) arrives with the access-control work.
-        return True
+        """Called by Tornado only when the handshake carries an Origin header."""
+        if self.origins.allows(origin, self.request.headers.get("Host")):
+            return True
+        log.info("refused WebSocket handshake from origin %r", origin[:200])
+        return False
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        self.session = Session(self.node, self, self.encoding, self.request.remote_ip or "")
+        address = self.request.remote_ip or ""
+        if not self.connections.acquire(address):
+            log.info("connection from %s over the per-address limit", address)
+            limit = Disconnect(DisconnectCode.CONNECTION_LIMIT)
+            self.close(int(limit.code), limit.reason)
+            return
+        self._counted = address
+        self.session = Session(self.node, self, self.encoding, address)
 
     async def on_message(self, message: str | bytes) -> None:
         if self.session is not None:
             await self.session.handle_frame(message)
 
     def on_close(self) -> None:
+        if self._counted is not None:
+            self.connections.release(self._counted)
+            self._counted = None
         if self.session is not None:
             self.session.on_transport_closed()
 

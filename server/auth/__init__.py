@@ -1,0 +1,1 @@
+"""Who may connect and subscribe (tokens), and how much (limits, origins)."""

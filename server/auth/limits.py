@@ -1,0 +1,82 @@
+"""Abuse limits: a per-connection command rate, and connection counts per address.
+
+Pure bookkeeping, no I/O and no clock of its own: callers pass `now` (monotonic
+seconds), which keeps the edges exact under test. Counts are per process; with
+several workers or nodes a client can hold that many connections on each.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+__all__ = ["CommandLimiter", "ConnectionCounter", "Verdict"]
+
+
+class Verdict(Enum):
+    ALLOW = "allow"
+    REJECT = "reject"  # answer error 111
+    DISCONNECT = "disconnect"  # rejected persistently: close with 3013
+
+
+class CommandLimiter:
+    """A token bucket (`rate` commands per second, up to `burst` at once) plus a
+    count of rejections: more than `max_rejected` within `window` seconds turns
+    the verdict into DISCONNECT. A `rate` of 0 allows everything."""
+
+    __slots__ = ("_burst", "_last", "_max_rejected", "_rate", "_rejected", "_tokens", "_window")
+
+    def __init__(
+        self, rate: float, burst: int, max_rejected: int, window: float, now: float
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = now
+        self._max_rejected = max_rejected
+        self._window = window
+        self._rejected: deque[float] = deque()
+
+    def check(self, now: float) -> Verdict:
+        """Take one token for a command arriving at `now`."""
+        if self._rate <= 0:
+            return Verdict.ALLOW
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return Verdict.ALLOW
+        rejected = self._rejected
+        rejected.append(now)
+        while rejected and rejected[0] <= now - self._window:
+            rejected.popleft()
+        if len(rejected) > self._max_rejected:
+            return Verdict.DISCONNECT
+        return Verdict.REJECT
+
+
+class ConnectionCounter:
+    """Open connections per key (a remote address), capped at `limit` (0: no cap)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, key: str) -> bool:
+        """Count one more connection for `key`; False (and nothing counted) at the cap."""
+        count = self._counts.get(key, 0)
+        if self.limit and count >= self.limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+
+    def count(self, key: str) -> int:
+        return self._counts.get(key, 0)
