@@ -70,6 +70,9 @@ class ClientSettings:
     recovery_max_limit: int = field(default=1000, metadata=_range(1))
     max_data_depth: int = field(default=64, metadata=_range(1, 512))
     allow_anonymous: bool = True  # connect without a token
+    # Bytes written to a connection but not yet taken by its socket; a client past
+    # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
+    max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
 
 
 @dataclass(frozen=True, slots=True)

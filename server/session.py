@@ -70,9 +70,13 @@ log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
-    """How a session reaches its peer. Neither call may block or raise."""
+    """How a session reaches its peer. No call may block or raise."""
 
     def write_frame(self, data: bytes) -> None: ...
+
+    def unsent_bytes(self) -> int:
+        """Bytes written but not yet taken by the socket (the peer is not reading)."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -464,11 +468,25 @@ class Session:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Write the queue as one frame, unless the peer stopped reading.
+
+        A connection whose socket already holds unsent bytes and would pass
+        `client.max_unsent_bytes` with this frame is closed with 3008 instead: its
+        memory stays bounded and nobody else's delivery waits for it. An idle
+        socket always takes one frame, whatever its size.
+        """
         self._flush_scheduled = False
-        if self._out:
-            frame = join_frame(self._out, self.encoding)
-            self._out = []
-            self.transport.write_frame(frame)
+        if not self._out:
+            return
+        frame = join_frame(self._out, self.encoding)
+        self._out = []
+        unsent = self.transport.unsent_bytes()
+        if unsent and unsent + len(frame) > self.node.settings.client.max_unsent_bytes:
+            log.info("client %s: %d bytes unsent, closing as slow", self.client_id, unsent)
+            self._closed()
+            self.transport.close(int(DisconnectCode.SLOW), "slow")
+            return
+        self.transport.write_frame(frame)
 
     # Liveness ----------------------------------------------------------------
 
@@ -509,6 +527,8 @@ class Session:
             body["reconnect"] = reason.reconnect
             self._send_message(push("", "disconnect", body))
         self._flush()
+        if self.state is State.CLOSED:
+            return  # the flush found the peer too slow and closed it (3008)
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
 

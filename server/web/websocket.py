@@ -82,5 +82,13 @@ class ClientWebSocketHandler(WebSocketHandler):
         if isinstance(protocol, _Protocol) and not protocol.is_closing():
             protocol.write_frame(data, self.encoding is Encoding.MSGPACK)
 
+    def unsent_bytes(self) -> int:
+        protocol = self.ws_connection
+        if not isinstance(protocol, _Protocol) or protocol.stream is None:
+            return 0
+        # Tornado keeps what the kernel did not take in the stream's write buffer;
+        # it has no public accessor, and its own size check reads the same field.
+        return len(protocol.stream._write_buffer)
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         super().close(code, reason)
