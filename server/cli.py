@@ -17,9 +17,11 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
@@ -29,6 +31,7 @@ from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
+from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
 from server.web.app import make_app
 from server.workers import run_workers
@@ -110,6 +113,13 @@ async def _watch_parent(parent: int, stop: asyncio.Event, interval: float = 1.0)
         await asyncio.sleep(interval)
 
 
+async def _sync_metrics(node: Node) -> None:
+    """Workers publish their figures to the shared metrics files on a timer."""
+    while True:
+        await asyncio.sleep(SYNC_INTERVAL)
+        node.metrics.sync(node)
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -126,12 +136,15 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = None if parent is None else loop.create_task(_watch_parent(parent, stop))
+    syncer = None
     backends = Backends(settings)
     durable = None
     if backends.mongo is not None:
         durable = Durable(backends.mongo, settings.persist, spill_dir(settings))
     node = Node(settings, durable=durable)
     await node.start()
+    if multiprocess_dir() is not None:
+        syncer = loop.create_task(_sync_metrics(node))
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
     if sockets is None:
         server.listen(settings.server.port, settings.server.host)
@@ -143,8 +156,9 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, syncer):
+            if task is not None:
+                task.cancel()
         log.info("shutting down")
         server.stop()
         await node.close()
@@ -183,12 +197,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sockets = bind_sockets(settings.server.port, settings.server.host)
         supervisor = os.getpid()
+        metrics_dir = None
+        if multiprocess_dir() is None:  # an operator's own directory is left alone
+            metrics_dir = tempfile.mkdtemp(prefix="wsfan-metrics-")
+            enable_multiprocess(metrics_dir)
 
         def worker(shared: list[socket.socket], index: int) -> int:
             asyncio.run(serve(settings, sockets=shared, parent=supervisor))
             return 0
 
-        return run_workers(workers, sockets, worker)
+        try:
+            return run_workers(workers, sockets, worker, on_exit=mark_worker_dead)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if group is not None:
             group.stop()

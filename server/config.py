@@ -56,6 +56,10 @@ class ServerSettings:
     port: int = field(default=8888, metadata=_range(1, 65535))
     workers: int = field(default=1, metadata=_range(0, 256))  # 0: one per CPU core
     name: str = ""  # node name in info and logs; empty means host:pid
+    # WebSocket connections per process; handshakes beyond answer HTTP 503.
+    max_connections: int = field(default=10000, metadata=_range(1))
+    shutdown_timeout: float = field(default=10.0, metadata=_range(0.1))  # SIGTERM to exit
+    drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,7 @@ class EmbeddedSettings:
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    format: str = field(default="text", metadata={"choices": ("text", "json")})
 
 
 _SECTIONS: dict[str, type] = {

@@ -142,6 +142,7 @@ class Session:
         self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
             node.settings.client.stale_timeout, self._on_stale
         )
+        node.metrics.connection_opened()
 
     @property
     def channels(self) -> list[str]:
@@ -159,6 +160,7 @@ class Session:
             log.debug("client %s: %s", self.client_id, exc)
             self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
             return
+        self.node.metrics.frame_in(len(messages), len(data))
         for message in messages:
             if self.state is State.CLOSED:
                 return
@@ -174,6 +176,8 @@ class Session:
         if not command.id and not command.method:
             self._on_pong()
             return
+        method = command.method if command.method in _HANDLERS else "unknown"
+        self.node.metrics.commands.labels(method).inc()
         try:
             handler = _HANDLERS.get(command.method)
             if handler is None:
@@ -184,12 +188,14 @@ class Session:
             if result is not None and command.id and self.state is not State.CLOSED:
                 self._send_message(reply(command.id, command.method, result))
         except ReplyError as exc:
+            self.node.metrics.command_errors.labels(method, int(exc.code)).inc()
             if command.id:
                 self._send_message(error_reply(command.id, exc))
         except Disconnect as exc:
             self.disconnect(exc)
         except Exception:
             log.exception("client %s: %s command failed", self.client_id, command.method)
+            self.node.metrics.command_errors.labels(method, int(ErrorCode.INTERNAL)).inc()
             if command.id:
                 self._send_message(error_reply(command.id, ReplyError(ErrorCode.INTERNAL)))
 
@@ -478,14 +484,17 @@ class Session:
         self._flush_scheduled = False
         if not self._out:
             return
+        count = len(self._out)
         frame = join_frame(self._out, self.encoding)
         self._out = []
         unsent = self.transport.unsent_bytes()
         if unsent and unsent + len(frame) > self.node.settings.client.max_unsent_bytes:
             log.info("client %s: %d bytes unsent, closing as slow", self.client_id, unsent)
+            self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
             self._closed()
             self.transport.close(int(DisconnectCode.SLOW), "slow")
             return
+        self.node.metrics.frame_out(count, len(frame))
         self.transport.write_frame(frame)
 
     # Liveness ----------------------------------------------------------------
@@ -522,6 +531,7 @@ class Session:
         disconnect push, then the close frame."""
         if self.state is State.CLOSED:
             return
+        self.node.metrics.disconnects.labels(int(reason.code)).inc()
         if self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST:
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
@@ -541,6 +551,7 @@ class Session:
             return
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
+        self.node.metrics.connection_closed()
         self._out = []
         for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
             self._cancel(handle)

@@ -8,6 +8,7 @@ from tornado.web import Application, RedirectHandler, StaticFileHandler
 
 from server.node import Node
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
+from server.web.metrics import MetricsHandler
 from server.web.websocket import ClientWebSocketHandler
 
 __all__ = ["STATIC_DIR", "make_app"]
@@ -21,7 +22,12 @@ def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> 
         [
             (r"/connection/websocket", ClientWebSocketHandler, {"node": node}),
             (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"checks": readiness or {}}),
+            (
+                r"/readyz",
+                ReadyHandler,
+                {"checks": readiness or {}, "draining": lambda: node.draining},
+            ),
+            (r"/metrics", MetricsHandler, {"node": node}),
             (r"/", RedirectHandler, {"url": "/static/index.html"}),
         ],
         static_path=str(STATIC_DIR),

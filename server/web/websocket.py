@@ -59,6 +59,17 @@ class ClientWebSocketHandler(WebSocketHandler):
             return MSGPACK_SUBPROTOCOL
         return None
 
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # Refuse before the upgrade: a clean 503 the client can retry elsewhere,
+        # instead of failing at the open-files limit.
+        limit = self.node.settings.server.max_connections
+        if self.node.metrics.open_connections >= limit:
+            self.node.metrics.refused.inc()
+            self.set_status(503)
+            self.finish("connection limit reached")
+            return
+        await super().get(*args, **kwargs)
+
     def check_origin(self, origin: str) -> bool:
         # Origin policy (an allow-list) arrives with the access-control work.
         return True
