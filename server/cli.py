@@ -76,6 +76,12 @@ def _settings(args: argparse.Namespace) -> Settings:
             "server.workers: more than 1 worker needs broker.type 'redis'; "
             "the memory broker keeps channels inside one process"
         )
+    server = settings.server
+    if server.drain_delay + settings.persist.shutdown_timeout >= server.shutdown_timeout:
+        raise ConfigError(
+            "server.shutdown_timeout: must exceed server.drain_delay plus "
+            "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
+        )
     if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
         raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
     return settings
@@ -159,11 +165,38 @@ async def serve(
         for task in (watcher, syncer):
             if task is not None:
                 task.cancel()
-        log.info("shutting down")
-        server.stop()
+        await _shut_down(settings, node, server, backends)
+
+
+async def _shut_down(
+    settings: Settings, node: Node, server: HTTPServer, backends: Backends
+) -> None:
+    """Drain, then close within `server.shutdown_timeout`.
+
+    /readyz answers 503 "draining" at once; for `server.drain_delay` the process
+    still serves (so a load balancer notices first), then it stops accepting,
+    sends every client 3001 (reconnect elsewhere), writes or spills the MongoDB
+    queue and closes its connections. Whatever is not done in time is abandoned.
+    """
+    node.draining = True
+    timeout = settings.server.shutdown_timeout
+    log.info("shutting down (drain %gs, at most %gs)", settings.server.drain_delay, timeout)
+    deadline = asyncio.get_running_loop().time() + timeout
+    if settings.server.drain_delay:
+        await asyncio.sleep(settings.server.drain_delay)
+    server.stop()
+
+    async def close() -> None:
         await node.close()
         await server.close_all_connections()
         await backends.close()
+
+    task = asyncio.ensure_future(close())
+    remaining = deadline - asyncio.get_running_loop().time()
+    done, _ = await asyncio.wait([task], timeout=max(0.0, remaining))
+    if not done:
+        log.warning("shutdown did not finish within %gs; exiting anyway", timeout)
+        task.cancel()
 
 
 def run_command(name: str, argv: list[str]) -> int:
