@@ -160,7 +160,6 @@ class EmbeddedSettings:
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
-    format: str = field(default="text", metadata={"choices": ("text", "json")})
 
 
 _SECTIONS: dict[str, type] = {
