@@ -17,9 +17,11 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
@@ -30,6 +32,7 @@ from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
+from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
 from server.web.app import make_app
 from server.workers import run_workers
@@ -73,6 +76,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(
             "server.workers: more than 1 worker needs broker.type 'redis'; "
             "the memory broker keeps channels inside one process"
+        )
+    server = settings.server
+    if server.drain_delay + settings.persist.shutdown_timeout >= server.shutdown_timeout:
+        raise ConfigError(
+            "server.shutdown_timeout: must exceed server.drain_delay plus "
+            "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
         )
     if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
         raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
@@ -119,6 +128,13 @@ async def _watch_parent(parent: int, stop: asyncio.Event, interval: float = 1.0)
         await asyncio.sleep(interval)
 
 
+async def _sync_metrics(node: Node) -> None:
+    """Workers publish their figures to the shared metrics files on a timer."""
+    while True:
+        await asyncio.sleep(SYNC_INTERVAL)
+        node.metrics.sync(node)
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event | None = None,
@@ -135,12 +151,15 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = None if parent is None else loop.create_task(_watch_parent(parent, stop))
+    syncer = None
     backends = Backends(settings)
     durable = None
     if backends.mongo is not None:
         durable = Durable(backends.mongo, settings.persist, spill_dir(settings))
     node = Node(settings, durable=durable)
     await node.start()
+    if multiprocess_dir() is not None:
+        syncer = loop.create_task(_sync_metrics(node))
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
     if sockets is None:
         server.listen(settings.server.port, settings.server.host)
@@ -152,13 +171,41 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        if watcher is not None:
-            watcher.cancel()
-        log.info("shutting down")
-        server.stop()
+        for task in (watcher, syncer):
+            if task is not None:
+                task.cancel()
+        await _shut_down(settings, node, server, backends)
+
+
+async def _shut_down(
+    settings: Settings, node: Node, server: HTTPServer, backends: Backends
+) -> None:
+    """Drain, then close within `server.shutdown_timeout`.
+
+    /readyz answers 503 "draining" at once; for `server.drain_delay` the process
+    still serves (so a load balancer notices first), then it stops accepting,
+    sends every client 3001 (reconnect elsewhere), writes or spills the MongoDB
+    queue and closes its connections. Whatever is not done in time is abandoned.
+    """
+    node.draining = True
+    timeout = settings.server.shutdown_timeout
+    log.info("shutting down (drain %gs, at most %gs)", settings.server.drain_delay, timeout)
+    deadline = asyncio.get_running_loop().time() + timeout
+    if settings.server.drain_delay:
+        await asyncio.sleep(settings.server.drain_delay)
+    server.stop()
+
+    async def close() -> None:
         await node.close()
         await server.close_all_connections()
         await backends.close()
+
+    task = asyncio.ensure_future(close())
+    remaining = deadline - asyncio.get_running_loop().time()
+    done, _ = await asyncio.wait([task], timeout=max(0.0, remaining))
+    if not done:
+        log.warning("shutdown did not finish within %gs; exiting anyway", timeout)
+        task.cancel()
 
 
 def run_command(name: str, argv: list[str]) -> int:
@@ -192,12 +239,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sockets = bind_sockets(settings.server.port, settings.server.host)
         supervisor = os.getpid()
+        metrics_dir = None
+        if multiprocess_dir() is None:  # an operator's own directory is left alone
+            metrics_dir = tempfile.mkdtemp(prefix="wsfan-metrics-")
+            enable_multiprocess(metrics_dir)
 
         def worker(shared: list[socket.socket], index: int) -> int:
             asyncio.run(serve(settings, sockets=shared, parent=supervisor))
             return 0
 
-        return run_workers(workers, sockets, worker)
+        try:
+            return run_workers(workers, sockets, worker, on_exit=mark_worker_dead)
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if group is not None:
             group.stop()

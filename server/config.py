@@ -56,6 +56,10 @@ class ServerSettings:
     port: int = field(default=8888, metadata=_range(1, 65535))
     workers: int = field(default=1, metadata=_range(0, 256))  # 0: one per CPU core
     name: str = ""  # node name in info and logs; empty means host:pid
+    # WebSocket connections per process; handshakes beyond answer HTTP 503.
+    max_connections: int = field(default=10000, metadata=_range(1))
+    shutdown_timeout: float = field(default=10.0, metadata=_range(0.1))  # SIGTERM to exit
+    drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,9 @@ class ClientSettings:
     rejected_commands_window: float = field(default=10.0, metadata=_range(0.01))
     max_connections_per_ip: int = field(default=0, metadata=_range(0))  # per process; 0: none
     max_connections_per_user: int = field(default=0, metadata=_range(0))  # per process; 0: none
+    # Bytes written to a connection but not yet taken by its socket; a client past
+    # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
+    max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
 
 
 @dataclass(frozen=True, slots=True)

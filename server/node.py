@@ -30,6 +30,7 @@ from server.broker.memory import MemoryBroker, MemoryPresence
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
+from server.metrics import Metrics
 from server.protocol import ClientInfo, Publication, StreamPosition
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._started = False
+        self.metrics = Metrics()
+        self.draining = False  # set when shutdown begins: /readyz answers 503
 
     # Life cycle --------------------------------------------------------------
 
@@ -125,7 +128,8 @@ class Node:
     # Broker events -----------------------------------------------------------
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
-        self.hub.broadcast_publication(channel, pub)
+        with self.metrics.timed(self.metrics.fanout):
+            self.hub.broadcast_publication(channel, pub)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         self.hub.broadcast_join(channel, info)
@@ -134,6 +138,7 @@ class Node:
         self.hub.broadcast_leave(channel, info)
 
     def handle_broker_reconnect(self) -> None:
+        self.metrics.broker_reconnects.inc()
         self.spawn(self._check_positions())
 
     async def _check_positions(self, attempts: int = 5) -> None:
@@ -229,7 +234,10 @@ class Node:
         tags: dict[str, str] | None = None,
     ) -> StreamPosition:
         options = self.channel_options(channel)
-        with _broker_failure("publish to", channel):
+        with (
+            _broker_failure("publish to", channel),
+            self.metrics.timed(self.metrics.broker_publish),
+        ):
             position = await self.broker.publish(
                 channel, data, self.history_options(options), info, tags
             )

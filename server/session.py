@@ -84,9 +84,13 @@ log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
-    """How a session reaches its peer. Neither call may block or raise."""
+    """How a session reaches its peer. No call may block or raise."""
 
     def write_frame(self, data: bytes) -> None: ...
+
+    def unsent_bytes(self) -> int:
+        """Bytes written but not yet taken by the socket (the peer is not reading)."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -168,6 +172,7 @@ class Session:
             limits.rejected_commands_window,
             self._loop.time(),
         )
+        node.metrics.connection_opened()
 
     @property
     def channels(self) -> list[str]:
@@ -190,6 +195,7 @@ class Session:
             log.debug("client %s: %s", self.client_id, exc)
             self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
             return
+        self.node.metrics.frame_in(len(messages), len(data))
         for message in messages:
             if self.state is State.CLOSED:
                 return
@@ -205,11 +211,14 @@ class Session:
         if not command.id and not command.method:
             self._on_pong()
             return
+        method = command.method if command.method in _HANDLERS else "unknown"
+        self.node.metrics.commands.labels(method).inc()
         verdict = self._limiter.check(self._loop.time())
         if verdict is Verdict.DISCONNECT:
             self.disconnect(Disconnect(DisconnectCode.TOO_MANY_REQUESTS))
             return
         if verdict is Verdict.REJECT:
+            self.node.metrics.command_errors.labels(method, int(ErrorCode.TOO_MANY_REQUESTS)).inc()
             if command.id:
                 self._send_message(error_reply(command.id, ReplyError(ErrorCode.TOO_MANY_REQUESTS)))
             return
@@ -223,12 +232,14 @@ class Session:
             if result is not None and command.id and self.state is not State.CLOSED:
                 self._send_message(reply(command.id, command.method, result))
         except ReplyError as exc:
+            self.node.metrics.command_errors.labels(method, int(exc.code)).inc()
             if command.id:
                 self._send_message(error_reply(command.id, exc))
         except Disconnect as exc:
             self.disconnect(exc)
         except Exception:
             log.exception("client %s: %s command failed", self.client_id, command.method)
+            self.node.metrics.command_errors.labels(method, int(ErrorCode.INTERNAL)).inc()
             if command.id:
                 self._send_message(error_reply(command.id, ReplyError(ErrorCode.INTERNAL)))
 
@@ -624,11 +635,28 @@ class Session:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Write the queue as one frame, unless the peer stopped reading.
+
+        A connection whose socket already holds unsent bytes and would pass
+        `client.max_unsent_bytes` with this frame is closed with 3008 instead: its
+        memory stays bounded and nobody else's delivery waits for it. An idle
+        socket always takes one frame, whatever its size.
+        """
         self._flush_scheduled = False
-        if self._out:
-            frame = join_frame(self._out, self.encoding)
-            self._out = []
-            self.transport.write_frame(frame)
+        if not self._out:
+            return
+        count = len(self._out)
+        frame = join_frame(self._out, self.encoding)
+        self._out = []
+        unsent = self.transport.unsent_bytes()
+        if unsent and unsent + len(frame) > self.node.settings.client.max_unsent_bytes:
+            log.info("client %s: %d bytes unsent, closing as slow", self.client_id, unsent)
+            self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
+            self._closed()
+            self.transport.close(int(DisconnectCode.SLOW), "slow")
+            return
+        self.node.metrics.frame_out(count, len(frame))
+        self.transport.write_frame(frame)
 
     # Liveness ----------------------------------------------------------------
 
@@ -664,11 +692,14 @@ class Session:
         disconnect push, then the close frame."""
         if self.state is State.CLOSED:
             return
+        self.node.metrics.disconnects.labels(int(reason.code)).inc()
         if self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST:
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
             self._send_message(push("", "disconnect", body))
         self._flush()
+        if self.state is State.CLOSED:
+            return  # the flush found the peer too slow and closed it (3008)
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
 
@@ -681,6 +712,7 @@ class Session:
             return
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
+        self.node.metrics.connection_closed()
         self._out = []
         for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
             self._cancel(handle)

@@ -51,8 +51,12 @@ def run_workers(
     count: int,
     sockets: list[socket.socket],
     worker: Worker,
+    on_exit: Callable[[int], None] | None = None,
 ) -> int:
-    """Run `worker(sockets, index)` in `count` processes; returns 0 after a clean stop."""
+    """Run `worker(sockets, index)` in `count` processes; returns 0 after a clean stop.
+
+    `on_exit(pid)` runs in the supervisor after each worker ends (metrics bookkeeping).
+    """
     children: dict[int, int] = {}
     stopping = False
 
@@ -70,6 +74,8 @@ def run_workers(
         log.info("started %d workers: %s", count, ", ".join(map(str, children)))
         while children:
             pid, status = os.wait()
+            if on_exit is not None:
+                on_exit(pid)
             index = children.pop(pid, -1)
             if index < 0 or stopping:
                 continue

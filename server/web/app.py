@@ -10,6 +10,7 @@ from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.node import Node
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
+from server.web.metrics import MetricsHandler
 from server.web.websocket import ClientWebSocketHandler
 
 __all__ = ["STATIC_DIR", "make_app"]
@@ -29,7 +30,12 @@ def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> 
         [
             (r"/connection/websocket", ClientWebSocketHandler, websocket),
             (r"/healthz", HealthHandler),
-            (r"/readyz", ReadyHandler, {"checks": readiness or {}}),
+            (
+                r"/readyz",
+                ReadyHandler,
+                {"checks": readiness or {}, "draining": lambda: node.draining},
+            ),
+            (r"/metrics", MetricsHandler, {"node": node}),
             (r"/", RedirectHandler, {"url": "/static/index.html"}),
         ],
         static_path=str(STATIC_DIR),

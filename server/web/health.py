@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from tornado.web import RequestHandler
 
@@ -21,13 +22,28 @@ class HealthHandler(RequestHandler):
 
 
 class ReadyHandler(RequestHandler):
-    """503 with the failing checks named when any dependency is unreachable."""
+    """503 with the failing checks named when any dependency is unreachable, and
+    503 "draining" once shutdown has begun (load balancers stop sending clients)."""
 
-    def initialize(self, checks: dict[str, ReadinessCheck], timeout: float = 2.0) -> None:
+    def initialize(
+        self,
+        checks: dict[str, ReadinessCheck],
+        timeout: float = 2.0,
+        draining: Callable[[], bool] | None = None,
+    ) -> None:
         self.checks = checks
         self.timeout = timeout
+        self.draining = draining
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
 
     async def get(self) -> None:
+        if self.draining is not None and self.draining():
+            self._answer(503, {"status": "draining"})
+            return
         results: dict[str, str] = {}
 
         async def run(name: str, check: ReadinessCheck) -> None:
@@ -39,6 +55,5 @@ class ReadyHandler(RequestHandler):
 
         await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
         ready = all(v == "ok" for v in results.values())
-        self.set_status(200 if ready else 503)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": "ok" if ready else "unavailable", "checks": results}))
+        body = {"status": "ok" if ready else "unavailable", "checks": results}
+        self._answer(200 if ready else 503, body)

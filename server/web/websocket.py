@@ -74,6 +74,17 @@ class ClientWebSocketHandler(WebSocketHandler):
             return MSGPACK_SUBPROTOCOL
         return None
 
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # Refuse before the upgrade: a clean 503 the client can retry elsewhere,
+        # instead of failing at the open-files limit.
+        limit = self.node.settings.server.max_connections
+        if self.node.metrics.open_connections >= limit:
+            self.node.metrics.refused.inc()
+            self.set_status(503)
+            self.finish("connection limit reached")
+            return
+        await super().get(*args, **kwargs)
+
     def check_origin(self, origin: str) -> bool:
         """Called by Tornado only when the handshake carries an Origin header."""
         if self.origins.allows(origin, self.request.headers.get("Host")):
@@ -109,6 +120,14 @@ class ClientWebSocketHandler(WebSocketHandler):
         protocol = self.ws_connection
         if isinstance(protocol, _Protocol) and not protocol.is_closing():
             protocol.write_frame(data, self.encoding is Encoding.MSGPACK)
+
+    def unsent_bytes(self) -> int:
+        protocol = self.ws_connection
+        if not isinstance(protocol, _Protocol) or protocol.stream is None:
+            return 0
+        # Tornado keeps what the kernel did not take in the stream's write buffer;
+        # it has no public accessor, and its own size check reads the same field.
+        return len(protocol.stream._write_buffer)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         super().close(code, reason)

@@ -1,0 +1,192 @@
+"""Property-based fuzzing of the protocol core and of a session, in both encodings.
+
+Promises checked: the decoder raises ProtocolError and nothing else; envelope and
+request validation raise ProtocolError / ReplyError and nothing else; whatever a
+frame holds, a session answers every command that has an id or closes the
+connection with a protocol close code, and never lets an exception out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from server.config import load_settings
+from server.errors import ReplyError
+from server.node import Node
+from server.protocol import (
+    METHODS,
+    ConnectRequest,
+    Encoding,
+    HistoryRequest,
+    ProtocolError,
+    PublishRequest,
+    RPCRequest,
+    SubscribeRequest,
+    decode_frame,
+    encode,
+    parse_command,
+    parse_request,
+)
+from server.session import Session
+from tests.conftest import TIMEOUT_SCALE
+from tests.raw_ws import RawWebSocket
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=10) | st.sampled_from(METHODS), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+method_names = st.sampled_from(METHODS) | st.text(max_size=10)
+commands = st.builds(
+    lambda cmd_id, method, params, extra: {"id": cmd_id, method: params, **extra},
+    st.integers(min_value=-2, max_value=2**33) | st.sampled_from([None, "1", 1.5]),
+    method_names,
+    values
+    | st.fixed_dictionaries(
+        {"channel": st.text(max_size=12) | st.sampled_from(["news", "chat:a", "nope:x"])},
+        optional={"data": values, "limit": values, "recover": values, "offset": values},
+    ),
+    st.dictionaries(st.text(max_size=5), values, max_size=2),
+)
+REQUESTS = [ConnectRequest, SubscribeRequest, PublishRequest, HistoryRequest, RPCRequest]
+
+
+def pack(messages: list[Any], encoding: Encoding) -> bytes:
+    """A frame as a client would send it; values JSON cannot carry become strings."""
+    if encoding is Encoding.JSON:
+        return "\n".join(json.dumps(m, default=repr) for m in messages).encode()
+    return b"".join(msgpack.packb(m, use_bin_type=True) for m in messages)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200), encoding=st.sampled_from(list(Encoding)))
+def test_decoder_raises_only_protocol_error_on_any_bytes(data: bytes, encoding: Encoding):
+    try:
+        assert isinstance(decode_frame(data, encoding), list)
+    except ProtocolError:
+        return
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+def test_json_decoder_raises_only_protocol_error_on_any_text(text: str):
+    try:
+        assert isinstance(decode_frame(text, Encoding.JSON), list)
+    except ProtocolError:
+        return
+
+
+@FUZZ
+@given(message=values | commands, request=st.sampled_from(REQUESTS))
+def test_command_validation_raises_only_protocol_errors(message: Any, request: type):
+    try:
+        command = parse_command(message)
+    except ProtocolError:
+        return
+    try:
+        parsed = parse_request(request, command.params)
+    except ReplyError:
+        return
+    for encoding in Encoding:  # what passed validation can be sent back in either encoding
+        encode({"id": 1, "rpc": {"data": getattr(parsed, "data", None)}}, encoding)
+
+
+class RecordingTransport:
+    """Keeps what a session writes; never blocks."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed: int | None = None
+
+    def write_frame(self, data: bytes) -> None:
+        self.frames.append(data)
+
+    def unsent_bytes(self) -> int:
+        return 0
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = code
+
+
+async def run_session(frame: bytes, encoding: Encoding) -> tuple[RecordingTransport, set[int]]:
+    node = Node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
+    await node.start()
+    transport = RecordingTransport()
+    session = Session(node, transport, encoding)
+    await session.handle_frame(frame if encoding is Encoding.MSGPACK else frame.decode())
+    await asyncio.sleep(0)
+    answered = {
+        m.get("id", 0)
+        for f in transport.frames
+        for m in decode_frame(f, encoding)
+        if isinstance(m, dict)
+    }
+    await node.close()
+    return transport, answered
+
+
+@FUZZ
+@given(
+    messages=st.lists(commands, min_size=1, max_size=4), encoding=st.sampled_from(list(Encoding))
+)
+def test_session_answers_every_command_or_closes(messages: list[Any], encoding: Encoding):
+    try:
+        frame = pack([{"id": 1000, "connect": {}}, *messages], encoding)
+    except OverflowError:  # msgpack has no integers past 64 bits: no client can send them
+        assume(False)
+    transport, answered = asyncio.run(run_session(frame, encoding))
+    if transport.closed is not None:
+        assert transport.closed == 3501 or 3000 <= transport.closed < 4000
+        return
+    for m in messages:
+        if type(m["id"]) is int and m["id"] > 0:
+            assert m["id"] in answered, m
+
+
+@pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
+async def test_fuzzed_frames_over_a_real_socket_get_a_reply_or_a_protocol_close(
+    http_server, http_port: int, node: Node
+):
+    rng = random.Random(8)
+    for i in range(20):
+        ws = await RawWebSocket.open(http_port, subprotocol="msgpack" if i % 2 else None)
+        try:
+            payload = rng.randbytes(rng.randrange(1, 300))
+            if i % 4 == 0:  # a valid connect first, then garbage
+                await ws.send(
+                    b'{"id":1,"connect":{}}' if i % 2 == 0 else b"\x82\xa2id\x01\xa7connect\x80"
+                )
+            await ws.send(payload, opcode=0x2 if i % 2 else 0x1)
+            code = await asyncio.wait_for(ws.close_code(), 5 * TIMEOUT_SCALE)
+            assert code in (3501, 1009), (i, payload)
+        finally:
+            ws.close()
+    # and the server still serves
+    ws = await RawWebSocket.open(http_port)
+    try:
+        await ws.send(b'{"id":1,"connect":{}}')
+        frame = await asyncio.wait_for(ws.recv_frame(), 5 * TIMEOUT_SCALE)
+        assert frame is not None and b'"connect"' in frame[1]
+    finally:
+        ws.close()
