@@ -29,6 +29,7 @@ from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.node import Node
+from server.stats import NodeStats
 from server.web.app import make_app
 from server.workers import run_workers
 
@@ -128,6 +129,8 @@ async def serve(
     backends = Backends(settings)
     node = Node(settings)
     await node.start()
+    stats = NodeStats(node)
+    await stats.start()
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
     if sockets is None:
         server.listen(settings.server.port, settings.server.host)
@@ -143,6 +146,7 @@ async def serve(
             watcher.cancel()
         log.info("shutting down")
         server.stop()
+        await stats.close()
         await node.close()
         await server.close_all_connections()
         await backends.close()

@@ -124,6 +124,14 @@ class EmbeddedSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsSettings:
+    """Each node publishes its numbers into `channel` every `interval` seconds (0: never)."""
+
+    interval: float = field(default=1.0, metadata=_range(0, 3600))
+    channel: str = "sys:stats"
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
 
@@ -136,6 +144,7 @@ _SECTIONS: dict[str, type] = {
     "redis": RedisSettings,
     "mongo": MongoSettings,
     "embedded": EmbeddedSettings,
+    "stats": StatsSettings,
     "log": LogSettings,
 }
 
@@ -150,6 +159,7 @@ class Settings:
     redis: RedisSettings = RedisSettings()
     mongo: MongoSettings = MongoSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    stats: StatsSettings = StatsSettings()
     log: LogSettings = LogSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:

@@ -155,6 +155,7 @@ class Session:
             log.debug("client %s: %s", self.client_id, exc)
             self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
             return
+        self.node.hub.messages_in += len(messages)
         for message in messages:
             if self.state is State.CLOSED:
                 return
@@ -453,6 +454,7 @@ class Session:
     def _queue(self, data: bytes) -> None:
         if self.state is State.CLOSED:
             return
+        self.node.hub.messages_out += 1
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
