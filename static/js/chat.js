@@ -25,6 +25,7 @@
   let everConnected = false;
   let recovering = null; // {count} while recovered publications are being delivered
   const myClients = new Set(); // our own client ids, one per connection
+  let currentClient = '';
   const names = new Map(); // client id -> announced name
   const present = new Map(); // client id -> ClientInfo
   const shown = new Set(); // offsets rendered (current epoch)
@@ -135,6 +136,9 @@
     const counts = new Map();
     const mine = new Set();
     for (const [id, info] of present) {
+      // Our earlier connections linger in presence until their entries expire on a
+      // server that died; they are us, not someone else.
+      if (myClients.has(id) && id !== currentClient) continue;
       const name = nameOf(info);
       counts.set(name, (counts.get(name) || 0) + 1);
       if (myClients.has(id)) mine.add(name);
@@ -225,6 +229,7 @@
     client.on('connected', (ctx) => {
       everConnected = true;
       myClients.add(ctx.client);
+      currentClient = ctx.client;
       setStatus('connected', 'online');
     });
     client.on('disconnected', (ctx) => setStatus('disconnected', `offline: ${ctx.reason}`));
