@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import pytest
 from tornado.ioloop import IOLoop
 
+from server.config import load_settings
 from server.node import Node
 from server.protocol import Encoding
 from server.stats import NodeStats
@@ -136,3 +138,35 @@ async def test_a_stats_channel_in_an_undeclared_namespace_publishes_nothing(node
     assert not stats.enabled
     await asyncio.sleep(0.05)
     assert not node.hub.has_subscribers("nowhere:stats")
+
+
+@pytest.mark.gen_test(timeout=40 * TIMEOUT_SCALE)
+async def test_a_broker_outage_is_logged_once_and_stats_resume_after_it(embedded_redis, caplog):
+    caplog.set_level(logging.INFO, logger="server.stats")
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "redis"},
+        redis={
+            "url": embedded_redis.url,
+            "prefix": "stats-outage",
+            "connect_timeout": 0.5,
+            "command_timeout": 1.0,
+            "reconnect_delay_max": 0.3,
+        },
+        stats={"interval": 0.05},
+    )
+    node = Node(settings)
+    await node.start()
+    stats = NodeStats(node)
+    await stats.start()
+    try:
+        await wait_for(lambda: stats.latency is not None)
+        await asyncio.to_thread(embedded_redis.stop)
+        await wait_for(lambda: "stats publish to" in caplog.text)
+        await asyncio.sleep(0.5)  # ten more ticks fail, quietly
+        assert caplog.text.count("stats publish to") == 1
+        await asyncio.to_thread(embedded_redis.start)
+        await wait_for(lambda: "works again" in caplog.text, timeout=20)
+        await wait_for(lambda: stats.latency is not None, timeout=10)
+    finally:
+        await stats.close()
+        await node.close()
