@@ -35,9 +35,9 @@ def test_dashboard_numbers_move_while_a_publisher_runs(
     expect(page.locator("#t-instances")).to_have_text("2")
     idle = tile(page, "in"), tile(page, "out")
     stop = publisher_thread(cluster[1], "chat:dashboard", RATE)
-    # Half the rate at least: a busy machine delays the first reports.
-    wait_for_tile(page, "in", f">= {RATE / 2}")
-    wait_for_tile(page, "out", f">= {RATE / 2}")
+    # A quarter of the rate at least: on a busy machine each round trip takes longer.
+    wait_for_tile(page, "in", f">= {RATE / 4}")
+    wait_for_tile(page, "out", f">= {RATE / 4}")
     busy = tile(page, "in"), tile(page, "out")
     assert busy[0] > idle[0] and busy[1] > idle[1]
     points = int(page.get_attribute("#c-messages", "data-points"))
@@ -46,7 +46,7 @@ def test_dashboard_numbers_move_while_a_publisher_runs(
     )
     screenshot(page, "busy")
     stop.set()
-    wait_for_tile(page, "in", f"< {RATE / 4}")
+    wait_for_tile(page, "in", "< 2")  # the page itself sends a pong now and then
     screenshot(page, "after")
 
 
