@@ -91,6 +91,7 @@ class NodeStats:
         self._started_at = time.monotonic()
         self._last: tuple[float, int, int] | None = None  # (monotonic, in, out)
         self._failing = False
+        self._closing = False
 
     @property
     def enabled(self) -> bool:
@@ -106,11 +107,20 @@ class NodeStats:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Stop publishing; returns within about interval + redis.command_timeout."""
+        self._closing = True
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            await asyncio.wait([task])  # its cancellation, not ours
-            if not task.cancelled() and task.exception() is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.interval + self.node.settings.redis.command_timeout + 1
+            # Cancel again until it takes: redis-py can lose a cancellation in connect.
+            # The loop also checks _closing, so a lost one ends it at the next tick.
+            while not task.done() and loop.time() < deadline:
+                task.cancel()
+                await asyncio.wait([task], timeout=0.2)
+            if not task.done():
+                log.warning("stats task did not stop in time")
+            elif not task.cancelled() and task.exception() is not None:
                 log.error("stats task failed", exc_info=task.exception())
         # Also undoes a subscribe cut short by the cancellation (a no-op otherwise).
         self._subscribed = False
@@ -124,7 +134,7 @@ class NodeStats:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while True:
+        while not self._closing:
             next_at += self.interval
             if not self._subscribed:
                 await self._subscribe()
