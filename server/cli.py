@@ -34,6 +34,7 @@ from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
+from server.stats import NodeStats
 from server.web.app import make_app
 from server.workers import run_workers
 
@@ -160,6 +161,8 @@ async def serve(
     await node.start()
     if multiprocess_dir() is not None:
         syncer = loop.create_task(_sync_metrics(node))
+    stats = NodeStats(node)
+    await stats.start()
     server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
     if sockets is None:
         server.listen(settings.server.port, settings.server.host)
@@ -174,11 +177,11 @@ async def serve(
         for task in (watcher, syncer):
             if task is not None:
                 task.cancel()
-        await _shut_down(settings, node, server, backends)
+        await _shut_down(settings, node, server, backends, stats)
 
 
 async def _shut_down(
-    settings: Settings, node: Node, server: HTTPServer, backends: Backends
+    settings: Settings, node: Node, server: HTTPServer, backends: Backends, stats: NodeStats
 ) -> None:
     """Drain, then close within `server.shutdown_timeout`.
 
@@ -196,6 +199,7 @@ async def _shut_down(
     server.stop()
 
     async def close() -> None:
+        await stats.close()
         await node.close()
         await server.close_all_connections()
         await backends.close()

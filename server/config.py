@@ -190,6 +190,14 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsSettings:
+    """Each node publishes its numbers into `channel` every `interval` seconds (0: never)."""
+
+    interval: float = field(default=1.0, metadata=_range(0, 3600))
+    channel: str = "sys:stats"
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
 
@@ -204,6 +212,7 @@ _SECTIONS: dict[str, type] = {
     "persist": PersistSettings,
     "embedded": EmbeddedSettings,
     "auth": AuthSettings,
+    "stats": StatsSettings,
     "log": LogSettings,
 }
 
@@ -220,6 +229,7 @@ class Settings:
     persist: PersistSettings = PersistSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     auth: AuthSettings = AuthSettings()
+    stats: StatsSettings = StatsSettings()
     log: LogSettings = LogSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:

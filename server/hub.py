@@ -40,6 +40,8 @@ class Hub(Generic[S]):
         self._channels: dict[str, dict[S, None]] = {}
         self._sessions: dict[str, S] = {}
         self._users: dict[str, dict[S, None]] = {}
+        # Protocol messages received from / queued to this node's connections,
+        # counted by the sessions; server.stats turns them into rates.
 
     # Connections -------------------------------------------------------------
 

@@ -121,10 +121,15 @@ class Server:
 
 @contextmanager
 def running(
-    tmp_path: Path, env: Mapping[str, str], args: tuple[str, ...] = (), name: str = "run"
+    tmp_path: Path,
+    env: Mapping[str, str],
+    args: tuple[str, ...] = (),
+    name: str = "run",
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """run.py on a free loopback port, stderr to a file; killed by PID if still running after."""
-    port = free_port()
+    """run.py on `port` (default: a free loopback port), stderr to a file; killed by PID
+    if still running after."""
+    port = port or free_port()
     log = tmp_path / f"{name}.stderr"
     with log.open("wb") as err:
         proc = subprocess.Popen(

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tornado.web import Application, RedirectHandler, StaticFileHandler
+from tornado.web import Application, StaticFileHandler
 
 from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.node import Node
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.metrics import MetricsHandler
+from server.web.pages import STATIC_DIR, page_routes
 from server.web.websocket import ClientWebSocketHandler
 
 __all__ = ["STATIC_DIR", "make_app"]
-
-STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 
 
 def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> Application:
@@ -36,7 +33,7 @@ def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> 
                 {"checks": readiness or {}, "draining": lambda: node.draining},
             ),
             (r"/metrics", MetricsHandler, {"node": node}),
-            (r"/", RedirectHandler, {"url": "/static/index.html"}),
+            *page_routes(node),
         ],
         static_path=str(STATIC_DIR),
         static_handler_class=StaticFileHandler,

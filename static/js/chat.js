@@ -1,0 +1,293 @@
+// The chat demo: one room is one channel "<namespace>:<room>" on the official SDK.
+//
+// Messages are publications {type: "msg", name, text, ts}. Anonymous clients have
+// no user name on the server, so each page announces its name once per subscribe
+// with {type: "hello", name, again}; presence entries (client ids) are named from
+// those, or from the user id a connection token carries.
+// Recovery is the SDK's: a recoverable subscription resubscribes after a reconnect
+// from its last offset; when the server cannot give back what was missed, the page
+// says so and reloads the latest history instead.
+(() => {
+  'use strict';
+
+  const HISTORY_LIMIT = 50;
+  const NAME_MAX = 32;
+  const $ = (id) => document.getElementById(id);
+  const namespace = document.body.dataset.namespace || 'chat';
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token') || ''; // from `python run.py token USER`; '' is anonymous
+  const wsURL = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+
+  let client = null;
+  let sub = null;
+  let myName = '';
+  let announced = false; // said hello in this room already (later hellos are silent)
+  let everConnected = false;
+  let recovering = null; // {count} while recovered publications are being delivered
+  const myClients = new Set(); // our own client ids, one per connection
+  let currentClient = '';
+  const names = new Map(); // client id -> announced name
+  const present = new Map(); // client id -> ClientInfo
+  const shown = new Set(); // offsets rendered (current epoch)
+
+  // Status and notices ---------------------------------------------------------
+
+  function setStatus(state, text) {
+    const el = $('status');
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+
+  let noticeTimer = 0;
+  function notice(kind, text) {
+    const el = $('notice');
+    el.dataset.kind = kind;
+    el.textContent = text;
+    el.hidden = false;
+    clearTimeout(noticeTimer);
+    if (kind === 'info') noticeTimer = setTimeout(() => { el.hidden = true; }, 6000);
+  }
+
+  function cleanName(value) {
+    return String(value || '').trim().slice(0, NAME_MAX);
+  }
+
+  function nameOf(info) {
+    if (!info) return 'server';
+    return cleanName(info.user) || names.get(info.client) || `guest-${String(info.client).slice(0, 4)}`;
+  }
+
+  // Messages -------------------------------------------------------------------
+
+  function nearBottom(list) {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  }
+
+  function insert(li, offset) {
+    const list = $('messages');
+    const stick = nearBottom(list);
+    li.dataset.offset = offset ? String(offset) : '';
+    let before = null;
+    if (offset) {
+      for (const other of list.children) {
+        const o = Number(other.dataset.offset);
+        if (o && o > offset) { before = other; break; }
+      }
+    }
+    list.insertBefore(li, before);
+    if (stick || !before) list.scrollTop = list.scrollHeight;
+  }
+
+  function systemLine(text, offset) {
+    const li = document.createElement('li');
+    li.className = 'system';
+    li.textContent = text;
+    insert(li, offset);
+  }
+
+  function timeText(ms) {
+    const d = typeof ms === 'number' && Number.isFinite(ms) ? new Date(ms) : new Date();
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function render(pub) {
+    const data = pub.data;
+    if (!data || typeof data !== 'object') return;
+    if (pub.offset) {
+      if (shown.has(pub.offset)) return;
+      shown.add(pub.offset);
+    }
+    if (data.type === 'hello') {
+      const name = cleanName(data.name);
+      if (pub.info && name) names.set(pub.info.client, name);
+      if (!data.again) systemLine(`${name || nameOf(pub.info)} joined`, pub.offset);
+      renderPresence();
+      return;
+    }
+    if (data.type !== 'msg') return;
+    const li = document.createElement('li');
+    li.className = 'msg';
+    if (pub.info && myClients.has(pub.info.client)) li.classList.add('mine');
+    const who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = cleanName(data.name) || nameOf(pub.info);
+    const time = document.createElement('time');
+    time.textContent = timeText(data.ts);
+    const text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = String(data.text || '');
+    li.append(who, time, text);
+    insert(li, pub.offset);
+  }
+
+  function clearMessages() {
+    $('messages').replaceChildren();
+    shown.clear();
+  }
+
+  async function loadHistory() {
+    const result = await sub.history({ limit: HISTORY_LIMIT, reverse: true });
+    for (const pub of result.publications.slice().reverse()) render(pub);
+  }
+
+  // Presence -------------------------------------------------------------------
+
+  function renderPresence() {
+    const counts = new Map();
+    const mine = new Set();
+    for (const [id, info] of present) {
+      // Our earlier connections linger in presence until their entries expire on a
+      // server that died; they are us, not someone else.
+      if (myClients.has(id) && id !== currentClient) continue;
+      const name = nameOf(info);
+      counts.set(name, (counts.get(name) || 0) + 1);
+      if (myClients.has(id)) mine.add(name);
+    }
+    const items = [...counts.keys()].sort((a, b) => a.localeCompare(b)).map((name) => {
+      const li = document.createElement('li');
+      li.textContent = name + (counts.get(name) > 1 ? ` ×${counts.get(name)}` : '');
+      li.dataset.name = name;
+      if (mine.has(name)) li.classList.add('me');
+      return li;
+    });
+    $('presence').replaceChildren(...items);
+    $('count').textContent = String(counts.size);
+  }
+
+  async function loadPresence() {
+    try {
+      const result = await sub.presence();
+      present.clear();
+      for (const [id, info] of Object.entries(result.clients)) present.set(id, info);
+      renderPresence();
+    } catch (err) {
+      console.warn('presence unavailable:', err && err.message);
+    }
+  }
+
+  // Subscription events ----------------------------------------------------------
+
+  async function onSubscribed(ctx) {
+    setStatus('connected', 'online');
+    if (ctx.wasRecovering && !ctx.recovered) {
+      notice('warn', 'Reconnected, but the messages missed meanwhile could not be recovered; showing the latest history instead.');
+      clearMessages();
+      await loadHistory();
+    } else if (ctx.wasRecovering) {
+      // The recovered publications are delivered right after this event.
+      recovering = { count: 0 };
+      setTimeout(() => {
+        const n = recovering ? recovering.count : 0;
+        recovering = null;
+        notice('info', n ? `Reconnected and recovered ${n} missed message${n === 1 ? '' : 's'}.` : 'Reconnected; nothing was missed.');
+      }, 0);
+    } else {
+      clearMessages();
+      await loadHistory();
+    }
+    await loadPresence();
+    await sub.publish({ type: 'hello', name: myName, again: announced });
+    announced = true;
+  }
+
+  function onJoin(ctx) {
+    present.set(ctx.info.client, ctx.info);
+    renderPresence();
+  }
+
+  function onLeave(ctx) {
+    const name = nameOf(ctx.info);
+    present.delete(ctx.info.client);
+    const still = [...present.values()].some((info) => nameOf(info) === name);
+    if (!still) systemLine(`${name} left`, 0);
+    renderPresence();
+  }
+
+  function report(what) {
+    return (err) => {
+      console.warn(what, err);
+      notice('warn', `${what}: ${(err && err.message) || 'failed'}`);
+    };
+  }
+
+  // Joining and leaving ----------------------------------------------------------
+
+  function join(name, room) {
+    myName = name;
+    announced = false;
+    everConnected = false;
+    names.clear();
+    present.clear();
+    clearMessages();
+    $('room-title').textContent = `#${room}`;
+    $('join').hidden = true;
+    $('chat').hidden = false;
+    $('notice').hidden = true;
+
+    client = new Centrifuge(wsURL, { token, name: 'wsfan-chat', maxReconnectDelay: 5000 });
+    client.on('connecting', () => setStatus('connecting', everConnected ? 'reconnecting…' : 'connecting…'));
+    client.on('connected', (ctx) => {
+      everConnected = true;
+      myClients.add(ctx.client);
+      currentClient = ctx.client;
+      setStatus('connected', 'online');
+    });
+    client.on('disconnected', (ctx) => setStatus('disconnected', `offline: ${ctx.reason}`));
+    client.on('error', (ctx) => console.warn('connection:', ctx.error && ctx.error.message));
+
+    sub = client.newSubscription(`${namespace}:${room}`, { recoverable: true, positioned: true, joinLeave: true });
+    sub.on('subscribed', (ctx) => onSubscribed(ctx).catch(report('Could not load the room')));
+    sub.on('publication', (ctx) => {
+      if (recovering) recovering.count += 1;
+      render(ctx);
+    });
+    sub.on('join', onJoin);
+    sub.on('leave', onLeave);
+    sub.on('error', (ctx) => console.warn('subscription:', ctx.error && ctx.error.message));
+    sub.on('unsubscribed', (ctx) => {
+      if (ctx.code !== 0) notice('warn', `Left the room: ${ctx.reason}`);
+    });
+    sub.subscribe();
+    client.connect();
+  }
+
+  function leave() {
+    if (client) client.disconnect();
+    client = null;
+    sub = null;
+    history.replaceState(null, '', location.pathname + location.search);
+    $('chat').hidden = true;
+    $('join').hidden = false;
+    setStatus('idle', 'not connected');
+  }
+
+  function cleanRoom(value) {
+    return String(value || '').trim().replace(/[^A-Za-z0-9_.-]+/g, '-').slice(0, 64);
+  }
+
+  $('name').value = cleanName(localStorage.getItem('wsfan.name')) || `guest${Math.floor(Math.random() * 9000 + 1000)}`;
+  $('room').value = cleanRoom(decodeURIComponent(location.hash.slice(1))) || 'lobby';
+
+  $('join').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = cleanName($('name').value);
+    const room = cleanRoom($('room').value);
+    if (!name || !room) return;
+    localStorage.setItem('wsfan.name', name);
+    history.replaceState(null, '', `#${encodeURIComponent(room)}`);
+    join(name, room);
+    $('text').focus();
+  });
+
+  $('leave').addEventListener('click', leave);
+
+  $('send').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = $('text');
+    const text = input.value.trim();
+    if (!text || !sub) return;
+    sub.publish({ type: 'msg', name: myName, text, ts: Date.now() })
+      .then(() => { input.value = ''; })
+      .catch(report('Not sent'));
+  });
+})();

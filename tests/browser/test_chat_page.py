@@ -1,0 +1,127 @@
+"""The chat demo at /: messages, history, presence and recovery, in a real browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import (
+    PAGE_TIMEOUT_MS,
+    WS_CONNECT_FAILED,
+    base_url,
+    chat_message,
+    join_room,
+    protocol_client,
+    send,
+)
+from tests.processes import running
+
+expect = pytest.importorskip(
+    "playwright.sync_api", reason="browser tests need the playwright package"
+).expect
+
+# A page reconnects within its maxReconnectDelay (5 s) of the server coming back.
+RECONNECT_TIMEOUT_MS = 20_000 + PAGE_TIMEOUT_MS
+
+
+def texts(page):
+    return page.locator("#messages li.msg .text")
+
+
+def test_pages_on_two_instances_exchange_messages(cluster, open_page, screenshot):
+    alice = open_page(base_url(cluster[0]) + "/")
+    bob = open_page(base_url(cluster[1]) + "/")
+    join_room(alice, "alice", "exchange")
+    join_room(bob, "bob", "exchange")
+    send(alice, "hello from alice")
+    expect(texts(bob)).to_have_text(["hello from alice"])
+    send(bob, "hi alice")
+    expect(texts(alice)).to_have_text(["hello from alice", "hi alice"])
+    expect(alice.locator("#messages li.msg.mine .text")).to_have_text(["hello from alice"])
+    screenshot(alice, "alice")
+    screenshot(bob, "bob")
+
+
+def test_joining_a_room_shows_its_history(cluster, open_page, screenshot):
+    with protocol_client(cluster[1]) as other:
+        for i in range(3):
+            other.publish("chat:history", chat_message("carol", f"earlier {i}"))
+    page = open_page(base_url(cluster[0]) + "/#history")
+    join_room(page, "alice", "history")
+    expect(texts(page)).to_have_text(["earlier 0", "earlier 1", "earlier 2"])
+    expect(page.locator("#messages li.msg .who").first).to_have_text("carol")
+    screenshot(page, "history")
+
+
+def test_presence_and_join_leave_travel_between_pages(cluster, open_page, screenshot):
+    alice = open_page(base_url(cluster[0]) + "/")
+    bob = open_page(base_url(cluster[1]) + "/")
+    join_room(alice, "alice", "presence")
+    join_room(bob, "bob", "presence")
+    expect(alice.locator("#presence li")).to_have_text(["alice", "bob"])
+    expect(alice.locator("#messages li.system").last).to_have_text("bob joined")
+    screenshot(alice, "both-present")
+    bob.click("#leave")
+    expect(alice.locator("#presence li")).to_have_text(["alice"])
+    expect(alice.locator("#messages li.system").last).to_have_text("bob left")
+    expect(alice.locator("#count")).to_have_text("1")
+    screenshot(alice, "bob-left")
+
+
+def restart_while_others_publish(
+    cluster, env, tmp_path: Path, open_page, missed: list[str], room: str
+):
+    """A page joined on its own instance X; X is killed, `missed` is published through
+    another instance, X starts again on the same port. Returns (page, the new X)."""
+    with running(tmp_path, env, ("--workers", "1"), name="x-before") as x:
+        x.wait_ready()
+        page = open_page(base_url(x) + "/", allow_console=(WS_CONNECT_FAILED,))
+        join_room(page, "alice", room)
+        send(page, "before the restart")
+        expect(texts(page)).to_have_text(["before the restart"])
+        x.kill()
+        expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
+        with protocol_client(cluster[0]) as other:
+            for text in missed:
+                other.publish(f"chat:{room}", chat_message("bob", text))
+        port = x.port
+    return page, running(tmp_path, env, ("--workers", "1"), name="x-after", port=port)
+
+
+def test_page_recovers_what_was_published_while_its_server_restarted(
+    cluster, cluster_env, tmp_path, open_page, screenshot
+):
+    missed = ["missed 1", "missed 2", "missed 3"]
+    page, again = restart_while_others_publish(
+        cluster, cluster_env, tmp_path, open_page, missed, "restart"
+    )
+    with again as x:
+        x.wait_ready()
+        expect(page.locator("#status")).to_have_attribute(
+            "data-state", "connected", timeout=RECONNECT_TIMEOUT_MS
+        )
+        expect(texts(page)).to_have_text(["before the restart", *missed])
+        expect(page.locator("#notice")).to_have_attribute("data-kind", "info")
+        expect(page.locator("#notice")).to_have_text("Reconnected and recovered 3 missed messages.")
+        send(page, "after the restart")
+        expect(texts(page)).to_have_text(["before the restart", *missed, "after the restart"])
+        screenshot(page, "recovered")
+
+
+def test_page_says_when_it_could_not_recover_and_shows_the_latest_history(
+    cluster, cluster_env, tmp_path, open_page, screenshot
+):
+    # Recovery gives back at most 2 publications here; 5 are missed.
+    env = {**cluster_env, "WSFAN_CLIENT__RECOVERY_MAX_LIMIT": "2"}
+    missed = [f"missed {i}" for i in range(1, 6)]
+    page, again = restart_while_others_publish(
+        cluster, env, tmp_path, open_page, missed, "unrecoverable"
+    )
+    with again as x:
+        x.wait_ready()
+        notice = page.locator("#notice")
+        expect(notice).to_have_attribute("data-kind", "warn", timeout=RECONNECT_TIMEOUT_MS)
+        expect(notice).to_contain_text("could not be recovered")
+        expect(texts(page)).to_have_text(["before the restart", *missed])
+        screenshot(page, "not-recovered")
