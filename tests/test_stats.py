@@ -70,17 +70,17 @@ async def test_clients_may_subscribe_to_sys_stats_but_not_publish(client):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("encoding", [Encoding.JSON], ids=["json"])
-async def test_hub_counts_each_message_of_a_frame_in_and_each_message_queued_out(client, node):
+async def test_each_message_of_a_frame_is_counted_in_and_each_message_sent_out(client, node):
     c = await client()
-    before_in, before_out = node.hub.messages_in, node.hub.messages_out
+    before_in, before_out = node.metrics.messages_in, node.metrics.messages_out
     await c.send(
         {"id": 10, "subscribe": {"channel": "news"}},
         {"id": 11, "publish": {"channel": "news", "data": 1}},
     )
     await c.reply(11)
     await c.push("pub", "news")
-    assert node.hub.messages_in - before_in == 2
-    assert node.hub.messages_out - before_out == 4  # two replies, its own join, the publication
+    assert node.metrics.messages_in - before_in == 2
+    assert node.metrics.messages_out - before_out == 4  # two replies, its own join, the publication
 
 
 @pytest.mark.gen_test
