@@ -7,7 +7,8 @@ and what was expected; `run.py` turns that into exit code 2.
 
 Channel options (`[channels]` and `[namespaces]`) come from one file: the
 `--config` file when one is given, otherwise `config/default.toml`; a
-production file never inherits the demo's open namespaces. Environment
+production file never inherits the demo's open namespaces. The same holds for
+`api.keys`: the default file's key is for development only. Environment
 variables then adjust single keys.
 
 Environment: `REDIS_URL` and `MONGO_URL`, plus `WSFAN_<SECTION>__<KEY>` for any
@@ -124,6 +125,28 @@ class EmbeddedSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The server HTTP API (`POST /api/<method>`).
+
+    With no key configured (and no key store wired in) every request answers 401.
+    A `--config` file never inherits `keys` from config/default.toml, whose key is
+    for development only.
+    """
+
+    keys: tuple[str, ...] = ()
+    max_body_bytes: int = field(default=1048576, metadata=_range(64))
+    max_batch_commands: int = field(default=1000, metadata=_range(1))
+    max_broadcast_channels: int = field(default=1000, metadata=_range(1))
+    # A publish repeating an idempotency_key within this window is answered with
+    # the first one's result and not delivered again.
+    idempotency_window: float = field(default=300.0, metadata=_range(0.001))
+    # `channels` waits this long at most for every node's answer.
+    survey_timeout: float = field(default=3.0, metadata=_range(0.01))
+    # Nodes announce themselves this often; `info` forgets one silent for 3 intervals.
+    node_info_interval: float = field(default=3.0, metadata=_range(0.01))
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
 
@@ -136,6 +159,7 @@ _SECTIONS: dict[str, type] = {
     "redis": RedisSettings,
     "mongo": MongoSettings,
     "embedded": EmbeddedSettings,
+    "api": ApiSettings,
     "log": LogSettings,
 }
 
@@ -150,6 +174,7 @@ class Settings:
     redis: RedisSettings = RedisSettings()
     mongo: MongoSettings = MongoSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
@@ -164,9 +189,12 @@ class Settings:
         return _build({name: dict(v) for name, v in sections.items()}, base=self)
 
 
-def _describe(kind: type, meta: Mapping[str, Any]) -> str:
+_STRINGS = tuple[str, ...]
+
+
+def _describe(kind: Any, meta: Mapping[str, Any]) -> str:
     names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
-    text = names[kind]
+    text = "a list of strings" if kind == _STRINGS else names[kind]
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi = meta.get("min"), meta.get("max")
@@ -183,7 +211,26 @@ class _EnvText(str):
     parsed: Any
 
 
-def _value(path: str, kind: type, meta: Mapping[str, Any], value: Any) -> Any:
+def _strings(value: Any) -> Any:
+    """A list of strings as a tuple; an environment text may list them with commas."""
+    if isinstance(value, _EnvText):
+        parsed = value.parsed
+        if isinstance(parsed, list):
+            value = parsed
+        else:
+            text = parsed if isinstance(parsed, str) else str(value)
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
+def _value(path: str, kind: Any, meta: Mapping[str, Any], value: Any) -> Any:
+    if kind == _STRINGS:
+        strings = _strings(value)
+        if strings is None:
+            raise ConfigError(f"{path}: expected {_describe(kind, meta)}, got {value!r}")
+        return strings
     if isinstance(value, _EnvText):
         text, parsed = str(value), value.parsed
         value = (parsed if isinstance(parsed, str) else text) if kind is str else parsed
@@ -293,7 +340,12 @@ def load_settings(
         settings = _build(_read_toml(defaults_file), settings)
     if config_file is not None:
         layer = _read_toml(Path(config_file))
-        settings = replace(settings, channels=ChannelOptions(), namespaces=MappingProxyType({}))
+        settings = replace(
+            settings,
+            channels=ChannelOptions(),
+            namespaces=MappingProxyType({}),
+            api=replace(settings.api, keys=()),  # the default file's key is for development
+        )
         settings = _build(layer, settings)
     settings = _build(_env_layer(os.environ if env is None else env), settings)
     if flags:
