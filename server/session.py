@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -99,6 +100,7 @@ class _Subscription:
 
 class Session:
     __slots__ = (
+        "_expire_handle",
         "_flush_scheduled",
         "_loop",
         "_out",
@@ -135,6 +137,7 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
+        self._expire_handle: asyncio.TimerHandle | None = None
         self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
             node.settings.client.stale_timeout, self._on_stale
         )
@@ -235,8 +238,20 @@ class Session:
             raise ReplyError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(self._subs) >= self.node.settings.client.max_channels:
             raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
+        await self._start_subscription(channel, options, request, command.id)
+
+    async def _start_subscription(
+        self,
+        channel: str,
+        options: ChannelOptions,
+        request: SubscribeRequest,
+        cmd_id: int,
+        chan_info: Any = None,
+    ) -> bool:
+        """Subscribe, then answer `cmd_id` (or, for 0, push a server-side subscribe);
+        False when the session closed or the subscription ended meanwhile."""
         sub = self._subs[channel] = _Subscription(
-            options, ClientInfo(self.user, self.client_id, self.conn_info)
+            options, ClientInfo(self.user, self.client_id, self.conn_info, chan_info)
         )
         try:
             await self.node.add_subscriber(channel, self)
@@ -249,13 +264,53 @@ class Session:
                 await self.node.remove_subscriber(channel, self)
             raise
         if self.state is State.CLOSED or self._subs.get(channel) is not sub:
-            return
-        self._send_message(reply(command.id, "subscribe", result))
+            return False
+        if cmd_id:
+            self._send_message(reply(cmd_id, "subscribe", result))
+        else:
+            self._push_server_subscribe(channel, result, request.data)
         pending, sub.pending = sub.pending or [], None
         for pub, data in pending:
             self.deliver_publication(channel, pub, data)
         if options.join_leave:
             await self.node.broker.publish_join(channel, sub.info)
+        return True
+
+    def _push_server_subscribe(self, channel: str, result: dict[str, Any], data: Any) -> None:
+        """A subscribe push, then the recovered publications as publication pushes."""
+        body = {k: v for k, v in result.items() if k in ("recoverable", "epoch", "offset")}
+        if body.get("recoverable"):
+            body["positioned"] = True
+        if data is not None:
+            body["data"] = data
+        self._send_message(push(channel, "subscribe", body))
+        for pub in result.get("publications", ()):
+            self._send_message(push(channel, "pub", pub))
+
+    async def server_subscribe(
+        self,
+        channel: str,
+        chan_info: Any = None,
+        data: Any = None,
+        recover_since: StreamPosition | None = None,
+    ) -> bool:
+        """Subscribe from the server side (the server API): the client gets a
+        subscribe push (with `data`), then the publications after `recover_since`
+        where the channel keeps them. False if not connected or already subscribed;
+        channel permissions and the channel limit do not apply."""
+        if self.state is not State.CONNECTED or channel in self._subs:
+            return False
+        options = self.node.channel_options(channel)
+        request = SubscribeRequest(channel, data=data)
+        if recover_since is not None:
+            request = SubscribeRequest(
+                channel,
+                recover=True,
+                offset=recover_since.offset,
+                epoch=recover_since.epoch,
+                data=data,
+            )
+        return await self._start_subscription(channel, options, request, 0, chan_info)
 
     async def _subscribe_result(
         self, channel: str, request: SubscribeRequest, sub: _Subscription
@@ -487,6 +542,27 @@ class Session:
         self._pong_handle = None
         self.disconnect(Disconnect(DisconnectCode.NO_PONG))
 
+    def server_refresh(self, expired: bool = False, expire_at: float | None = None) -> None:
+        """The server API's refresh: `expired` closes now with 3005; `expire_at`
+        (Unix seconds) closes with 3005 then unless refreshed again; neither
+        means the connection no longer expires."""
+        if self.state is not State.CONNECTED:
+            return
+        self._cancel(self._expire_handle)
+        self._expire_handle = None
+        if expire_at is not None:
+            delay = expire_at - time.time()
+            if delay > 0:
+                self._expire_handle = self._loop.call_later(delay, self._on_expired)
+            else:
+                expired = True
+        if expired:
+            self.disconnect(Disconnect(DisconnectCode.EXPIRED))
+
+    def _on_expired(self) -> None:
+        self._expire_handle = None
+        self.disconnect(Disconnect(DisconnectCode.EXPIRED))
+
     @staticmethod
     def _cancel(handle: asyncio.TimerHandle | None) -> None:
         if handle is not None:
@@ -517,9 +593,15 @@ class Session:
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
         self._out = []
-        for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
+        for handle in (
+            self._stale_handle,
+            self._ping_handle,
+            self._pong_handle,
+            self._expire_handle,
+        ):
             self._cancel(handle)
         self._stale_handle = self._ping_handle = self._pong_handle = None
+        self._expire_handle = None
         subs, self._subs = self._subs, {}
         if was_connected:
             self.node.remove_session(self)
