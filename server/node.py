@@ -335,9 +335,12 @@ class Node:
             since = params.get("recover_since")
             position = None if since is None else StreamPosition(since[0], since[1])
             for session in sessions:
-                await session.server_subscribe(
-                    params["channel"], params.get("info"), params.get("data"), position
-                )
+                try:
+                    await session.server_subscribe(
+                        params["channel"], params.get("info"), params.get("data"), position
+                    )
+                except Exception as exc:  # one connection's failure is not the others'
+                    log.warning("server subscribe of %s failed: %s", session.client_id, exc)
         elif name == "disconnect":
             keep = set(params.get("whitelist") or ())
             reason = Disconnect(params["code"], params["reason"])

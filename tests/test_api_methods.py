@@ -251,6 +251,19 @@ async def test_subscribe_of_a_user_reaches_every_connection_of_theirs_only(
 
 
 @pytest.mark.gen_test
+async def test_subscribe_of_a_connection_already_in_the_channel_changes_nothing(
+    api: ApiCaller, open_client: Opener
+) -> None:
+    c = await subscribed(open_client, "news")
+    await c.result("subscribe", {"channel": "marker"})
+    await api.result("subscribe", {"user": "", "client": c.client_id, "channel": "news"})
+    await api.result("publish", {"channel": "news", "data": 1})
+    await api.result("publish", {"channel": "marker", "data": 2})
+    assert [(await c.push("pub"))["channel"] for _ in range(2)] == ["news", "marker"]
+    assert not any("subscribe" in p for p in c.pushes)
+
+
+@pytest.mark.gen_test
 async def test_subscribe_to_an_unknown_namespace_answers_102(api: ApiCaller) -> None:
     error = await api.error("subscribe", {"user": "u", "channel": "nope:a"})
     assert error["code"] == 102
