@@ -31,7 +31,7 @@ from server.cluster import Cluster
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
-from server.protocol import ClientInfo, Publication, StreamPosition
+from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 
 if TYPE_CHECKING:
     from server.session import Session
@@ -283,6 +283,22 @@ class Node:
         options = self.channel_options(channel)
         with _broker_failure("history of", channel):
             return await self.broker.history(channel, query, self.history_options(options))
+
+    async def history_reply(self, request: HistoryRequest) -> dict[str, Any]:
+        """The answer to a history request (a client's or the server API's): at most
+        `client.history_max_limit` publications; error 108 where none are kept."""
+        if self.channel_options(request.channel).history_size <= 0:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
+        most = self.settings.client.history_max_limit
+        limit = most if request.limit < 0 else min(request.limit, most)
+        history = await self.history(
+            request.channel, HistoryQuery(request.since, limit, request.reverse)
+        )
+        return {
+            "publications": [p.to_dict() for p in history.publications],
+            "epoch": history.position.epoch,
+            "offset": history.position.offset,
+        }
 
     async def remove_history(self, channel: str) -> None:
         self.channel_options(channel)

@@ -421,18 +421,7 @@ class Session:
         request: HistoryRequest = self._parse(HistoryRequest, command)
         options = self._channel(request.channel)
         self._check_allowed(options, options.allow_history)
-        if options.history_size <= 0:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
-        most = self.node.settings.client.history_max_limit
-        limit = most if request.limit < 0 else min(request.limit, most)
-        history = await self.node.history(
-            request.channel, HistoryQuery(request.since, limit, request.reverse)
-        )
-        return {
-            "publications": [p.to_dict() for p in history.publications],
-            "epoch": history.position.epoch,
-            "offset": history.position.offset,
-        }
+        return await self.node.history_reply(request)
 
     def _presence_channel(self, channel: str) -> None:
         options = self._channel(channel)

@@ -32,7 +32,6 @@ from server.api.requests import (
     bad_request,
     parse,
 )
-from server.broker.base import HistoryQuery
 from server.config import ChannelOptions
 from server.errors import ErrorCode, ReplyError
 from server.protocol import validate_channel
@@ -215,18 +214,8 @@ class ApiExecutor:
 
     async def history(self, params: Any) -> Result:
         request: HistoryRequest = self._parse(HistoryRequest, params)
-        if self._channel(request.channel).history_size <= 0:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
-        most = self.node.settings.client.history_max_limit
-        limit = most if request.limit < 0 else min(request.limit, most)
-        history = await self.node.history(
-            request.channel, HistoryQuery(request.since, limit, request.reverse)
-        )
-        return {
-            "publications": [p.to_dict() for p in history.publications],
-            "offset": history.position.offset,
-            "epoch": history.position.epoch,
-        }
+        self._channel(request.channel)
+        return await self.node.history_reply(request)
 
     async def history_remove(self, params: Any) -> Result:
         request: ChannelRequest = self._parse(ChannelRequest, params)
