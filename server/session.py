@@ -301,15 +301,14 @@ class Session:
         if self.state is not State.CONNECTED or channel in self._subs:
             return False
         options = self.node.channel_options(channel)
-        request = SubscribeRequest(channel, data=data)
-        if recover_since is not None:
-            request = SubscribeRequest(
-                channel,
-                recover=True,
-                offset=recover_since.offset,
-                epoch=recover_since.epoch,
-                data=data,
-            )
+        since = recover_since or StreamPosition(0, "")
+        request = SubscribeRequest(
+            channel,
+            recover=recover_since is not None,
+            offset=since.offset,
+            epoch=since.epoch,
+            data=data,
+        )
         return await self._start_subscription(channel, options, request, 0, chan_info)
 
     async def _subscribe_result(
