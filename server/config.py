@@ -7,7 +7,8 @@ and what was expected; `run.py` turns that into exit code 2.
 
 Channel options (`[channels]` and `[namespaces]`) come from one file: the
 `--config` file when one is given, otherwise `config/default.toml`; a
-production file never inherits the demo's open namespaces. Environment
+production file never inherits the demo's open namespaces. The same holds for
+`api.keys`: the default file's key is for development only. Environment
 variables then adjust single keys.
 
 Environment: `REDIS_URL` and `MONGO_URL`, plus `WSFAN_<SECTION>__<KEY>` for any
@@ -198,6 +199,28 @@ class StatsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The server HTTP API (`POST /api/<method>`).
+
+    With no key configured (and no key store wired in) every request answers 401.
+    A `--config` file never inherits `keys` from config/default.toml, whose key is
+    for development only.
+    """
+
+    keys: tuple[str, ...] = ()
+    max_body_bytes: int = field(default=1048576, metadata=_range(64))
+    max_batch_commands: int = field(default=1000, metadata=_range(1))
+    max_broadcast_channels: int = field(default=1000, metadata=_range(1))
+    # A publish repeating an idempotency_key within this window is answered with
+    # the first one's result and not delivered again.
+    idempotency_window: float = field(default=300.0, metadata=_range(0.001))
+    # `channels` waits this long at most for every node's answer.
+    survey_timeout: float = field(default=3.0, metadata=_range(0.01))
+    # Nodes announce themselves this often; `info` forgets one silent for 3 intervals.
+    node_info_interval: float = field(default=3.0, metadata=_range(0.01))
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
 
@@ -213,6 +236,7 @@ _SECTIONS: dict[str, type] = {
     "embedded": EmbeddedSettings,
     "auth": AuthSettings,
     "stats": StatsSettings,
+    "api": ApiSettings,
     "log": LogSettings,
 }
 
@@ -230,6 +254,7 @@ class Settings:
     embedded: EmbeddedSettings = EmbeddedSettings()
     auth: AuthSettings = AuthSettings()
     stats: StatsSettings = StatsSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
@@ -398,7 +423,12 @@ def load_settings(
         settings = _build(_read_toml(defaults_file), settings)
     if config_file is not None:
         layer = _read_toml(Path(config_file))
-        settings = replace(settings, channels=ChannelOptions(), namespaces=MappingProxyType({}))
+        settings = replace(
+            settings,
+            channels=ChannelOptions(),
+            namespaces=MappingProxyType({}),
+            api=replace(settings.api, keys=()),  # the default file's key is for development
+        )
         settings = _build(layer, settings)
     settings = _build(_env_layer(os.environ if env is None else env), settings)
     if flags:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
+    "CUSTOM_DISCONNECT_CODES",
     "Disconnect",
     "DisconnectCode",
     "ErrorCode",
@@ -96,7 +97,7 @@ class DisconnectCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
 
 
-_DISCONNECT_REASONS = {
+_DISCONNECT_REASONS: dict[int, str] = {
     DisconnectCode.SHUTDOWN: "shutdown",
     DisconnectCode.INTERNAL: "internal server error",
     DisconnectCode.EXPIRED: "connection expired",
@@ -116,15 +117,30 @@ _DISCONNECT_REASONS = {
 }
 
 
-class Disconnect(Exception):
-    """Ends the connection with a close frame carrying `code` and `reason`."""
+CUSTOM_DISCONNECT_CODES = range(3000, 5000)
+"""Codes an application may choose (the server API's disconnect): the SDKs reconnect
+after 3000-3499 and 4000-4499, not after 3500-3999 and 4500-4999."""
 
-    def __init__(self, code: DisconnectCode, reason: str | None = None):
-        self.code = DisconnectCode(code)
-        self.reason = reason or _DISCONNECT_REASONS[self.code]
+
+class Disconnect(Exception):
+    """Ends the connection with a close frame carrying `code` and `reason`.
+
+    `code` is a `DisconnectCode`, or any other code in `CUSTOM_DISCONNECT_CODES`
+    (kept as a plain int); anything else raises ValueError.
+    """
+
+    def __init__(self, code: DisconnectCode | int, reason: str | None = None):
+        self.code: DisconnectCode | int
+        if code in DisconnectCode._value2member_map_:
+            self.code = DisconnectCode(code)
+        elif code in CUSTOM_DISCONNECT_CODES:
+            self.code = int(code)
+        else:
+            raise ValueError(f"{code!r} is not a disconnect code")
+        self.reason = reason or _DISCONNECT_REASONS.get(self.code, "disconnect")
         super().__init__(f"{int(self.code)}: {self.reason}")
 
     @property
     def reconnect(self) -> bool:
         """Whether the official SDKs will reconnect after this close code."""
-        return 3000 <= self.code < 3500
+        return 3000 <= self.code < 3500 or 4000 <= self.code < 4500

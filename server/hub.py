@@ -95,6 +95,9 @@ class Hub(Generic[S]):
     def has_subscribers(self, channel: str) -> bool:
         return channel in self._channels
 
+    def num_subscribers(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
     # Fan-out -----------------------------------------------------------------
 
     def broadcast_publication(self, channel: str, pub: Publication) -> int:

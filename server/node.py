@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
+from server.api.pattern import compile_pattern
 from server.auth.tokens import TokenVerifier
 from server.broker import create_broker
 from server.broker.base import (
@@ -27,11 +29,12 @@ from server.broker.base import (
     PresenceManager,
 )
 from server.broker.memory import MemoryBroker, MemoryPresence
+from server.cluster import Cluster
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
 from server.metrics import Metrics
-from server.protocol import ClientInfo, Publication, StreamPosition
+from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 
 if TYPE_CHECKING:
     from server.durable import Durable
@@ -87,6 +90,15 @@ class Node:
         self._started = False
         self.metrics = Metrics()
         self.draining = False  # set when shutdown begins: /readyz answers 503
+        self._started_at = time.monotonic()
+        self.cluster = Cluster(
+            self.broker,
+            settings.api.node_info_interval,
+            self.info,
+            self._on_command,
+            {"channels": self._channels_answer},
+            self.spawn,
+        )
 
     # Life cycle --------------------------------------------------------------
 
@@ -96,6 +108,8 @@ class Node:
             if self.durable is not None:
                 await self.durable.start()
             self._started = True
+            self._started_at = time.monotonic()
+            await self.cluster.start()
             if self.presence.ttl is not None:
                 self._refresher = self.spawn(self._refresh_presence())
 
@@ -106,6 +120,7 @@ class Node:
         if self._refresher is not None:
             self._refresher.cancel()
             self._refresher = None
+        await self.cluster.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.durable is not None:
@@ -140,6 +155,9 @@ class Node:
     def handle_broker_reconnect(self) -> None:
         self.metrics.broker_reconnects.inc()
         self.spawn(self._check_positions())
+
+    def handle_control(self, data: bytes) -> None:
+        self.cluster.handle(data)
 
     async def _check_positions(self, attempts: int = 5) -> None:
         """After the broker was cut off, subscribers that missed publications of a
@@ -232,16 +250,26 @@ class Node:
         data: Any,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str | None = None,
     ) -> StreamPosition:
+        """Publish through the broker (see `Broker.publish` for `idempotency_key`)."""
         options = self.channel_options(channel)
+        history = HistoryOptions(0) if skip_history else self.history_options(options)
         with (
             _broker_failure("publish to", channel),
             self.metrics.timed(self.metrics.broker_publish),
         ):
             position = await self.broker.publish(
-                channel, data, self.history_options(options), info, tags
+                channel,
+                data,
+                history,
+                info,
+                tags,
+                idempotency_key=idempotency_key,
+                idempotency_window=self.settings.api.idempotency_window,
             )
-        if options.persist and self.durable is not None:
+        if options.persist and self.durable is not None and position.offset:
             self.durable.record(channel, options, position, data, info, tags)
         return position
 
@@ -303,6 +331,36 @@ class Node:
             log.warning("storing the state of %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
 
+    async def history_reply(self, request: HistoryRequest) -> dict[str, Any]:
+        """The answer to a history request (a client's or the server API's): at most
+        `client.history_max_limit` publications; error 108 where none are kept."""
+        if self.channel_options(request.channel).history_size <= 0:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
+        most = self.settings.client.history_max_limit
+        limit = most if request.limit < 0 else min(request.limit, most)
+        history = await self.history(
+            request.channel, HistoryQuery(request.since, limit, request.reverse)
+        )
+        return {
+            "publications": [p.to_dict() for p in history.publications],
+            "epoch": history.position.epoch,
+            "offset": history.position.offset,
+        }
+
+    async def remove_history(self, channel: str) -> None:
+        self.channel_options(channel)
+        with _broker_failure("remove history of", channel):
+            await self.broker.remove_history(channel)
+
+    def _sessions_of(self, user: str | None, client_id: str | None) -> list[Session]:
+        """This node's sessions of `user`, or its one session `client_id` (of `user`)."""
+        if client_id:
+            found = self.hub.session(client_id)
+            return [found] if found is not None and user in (None, found.user) else []
+        if user is not None:
+            return self.hub.user_sessions(user)
+        return []
+
     async def unsubscribe(
         self, channel: str, user: str | None = None, client_id: str | None = None
     ) -> int:
@@ -311,17 +369,86 @@ class Node:
         Each gets an unsubscribe push (code 2000) and stops receiving the channel;
         returns how many were subscribed.
         """
-        if client_id is not None:
-            found = self.hub.session(client_id)
-            sessions = [found] if found is not None and user in (None, found.user) else []
-        elif user is not None:
-            sessions = self.hub.user_sessions(user)
-        else:
-            sessions = []
         done = 0
-        for session in sessions:
+        for session in self._sessions_of(user, client_id):
             done += await session.server_unsubscribe(channel)
         return done
+
+    # Across the cluster --------------------------------------------------------
+
+    async def command(self, name: str, params: dict[str, Any]) -> None:
+        """Run a user command on every node (see `_run_command`); error 100 if the
+        broker cannot carry it."""
+        with _broker_failure("command", name):
+            await self.cluster.command(name, params)
+
+    def _on_command(self, name: str, params: dict[str, Any]) -> None:
+        self.spawn(self._run_command(name, params))
+
+    async def _run_command(self, name: str, params: dict[str, Any]) -> None:
+        """One node's share of a server API call aimed at users or clients."""
+        client = params.get("client") or None
+        user = params.get("user", "")
+        # With a client, an empty user means any user (it names the connection).
+        sessions = self._sessions_of((user or None) if client else user, client)
+        if name == "unsubscribe":
+            for session in sessions:
+                await session.server_unsubscribe(params["channel"])
+        elif name == "subscribe":
+            since = params.get("recover_since")
+            position = None if since is None else StreamPosition(since[0], since[1])
+            for session in sessions:
+                try:
+                    await session.server_subscribe(
+                        params["channel"], params.get("info"), params.get("data"), position
+                    )
+                except Exception as exc:  # one connection's failure is not the others'
+                    log.warning("server subscribe of %s failed: %s", session.client_id, exc)
+        elif name == "disconnect":
+            keep = set(params.get("whitelist") or ())
+            reason = Disconnect(params["code"], params["reason"])
+            for session in sessions:
+                if session.client_id not in keep:
+                    session.disconnect(reason)
+        elif name == "refresh":
+            for session in sessions:
+                session.server_refresh(params.get("expired", False), params.get("expire_at"))
+        else:
+            log.warning("unknown cluster command %r", name)
+
+    async def channels(self, pattern: str = "") -> dict[str, int]:
+        """Channels with subscribers on any node (matching `pattern`), with their
+        number of subscribers; nodes that do not answer in time are left out."""
+        with _broker_failure("survey", "channels"):
+            answers = await self.cluster.survey(
+                "channels", {"pattern": pattern}, self.settings.api.survey_timeout
+            )
+        total: dict[str, int] = {}
+        for answer in answers.values():
+            for channel, count in (answer or {}).items():
+                total[channel] = total.get(channel, 0) + int(count)
+        return total
+
+    def _channels_answer(self, params: dict[str, Any]) -> dict[str, int]:
+        pattern = str(params.get("pattern") or "")
+        matcher = compile_pattern(pattern) if pattern else None
+        return {
+            channel: self.hub.num_subscribers(channel)
+            for channel in self.hub.channels()
+            if matcher is None or matcher.fullmatch(channel)
+        }
+
+    def info(self) -> dict[str, Any]:
+        """What this node tells the cluster about itself."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "uptime": int(time.monotonic() - self._started_at),
+            "num_clients": self.hub.num_clients,
+            "num_users": self.hub.num_users,
+            "num_subs": self.hub.num_subscriptions,
+            "num_channels": self.hub.num_channels,
+        }
 
     # Sessions ----------------------------------------------------------------
 

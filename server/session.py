@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -351,6 +352,7 @@ class Session:
         options: ChannelOptions,
         request: SubscribeRequest,
         claims: SubscriptionClaims | None = None,
+        chan_info: Any = None,
     ) -> tuple[_Subscription, dict[str, Any]] | None:
         """Register, read the position (recovering if asked) and add presence.
 
@@ -358,7 +360,8 @@ class Session:
         subscription ended meanwhile. Live publications are held back until
         `_finish_subscription`, which must follow once the reply is queued.
         """
-        chan_info = claims.info if claims is not None else None
+        if claims is not None:
+            chan_info = claims.info
         sub = self._subs[channel] = _Subscription(
             options, ClientInfo(self.user, self.client_id, self.conn_info, chan_info)
         )
@@ -389,6 +392,47 @@ class Session:
             self.deliver_publication(channel, pub, data)
         if sub.options.join_leave:
             await self.node.broker.publish_join(channel, sub.info)
+
+    def _push_server_subscribe(self, channel: str, result: dict[str, Any], data: Any) -> None:
+        """A subscribe push, then the recovered publications as publication pushes."""
+        body = {k: v for k, v in result.items() if k in ("recoverable", "epoch", "offset")}
+        if body.get("recoverable"):
+            body["positioned"] = True
+        if data is not None:
+            body["data"] = data
+        self._send_message(push(channel, "subscribe", body))
+        for pub in result.get("publications", ()):
+            self._send_message(push(channel, "pub", pub))
+
+    async def server_subscribe(
+        self,
+        channel: str,
+        chan_info: Any = None,
+        data: Any = None,
+        recover_since: StreamPosition | None = None,
+    ) -> bool:
+        """Subscribe from the server side (the server API): the client gets a
+        subscribe push (with `data`), then the publications after `recover_since`
+        where the channel keeps them. False if not connected or already subscribed;
+        channel permissions and the channel limit do not apply."""
+        if self.state is not State.CONNECTED or channel in self._subs:
+            return False
+        options = self.node.channel_options(channel)
+        since = recover_since or StreamPosition(0, "")
+        request = SubscribeRequest(
+            channel,
+            recover=recover_since is not None,
+            offset=since.offset,
+            epoch=since.epoch,
+            data=data,
+        )
+        done = await self._start_subscription(channel, options, request, chan_info=chan_info)
+        if done is None:
+            return False
+        sub, result = done
+        self._push_server_subscribe(channel, result, request.data)
+        await self._finish_subscription(channel, sub)
+        return True
 
     def _expire_subscription(
         self, channel: str, sub: _Subscription, expires_at: int | None
@@ -518,18 +562,7 @@ class Session:
         request: HistoryRequest = self._parse(HistoryRequest, command)
         options = self._channel(request.channel)
         self._check_allowed(request.channel, options, options.allow_history)
-        if options.history_size <= 0:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
-        most = self.node.settings.client.history_max_limit
-        limit = most if request.limit < 0 else min(request.limit, most)
-        history = await self.node.history(
-            request.channel, HistoryQuery(request.since, limit, request.reverse)
-        )
-        return {
-            "publications": [p.to_dict() for p in history.publications],
-            "epoch": history.position.epoch,
-            "offset": history.position.offset,
-        }
+        return await self.node.history_reply(request)
 
     def _presence_channel(self, channel: str) -> None:
         options = self._channel(channel)
@@ -680,6 +713,17 @@ class Session:
         self._pong_handle = None
         self.disconnect(Disconnect(DisconnectCode.NO_PONG))
 
+    def server_refresh(self, expired: bool = False, expire_at: float | None = None) -> None:
+        """The server API's refresh: `expired` closes now with 3005; `expire_at`
+        (Unix seconds) closes with 3005 then (after `auth.expired_close_delay`)
+        unless refreshed again; neither means the connection no longer expires."""
+        if self.state is not State.CONNECTED:
+            return
+        if expired or (expire_at is not None and expire_at <= time.time()):
+            self.disconnect(Disconnect(DisconnectCode.EXPIRED))
+            return
+        self._expiry.set(None if expire_at is None else int(expire_at))
+
     @staticmethod
     def _cancel(handle: asyncio.TimerHandle | None) -> None:
         if handle is not None:
@@ -714,7 +758,11 @@ class Session:
         self.state = State.CLOSED
         self.node.metrics.connection_closed()
         self._out = []
-        for handle in (self._stale_handle, self._ping_handle, self._pong_handle):
+        for handle in (
+            self._stale_handle,
+            self._ping_handle,
+            self._pong_handle,
+        ):
             self._cancel(handle)
         self._stale_handle = self._ping_handle = self._pong_handle = None
         self._expiry.cancel()

@@ -62,6 +62,7 @@ class RecordingHandler:
         self.publications: list[tuple[str, Publication]] = []
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
+        self.controls: list[bytes] = []
         self.reconnects = 0
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
@@ -75,6 +76,9 @@ class RecordingHandler:
 
     def handle_broker_reconnect(self) -> None:
         self.reconnects += 1
+
+    def handle_control(self, data: bytes) -> None:
+        self.controls.append(data)
 
     def data(self, channel: str) -> list[Any]:
         return [p.data for c, p in self.publications if c == channel]
@@ -632,3 +636,91 @@ async def test_presence_returns_a_copy_the_caller_may_change(presence: PresenceM
     snapshot = await presence.presence("a")
     snapshot.clear()
     assert await presence.presence("a") == {"c1": ALICE}
+
+
+# ---------------------------------------------------------------------------
+# Idempotent publishing
+
+
+@pytest.mark.gen_test
+async def test_a_repeated_idempotency_key_returns_the_first_position(broker: Broker) -> None:
+    first = await broker.publish("a", "x", KEEP, idempotency_key="k")
+    again = await broker.publish("a", "y", KEEP, idempotency_key="k")
+    assert again == first
+
+
+@pytest.mark.gen_test
+async def test_a_repeated_idempotency_key_is_neither_delivered_nor_kept(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await broker.publish("a", "x", KEEP, idempotency_key="k")
+    await broker.publish("a", "y", KEEP, idempotency_key="k")
+    await broker.publish("a", "end", KEEP)
+    await handler.wait_for(lambda: len(handler.publications) >= 2)
+    assert handler.data("a") == ["x", "end"]
+    assert await offsets(broker, "a", HistoryQuery(limit=-1)) == [1, 2]
+
+
+@pytest.mark.gen_test
+async def test_idempotency_keys_are_per_channel(broker: Broker) -> None:
+    await broker.publish("a", "x", KEEP, idempotency_key="k")
+    assert (await broker.publish("b", "x", KEEP, idempotency_key="k")).offset == 1
+    assert (await broker.publish("a", "x", KEEP, idempotency_key="other")).offset == 2
+
+
+@pytest.mark.gen_test
+async def test_a_repeated_idempotency_key_without_history_is_not_delivered(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    assert await broker.publish("a", "x", NO_HISTORY, idempotency_key="k") == StreamPosition(0, "")
+    assert await broker.publish("a", "y", NO_HISTORY, idempotency_key="k") == StreamPosition(0, "")
+    await broker.publish("a", "end", NO_HISTORY)
+    await handler.wait_for(lambda: len(handler.publications) >= 2)
+    assert handler.data("a") == ["x", "end"]
+
+
+@pytest.mark.gen_test
+async def test_an_idempotency_key_publishes_again_after_its_window(
+    broker: Broker, clock: Clock
+) -> None:
+    await broker.publish("a", "x", KEEP, idempotency_key="k", idempotency_window=0.3)
+    await clock.advance(0.5)
+    again = await broker.publish("a", "x", KEEP, idempotency_key="k", idempotency_window=0.3)
+    assert again.offset == 2
+
+
+@pytest.mark.gen_test
+async def test_concurrent_publishes_with_one_idempotency_key_publish_once(broker: Broker) -> None:
+    positions = await asyncio.gather(
+        *(broker.publish("a", i, KEEP, idempotency_key="k") for i in range(20))
+    )
+    assert {p.offset for p in positions} == {1}
+    assert await offsets(broker, "a", HistoryQuery(limit=-1)) == [1]
+
+
+# ---------------------------------------------------------------------------
+# Control stream
+
+
+@pytest.mark.gen_test
+async def test_control_messages_reach_the_sender_in_order(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    for i in range(5):
+        await broker.publish_control(b"m%d" % i)
+    await handler.wait_for(lambda: len(handler.controls) == 5)
+    assert handler.controls == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
+@pytest.mark.gen_test
+async def test_control_messages_need_no_channel_subscription(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await broker.unsubscribe(["a"])
+    await broker.publish_control(b"\x00binary\xff")
+    await handler.wait_for(lambda: len(handler.controls) == 1)
+    assert handler.controls == [b"\x00binary\xff"]
+    assert handler.publications == []

@@ -45,8 +45,9 @@ async def subscribe_calls(redis: Redis) -> int:
 async def test_a_burst_of_subscribes_goes_out_as_one_subscribe_command(
     broker: RedisBroker, inspector: Redis
 ):
+    before = await subscribe_calls(inspector)  # the control stream's, at start
     await asyncio.gather(*(broker.subscribe([f"ch{i}"]) for i in range(100)))
-    assert await subscribe_calls(inspector) == 1
+    assert await subscribe_calls(inspector) == before + 1
     assert len(await inspector.pubsub_channels("rb.pub.*")) == 100
 
 
@@ -82,6 +83,43 @@ async def test_history_list_is_trimmed_to_the_history_size(broker: RedisBroker, 
         await broker.publish("news", i, KEEP)
     assert await inspector.llen("rb.stream.{news}") == 3
     assert await inspector.hget("rb.meta.{news}", "s") == b"5"
+
+
+@pytest.mark.gen_test
+async def test_an_idempotency_key_lives_in_the_channels_hash_slot_for_its_window(
+    broker: RedisBroker, inspector: Redis
+):
+    await broker.publish("chat:1", "x", KEEP, idempotency_key="k", idempotency_window=60.0)
+    key = b"rb.idempotency.{chat:1}.k"
+    assert key_slot(key) == key_slot(b"rb.meta.{chat:1}")
+    assert 59_000 < await inspector.pttl(key) <= 60_000
+
+
+@pytest.mark.gen_test
+async def test_control_messages_reach_every_broker_of_the_prefix_and_no_other(
+    embedded_redis: EmbeddedServer, broker: RedisBroker
+):
+    others = [RedisBroker(redis_client(embedded_redis.url), p) for p in ("rb", "rb", "elsewhere")]
+    handlers = [RecordingHandler() for _ in others]
+    try:
+        for other, handler in zip(others, handlers, strict=True):
+            await other.start(handler)
+        await others[0].publish_control(b"hello")
+        await others[2].publish_control(b"marker")
+        for handler in handlers:
+            await handler.wait_for(lambda h=handler: bool(h.controls))
+        assert handlers[0].controls == handlers[1].controls == [b"hello"]
+        assert handlers[2].controls == [b"marker"]
+    finally:
+        for other in others:
+            await other.close()
+
+
+@pytest.mark.gen_test
+async def test_the_control_stream_is_subscribed_once_start_returns(
+    broker: RedisBroker, inspector: Redis
+):
+    assert await inspector.pubsub_channels("rb.control") == [b"rb.control"]
 
 
 @pytest.mark.gen_test

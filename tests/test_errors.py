@@ -184,3 +184,22 @@ def test_disconnect_accepts_a_plain_integer_code() -> None:
 
 def test_disconnect_text_is_code_and_reason() -> None:
     assert str(Disconnect(DisconnectCode.SHUTDOWN)) == "3001: shutdown"
+
+
+@pytest.mark.parametrize(
+    ("code", "reconnect"), [(3000, True), (4000, True), (4499, True), (4500, False), (4999, False)]
+)
+def test_disconnect_takes_application_codes_from_3000_to_4999(code: int, reconnect: bool) -> None:
+    disconnect = Disconnect(code, "custom")
+    assert disconnect.code == code and type(disconnect.code) is int
+    assert disconnect.reconnect is reconnect
+
+
+def test_an_application_disconnect_code_without_reason_says_disconnect() -> None:
+    assert Disconnect(4321).reason == "disconnect"
+
+
+@pytest.mark.parametrize("code", [0, 1000, 2999, 5000])
+def test_disconnect_codes_outside_the_known_and_application_ones_raise(code: int) -> None:
+    with pytest.raises(ValueError):
+        Disconnect(code)

@@ -148,8 +148,10 @@ class SlowHistory(Broker):
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         await self.inner.unsubscribe(channels)
 
-    async def publish(self, channel: str, data: Any, options: HistoryOptions, info=None, tags=None):
-        return await self.inner.publish(channel, data, options, info, tags)
+    async def publish(
+        self, channel: str, data: Any, options: HistoryOptions, info=None, tags=None, **kw
+    ):
+        return await self.inner.publish(channel, data, options, info, tags, **kw)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self.inner.publish_join(channel, info)
@@ -159,6 +161,9 @@ class SlowHistory(Broker):
 
     async def remove_history(self, channel: str) -> None:
         await self.inner.remove_history(channel)
+
+    async def publish_control(self, data: bytes) -> None:
+        await self.inner.publish_control(data)
 
 
 @pytest.fixture

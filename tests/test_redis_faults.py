@@ -51,6 +51,24 @@ async def restarted(valkey: EmbeddedValkey, node: Node) -> None:
 
 @pytest.mark.parametrize("valkey", [True], indirect=True, ids=["persistent"])
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_pooled_connections_idle_across_a_restart_do_not_fail_commands_after_it(
+    valkey: EmbeddedValkey, node: Node
+):
+    await asyncio.gather(*(node.publish(f"c{i}", i) for i in range(8)))  # several connections
+    await restarted(valkey, node)
+    await asyncio.gather(*(node.publish(f"c{i}", i) for i in range(8)))
+
+
+@pytest.mark.parametrize("valkey", [True], indirect=True, ids=["persistent"])
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_control_stream_works_again_after_a_restart(valkey: EmbeddedValkey, node: Node):
+    await restarted(valkey, node)
+    assert [n["uid"] for n in node.cluster.nodes()] == [node.cluster.uid]
+    assert await node.channels() == {}  # the survey goes out and comes back
+
+
+@pytest.mark.parametrize("valkey", [True], indirect=True, ids=["persistent"])
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_commands_answer_error_100_while_redis_is_down_and_work_after(
     valkey: EmbeddedValkey, client, node: Node
 ):

@@ -3,6 +3,8 @@
 A node subscribes the broker to the channels it has local subscribers for; the
 broker calls the node's `BrokerEventHandler` for every publication, join and leave
 in those channels, including the ones this node published (one delivery path).
+Besides channels, every broker carries a control stream: opaque messages from
+any node to every node sharing the broker, this one included.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class BrokerEventHandler(Protocol):
 
     def handle_broker_reconnect(self) -> None:
         """The broker was cut off and is back: publications may have been missed."""
+
+    def handle_control(self, data: bytes) -> None:
+        """A control message some node (this one included) sent with `publish_control`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,8 @@ class Broker(ABC):
     node sees a channel's publications in offset order and history agrees with
     what was delivered. A `history` call whose `since` cannot be served exactly
     (wrong epoch, or publications after it already dropped) raises
-    `ReplyError(UNRECOVERABLE_POSITION)`.
+    `ReplyError(UNRECOVERABLE_POSITION)`. Control messages reach every started
+    broker sharing the backend, in the order each sender sent them.
     """
 
     @abstractmethod
@@ -104,8 +110,15 @@ class Broker(ABC):
         options: HistoryOptions,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float = 300.0,
     ) -> StreamPosition:
-        """Publish; returns the new publication's position (offset 0 without history)."""
+        """Publish; returns the new publication's position (offset 0 without history).
+
+        With an `idempotency_key`, a publish to the same channel with the same key
+        within `idempotency_window` seconds of the first is not delivered or kept:
+        it returns the first one's position. Check and publish are one atomic step.
+        """
 
     @abstractmethod
     async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
@@ -119,7 +132,12 @@ class Broker(ABC):
     ) -> HistoryResult: ...
 
     @abstractmethod
-    async def remove_history(self, channel: str) -> None: ...
+    async def remove_history(self, channel: str) -> None:
+        """Drop the channel's publications; its offset and epoch stay."""
+
+    @abstractmethod
+    async def publish_control(self, data: bytes) -> None:
+        """Send `data` to `handle_control` of every node sharing this broker."""
 
 
 class PresenceManager(ABC):

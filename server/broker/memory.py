@@ -1,8 +1,9 @@
 """Broker and presence kept in this process: a single node needs nothing else.
 
 Publishing is synchronous under the hood, so the atomicity the broker contract
-asks for holds trivially: offset, history append and delivery happen in one
-step of the event loop.
+asks for holds trivially: offset, history append, idempotency check and
+delivery happen in one step of the event loop. The control stream reaches this
+node alone (it is the whole cluster).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class MemoryBroker(Broker):
         self._handler: BrokerEventHandler | None = None
         self._subscribed: set[str] = set()
         self._streams: dict[str, _Stream] = {}
+        # (channel, idempotency key) -> (first result, expires at), oldest first
+        self._idempotent: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -82,7 +85,13 @@ class MemoryBroker(Broker):
         options: HistoryOptions,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float = 300.0,
     ) -> StreamPosition:
+        if idempotency_key is not None:
+            seen = self._seen(channel, idempotency_key)
+            if seen is not None:
+                return seen
         position = StreamPosition(0, "")
         if options.size > 0:
             stream = self._stream(channel, options)
@@ -93,9 +102,26 @@ class MemoryBroker(Broker):
             position = StreamPosition(stream.top, stream.epoch)
         else:
             pub = Publication(data, 0, info, tags)
+        if idempotency_key is not None:
+            expires = self._clock() + idempotency_window
+            self._idempotent[(channel, idempotency_key)] = (position, expires)
         if channel in self._subscribed and self._handler is not None:
             self._handler.handle_publication(channel, pub)
         return position
+
+    def _seen(self, channel: str, key: str) -> StreamPosition | None:
+        """The result of an earlier publish with this key, if still remembered."""
+        now = self._clock()
+        # Entries mostly expire in insertion order: drop the expired head.
+        while self._idempotent:
+            oldest = next(iter(self._idempotent))
+            if self._idempotent[oldest][1] > now:
+                break
+            del self._idempotent[oldest]
+        entry = self._idempotent.get((channel, key))
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         if channel in self._subscribed and self._handler is not None:
@@ -132,6 +158,10 @@ class MemoryBroker(Broker):
         stream = self._streams.get(channel)
         if stream is not None:
             stream.items.clear()
+
+    async def publish_control(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.handle_control(data)
 
 
 class MemoryPresence(PresenceManager):

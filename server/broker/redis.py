@@ -9,12 +9,16 @@ epoch and clients learn that recovery is impossible.
 
 Keys (the channel in braces is a Redis Cluster hash tag, so a channel's keys
 share a slot): `<prefix>.meta.{<channel>}`, `<prefix>.stream.{<channel>}`,
-`<prefix>.presence.{<channel>}` (hash) and `<prefix>.presence.z.{<channel>}`
-(expiry zset); pub/sub channel `<prefix>.pub.<channel>`.
+`<prefix>.presence.{<channel>}` (hash), `<prefix>.presence.z.{<channel>}`
+(expiry zset) and `<prefix>.idempotency.{<channel>}.<key>` (a publish's result,
+for its window); pub/sub channels `<prefix>.pub.<channel>` and, for the control
+stream, `<prefix>.control` (subscribed for the broker's whole life).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,12 +37,14 @@ from server.broker.base import (
     PresenceManager,
 )
 from server.broker.memory import new_epoch
-from server.broker.redis_pubsub import PubSubConnection
+from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
 from server.broker.redis_scripts import HISTORY, PRESENCE_GET, PUBLISH
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
 
 __all__ = ["RedisBroker", "RedisPresence", "redis_client"]
+
+log = logging.getLogger(__name__)
 
 KIND_PUBLICATION, KIND_JOIN, KIND_LEAVE = 0, 1, 2
 _NO_POSITION = msgpack.packb(KIND_PUBLICATION) + msgpack.packb(0) + msgpack.packb("")
@@ -86,6 +92,7 @@ class RedisBroker(Broker):
         self.client = client
         self.prefix = prefix
         self._pub_prefix = f"{prefix}.pub.".encode()
+        self._control = f"{prefix}.control".encode()
         self._handler: BrokerEventHandler | None = None
         self._publish = client.register_script(PUBLISH)
         self._history = client.register_script(HISTORY)
@@ -96,7 +103,10 @@ class RedisBroker(Broker):
             timeout=timeout,
             reconnect_min=reconnect_min,
             reconnect_max=reconnect_max,
+            permanent=[self._control],
+            on_lost=self._on_lost,
         )
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # Keys --------------------------------------------------------------------
 
@@ -109,11 +119,20 @@ class RedisBroker(Broker):
     def _pubsub_channel(self, channel: str) -> bytes:
         return self._pub_prefix + channel.encode()
 
+    def _idempotency(self, channel: str, key: str) -> str:
+        return f"{self.prefix}.idempotency.{{{channel}}}.{key}"
+
     # Life cycle --------------------------------------------------------------
 
     async def start(self, handler: BrokerEventHandler) -> None:
+        """Starts delivery; waits (up to the timeout) for the control stream, so a
+        node that starts while Redis is away still starts, and joins once it is back."""
         self._handler = handler
         self.pubsub.start()
+        try:
+            await self.pubsub.wait_subscribed([self._control])
+        except RedisUnavailable as exc:
+            log.warning("control stream not subscribed yet: %s", exc)
 
     async def close(self) -> None:
         await self.pubsub.close()
@@ -123,7 +142,12 @@ class RedisBroker(Broker):
 
     def _on_message(self, pubsub_channel: bytes, data: bytes) -> None:
         handler = self._handler
-        if handler is None or not pubsub_channel.startswith(self._pub_prefix):
+        if handler is None:
+            return
+        if pubsub_channel == self._control:
+            handler.handle_control(data)
+            return
+        if not pubsub_channel.startswith(self._pub_prefix):
             return
         channel = pubsub_channel[len(self._pub_prefix) :].decode()
         message = _unpack(data)
@@ -134,6 +158,19 @@ class RedisBroker(Broker):
             handler.handle_join(channel, ClientInfo.from_dict(message[1]))
         elif kind == KIND_LEAVE:
             handler.handle_leave(channel, ClientInfo.from_dict(message[1]))
+
+    def _on_lost(self) -> None:
+        # Idle pooled connections to a Redis that went away would each fail one
+        # command after it is back (redis-py does not retry them): drop them now.
+        task = asyncio.get_running_loop().create_task(self._drop_idle_connections())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drop_idle_connections(self) -> None:
+        try:
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+        except Exception as exc:
+            log.debug("dropping idle connections failed: %r", exc)
 
     def _on_reconnect(self) -> None:
         if self._handler is not None:
@@ -154,15 +191,35 @@ class RedisBroker(Broker):
         options: HistoryOptions,
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float = 300.0,
     ) -> StreamPosition:
         body = encode(Publication(data, 0, info, tags).to_dict(), Encoding.MSGPACK)
-        if options.size <= 0:
+        if options.size <= 0 and idempotency_key is None:
             message = b"\x94" + _NO_POSITION + body
             await self.client.publish(self._pubsub_channel(channel), message)
             return StreamPosition(0, "")
+        keys: list[str | bytes] = [
+            self._meta(channel),
+            self._stream(channel),
+            self._pubsub_channel(channel),
+        ]
+        if idempotency_key is None:
+            keys.append(self._idempotency(channel, ""))
+            window = 0
+        else:
+            keys.append(self._idempotency(channel, idempotency_key))
+            window = _ms(idempotency_window)
         offset, epoch = await self._publish(
-            keys=[self._meta(channel), self._stream(channel), self._pubsub_channel(channel)],
-            args=[body, options.size, _ms(options.ttl), _ms(options.meta_ttl), new_epoch()],
+            keys=keys,
+            args=[
+                body,
+                max(options.size, 0),
+                _ms(options.ttl),
+                _ms(options.meta_ttl),
+                new_epoch(),
+                window,
+            ],
         )
         return StreamPosition(int(offset), epoch.decode())
 
@@ -206,6 +263,11 @@ class RedisBroker(Broker):
 
     async def remove_history(self, channel: str) -> None:
         await self.client.delete(self._stream(channel))
+
+    # Control -----------------------------------------------------------------
+
+    async def publish_control(self, data: bytes) -> None:
+        await self.client.publish(self._control, data)
 
 
 class RedisPresence(PresenceManager):

@@ -12,6 +12,10 @@ Promises:
 - `close()` returns within `timeout` even if a cancellation is lost inside
   the driver's connect (seen with redis-py on Python 3.11): it also drops the
   socket and the loop checks a closing flag.
+- `on_lost()` is called when an established connection is lost (Redis went
+  away or restarted: the caller's pooled connections are likely stale too).
+- `permanent` channels are subscribed on every connection for the whole life
+  of this object; `unsubscribe` leaves them alone.
 
 redis-py's own PubSub object resubscribes silently on reconnect; we need to
 know when that happens, so this drives a redis-py `Connection` directly.
@@ -50,15 +54,20 @@ class PubSubConnection:
         reconnect_min: float = 0.05,
         reconnect_max: float = 5.0,
         keepalive: float = 5.0,
+        permanent: Iterable[bytes] = (),
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._on_message = on_message
         self._on_reconnect = on_reconnect
+        self._on_lost = on_lost
         self._timeout = timeout
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
         self._keepalive = keepalive
-        self._wanted: set[bytes] = set()
+        self._permanent = frozenset(permanent)
+        self._wanted: set[bytes] = set(self._permanent)
+        self._confirmed: set[bytes] = set()  # subscribed on the current connection
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._conn: AbstractConnection | None = None
         self._sent: set[bytes] = set()  # channels this connection was told to subscribe
@@ -117,10 +126,34 @@ class PubSubConnection:
                 future.cancel()
             raise RedisUnavailable(f"subscribe failed: {exc!r}") from None
 
+    async def wait_subscribed(self, channels: Iterable[bytes]) -> None:
+        """Return once Redis has confirmed these (wanted) channels on the current
+        connection; RedisUnavailable after `timeout`. They stay wanted either way."""
+        missing = [c for c in channels if c in self._wanted and c not in self._confirmed]
+        if not missing:
+            return
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in missing:
+            future = loop.create_future()
+            self._waiters.setdefault(channel, []).append(future)
+            futures.append(future)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.gather(*futures)
+        except TimeoutError:
+            for channel, future in zip(missing, futures, strict=True):
+                waiting = self._waiters.get(channel, [])
+                if future in waiting:
+                    waiting.remove(future)
+                future.cancel()
+            raise RedisUnavailable("subscription not confirmed in time") from None
+
     async def unsubscribe(self, channels: Iterable[bytes]) -> None:
-        gone = [c for c in channels if c in self._wanted]
+        gone = [c for c in channels if c in self._wanted and c not in self._permanent]
         self._wanted.difference_update(gone)
         self._sent.difference_update(gone)
+        self._confirmed.difference_update(gone)
         if gone and self.connected:
             try:
                 await self._send("UNSUBSCRIBE", gone)
@@ -183,9 +216,12 @@ class PubSubConnection:
                 log.warning("redis pub/sub connection lost: %r", exc)
             except Exception:
                 log.exception("redis pub/sub reader failed")
+            lost = self.connected
             await self._drop_connection()
             if self._closing:
                 break
+            if lost and self._on_lost is not None:
+                self._on_lost()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._reconnect_max)
 
@@ -220,6 +256,7 @@ class PubSubConnection:
             if kind == b"message":
                 self._on_message(response[1], response[2])
             elif kind == b"subscribe":
+                self._confirmed.add(response[1])
                 for future in self._waiters.pop(response[1], ()):
                     if not future.done():
                         future.set_result(None)
@@ -227,6 +264,7 @@ class PubSubConnection:
     async def _drop_connection(self) -> None:
         self._connected.clear()
         self._sent.clear()
+        self._confirmed.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()

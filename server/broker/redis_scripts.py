@@ -11,24 +11,44 @@ from __future__ import annotations
 
 __all__ = ["HISTORY", "PRESENCE_GET", "PUBLISH"]
 
-# KEYS: meta, stream, pubsub channel
-# ARGV: publication map (msgpack bytes), history size, history ttl (ms),
-#       meta ttl (ms), epoch to use if the channel has none
-# Returns: {offset, epoch}
+# KEYS: meta, stream, pubsub channel, idempotency key
+# ARGV: publication map (msgpack bytes), history size (0: none), history ttl (ms),
+#       meta ttl (ms), epoch to use if the channel has none,
+#       idempotency window (ms; 0: no idempotency key)
+# Returns: {offset, epoch}; for a key seen within the window, the first result
+# (stored as "offset:epoch") and nothing is published.
 PUBLISH = """
-local epoch = redis.call("hget", KEYS[1], "e")
-if not epoch then
-  epoch = ARGV[5]
-  redis.call("hset", KEYS[1], "e", epoch)
+local window = tonumber(ARGV[6])
+if window > 0 then
+  local seen = redis.call("get", KEYS[4])
+  if seen then
+    local sep = string.find(seen, ":", 1, true)
+    return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1)}
+  end
 end
-local offset = redis.call("hincrby", KEYS[1], "s", 1)
-redis.call("pexpire", KEYS[1], ARGV[4])
-local message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(offset)
-  .. cmsgpack.pack(epoch) .. ARGV[1]
-redis.call("rpush", KEYS[2], message)
-redis.call("ltrim", KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call("pexpire", KEYS[2], ARGV[3])
+local offset, epoch = 0, ""
+local message
+if tonumber(ARGV[2]) > 0 then
+  epoch = redis.call("hget", KEYS[1], "e")
+  if not epoch then
+    epoch = ARGV[5]
+    redis.call("hset", KEYS[1], "e", epoch)
+  end
+  offset = redis.call("hincrby", KEYS[1], "s", 1)
+  redis.call("pexpire", KEYS[1], ARGV[4])
+  message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(offset)
+    .. cmsgpack.pack(epoch) .. ARGV[1]
+  redis.call("rpush", KEYS[2], message)
+  redis.call("ltrim", KEYS[2], -tonumber(ARGV[2]), -1)
+  redis.call("pexpire", KEYS[2], ARGV[3])
+else
+  message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(0)
+    .. cmsgpack.pack("") .. ARGV[1]
+end
 redis.call("publish", KEYS[3], message)
+if window > 0 then
+  redis.call("set", KEYS[4], offset .. ":" .. epoch, "px", window)
+end
 return {offset, epoch}
 """
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from tornado.web import Application, StaticFileHandler
 
+from server.api.executor import ApiExecutor
+from server.api.keys import ApiKeyChecker
 from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.node import Node
+from server.web.api import ApiHandler
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.metrics import MetricsHandler
 from server.web.pages import STATIC_DIR, page_routes
@@ -15,17 +18,28 @@ from server.web.websocket import ClientWebSocketHandler
 __all__ = ["STATIC_DIR", "make_app"]
 
 
-def make_app(node: Node, readiness: dict[str, ReadinessCheck] | None = None) -> Application:
-    """Routes for one node; `readiness` names the dependency checks behind /readyz."""
+def make_app(
+    node: Node,
+    readiness: dict[str, ReadinessCheck] | None = None,
+    api_keys: ApiKeyChecker | None = None,
+) -> Application:
+    """Routes for one node; `readiness` names the dependency checks behind /readyz;
+    `api_keys` decides the server API's keys (default: `api.keys` from settings)."""
     client = node.settings.client
     websocket = {
         "node": node,
         "origins": OriginPolicy(client.allowed_origins),
         "connections": ConnectionCounter(client.max_connections_per_ip),
     }
+    api = {
+        "executor": ApiExecutor(node),
+        "keys": api_keys or ApiKeyChecker(node.settings.api.keys),
+        "max_body_bytes": node.settings.api.max_body_bytes,
+    }
     return Application(
         [
             (r"/connection/websocket", ClientWebSocketHandler, websocket),
+            (r"/api/?(.*)", ApiHandler, api),
             (r"/healthz", HealthHandler),
             (
                 r"/readyz",

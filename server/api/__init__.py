@@ -1,0 +1,8 @@
+"""The server HTTP API: Centrifugo-compatible methods at `POST /api/<method>`.
+
+`requests` parses and validates each method's body (pure), `executor` runs the
+methods against a node, `keys` decides which API keys are accepted, `pattern`
+matches channel names for the `channels` method, and `cli` is `run.py publish`.
+The Tornado handler lives in `server.web.api`. Nothing is imported here, so the
+node can use `pattern` without pulling in the rest.
+"""

@@ -1,0 +1,196 @@
+"""The cluster as one node sees it, over the broker's control stream.
+
+Promises:
+- Every node announces itself (name, version, uptime, counts) on start and
+  every `interval` seconds; `nodes()` lists this node (fresh) and every node
+  heard from within the last 3 intervals. A node that stops says goodbye and
+  is forgotten at once. A node that hears a newcomer announces itself back, so
+  a new node knows the cluster within one round trip.
+- `command(name, params)` reaches `on_command` on every node, this one
+  included; each acts on its own connections.
+- `survey(op, params, timeout)` asks every node (this one included) and
+  returns the answers, keyed by node id, once every node known when it was
+  asked has answered, or when `timeout` passes (with the answers so far).
+
+Messages are msgpack arrays `[kind, sender id, body]`. A message that cannot be
+read is logged and dropped: the control stream is shared, never trusted to crash
+a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import msgpack
+
+from server.broker.base import Broker
+from server.protocol import Encoding, encode
+
+__all__ = ["Cluster", "SurveyHandler"]
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE, LEAVE, COMMAND, SURVEY, SURVEY_REPLY = range(5)
+NODE_TTL_INTERVALS = 3
+
+SurveyHandler = Callable[[dict[str, Any]], Any]
+"""Answers one survey op on this node, from the request's params."""
+
+
+def _observe(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("goodbye not sent: %r", task.exception())
+
+
+class _Survey:
+    __slots__ = ("answers", "done", "expected")
+
+    def __init__(self, expected: set[str]) -> None:
+        self.expected = expected
+        self.answers: dict[str, Any] = {}
+        self.done = asyncio.Event()
+
+
+class Cluster:
+    def __init__(
+        self,
+        broker: Broker,
+        interval: float,
+        local_info: Callable[[], dict[str, Any]],
+        on_command: Callable[[str, dict[str, Any]], None],
+        survey_handlers: Mapping[str, SurveyHandler],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        self.uid = str(uuid.uuid4())
+        self._broker = broker
+        self._interval = interval
+        self._local_info = local_info
+        self._on_command = on_command
+        self._survey_handlers = survey_handlers
+        self._spawn = spawn
+        self._nodes: dict[str, tuple[dict[str, Any], float]] = {}  # uid -> (info, expires)
+        self._surveys: dict[str, _Survey] = {}
+        self._announcer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # Life cycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._announcer is None:
+            self._closing = False
+            self._announcer = asyncio.get_running_loop().create_task(self._announce_forever())
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Stop announcing and say goodbye (best effort: the others forget us anyway).
+
+        Returns within about `timeout` twice over even when the broker hangs or a
+        cancellation is lost inside the Redis driver's connect.
+        """
+        self._closing = True
+        announcer, self._announcer = self._announcer, None
+        if announcer is None:
+            return
+        announcer.cancel()
+        await asyncio.wait([announcer], timeout=timeout)
+        goodbye = asyncio.ensure_future(self._send(LEAVE, {}))
+        goodbye.add_done_callback(_observe)
+        await asyncio.wait([goodbye], timeout=timeout)
+        goodbye.cancel()
+
+    async def _announce_forever(self) -> None:
+        while not self._closing:
+            await self._announce()
+            await asyncio.sleep(self._interval)
+
+    async def _announce(self) -> None:
+        try:
+            await self._send(ANNOUNCE, self._local_info())
+        except Exception as exc:
+            log.warning("node announcement failed: %s", exc)
+
+    # Sending -----------------------------------------------------------------
+
+    async def _send(self, kind: int, body: dict[str, Any]) -> None:
+        await self._broker.publish_control(encode([kind, self.uid, body], Encoding.MSGPACK))
+
+    async def command(self, name: str, params: dict[str, Any]) -> None:
+        """Have every node run `name`; raises when the broker cannot carry it."""
+        await self._send(COMMAND, {"name": name, "params": params})
+
+    async def survey(self, op: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Every node's answer to `op`, keyed by node id (see the module's promises)."""
+        survey_id = uuid.uuid4().hex
+        survey = self._surveys[survey_id] = _Survey({self.uid, *self._live()})
+        try:
+            await self._send(SURVEY, {"id": survey_id, "op": op, "params": params})
+            try:
+                await asyncio.wait_for(survey.done.wait(), timeout)
+            except TimeoutError:
+                missing = survey.expected - set(survey.answers)
+                log.warning("survey %r: no answer from %d node(s) in time", op, len(missing))
+            return dict(survey.answers)
+        finally:
+            del self._surveys[survey_id]
+
+    # Receiving ---------------------------------------------------------------
+
+    def handle(self, data: bytes) -> None:
+        try:
+            kind, sender, body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if not isinstance(sender, str) or not isinstance(body, dict):
+                raise ValueError("malformed envelope")
+            self._dispatch(kind, sender, body)
+        except Exception as exc:
+            log.warning("control message dropped: %r", exc)
+
+    def _dispatch(self, kind: int, sender: str, body: dict[str, Any]) -> None:
+        if kind == ANNOUNCE:
+            if sender != self.uid:
+                known = sender in self._nodes
+                self._nodes[sender] = (body, time.monotonic() + self._ttl)
+                if not known:
+                    self._spawn(self._announce())
+        elif kind == LEAVE:
+            self._nodes.pop(sender, None)
+        elif kind == COMMAND:
+            self._on_command(str(body["name"]), dict(body["params"]))
+        elif kind == SURVEY:
+            self._spawn(self._answer(sender, body))
+        elif kind == SURVEY_REPLY:
+            survey = self._surveys.get(body.get("id", ""))
+            if survey is not None and body.get("to") == self.uid:
+                survey.answers[sender] = body.get("result")
+                if survey.expected <= survey.answers.keys():
+                    survey.done.set()
+
+    async def _answer(self, sender: str, body: dict[str, Any]) -> None:
+        handler = self._survey_handlers.get(body.get("op", ""))
+        result = None if handler is None else handler(dict(body.get("params") or {}))
+        reply = {"id": body.get("id", ""), "to": sender, "result": result}
+        try:
+            await self._send(SURVEY_REPLY, reply)
+        except Exception as exc:
+            log.warning("survey answer not sent: %s", exc)
+
+    # The view ----------------------------------------------------------------
+
+    @property
+    def _ttl(self) -> float:
+        return self._interval * NODE_TTL_INTERVALS
+
+    def _live(self) -> list[str]:
+        now = time.monotonic()
+        for uid in [uid for uid, (_, expires) in self._nodes.items() if expires <= now]:
+            del self._nodes[uid]
+        return list(self._nodes)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """This node and every live one, each as its announcement with `uid`, by name."""
+        nodes = [{**self._local_info(), "uid": self.uid}]
+        nodes += [{**self._nodes[uid][0], "uid": uid} for uid in self._live()]
+        return sorted(nodes, key=lambda n: (str(n.get("name", "")), n["uid"]))
