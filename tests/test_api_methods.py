@@ -341,6 +341,7 @@ async def test_refresh_with_a_past_expire_at_closes_with_3005(
 
 
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
+@pytest.mark.settings(auth={"expired_close_delay": 0.0})  # no grace after expire_at
 async def test_refresh_with_expire_at_closes_the_connection_then(
     api: ApiCaller, open_client: Opener
 ) -> None:
