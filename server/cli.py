@@ -27,6 +27,7 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from server.api.keys import ApiKeyChecker
 from server.auth.tokens import TokenVerifier
 from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
@@ -35,6 +36,7 @@ from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
 from server.stats import NodeStats
+from server.store.keys import KeyStore
 from server.web.app import make_app
 from server.workers import run_workers
 
@@ -163,7 +165,9 @@ async def serve(
         syncer = loop.create_task(_sync_metrics(node))
     stats = NodeStats(node)
     await stats.start()
-    server = HTTPServer(make_app(node, backends.checks()), xheaders=True)
+    lookup = KeyStore(backends.mongo).verify if backends.mongo is not None else None
+    api_keys = ApiKeyChecker(settings.api.keys, lookup)
+    server = HTTPServer(make_app(node, backends.checks(), api_keys), xheaders=True)
     if sockets is None:
         server.listen(settings.server.port, settings.server.host)
     else:

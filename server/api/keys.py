@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 DEVELOPMENT_KEY = "dev-api-key-not-for-production"
 """The key config/default.toml ships so `make run` and the README examples work."""
 
-KeyLookup = Callable[[str], Awaitable[bool]]
-"""Whether a key (not in the configuration) is valid; raises when it cannot tell."""
+KeyLookup = Callable[[str], Awaitable[object]]
+"""The record of a key not in the configuration, falsy when unknown; raises when it
+cannot tell. A record with an `allows(method)` method limits the key to those
+methods (the MongoDB key store's scopes)."""
 
 
 class ApiKeyChecker:
@@ -38,8 +40,9 @@ class ApiKeyChecker:
         """Whether any key at all can be accepted."""
         return bool(self._keys) or self._lookup is not None
 
-    async def check(self, key: str) -> bool:
-        """Whether `key` is accepted. A failing lookup raises (the caller answers 503)."""
+    async def check(self, key: str, method: str = "") -> bool:
+        """Whether `key` is accepted. A failing lookup raises (the caller answers
+        503); a known key whose scopes leave out `method` raises PermissionError."""
         if not key:
             return False
         given = key.encode("utf-8", "surrogatepass")
@@ -49,6 +52,10 @@ class ApiKeyChecker:
             matched |= hmac.compare_digest(known, given)
         if matched:
             return True
-        if self._lookup is not None:
-            return bool(await self._lookup(key))
-        return False
+        if self._lookup is None:
+            return False
+        found = await self._lookup(key)
+        allows = getattr(found, "allows", None)
+        if found and method and allows is not None and not allows(method):
+            raise PermissionError(method)
+        return bool(found)

@@ -44,6 +44,7 @@ _MESSAGES = {
 _CODES = {
     400: ErrorCode.BAD_REQUEST,
     401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
     404: ErrorCode.METHOD_NOT_FOUND,
     413: ErrorCode.LIMIT_EXCEEDED,
     503: ErrorCode.INTERNAL,
@@ -98,7 +99,10 @@ class ApiHandler(RequestHandler):
         if content_type.lower() in MSGPACK_TYPES:
             self.encoding = Encoding.MSGPACK
         try:
-            accepted = await self.keys.check(self._given_key())
+            accepted = await self.keys.check(self._given_key(), self.path_args[0])
+        except PermissionError:
+            self._fail(403, f"this key may not call {self.path_args[0][:64]!r}")
+            return
         except Exception as exc:
             log.warning("API key lookup failed: %s", type(exc).__name__)
             self._fail(503)
