@@ -20,8 +20,9 @@ from server.durable import Durable
 from server.embedded import free_port
 from server.errors import ErrorCode, ReplyError
 from server.node import Node
-from server.protocol import StreamPosition
+from server.protocol import Encoding, StreamPosition
 from server.store.mongo import MongoStore
+from tests.api_client import ApiCaller
 
 LOG = {"history_size": 3, "persist": True, "allow_anonymous": True, "allow_publish": True}
 pytestmark = pytest.mark.settings(
@@ -197,3 +198,21 @@ async def test_an_unreachable_mongodb_delays_neither_publishing_nor_history(
     assert time.monotonic() - started < 2
     await node.close()
     await dead.close()
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("encoding", [Encoding.JSON], ids=["json"])
+async def test_the_server_api_sets_and_reads_the_retained_state(
+    client, node, http_server, http_client, http_port
+):
+    api = ApiCaller(http_client, f"http://127.0.0.1:{http_port}/api")
+    await publish(node, "state:a", 1)
+    first = await api.result("state_get", {"channel": "state:a"})
+    assert first["publication"]["data"] == {"n": 1}
+    await api.result("state_set", {"channel": "state:a", "data": {"whole": "state"}})
+    got = await api.result("state_get", {"channel": "state:a"})
+    assert got["publication"] == {"data": {"whole": "state"}}
+    result = await (await client()).result("subscribe", {"channel": "state:a"})
+    assert result["publications"] == [{"data": {"whole": "state"}}]
+    refused = await api.call("state_set", {"channel": "log:a", "data": 1})
+    assert refused["error"]["code"] == 108

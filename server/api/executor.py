@@ -27,6 +27,7 @@ from server.api.requests import (
     Limits,
     PublishRequest,
     RefreshRequest,
+    StateRequest,
     SubscribeRequest,
     UnsubscribeRequest,
     bad_request,
@@ -223,6 +224,21 @@ class ApiExecutor:
         await self.node.remove_history(request.channel)
         return {}
 
+    async def state_set(self, params: Any) -> Result:
+        """Our extension: the state new subscribers of a `retained` namespace get
+        until the channel's next publication."""
+        request: StateRequest = self._parse(StateRequest, params)
+        self._channel(request.channel)
+        await self.node.set_retained_state(request.channel, request.data)
+        return {}
+
+    async def state_get(self, params: Any) -> Result:
+        """Our extension: the retained state (`publication`, absent when none)."""
+        request: ChannelRequest = self._parse(ChannelRequest, params)
+        self._channel(request.channel)
+        state = await self.node.retained_state(request.channel)
+        return {} if state is None else {"publication": state.to_dict()}
+
     async def channels(self, params: Any) -> Result:
         request: ChannelsRequest = self._parse(ChannelsRequest, params)
         counts = await self.node.channels(request.pattern)
@@ -249,6 +265,8 @@ _HANDLERS: dict[str, _Handler] = {
     "history_remove": ApiExecutor.history_remove,
     "channels": ApiExecutor.channels,
     "info": ApiExecutor.info,
+    "state_set": ApiExecutor.state_set,
+    "state_get": ApiExecutor.state_get,
 }
 
 METHODS = frozenset([*_HANDLERS, "batch"])

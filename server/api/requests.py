@@ -28,6 +28,7 @@ __all__ = [
     "Limits",
     "PublishRequest",
     "RefreshRequest",
+    "StateRequest",
     "SubscribeRequest",
     "UnsubscribeRequest",
     "bad_request",
@@ -103,6 +104,18 @@ class PublishRequest:
     skip_history: bool = False
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
+
+    def __post_init__(self) -> None:
+        self.data = _payload(self.data, self.b64data)
+
+
+@dataclass(slots=True)
+class StateRequest:
+    """state_set: a retained channel's explicit state (our extension)."""
+
+    channel: str
+    data: Any = MISSING
+    b64data: str = ""
 
     def __post_init__(self) -> None:
         self.data = _payload(self.data, self.b64data)
