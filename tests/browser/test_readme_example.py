@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from server.api.keys import DEVELOPMENT_KEY
 from tests.browser.conftest import base_url
+from tests.processes import clean_env, run_to_exit
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="browser tests need the playwright package"
@@ -31,3 +35,23 @@ def test_readme_browser_example_subscribes_and_publishes(cluster, open_page, scr
     page.set_content(readme_example())
     expect(page.locator("body")).to_contain_text('{"text":"hello from the browser"}')
     screenshot(page, "example")
+
+
+def test_readme_browser_example_connects_with_a_token_from_run_py_token(
+    cluster, cluster_env, open_page, screenshot
+):
+    minted = run_to_exit(["token", "alice"], clean_env())
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    page = open_page(base_url(cluster[0]) + "/healthz?token=" + token)
+    page.set_content(readme_example())
+    expect(page.locator("body")).to_contain_text('{"text":"hello from the browser"}')
+    request = urllib.request.Request(
+        base_url(cluster[0]) + "/api/presence",
+        data=json.dumps({"channel": "chat:lobby"}).encode(),
+        headers={"X-API-Key": DEVELOPMENT_KEY, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        presence = json.loads(response.read())["result"]["presence"]
+    assert "alice" in {entry["user"] for entry in presence.values()}
+    screenshot(page, "example-token")
