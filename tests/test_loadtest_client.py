@@ -3,6 +3,7 @@ pings answered, batched frames split, recovery and resubscription handled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -30,6 +31,9 @@ class FakeTransport:
 
     def disconnect(self) -> None:
         self.disconnected = True
+
+    def send_close(self, code: object) -> None:
+        self.sent.append(b"<close>")
 
 
 def make(encoding: str = "json") -> tuple[Subscriber, FakeTransport]:
@@ -176,3 +180,25 @@ def test_hello_asks_for_recovery_with_the_position():
 def test_minted_tokens_are_hs256_with_subject_and_expiry():
     claims = jwt.decode(mint_token(SECRET, "user-1", 60), SECRET, algorithms=["HS256"])
     assert claims["sub"] == "user-1" and claims["exp"] > time.time()
+
+
+def test_frames_of_a_connection_the_client_left_are_ignored():
+    client, t = make()
+    subscribed(client, t, 0)
+    client.close()
+    client.transport = FakeTransport()  # type: ignore[assignment]  # reconnected
+    feed(client, t, pub(1))
+    assert client.pool.stats.deliveries == 0
+
+
+def test_churn_never_takes_a_client_that_is_already_away():
+    async def churn_twice() -> tuple[bool, bool]:
+        client, t = make()
+        client.pool.clients = [client]
+        subscribed(client, t, 0)
+        first = client.pool.churn_one(downtime=60)
+        second = client.pool.churn_one(downtime=60)
+        await client.pool.close(timeout=0)
+        return first, second
+
+    assert asyncio.run(churn_twice()) == (True, False)

@@ -27,6 +27,7 @@ from server.loadtest.wire import CONNECT_ID, SUBSCRIBE_ID, Codec
 __all__ = ["Pool", "Stats", "Subscriber"]
 
 RECONNECT_DELAY = (0.2, 1.0)  # seconds, jittered, after a drop we did not ask for
+RECONNECT_ATTEMPTS = 5
 NO_RECONNECT_FROM = 3500  # close codes from here on say "do not reconnect"
 
 
@@ -82,6 +83,8 @@ class Subscriber(WSListener):
         self.resubscribing = False
         self.subscribed = False
         self.leaving = False  # closed on purpose: not an error, no reconnect
+        self.reconnecting = False  # a reconnect is scheduled or under way
+        self.live = 0  # connections reported connected and not yet disconnected
         self.started = 0
         self.ready: asyncio.Future[None] | None = None
         self.partial: list[bytes] = []
@@ -90,6 +93,7 @@ class Subscriber(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.live += 1
         self.pool.stats.connected += 1
         position = (self.offset, self.epoch) if self.recovering else None
         name = self.pool.channel_names[self.channel]
@@ -98,9 +102,11 @@ class Subscriber(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         pool, stats = self.pool, self.pool.stats
-        if self.transport is not transport:
-            return  # never reported connected
-        stats.connected -= 1
+        if self.live:
+            self.live -= 1
+            stats.connected -= 1
+        if transport is not self.transport:
+            return  # an earlier connection of this client, already replaced
         if self.subscribed:
             self.subscribed = False
             stats.subscribed -= 1
@@ -119,6 +125,8 @@ class Subscriber(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
         # The hot path: one call per frame, usually one publication per frame.
+        if transport is not self.transport:
+            return  # a connection this client already left
         if frame.msg_type is not self.pool.msg_type or not frame.fin or self.partial:
             self.other_frame(transport, frame)
             return
@@ -266,11 +274,17 @@ class Subscriber(WSListener):
             self.transport.disconnect()
 
     def close(self) -> None:
-        """Leave on purpose (churn or the end of the test): close code 1000."""
+        """Leave on purpose (churn or the end of the test): close code 1000. From here
+        on the connection's frames are ignored and the client counts as unsubscribed."""
         self.leaving = True
-        if self.transport is not None:
-            self.transport.send_close(WSCloseCode.OK)
-            self.transport.disconnect()
+        transport = self.transport
+        if transport is None:
+            return
+        if self.subscribed:
+            self.subscribed = False
+            self.pool.stats.subscribed -= 1
+        transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
 
 
 _json = json.JSONDecoder().decode
@@ -358,23 +372,30 @@ class Pool:
         return False
 
     def reconnect_later(self, client: Subscriber, delay: float | None = None) -> None:
-        """Reconnect with recovery after `delay` (jittered default), unless stopping."""
-        if delay is None:
-            delay = random.uniform(*RECONNECT_DELAY)
+        """Reconnect with recovery after `delay` (jittered default), unless stopping;
+        failed attempts are retried with a doubling delay, `RECONNECT_ATTEMPTS` in all."""
+        if client.reconnecting:
+            return
+        client.reconnecting = True
         client.recovering = client.positioned
         client.resubscribing = False
         self.spawn(self._reconnect(client, delay))
 
-    async def _reconnect(self, client: Subscriber, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if not self.stopping:
-            await self.open(client)
+    async def _reconnect(self, client: Subscriber, delay: float | None) -> None:
+        try:
+            for attempt in range(RECONNECT_ATTEMPTS):
+                pause = random.uniform(*RECONNECT_DELAY) * 2**attempt
+                await asyncio.sleep(pause if delay is None or attempt else delay)
+                if self.stopping or await self.open(client):
+                    return
+        finally:
+            client.reconnecting = False
 
     def churn_one(self, downtime: float) -> bool:
         """Close one random subscribed client and bring it back after `downtime`."""
         for _ in range(8):  # a few tries to find a subscribed one
             client = random.choice(self.clients)
-            if client.subscribed:
+            if client.subscribed and not client.reconnecting:
                 client.close()
                 self.reconnect_later(client, downtime)
                 return True

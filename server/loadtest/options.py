@@ -57,7 +57,8 @@ class Options:
     channel_prefix: str = "loadtest"
     rates: tuple[float, ...] = (10.0,)  # publications per second, one step each
     duration: float = 10.0  # seconds per rate step
-    drain: float = 2.0  # seconds to wait for the last deliveries
+    drain: float = 2.0  # after publishing, stop once nothing arrived for this long
+    drain_max: float = 60.0  # and in any case after this long
     publisher: str = "ws"  # "ws": a client publishing; "http": POST {api}/api/publish
     api_url: str = ""  # default: the first URL's host over http
     api_key: str = ""
@@ -168,6 +169,7 @@ class Options:
             _at_least("--rate", rate, 0)
         _positive("--duration", self.duration)
         _at_least("--drain", self.drain, 0)
+        _at_least("--drain-max", self.drain_max, self.drain)
         if self.publisher not in ("ws", "http"):
             raise OptionsError(f"--publisher: 'ws' or 'http', not {self.publisher!r}")
         if self.publisher == "http":
@@ -244,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="publications per second; a comma list is a ramp, one step per rate",
     )
     p.add_argument("-d", "--duration", type=float, default=d.duration, help="seconds per step")
-    p.add_argument("--drain", type=float, default=d.drain)
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=d.drain,
+        help="after publishing, stop once no delivery or acknowledgement came for this long",
+    )
+    p.add_argument("--drain-max", type=float, default=d.drain_max, help="longest drain")
     p.add_argument("--publisher", choices=("ws", "http"), default=d.publisher)
     p.add_argument("--api-url", default=d.api_url, help="server HTTP API base URL")
     p.add_argument("--api-key", default=os.environ.get("WSFAN_LOADTEST_API_KEY", ""))

@@ -1,8 +1,11 @@
 """One result dict from what the workers reported: the JSON file's content.
 
 Definitions:
-- `expected` deliveries: for every publication the server acknowledged, the
-  number of clients subscribed to its channel when publishing began.
+- `expected` deliveries: for every publication the server acknowledged (or
+  left unanswered by the end of the drain: `unconfirmed`, also listed as "no
+  answer" among the errors), the number of clients subscribed to its channel
+  when publishing began. Publications refused or lost with their connection
+  are `failed` and expect nothing.
 - `deliveries`: publications received with our timestamp, recovered ones
   included, duplicates excluded; `loss` = expected - deliveries.
 - per step, `offered_per_second`: expected deliveries over the step's seconds;
@@ -123,6 +126,7 @@ def build(
                 "seconds": seconds,
                 "published": int(pub.get("acked", 0)),
                 "failed": int(pub.get("failed", 0)),
+                "unconfirmed": int(pub.get("unconfirmed", 0)),
                 "expected_deliveries": expected,
                 "deliveries": latency.count,
                 "loss": expected - latency.count,
@@ -179,6 +183,7 @@ def build(
         "publications": {
             "acked": sum(s["published"] for s in steps),
             "failed": sum(s["failed"] for s in steps),
+            "unconfirmed": sum(s["unconfirmed"] for s in steps),
             "seconds": round(publishing, 3),
         },
         "deliveries": {

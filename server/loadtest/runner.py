@@ -2,9 +2,10 @@
 collects what they measured and hands it to `results.build`.
 
 Phases: connect (every subscriber worker opens its share and reports `ready`),
-run (`go`; the publisher walks the rate ramp while subscribers
-count deliveries), drain (until every expected delivery arrived or `drain`
-seconds passed), stop (final reports, connections closed, processes gone).
+run (`go`; the publisher walks the rate ramp while subscribers count
+deliveries), drain (until every expected delivery arrived, nothing arrived for
+`drain` seconds, or `drain_max` passed), stop (final reports, connections
+closed, processes gone).
 Every wait is bounded; a worker that fails or dies ends the test with
 `LoadTestError` carrying its stderr, and no worker outlives the coordinator.
 """
@@ -295,19 +296,11 @@ class Coordinator:
             publisher = self.publisher
             await self._until(
                 lambda: publisher.final is not None,
-                options.drain + options.connect_timeout + 10,
+                options.drain_max + 10,
                 "waiting for acknowledgements",
             )
             expected = sum(int(s["expected"]) for s in (publisher.final or {})["steps"])
-        drain_end = time.monotonic() + (options.drain if publishes else 0.0)
-        await self._until(
-            lambda: (
-                time.monotonic() >= drain_end
-                or (publishes and self.snapshot().deliveries >= expected)
-            ),
-            options.drain + 5,
-            "draining",
-        )
+            await self._drain(expected, options.drain, options.drain_max)
         server_cpu_end = self._server_cpu()
         server_cpu_run = {pid: cpu - server_cpu[pid] for pid, cpu in server_cpu_end.items()}
         for worker in self.subscribers:
@@ -340,6 +333,21 @@ class Coordinator:
             server_cpu_run=server_cpu_run if options.server_pids else None,
             server_cpu_connect=server_cpu_connect,
         )
+
+    async def _drain(self, expected: int, quiet: float, longest: float) -> None:
+        """Until every expected delivery arrived, none arrived for `quiet` seconds,
+        or `longest` seconds passed."""
+        start = last_change = time.monotonic()
+        seen = self.snapshot().deliveries
+
+        def done() -> bool:
+            nonlocal seen, last_change
+            now, delivered = time.monotonic(), self.snapshot().deliveries
+            if delivered != seen:
+                seen, last_change = delivered, now
+            return delivered >= expected or now - last_change > quiet or now - start > longest
+
+        await self._until(done, longest + 5, "draining")
 
     def _server_cpu(self) -> dict[int, float]:
         return {pid: cpu_seconds(pid) or 0.0 for pid in self.options.server_pids}
