@@ -186,9 +186,9 @@ def _ms(value: float | None) -> str:
 def summary(out_dir: Path) -> str:
     """A Markdown table of every result in `out_dir`, one row per rate step."""
     rows = [
-        "| scenario | clients | connect p99 ms | pub/s | offered/s | delivered/s | loss "
-        "| gaps/dups | p50 ms | p99 ms | max ms | generator us/deliv | server us/deliv |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | clients | connect/s | connect p99 ms | pub/s | offered/s | delivered/s "
+        "| loss | gaps/dups | p50 ms | p99 ms | max ms | generator us/deliv | server us/deliv |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     machine = None
     for path in sorted(out_dir.glob("*.json")):
@@ -200,7 +200,8 @@ def summary(out_dir: Path) -> str:
         gen = r["generator"]["cpu_us_per_delivery"]
         srv = (r.get("server") or {}).get("cpu_us_per_delivery")
         head = (
-            f"| {r['label']} | {c['subscribed']:,}/{c['target']:,} | {_ms(c['connect_ms']['p99'])} "
+            f"| {r['label']} | {c['subscribed']:,}/{c['target']:,} "
+            f"| {c['connections_per_second']:,.0f} | {_ms(c['connect_ms']['p99'])} "
         )
         tail = f"| {_ms(gen)} | {_ms(srv)} |"
         for s in r["steps"] or [None]:

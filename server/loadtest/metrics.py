@@ -153,7 +153,7 @@ class Recorder:
     current one: a second is never reopened.
     """
 
-    __slots__ = ("_closed", "current", "second", "second_end", "t0")
+    __slots__ = ("_closed", "current", "last", "second", "second_end", "t0")
 
     def __init__(self, t0: int = 0) -> None:
         self.t0 = t0
@@ -161,6 +161,7 @@ class Recorder:
         self.second_end = t0 + _NS
         self.current: dict[int, Histogram] = {}
         self._closed: dict[int, dict[int, Histogram]] = {}
+        self.last: dict[int, int] = {}  # step -> time (ns) of its latest delivery
 
     def record(self, now_ns: int, step: int, value: int) -> None:
         if now_ns >= self.second_end:
@@ -169,6 +170,11 @@ class Recorder:
         if h is None:
             h = self.current[step] = Histogram()
         h.record(value)
+        self.last[step] = now_ns
+
+    def last_seconds(self) -> dict[str, float]:
+        """Per step, when its latest delivery arrived, in seconds since t0."""
+        return {str(step): (ns - self.t0) / 1e9 for step, ns in self.last.items()}
 
     def _rotate(self, now_ns: int) -> None:
         if self.current:

@@ -27,6 +27,7 @@ def format_table(result: dict[str, Any]) -> str:
     c, d, g = result["clients"], result["deliveries"], result["generator"]
     lines = [
         f"clients: {c['subscribed']:,}/{c['target']:,} subscribed in {c['connect_seconds']:.1f} s "
+        f"({c['connections_per_second']:,.0f}/s) "
         f"(connect p50 {_ms(c['connect_ms']['p50'])} ms, p99 {_ms(c['connect_ms']['p99'])} ms)",
         "",
         f"{'rate/s':>8} {'published':>10} {'expected':>11} {'delivered':>11} {'loss':>8} "
@@ -215,6 +216,7 @@ def render_html(result: dict[str, Any]) -> str:
     summary = [
         ("subscribed clients", f"{c['subscribed']:,} of {c['target']:,}"),
         ("connect time (s)", c["connect_seconds"]),
+        ("connections per second", c["connections_per_second"]),
         ("connect ms p50 / p99 / max", _trio(c["connect_ms"])),
         ("publications acknowledged", result["publications"]["acked"]),
         ("deliveries / expected", f"{d['received']:,} / {d['expected']:,}"),

@@ -9,9 +9,9 @@ Definitions:
 - `deliveries`: publications received with our timestamp, recovered ones
   included, duplicates excluded; `loss` = expected - deliveries.
 - per step, `offered_per_second`: expected deliveries over the step's seconds;
-  `deliveries_per_second`: deliveries received while the step was publishing,
-  over its seconds. Below the offered rate, the server did not keep up (the
-  rest arrived late, or never: see `loss` and latency).
+  `deliveries_per_second`: the step's deliveries over `delivery_seconds`, from
+  the step's start to its last delivery (at least the step's length). Below
+  the offered rate, the server did not keep up and delivered late.
 - `gaps`: offsets a client never saw (live or after recovery);
   `duplicates`: offsets it saw again.
 - latency: receive time minus the send time in the payload (one clock; across
@@ -68,18 +68,6 @@ def _per_connection(cpu: float, connections: int) -> float | None:
     return round(cpu / connections * 1e6, 1) if connections else None
 
 
-def _received_between(timeline: dict[int, Histogram], start: float, end: float) -> float:
-    """Deliveries received in [start, end) seconds, from per-second counts (a second
-    cut by the window counts in proportion)."""
-    total = 0.0
-    for second in range(int(start), int(end) + 1):
-        h = timeline.get(second)
-        if h is not None:
-            overlap = min(end, second + 1) - max(start, second)
-            total += h.count * max(overlap, 0.0)
-    return total
-
-
 def build(
     options: Options,
     *,
@@ -118,8 +106,12 @@ def build(
         pub = publisher["steps"][index] if publisher else {}
         expected = int(pub.get("expected", 0))
         seconds = float(pub.get("seconds", options.duration))
-        start = float(pub.get("start", 0.0))
-        in_window = _received_between(timeline, start, start + seconds)
+        # the step's deliveries over the time from its start to its last delivery
+        # (at least the step's length): the rate the server actually delivered it at
+        last = max(
+            (float(s.get("last_delivery", {}).get(str(index), 0)) for s in subscribers), default=0.0
+        )
+        span = max(last - float(pub.get("start", 0.0)), seconds)
         steps.append(
             {
                 "rate": rate,
@@ -131,8 +123,8 @@ def build(
                 "deliveries": latency.count,
                 "loss": expected - latency.count,
                 "offered_per_second": _per_second(expected, seconds),
-                # received while this step was publishing: what the server kept up with
-                "deliveries_per_second": _per_second(in_window, seconds),
+                "deliveries_per_second": _per_second(latency.count, span),
+                "delivery_seconds": round(span, 3),
                 "latency_ms": latency.summary(),
             }
         )
@@ -141,6 +133,10 @@ def build(
     expected = sum(s["expected_deliveries"] for s in steps)
     publishing = sum(s["seconds"] for s in steps) or publish_seconds
     subscribed = sum(int(r.get("subscribed", 0)) for r in readies)
+    # from the first connection attempt of any worker to the last worker's last answer
+    began = min((int(r["began"]) for r in readies if "began" in r), default=0)
+    ended = max((int(r["ended"]) for r in readies if "ended" in r), default=0)
+    connecting = (ended - began) / 1e9 if ended > began else connect_seconds
     connect = _hist([r.get("connect", {}) for r in readies])
     subscribe = _hist([r.get("subscribe", {}) for r in readies])
     per_delivery = 1e6 / deliveries if deliveries else None
@@ -174,8 +170,9 @@ def build(
             "target": options.clients,
             "subscribed": subscribed,
             "failed": options.clients - subscribed,
-            "connect_seconds": round(connect_seconds, 3),
-            "connections_per_second": _per_second(subscribed, connect_seconds),
+            "connect_seconds": round(connecting, 3),
+            "connections_per_second": _per_second(subscribed, connecting),
+            "setup_seconds": round(connect_seconds, 3),  # with worker processes starting
             "connect_ms": connect.summary(),
             "subscribed_ms": subscribe.summary(),
             "at_end": total("subscribed"),

@@ -52,6 +52,7 @@ def stats_body(stats: Stats) -> dict[str, Any]:
         "connect": stats.connect.to_dict(),
         "subscribe": stats.subscribe.to_dict(),
         "latency": Recorder.to_wire(stats.latency.take_all()),
+        "last_delivery": stats.latency.last_seconds(),
         "errors": stats.errors,
         "close_codes": stats.close_codes,
         "subscribed": stats.subscribed,
@@ -117,7 +118,9 @@ async def run_subscribers(
     reporter = asyncio.get_running_loop().create_task(_report(io, pool.stats))
     churner = None
     try:
+        began = time.time_ns()
         await _connect_all(pool, options, workers, io)
+        ended = time.time_ns()
         per_channel: dict[str, int] = {}
         for client in pool.clients:
             if client.subscribed:
@@ -129,6 +132,8 @@ async def run_subscribers(
             per_channel=per_channel,
             connect=pool.stats.connect.to_dict(),
             subscribe=pool.stats.subscribe.to_dict(),
+            began=began,
+            ended=ended,
         )
         go = await io.wait_go()
         if go is not None:
