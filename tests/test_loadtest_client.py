@@ -3,7 +3,6 @@ pings answered, batched frames split, recovery and resubscription handled."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -191,14 +190,12 @@ def test_frames_of_a_connection_the_client_left_are_ignored():
     assert client.pool.stats.deliveries == 0
 
 
-def test_churn_never_takes_a_client_that_is_already_away():
-    async def churn_twice() -> tuple[bool, bool]:
-        client, t = make()
-        client.pool.clients = [client]
-        subscribed(client, t, 0)
-        first = client.pool.churn_one(downtime=60)
-        second = client.pool.churn_one(downtime=60)
-        await client.pool.close(timeout=0)
-        return first, second
-
-    assert asyncio.run(churn_twice()) == (True, False)
+@pytest.mark.gen_test
+async def test_churn_never_takes_a_client_that_is_already_away():
+    client, t = make()
+    client.pool.clients = [client]
+    subscribed(client, t, 0)
+    first = client.pool.churn_one(downtime=60)
+    second = client.pool.churn_one(downtime=60)
+    await client.pool.close(timeout=0)
+    assert (first, second) == (True, False)

@@ -300,7 +300,8 @@ class Coordinator:
                 "waiting for acknowledgements",
             )
             expected = sum(int(s["expected"]) for s in (publisher.final or {})["steps"])
-            await self._drain(expected, options.drain, options.drain_max)
+            subscribed = sum(int((w.ready or {}).get("subscribed", 0)) for w in self.subscribers)
+            await self._drain(expected, subscribed, options.drain, options.drain_max)
         server_cpu_end = self._server_cpu()
         server_cpu_run = {pid: cpu - server_cpu[pid] for pid, cpu in server_cpu_end.items()}
         for worker in self.subscribers:
@@ -334,9 +335,10 @@ class Coordinator:
             server_cpu_connect=server_cpu_connect,
         )
 
-    async def _drain(self, expected: int, quiet: float, longest: float) -> None:
-        """Until every expected delivery arrived, none arrived for `quiet` seconds,
-        or `longest` seconds passed."""
+    async def _drain(self, expected: int, subscribed: int, quiet: float, longest: float) -> None:
+        """Until every expected delivery arrived and every client subscribed at the
+        start is back (churn), nothing arrived for `quiet` seconds, or `longest`
+        seconds passed."""
         start = last_change = time.monotonic()
         seen = self.snapshot().deliveries
 
@@ -345,7 +347,8 @@ class Coordinator:
             now, delivered = time.monotonic(), self.snapshot().deliveries
             if delivered != seen:
                 seen, last_change = delivered, now
-            return delivered >= expected or now - last_change > quiet or now - start > longest
+            complete = delivered >= expected and self.snapshot().subscribed >= subscribed
+            return complete or now - last_change > quiet or now - start > longest
 
         await self._until(done, longest + 5, "draining")
 
