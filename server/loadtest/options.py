@@ -232,11 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ramp", type=float, default=d.ramp, help="new connections per second (0: no limit)"
     )
-    p.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
-    p.add_argument("--connect-timeout", type=float, default=d.connect_timeout)
-    p.add_argument("--layout", choices=LAYOUTS, default=d.layout)
+    p.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=d.connect_concurrency,
+        help="connection attempts in flight per worker process",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=d.connect_timeout,
+        help="seconds for one client to connect and subscribe",
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=d.layout,
+        help="hot: one channel for all; channels: spread over --channels; "
+        "per-client: one channel each",
+    )
     p.add_argument("--channels", type=int, default=d.channels, help="for --layout channels")
-    p.add_argument("--channel-prefix", default=d.channel_prefix)
+    p.add_argument(
+        "--channel-prefix",
+        default=d.channel_prefix,
+        help="channel name (hot) or prefix of PREFIX.N (its namespace must allow publishing "
+        "for the ws publisher)",
+    )
     p.add_argument(
         "-r",
         "--rate",
@@ -253,9 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="after publishing, stop once no delivery or acknowledgement came for this long",
     )
     p.add_argument("--drain-max", type=float, default=d.drain_max, help="longest drain")
-    p.add_argument("--publisher", choices=("ws", "http"), default=d.publisher)
-    p.add_argument("--api-url", default=d.api_url, help="server HTTP API base URL")
-    p.add_argument("--api-key", default=os.environ.get("WSFAN_LOADTEST_API_KEY", ""))
+    p.add_argument(
+        "--publisher",
+        choices=("ws", "http"),
+        default=d.publisher,
+        help="ws: clients sending publish; http: POST {api-url}/api/publish",
+    )
+    p.add_argument(
+        "--api-url", default=d.api_url, help="server HTTP API base URL (default: from --url)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("WSFAN_LOADTEST_API_KEY", ""),
+        help="X-API-Key for --publisher http (env WSFAN_LOADTEST_API_KEY)",
+    )
     p.add_argument(
         "--publisher-connections",
         type=int,
@@ -263,18 +295,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="WebSocket publishing clients, or HTTP keep-alive connections",
     )
     p.add_argument("--size", type=int, default=d.size, help="bytes of publication data")
-    p.add_argument("--encoding", choices=("json", "msgpack"), default=d.encoding)
+    p.add_argument(
+        "--encoding",
+        choices=("json", "msgpack"),
+        default=d.encoding,
+        help="msgpack: the msgpack WebSocket subprotocol",
+    )
     p.add_argument(
         "--churn", type=float, default=d.churn, help="reconnections with recovery per second"
     )
-    p.add_argument("--churn-downtime", type=float, default=d.churn_downtime)
+    p.add_argument(
+        "--churn-downtime",
+        type=float,
+        default=d.churn_downtime,
+        help="seconds a churned client stays away",
+    )
     p.add_argument(
         "--token-secret",
         default=os.environ.get("WSFAN_LOADTEST_TOKEN_SECRET", ""),
-        help="HS256 secret to mint connection tokens (default: connect anonymously)",
+        help="HS256 secret to mint connection tokens, sub=loadtest-N "
+        "(env WSFAN_LOADTEST_TOKEN_SECRET; default: connect anonymously)",
     )
-    p.add_argument("--token-ttl", type=float, default=d.token_ttl)
-    p.add_argument("--workers", type=int, default=d.workers, help="0: automatic")
+    p.add_argument("--token-ttl", type=float, default=d.token_ttl, help="token lifetime, seconds")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="subscriber processes; 0: enough for the open-files limit and the cores",
+    )
     p.add_argument(
         "--server-pid",
         type=int,
