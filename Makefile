@@ -20,18 +20,18 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# All scenarios (a few minutes, heavy); one or some: make bench SCENARIOS="broadcast_1k churn"
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) bench/cluster_fanout.py --subscribers 1000 --rates 10,20,50,100,200 --out bench/results/cluster_fanout_1k.json
-	$(PY) bench/cluster_fanout.py --subscribers 10000 --rates 1,2,5,10,20 --out bench/results/cluster_fanout_10k.json
+	$(PY) -m pip install --quiet -e '.[loadtest]'
+	$(PY) bench/run.py $(SCENARIOS)
 
 # Browser libraries in static/vendor/ (versions pinned in the script), from npm.
 vendor:
 	static/vendor/refresh.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server tests run.py
-	$(VENV)/bin/ruff format --check server tests run.py
+	$(VENV)/bin/ruff check server tests run.py bench
+	$(VENV)/bin/ruff format --check server tests run.py bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -1,0 +1,420 @@
+"""Subscribing clients: one picows listener per connection, all of a worker in one pool.
+
+A client sends connect and subscribe in its first frame, answers server pings
+(`{}`), and checks every publication's offset against the last one it saw on
+its channel: a jump forward counts the missing offsets as gaps, a repeat or a
+step back counts a duplicate. Reconnecting (churn, or a close code below 3500)
+resubscribes with `recover` from the last offset, and the recovered
+publications go through the same check, so a recovery that loses or repeats
+anything shows up the same way as a live gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
+
+from server.loadtest.metrics import Histogram, Recorder
+from server.loadtest.wire import CONNECT_ID, SUBSCRIBE_ID, Codec
+
+__all__ = ["Pool", "Stats", "Subscriber"]
+
+RECONNECT_DELAY = (0.2, 1.0)  # seconds, jittered, after a drop we did not ask for
+RECONNECT_ATTEMPTS = 5
+NO_RECONNECT_FROM = 3500  # close codes from here on say "do not reconnect"
+
+
+class Stats:
+    """One worker's counters; the worker process reports them to the coordinator."""
+
+    def __init__(self) -> None:
+        self.connected = 0  # WebSocket transports open now
+        self.subscribed = 0  # clients subscribed now
+        self.deliveries = 0  # publication pushes (and recovered publications) received
+        self.recovered_publications = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.epoch_changes = 0
+        self.foreign = 0  # publications without our timestamp (another publisher's)
+        self.negative_latency = 0  # receive time before send time: clocks disagree
+        self.reconnects = 0  # reconnected and resubscribed with recovery
+        self.resubscribes = 0  # resubscribed on the same connection after an unsubscribe push
+        self.recovered = 0
+        self.not_recovered = 0
+        self.connect = Histogram()  # us from starting to connect until the connect reply
+        self.subscribe = Histogram()  # us from starting to connect until subscribed
+        self.latency = Recorder()  # us, by second since go and by ramp step
+        self.errors: dict[str, int] = {}
+        self.close_codes: dict[str, int] = {}
+        self.unsubscribes: dict[str, int] = {}  # unsubscribe pushes by code
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def closed(self, code: int) -> None:
+        key = str(code)
+        self.close_codes[key] = self.close_codes.get(key, 0) + 1
+
+
+class SubscribeFailed(Exception):
+    pass
+
+
+class Subscriber(WSListener):
+    """One simulated client; reused across reconnects so it keeps its stream position."""
+
+    def __init__(self, pool: Pool, index: int, channel: int) -> None:
+        super().__init__()
+        self.pool = pool
+        self.index = index
+        self.channel = channel
+        self.transport: WSTransport | None = None
+        self.offset = 0
+        self.epoch = ""
+        self.positioned = False  # offsets of this channel are tracked
+        self.recovering = False
+        self.resubscribing = False
+        self.subscribed = False
+        self.leaving = False  # closed on purpose: not an error, no reconnect
+        self.reconnecting = False  # a reconnect is scheduled or under way
+        self.live = 0  # connections reported connected and not yet disconnected
+        self.started = 0
+        self.ready: asyncio.Future[None] | None = None
+        self.partial: list[bytes] = []
+
+    # picows callbacks -----------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.live += 1
+        self.pool.stats.connected += 1
+        position = (self.offset, self.epoch) if self.recovering else None
+        name = self.pool.channel_names[self.channel]
+        hello = self.pool.codec.hello(name, self.pool.token(self.index), position)
+        transport.send(self.pool.msg_type, hello)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        pool, stats = self.pool, self.pool.stats
+        if self.live:
+            self.live -= 1
+            stats.connected -= 1
+        if transport is not self.transport:
+            return  # an earlier connection of this client, already replaced
+        if self.subscribed:
+            self.subscribed = False
+            stats.subscribed -= 1
+        self.transport = None
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(SubscribeFailed("closed before subscribed"))
+            self.ready.exception()
+        if self.leaving or pool.stopping:
+            return
+        handshake = transport.close_handshake
+        code = handshake.recv.code.value if handshake and handshake.recv else 1006
+        if handshake is None or handshake.recv is None:
+            stats.closed(1006)
+        if code < NO_RECONNECT_FROM:
+            pool.reconnect_later(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        # The hot path: one call per frame, usually one publication per frame.
+        if transport is not self.transport:
+            return  # a connection this client already left
+        if frame.msg_type is not self.pool.msg_type or not frame.fin or self.partial:
+            self.other_frame(transport, frame)
+            return
+        now = time.time_ns()
+        try:
+            messages = self.pool.decode(frame)
+        except ValueError:
+            self.pool.stats.error("malformed frame")
+            transport.disconnect()
+            return
+        self.handle(transport, messages, now)
+
+    def other_frame(self, transport: WSTransport, frame: Any) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            self.pool.stats.closed(code.value)
+            transport.send_close(code)
+            transport.disconnect()
+        elif msg_type is WSMsgType.CONTINUATION or msg_type is self.pool.msg_type:
+            # A fragmented message (wsfan never sends one): reassemble, then handle.
+            self.partial.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                data, self.partial = b"".join(self.partial), []
+                try:
+                    messages = self.pool.codec.decode(data)
+                except ValueError:
+                    self.pool.stats.error("malformed frame")
+                    transport.disconnect()
+                    return
+                self.handle(transport, messages, time.time_ns())
+        elif msg_type is WSMsgType.TEXT or msg_type is WSMsgType.BINARY:
+            self.pool.stats.error("wrong frame type")
+
+    def handle(self, transport: WSTransport, messages: Any, now: int) -> None:
+        for message in messages:
+            if not message:
+                transport.send(self.pool.msg_type, self.pool.codec.pong)
+                continue
+            push = message.get("push")
+            if push is not None:
+                pub = push.get("pub")
+                if pub is not None:
+                    self.publication(pub, now)
+                elif "unsubscribe" in push:
+                    self.unsubscribed(transport, push["unsubscribe"] or {}, now)
+                continue
+            if "id" in message:
+                self.reply(message, now)
+
+    # Messages ---------------------------------------------------------------------
+
+    def publication(self, pub: dict[str, Any], now: int) -> None:
+        stats = self.pool.stats
+        offset = pub.get("offset", 0)
+        if offset and self.positioned:
+            last = self.offset
+            if offset != last + 1:
+                if offset <= last:
+                    stats.duplicates += 1
+                    return
+                stats.gaps += offset - last - 1
+            self.offset = offset
+        data = pub.get("data")
+        try:
+            sent, step = data["ts"], data["s"]  # type: ignore[index]
+        except (TypeError, KeyError):
+            stats.foreign += 1
+            return
+        latency = (now - sent) // 1000
+        if latency < 0:
+            stats.negative_latency += 1
+        stats.deliveries += 1
+        stats.latency.record(now, step, latency)
+
+    def unsubscribed(self, transport: WSTransport, body: dict[str, Any], now: int) -> None:
+        """The server ended the subscription; codes 2500..2999 ask for a resubscribe,
+        which recovers from the last offset seen like a reconnect does."""
+        stats = self.pool.stats
+        code = int(body.get("code", 0))
+        stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
+        if self.subscribed:
+            self.subscribed = False
+            stats.subscribed -= 1
+        if 2500 <= code < 3000 and not self.pool.stopping:
+            self.recovering = self.resubscribing = self.positioned
+            self.started = now
+            position = (self.offset, self.epoch) if self.recovering else None
+            name = self.pool.channel_names[self.channel]
+            transport.send(self.pool.msg_type, self.pool.codec.resubscribe(name, position))
+
+    def reply(self, message: dict[str, Any], now: int) -> None:
+        cmd_id = message["id"]
+        stats = self.pool.stats
+        error = message.get("error")
+        if error is not None:
+            kind = "connect" if cmd_id == CONNECT_ID else "subscribe"
+            stats.error(f"{kind} error {error.get('code')}")
+            self.fail(SubscribeFailed(kind))
+            return
+        if cmd_id == CONNECT_ID:
+            stats.connect.record((now - self.started) // 1000)
+        elif cmd_id == SUBSCRIBE_ID:
+            self.subscribed_reply(message.get("subscribe") or {}, now)
+
+    def subscribed_reply(self, result: dict[str, Any], now: int) -> None:
+        stats = self.pool.stats
+        top, epoch = result.get("offset", 0), result.get("epoch", "")
+        if self.recovering:
+            if self.resubscribing:
+                stats.resubscribes += 1
+            else:
+                stats.reconnects += 1
+            if epoch != self.epoch:
+                stats.epoch_changes += 1
+                self.offset = top
+            else:
+                for pub in result.get("publications") or ():
+                    stats.recovered_publications += 1
+                    self.publication(pub, now)
+                if top > self.offset:  # not recovered, or recovered short: missed
+                    stats.gaps += top - self.offset
+                    self.offset = top
+            if result.get("recovered"):
+                stats.recovered += 1
+            else:
+                stats.not_recovered += 1
+        else:
+            self.offset = top
+        self.epoch = epoch
+        self.recovering = self.resubscribing = False
+        self.positioned = bool(result.get("recoverable")) or top > 0
+        self.subscribed = True
+        stats.subscribed += 1
+        stats.subscribe.record((now - self.started) // 1000)
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()
+        if self.transport is not None:
+            self.leaving = True
+            self.transport.disconnect()
+
+    def close(self) -> None:
+        """Leave on purpose (churn or the end of the test): close code 1000. From here
+        on the connection's frames are ignored and the client counts as unsubscribed."""
+        self.leaving = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.subscribed:
+            self.subscribed = False
+            self.pool.stats.subscribed -= 1
+        transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
+
+
+_json = json.JSONDecoder().decode
+
+
+def _decode_json(frame: Any) -> Any:
+    """Messages of a text frame: usually one, several newline-delimited when batched."""
+    text = frame.get_payload_as_utf8_text()
+    if "\n" not in text:
+        return (_json(text),)
+    return [_json(line) for line in text.split("\n") if line]
+
+
+def _decode_msgpack(frame: Any) -> Any:
+    """Messages of a binary frame: usually one map, several concatenated when batched."""
+    data = frame.get_payload_as_bytes()
+    try:
+        return (msgpack.unpackb(data, raw=False, strict_map_key=False),)
+    except msgpack.ExtraData as extra:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unpacker.feed(extra.extra)
+        return [extra.unpacked, *unpacker]
+    except (msgpack.UnpackException, TypeError) as exc:
+        raise ValueError("malformed msgpack frame") from exc
+
+
+class Pool:
+    """A worker's clients: opens them, reconnects dropped ones, churns, closes them all."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        codec: Codec,
+        channel_names: list[str],
+        timeout: float,
+        token: Callable[[int], str],
+    ) -> None:
+        self.urls = urls
+        self.codec = codec
+        self.msg_type = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
+        self.decode = _decode_msgpack if codec.binary else _decode_json
+        self.channel_names = channel_names
+        self.timeout = timeout
+        self.token = token
+        self.stats = Stats()
+        self.clients: list[Subscriber] = []
+        self.stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def open(self, client: Subscriber) -> bool:
+        """Connect and subscribe `client` (recovering when it has a position); True on success.
+
+        Failures are counted in `stats.errors` by kind, never raised.
+        """
+        loop = asyncio.get_running_loop()
+        client.leaving = False
+        client.ready = loop.create_future()
+        client.started = time.time_ns()
+        url = self.urls[client.index % len(self.urls)]
+        deadline = loop.time() + self.timeout
+        transport: WSTransport | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                transport, _ = await ws_connect(
+                    lambda: client,
+                    url,
+                    extra_headers=self.codec.subprotocol_headers,
+                    websocket_handshake_timeout=self.timeout,
+                    enable_auto_pong=True,
+                    max_frame_size=64 << 20,
+                )
+                await client.ready
+            return True
+        except TimeoutError:
+            self.stats.error("timeout")
+        except SubscribeFailed:
+            pass  # counted where it happened
+        except OSError as exc:
+            self.stats.error(type(exc).__name__)
+        except Exception as exc:  # picows handshake errors and the like
+            self.stats.error(type(exc).__name__)
+        if transport is not None and not transport.is_disconnected:
+            client.leaving = True
+            transport.disconnect()
+        return False
+
+    def reconnect_later(self, client: Subscriber, delay: float | None = None) -> None:
+        """Reconnect with recovery after `delay` (jittered default), unless stopping;
+        failed attempts are retried with a doubling delay, `RECONNECT_ATTEMPTS` in all."""
+        if client.reconnecting:
+            return
+        client.reconnecting = True
+        client.recovering = client.positioned
+        client.resubscribing = False
+        self.spawn(self._reconnect(client, delay))
+
+    async def _reconnect(self, client: Subscriber, delay: float | None) -> None:
+        try:
+            for attempt in range(RECONNECT_ATTEMPTS):
+                pause = random.uniform(*RECONNECT_DELAY) * 2**attempt
+                await asyncio.sleep(pause if delay is None or attempt else delay)
+                if self.stopping or await self.open(client):
+                    return
+        finally:
+            client.reconnecting = False
+
+    def churn_one(self, downtime: float) -> bool:
+        """Close one random subscribed client and bring it back after `downtime`."""
+        for _ in range(8):  # a few tries to find a subscribed one
+            client = random.choice(self.clients)
+            if client.subscribed and not client.reconnecting:
+                client.close()
+                self.reconnect_later(client, downtime)
+                return True
+        return False
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close every client (1000) and wait, bounded, until they are gone."""
+        self.stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        for client in self.clients:
+            client.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.stats.connected > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,314 @@
+"""What a run leaves behind: a text table, the JSON result, a self-contained HTML report.
+
+The HTML needs nothing from the network: charts are inline SVG drawn here,
+styles are inline, and every value is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_table", "svg_chart", "write_html", "write_json"]
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The end-of-run summary: one row per rate step, then totals and problems."""
+    c, d, g = result["clients"], result["deliveries"], result["generator"]
+    lines = [
+        f"clients: {c['subscribed']:,}/{c['target']:,} subscribed in {c['connect_seconds']:.1f} s "
+        f"({c['connections_per_second']:,.0f}/s) "
+        f"(connect p50 {_ms(c['connect_ms']['p50'])} ms, p99 {_ms(c['connect_ms']['p99'])} ms)",
+        "",
+        f"{'rate/s':>8} {'published':>10} {'expected':>11} {'delivered':>11} {'loss':>8} "
+        f"{'offered/s':>10} {'deliv/s':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+        f"{'p99.9 ms':>9} {'max ms':>9}",
+    ]
+    for s in result["steps"]:
+        lat = s["latency_ms"]
+        lines.append(
+            f"{s['rate']:>8g} {s['published']:>10,} {s['expected_deliveries']:>11,} "
+            f"{s['deliveries']:>11,} {s['loss']:>8,} {s['offered_per_second']:>10,.0f} "
+            f"{s['deliveries_per_second']:>10,.0f} "
+            f"{_ms(lat['p50']):>9} {_ms(lat['p90']):>9} {_ms(lat['p99']):>9} "
+            f"{_ms(lat['p99.9']):>9} {_ms(lat['max']):>9}"
+        )
+    lines += [
+        "",
+        f"deliveries {d['received']:,} of {d['expected']:,} expected ({d['per_second']:,.0f}/s), "
+        f"loss {d['loss']:,}, gaps {d['gaps']:,}, duplicates {d['duplicates']:,}, "
+        f"recovered {d['recovered_publications']:,}",
+        f"generator: {g['processes']} processes, {g['cpu_seconds_run']:.2f} CPU s while "
+        f"publishing, {_us(g['cpu_us_per_delivery'])} per delivery, "
+        f"{_us(g['cpu_us_per_connection'])} per connection",
+    ]
+    if result.get("server"):
+        s = result["server"]
+        per = _us(s["cpu_us_per_delivery"])
+        lines.append(
+            f"server: {s['cpu_seconds_run']:.2f} CPU s, {per} per delivery, "
+            f"{_us(s['cpu_us_per_connection'])} per connection"
+        )
+    churn = result["churn"]
+    if churn["reconnects"] or churn["resubscribes"]:
+        lines.append(
+            f"recovery: {churn['reconnects']:,} reconnects, {churn['resubscribes']:,} "
+            f"resubscribes, {churn['recovered']:,} recovered, "
+            f"{churn['not_recovered']:,} not recovered"
+        )
+    if result["errors"]:
+        lines.append("errors: " + ", ".join(f"{k} x{v}" for k, v in result["errors"].items()))
+    for key, name in (("close_codes", "close codes"), ("unsubscribe_codes", "unsubscribes")):
+        if result.get(key):
+            lines.append(f"{name}: " + ", ".join(f"{k} x{v}" for k, v in result[key].items()))
+    return "\n".join(lines)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} us"
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+# Charts ------------------------------------------------------------------------------
+
+
+def _nice(top: float) -> float:
+    """A round axis maximum at or above `top`."""
+    if top <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(top))
+    for step in (1, 2, 2.5, 5, 10):
+        if top <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def svg_chart(
+    title: str,
+    series: Sequence[tuple[str, Sequence[tuple[float, float | None]]]],
+    x_label: str = "seconds",
+    y_label: str = "",
+    width: int = 760,
+    height: int = 260,
+) -> str:
+    """A line chart as inline SVG; points with a None value break the line."""
+    left, right, top, bottom = 70, 20, 30, 40
+    xs = [x for _, pts in series for x, y in pts if y is not None]
+    ys = [y for _, pts in series for _, y in pts if y is not None]
+    esc = html.escape
+    out = [
+        f'<svg width="{width}" height="{height}" '
+        f'role="img" aria-label="{esc(title)}" font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="18" font-size="13" font-weight="bold">{esc(title)}</text>',
+    ]
+    if not xs:
+        out.append(f'<text x="{left}" y="{height // 2}">no data</text></svg>')
+        return "".join(out)
+    x0, x1 = min(xs), max(xs)
+    x1 = x1 if x1 > x0 else x0 + 1
+    y1 = _nice(max(ys))
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * plot_w
+
+    def py(y: float) -> float:
+        return top + plot_h - y / y1 * plot_h
+
+    for i in range(6):
+        gy = y1 * i / 5
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(gy):.1f}" y2="{py(gy):.1f}" '
+            f'stroke="#ddd"/><text x="{left - 6}" y="{py(gy) + 4:.1f}" text-anchor="end">'
+            f"{gy:,.6g}</text>"
+        )
+    for i in range(6):
+        gx = x0 + (x1 - x0) * i / 5
+        out.append(
+            f'<text x="{px(gx):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{gx:,.4g}</text>'
+        )
+    out.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">{esc(x_label)}</text>'
+        f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + plot_h / 2})">{esc(y_label)}</text>'
+    )
+    for k, (name, points) in enumerate(series):
+        color = COLORS[k % len(COLORS)]
+        runs: list[list[str]] = [[]]
+        for x, y in points:
+            if y is None:
+                runs.append([])
+            else:
+                runs[-1].append(f"{px(x):.1f},{py(y):.1f}")
+        for run in runs:
+            if len(run) == 1:
+                cx, cy = run[0].split(",")
+                out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
+            elif run:
+                out.append(
+                    f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
+                    f'points="{" ".join(run)}"/>'
+                )
+        lx = left + 10 + k * 120
+        out.append(
+            f'<rect x="{lx}" y="{top + 4}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{lx + 14}" y="{top + 13}">{esc(name)}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+# HTML ---------------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[Any]], head: Sequence[str] | None = None) -> str:
+    esc = html.escape
+    parts = ["<table>"]
+    if head:
+        parts.append("<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in head) + "</tr>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+STYLE = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1000px}
+table{border-collapse:collapse;margin:8px 0 20px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}
+th{background:#f3f3f3}
+td:first-child{text-align:left}
+pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}
+"""
+
+
+def render_html(result: dict[str, Any]) -> str:
+    esc = html.escape
+    tl = result["timeline"]
+    c, d, g = result["clients"], result["deliveries"], result["generator"]
+    title = f"Load test {result.get('label') or ''}".strip()
+    summary = [
+        ("subscribed clients", f"{c['subscribed']:,} of {c['target']:,}"),
+        ("connect time (s)", c["connect_seconds"]),
+        ("connections per second", c["connections_per_second"]),
+        ("connect ms p50 / p99 / max", _trio(c["connect_ms"])),
+        ("publications acknowledged", result["publications"]["acked"]),
+        ("deliveries / expected", f"{d['received']:,} / {d['expected']:,}"),
+        ("loss, gaps, duplicates", f"{d['loss']:,}, {d['gaps']:,}, {d['duplicates']:,}"),
+        ("deliveries per second", d["per_second"]),
+        ("latency ms p50 / p99 / max", _trio(result["latency_ms"])),
+        ("generator CPU us per delivery", g["cpu_us_per_delivery"]),
+        ("generator CPU us per connection", g["cpu_us_per_connection"]),
+    ]
+    if result.get("server"):
+        summary.append(("server CPU us per delivery", result["server"]["cpu_us_per_delivery"]))
+        summary.append(("server CPU us per connection", result["server"]["cpu_us_per_connection"]))
+    steps = [
+        (
+            s["rate"],
+            s["published"],
+            s["expected_deliveries"],
+            s["deliveries"],
+            s["loss"],
+            s["offered_per_second"],
+            s["deliveries_per_second"],
+            s["latency_ms"]["p50"],
+            s["latency_ms"]["p90"],
+            s["latency_ms"]["p99"],
+            s["latency_ms"]["p99.9"],
+            s["latency_ms"]["max"],
+        )
+        for s in result["steps"]
+    ]
+    step_head = ["rate/s", "published", "expected", "delivered", "loss", "offered/s", "deliv/s"]
+    step_head += ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
+    charts = [
+        svg_chart(
+            "Deliveries per second",
+            [("deliveries", [(p["t"], p["deliveries"]) for p in tl])],
+            y_label="deliveries/s",
+        ),
+        svg_chart(
+            "Publications per second",
+            [("published", [(p["t"], p["published"]) for p in tl])],
+            y_label="publications/s",
+        ),
+        svg_chart(
+            "Delivery latency",
+            [
+                ("p50", [(p["t"], p["p50_ms"]) for p in tl]),
+                ("p99", [(p["t"], p["p99_ms"]) for p in tl]),
+                ("max", [(p["t"], p["max_ms"]) for p in tl]),
+            ],
+            y_label="ms",
+        ),
+        svg_chart(
+            "Subscribed clients (from the start, connecting included)",
+            [("subscribed", [(s["t"], s["subscribed"]) for s in result["samples"]])],
+            y_label="clients",
+        ),
+    ]
+    problems = [(k, v) for k, v in result["errors"].items()]
+    problems += [(f"close code {k}", v) for k, v in result["close_codes"].items()]
+    problems += [(f"unsubscribe code {k}", v) for k, v in result["unsubscribe_codes"].items()]
+    return "".join(
+        [
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>",
+            f"<p>{esc(result['started'])} &middot; {esc(_machine(result['machine']))}</p>",
+            _table(summary),
+            "<h2>Steps</h2>",
+            _table(steps, step_head),
+            "<h2>Over time</h2>",
+            *(f"<div>{chart}</div>" for chart in charts),
+            "<h2>Errors and close codes</h2>",
+            _table(problems, ["kind", "count"]) if problems else "<p>none</p>",
+            "<h2>Churn</h2>",
+            _table(list(result["churn"].items())),
+            "<h2>Options</h2>",
+            f"<pre>{esc(json.dumps(result['options'], indent=2))}</pre>",
+            "</body></html>\n",
+        ]
+    )
+
+
+def _trio(summary: dict[str, Any]) -> str:
+    return " / ".join(_ms(summary[k]) for k in ("p50", "p99", "max"))
+
+
+def _machine(m: dict[str, Any]) -> str:
+    parts = [f"{m.get('cpus')} CPUs", m.get("cpu_model", ""), f"Python {m.get('python')}"]
+    if "memory_gib" in m:
+        parts.append(f"{m['memory_gib']} GiB")
+    return ", ".join(p for p in parts if p)
+
+
+def write_html(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(result))

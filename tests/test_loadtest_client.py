@@ -1,0 +1,201 @@
+"""A simulated client's view of the stream, fed frames directly: offsets checked,
+pings answered, batched frames split, recovery and resubscription handled."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import jwt
+import msgpack
+import pytest
+from picows import WSMsgType
+from picows.picows import _make_test_ws_frame
+
+from server.loadtest.client import Pool, Subscriber
+from server.loadtest.wire import Codec, mint_token
+
+SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+        self.disconnected = False
+
+    def send(self, msg_type: WSMsgType, data: bytes) -> None:
+        self.sent.append(data)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+    def send_close(self, code: object) -> None:
+        self.sent.append(b"<close>")
+
+
+def make(encoding: str = "json") -> tuple[Subscriber, FakeTransport]:
+    pool = Pool(["ws://127.0.0.1:1/"], Codec(encoding), ["news"], 1.0, lambda i: "")
+    client = Subscriber(pool, 0, 0)
+    transport = FakeTransport()
+    client.transport = transport  # type: ignore[assignment]
+    return client, transport
+
+
+def feed(client: Subscriber, transport: FakeTransport, *messages: Any) -> None:
+    codec = client.pool.codec
+    msg_type = WSMsgType.BINARY if codec.binary else WSMsgType.TEXT
+    client.on_ws_frame(
+        transport, _make_test_ws_frame(msg_type, codec.encode(list(messages)), True, False)
+    )  # type: ignore[arg-type]
+
+
+def pub(offset: int, step: int = 0) -> dict[str, Any]:
+    data = {"ts": time.time_ns(), "s": step, "n": offset, "p": ""}
+    return {"push": {"channel": "news", "pub": {"data": data, "offset": offset}}}
+
+
+def subscribed(client: Subscriber, transport: FakeTransport, offset: int, **extra: Any) -> None:
+    result = {"recoverable": True, "epoch": "e1", "offset": offset} | extra
+    feed(client, transport, {"id": 2, "subscribe": result})
+
+
+def test_consecutive_offsets_are_deliveries_without_gaps():
+    client, t = make()
+    subscribed(client, t, 4)
+    feed(client, t, pub(5), pub(6), pub(7))
+    stats = client.pool.stats
+    assert (stats.deliveries, stats.gaps, stats.duplicates) == (3, 0, 0)
+
+
+def test_a_jump_counts_every_missing_offset_as_a_gap():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1))
+    feed(client, t, pub(4))
+    assert client.pool.stats.gaps == 2 and client.pool.stats.deliveries == 2
+
+
+def test_a_repeated_offset_is_a_duplicate_not_a_delivery():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1), pub(2), pub(2), pub(1))
+    assert client.pool.stats.duplicates == 2 and client.pool.stats.deliveries == 2
+
+
+def test_a_server_ping_is_answered_with_an_empty_message():
+    client, t = make()
+    feed(client, t, {})
+    assert t.sent == [b"{}"]
+
+
+def test_msgpack_ping_answer_is_an_empty_map():
+    client, t = make("msgpack")
+    feed(client, t, {})
+    assert [msgpack.unpackb(m) for m in t.sent] == [{}]
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_several_messages_in_one_frame_are_all_handled(encoding: str):
+    client, t = make(encoding)
+    feed(
+        client,
+        t,
+        {"id": 2, "subscribe": {"recoverable": True, "epoch": "e", "offset": 0}},
+        pub(1),
+        {},
+        pub(2),
+    )
+    assert client.pool.stats.deliveries == 2 and client.subscribed and len(t.sent) == 1
+
+
+def test_recovered_publications_close_the_gap_of_a_reconnect():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1))
+    client.recovering = True
+    subscribed(
+        client,
+        t,
+        3,
+        recovered=True,
+        was_recovering=True,
+        publications=[pub(2)["push"]["pub"], pub(3)["push"]["pub"]],
+    )
+    stats = client.pool.stats
+    assert (stats.deliveries, stats.gaps, stats.recovered, stats.reconnects) == (3, 0, 1, 1)
+
+
+def test_an_unrecovered_reconnect_counts_what_it_missed_as_gaps():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1))
+    client.recovering = True
+    subscribed(client, t, 5, recovered=False, was_recovering=True)
+    assert client.pool.stats.gaps == 4 and client.pool.stats.not_recovered == 1
+
+
+def test_unsubscribe_2500_resubscribes_recovering_from_the_last_offset():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1), pub(2))
+    feed(client, t, {"push": {"channel": "news", "unsubscribe": {"code": 2500}}})
+    assert json.loads(t.sent[-1]) == {
+        "id": 2,
+        "subscribe": {"channel": "news", "recover": True, "offset": 2, "epoch": "e1"},
+    }
+    assert client.pool.stats.unsubscribes == {"2500": 1} and not client.subscribed
+
+
+def test_unsubscribe_2000_stays_unsubscribed():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, {"push": {"channel": "news", "unsubscribe": {"code": 2000}}})
+    assert t.sent == [] and client.pool.stats.subscribed == 0
+
+
+def test_a_publication_without_our_timestamp_is_counted_apart():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, {"push": {"channel": "news", "pub": {"data": "hello", "offset": 1}}})
+    assert client.pool.stats.foreign == 1 and client.pool.stats.deliveries == 0
+
+
+def test_an_error_reply_to_subscribe_is_counted_by_code():
+    client, t = make()
+    feed(client, t, {"id": 2, "error": {"code": 103, "message": "permission denied"}})
+    assert client.pool.stats.errors == {"subscribe error 103": 1} and t.disconnected
+
+
+def test_hello_asks_for_recovery_with_the_position():
+    messages = Codec("json").decode(Codec("json").hello("news", "tok", (7, "ep")))
+    assert messages == [
+        {"id": 1, "connect": {"name": "loadtest", "token": "tok"}},
+        {"id": 2, "subscribe": {"channel": "news", "recover": True, "offset": 7, "epoch": "ep"}},
+    ]
+
+
+def test_minted_tokens_are_hs256_with_subject_and_expiry():
+    claims = jwt.decode(mint_token(SECRET, "user-1", 60), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "user-1" and claims["exp"] > time.time()
+
+
+def test_frames_of_a_connection_the_client_left_are_ignored():
+    client, t = make()
+    subscribed(client, t, 0)
+    client.close()
+    client.transport = FakeTransport()  # type: ignore[assignment]  # reconnected
+    feed(client, t, pub(1))
+    assert client.pool.stats.deliveries == 0
+
+
+@pytest.mark.gen_test
+async def test_churn_never_takes_a_client_that_is_already_away():
+    client, t = make()
+    client.pool.clients = [client]
+    subscribed(client, t, 0)
+    first = client.pool.churn_one(downtime=60)
+    second = client.pool.churn_one(downtime=60)
+    await client.pool.close(timeout=0)
+    assert (first, second) == (True, False)
