@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from tornado.web import Application, RequestHandler
 
+from server.api.keys import DEVELOPMENT_KEY
 from server.broker.base import HistoryQuery
 from server.config import Settings
 from server.embedded import free_port
@@ -181,37 +181,14 @@ async def test_a_publisher_that_cannot_connect_ends_the_test_with_its_reason():
         await run_async(options(url, clients=5))
 
 
-# The server HTTP API is built on another branch; this handler follows its contract
-# (cent's): POST /api/publish, X-API-Key, {"channel", "data"} -> {"result": {...}}.
-API_KEY = "test-key"
-
-
-class PublishStub(RequestHandler):
-    def initialize(self, node: Node) -> None:
-        self.node = node
-
-    async def post(self) -> None:
-        if self.request.headers.get("X-API-Key") != API_KEY:
-            self.set_status(401)
-            self.finish({"error": "unauthorized"})
-            return
-        body = json.loads(self.request.body)
-        position = await self.node.publish(body["channel"], body["data"])
-        self.finish({"result": {"offset": position.offset, "epoch": position.epoch}})
-
-
-@pytest.fixture
-def app_with_api(app: Application, node: Node) -> Application:
-    app.add_handlers(r".*", [(r"/api/publish", PublishStub, {"node": node})])
-    return app
+# The server's own HTTP API, with the development key the test settings carry.
+API_KEY = DEVELOPMENT_KEY
 
 
 @pytest.mark.parametrize("broker_type", ["memory"])
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
-async def test_http_publisher_posts_to_the_api_with_the_key(
-    app_with_api: Application, ws_url: str, node: Node
-):
+async def test_http_publisher_posts_to_the_api_with_the_key(ws_url: str, node: Node):
     opts = options(ws_url, clients=50, rates=(30.0,), publisher="http", api_key=API_KEY)
     result = await run_async(opts)
     assert result["publications"]["acked"] == await top_offset(node, opts.channel_name(0)) == 30
@@ -220,7 +197,7 @@ async def test_http_publisher_posts_to_the_api_with_the_key(
 
 @pytest.mark.parametrize("broker_type", ["memory"])
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
-async def test_http_publisher_with_a_wrong_key_counts_401s(app_with_api: Application, ws_url: str):
+async def test_http_publisher_with_a_wrong_key_counts_401s(ws_url: str):
     opts = options(ws_url, clients=10, rates=(10.0,), publisher="http", api_key="wrong")
     result = await run_async(opts)
     assert result["publications"]["acked"] == 0

@@ -95,6 +95,9 @@ class ApiHandler(RequestHandler):
         return key
 
     async def prepare(self) -> None:
+        # Any refusal from here on leaves the body unread: Tornado then drops the
+        # connection, so say so and keep-alive clients open a new one.
+        self.set_header("Connection", "close")
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type.lower() in MSGPACK_TYPES:
             self.encoding = Encoding.MSGPACK
@@ -116,6 +119,8 @@ class ApiHandler(RequestHandler):
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             self._too_large()
+            return
+        self.clear_header("Connection")  # accepted: the body will be read
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
