@@ -33,6 +33,7 @@ from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
+from server.logs import configure as configure_logging
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
 from server.stats import NodeStats
@@ -75,6 +76,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     names = ("host", "port", "workers")
     flags = {"server": {k: v for k in names if (v := getattr(args, k)) is not None}}
     settings = load_settings(args.config, flags=flags)
+    configure_logging(settings.log)  # before the checks below, which may warn
     if settings.broker.type == "memory" and settings.server.workers > 1:
         raise ConfigError(
             "server.workers: more than 1 worker needs broker.type 'redis'; "
@@ -232,9 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=settings.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings, group = _with_embedded(settings)
     except EmbeddedServerError as exc:

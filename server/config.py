@@ -223,6 +223,9 @@ class ApiSettings:
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    format: str = field(
+        default="text", metadata={"choices": ("text", "json")}
+    )  # json: one object a line
 
 
 _SECTIONS: dict[str, type] = {

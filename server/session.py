@@ -193,7 +193,7 @@ class Session:
         try:
             messages = decode_frame(data, self.encoding)
         except ProtocolError as exc:
-            log.debug("client %s: %s", self.client_id, exc)
+            log.debug("client %s: %s", self.client_id, exc, extra=self._log_context)
             self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
             return
         self.node.metrics.frame_in(len(messages), len(data))
@@ -203,7 +203,7 @@ class Session:
             try:
                 command = parse_command(message)
             except ProtocolError as exc:
-                log.debug("client %s: %s", self.client_id, exc)
+                log.debug("client %s: %s", self.client_id, exc, extra=self._log_context)
                 self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
                 return
             await self._handle_command(command)
@@ -547,7 +547,13 @@ class Session:
             if sub.options.join_leave and sub.pending is None:
                 await self.node.broker.publish_leave(channel, sub.info)
         except Exception as exc:
-            log.warning("client %s: leaving %r failed: %s", self.client_id, channel, exc)
+            log.warning(
+                "client %s: leaving %r failed: %s",
+                self.client_id,
+                channel,
+                exc,
+                extra=self._log_context,
+            )
 
     async def _publish(self, command: Command) -> dict[str, Any]:
         request: PublishRequest = self._parse(PublishRequest, command)
@@ -683,7 +689,12 @@ class Session:
         self._out = []
         unsent = self.transport.unsent_bytes()
         if unsent and unsent + len(frame) > self.node.settings.client.max_unsent_bytes:
-            log.info("client %s: %d bytes unsent, closing as slow", self.client_id, unsent)
+            log.info(
+                "client %s: %d bytes unsent, closing as slow",
+                self.client_id,
+                unsent,
+                extra=self._log_context,
+            )
             self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
             self._closed()
             self.transport.close(int(DisconnectCode.SLOW), "slow")
@@ -728,6 +739,11 @@ class Session:
     def _cancel(handle: asyncio.TimerHandle | None) -> None:
         if handle is not None:
             handle.cancel()
+
+    @property
+    def _log_context(self) -> dict[str, str]:
+        """Fields JSON log lines carry for this connection (see server/logs.py)."""
+        return {"client": self.client_id, "user": self.user}
 
     # Closing -----------------------------------------------------------------
 
