@@ -157,3 +157,21 @@ async def test_history_lost_with_redis_is_reported_as_not_recovered(
         assert ctx.stream_position.epoch != first_epoch
         await node.publish(CHANNEL, "after")
         await until(lambda: [p.data for p in events.publications] == ["before", "after"])
+
+
+@pytest.mark.parametrize("valkey", [False], indirect=True, ids=["volatile"])
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_killed_redis_started_again_serves_the_same_connections(
+    valkey: EmbeddedValkey, client, node: Node
+):
+    c = await client()
+    await c.result("subscribe", {"channel": CHANNEL})
+    reconnects = node.broker.pubsub.reconnects  # type: ignore[attr-defined]
+    await asyncio.to_thread(valkey.kill)
+    assert (await c.call("publish", {"channel": CHANNEL, "data": "lost"}))["error"]["code"] == 100
+    await asyncio.to_thread(valkey.start)
+    await until(lambda: node.broker.pubsub.reconnects > reconnects, 10 * TIMEOUT_SCALE)  # type: ignore[attr-defined]
+    await c.push("unsubscribe", CHANNEL)  # a new epoch: the client is told to resubscribe
+    await c.result("subscribe", {"channel": CHANNEL})
+    await c.result("publish", {"channel": CHANNEL, "data": "back"})
+    assert (await c.push("pub", CHANNEL))["pub"]["data"] == "back"
