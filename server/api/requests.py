@@ -97,28 +97,22 @@ class ChannelRequest:
 
 
 @dataclass(slots=True)
-class PublishRequest:
+class StateRequest:
+    """state_set (our extension): a retained channel's explicit state; publish adds to it."""
+
     channel: str
     data: Any = MISSING
     b64data: str = ""
-    skip_history: bool = False
-    tags: dict[str, str] | None = None
-    idempotency_key: str = ""
 
     def __post_init__(self) -> None:
         self.data = _payload(self.data, self.b64data)
 
 
 @dataclass(slots=True)
-class StateRequest:
-    """state_set: a retained channel's explicit state (our extension)."""
-
-    channel: str
-    data: Any = MISSING
-    b64data: str = ""
-
-    def __post_init__(self) -> None:
-        self.data = _payload(self.data, self.b64data)
+class PublishRequest(StateRequest):
+    skip_history: bool = False
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
 
 
 @dataclass(slots=True)
