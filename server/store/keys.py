@@ -5,9 +5,9 @@ secret is 192 random bits, so a fast hash is enough (no password stretching
 needed), and a database dump reveals no usable key. The full key is shown once,
 when it is created.
 
-Lookups are cached for `cache_ttl` seconds per process, so the API does not read
-MongoDB on every request; a revoked key stops working within that time on every
-instance.
+Live keys are cached for `cache_ttl` seconds per process, so the API does not
+read MongoDB on every request; a revoked key stops working within that time on
+every instance. Unknown ids are not cached (each costs one indexed read).
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class KeyStore:
     def __init__(self, store: MongoStore, cache_ttl: float = 10.0) -> None:
         self._keys = store.api_keys
         self._cache_ttl = cache_ttl
-        # id -> (valid until, the key or None, its stored digest or None)
-        self._cache: dict[str, tuple[float, ApiKey | None, str | None]] = {}
+        # id -> (valid until, the key, its stored digest); live keys only, so
+        # requests with made-up ids cannot grow it
+        self._cache: dict[str, tuple[float, ApiKey, str]] = {}
         self._used: dict[str, float] = {}
 
     async def create(
@@ -114,14 +115,14 @@ class KeyStore:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or cached[0] <= now:
+            self._cache.pop(key_id, None)
             doc = await self._keys.find_one({"_id": key_id, "revoked_at": None})
             if doc is None:
-                cached = (now + self._cache_ttl, None, None)
-            else:
-                cached = (now + self._cache_ttl, ApiKey.from_document(doc), doc["hash"])
+                return None
+            cached = (now + self._cache_ttl, ApiKey.from_document(doc), doc["hash"])
             self._cache[key_id] = cached
         _, found, digest = cached
-        if found is None or digest is None or not hmac.compare_digest(digest, _digest(secret)):
+        if not hmac.compare_digest(digest, _digest(secret)):
             return None
         if now - self._used.get(key_id, -_LAST_USED_EVERY) >= _LAST_USED_EVERY:
             self._used[key_id] = now
