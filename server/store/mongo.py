@@ -112,6 +112,3 @@ class MongoStore:
     async def get_state(self, channel: str) -> RetainedState | None:
         doc = await self.states.find_one({"_id": channel})
         return None if doc is None else RetainedState.from_document(doc)
-
-    async def remove_state(self, channel: str) -> None:
-        await self.states.delete_one({"_id": channel})
