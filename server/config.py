@@ -88,6 +88,9 @@ class ClientSettings:
     # Bytes written to a connection but not yet taken by its socket; a client past
     # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
     max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
+    # Seconds queued messages wait before being written; more of them then share one
+    # frame (fewer writes under load, at up to this much added latency). 0: next pass.
+    write_delay: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)

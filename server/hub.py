@@ -1,19 +1,27 @@
 """The hub: this process's connections and their channel subscriptions.
 
-It owns fan-out: a publication is encoded once per encoding present among the
-channel's subscribers and the same bytes are handed to each of them; handing
-over never awaits (each session queues and flushes on its own).
+It owns fan-out: a publication is encoded and framed once per encoding present
+among the channel's subscribers and the same `Frame` is handed to each of them.
+Handing over never awaits: a session queues the frame and asks the hub for a
+flush, and the hub flushes every session that queued anything in one callback
+per event-loop pass (or per `write_delay`), so several messages queued for one
+connection in that time leave as one WebSocket frame.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import Disconnect
+from server.frames import Frame
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
 
 __all__ = ["Hub", "Subscriber"]
+
+log = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
@@ -23,9 +31,13 @@ class Subscriber(Protocol):
     user: str
     encoding: Encoding
 
-    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None: ...
+    def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None: ...
 
-    def deliver(self, channel: str, data: bytes) -> None: ...
+    def deliver(self, channel: str, frame: Frame) -> None: ...
+
+    def flush(self) -> None:
+        """Write what was queued since the last flush (called by `Hub.want_flush`)."""
+        ...
 
     def disconnect(self, reason: Disconnect) -> None: ...
 
@@ -36,12 +48,13 @@ S = TypeVar("S", bound=Subscriber)
 class Hub(Generic[S]):
     """Generic over the session type, so the node gets its own sessions back."""
 
-    def __init__(self) -> None:
+    def __init__(self, write_delay: float = 0.0) -> None:
         self._channels: dict[str, dict[S, None]] = {}
         self._sessions: dict[str, S] = {}
         self._users: dict[str, dict[S, None]] = {}
-        # Protocol messages received from / queued to this node's connections,
-        # counted by the sessions; server.stats turns them into rates.
+        self._write_delay = write_delay
+        self._dirty: list[S] = []
+        self._flush_scheduled = False
 
     # Connections -------------------------------------------------------------
 
@@ -115,16 +128,44 @@ class Hub(Generic[S]):
     def _fan_out(self, channel: str, message: dict[str, Any], pub: Publication | None) -> int:
         # Iterate over a copy: a delivery may end a slow session, which unsubscribes it.
         subs = tuple(self._channels[channel])
-        encoded: dict[Encoding, bytes] = {}
+        frames: dict[Encoding, Frame] = {}
         for session in subs:
-            data = encoded.get(session.encoding)
-            if data is None:
-                data = encoded[session.encoding] = encode(message, session.encoding)
+            frame = frames.get(session.encoding)
+            if frame is None:
+                encoding = session.encoding
+                frame = Frame(encode(message, encoding), encoding is Encoding.MSGPACK)
+                frames[encoding] = frame
             if pub is None:
-                session.deliver(channel, data)
+                session.deliver(channel, frame)
             else:
-                session.deliver_publication(channel, pub, data)
+                session.deliver_publication(channel, pub, frame)
         return len(subs)
+
+    # Flushing ----------------------------------------------------------------
+
+    def want_flush(self, session: S) -> None:
+        """`session` queued its first message since its last flush: flush it soon.
+
+        One callback flushes every such session, instead of one callback per
+        session, and what a session queues before it runs leaves as one frame.
+        """
+        self._dirty.append(session)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            if self._write_delay > 0:
+                loop.call_later(self._write_delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            try:
+                session.flush()
+            except Exception:  # one broken connection must not stop the others' writes
+                log.exception("flushing client %s failed", session.client_id)
 
     def broadcast_join(self, channel: str, info: ClientInfo) -> None:
         self.broadcast(channel, "join", {"info": info.to_dict()})

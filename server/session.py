@@ -30,6 +30,7 @@ from server.auth.tokens import ConnectionClaims, SubscriptionClaims
 from server.broker.base import HistoryQuery
 from server.config import ChannelOptions
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.frames import Frame
 from server.protocol import (
     FLAG_REJECT_UNRECOVERED,
     PING,
@@ -87,7 +88,7 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """How a session reaches its peer. No call may block or raise."""
 
-    def write_frame(self, data: bytes) -> None: ...
+    def write_frame(self, frame: Frame) -> None: ...
 
     def unsent_bytes(self) -> int:
         """Bytes written but not yet taken by the socket (the peer is not reading)."""
@@ -113,19 +114,19 @@ class _Subscription:
         self.recoverable = False
         self.offset = 0
         self.epoch = ""
-        self.pending: list[tuple[Publication, bytes]] | None = []
+        self.pending: list[tuple[Publication, Frame]] | None = []
         self.expiry: access.Expiry | None = None  # of its subscription token, if any
 
 
 class Session:
     __slots__ = (
         "_expiry",
-        "_flush_scheduled",
         "_limiter",
         "_loop",
         "_out",
         "_ping_handle",
         "_pong_handle",
+        "_shared",
         "_stale_handle",
         "_subs",
         "client_id",
@@ -153,7 +154,7 @@ class Session:
         self.state = State.CONNECTING
         self._subs: dict[str, _Subscription] = {}
         self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self._shared: Frame | None = None  # the hub's frame, while it is all `_out` holds
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
@@ -388,8 +389,8 @@ class Session:
 
     async def _finish_subscription(self, channel: str, sub: _Subscription) -> None:
         pending, sub.pending = sub.pending or [], None
-        for pub, data in pending:
-            self.deliver_publication(channel, pub, data)
+        for pub, frame in pending:
+            self.deliver_publication(channel, pub, frame)
         if sub.options.join_leave:
             await self.node.broker.publish_join(channel, sub.info)
 
@@ -639,12 +640,12 @@ class Session:
 
     # Delivery (called by the hub) --------------------------------------------
 
-    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
+    def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
         sub = self._subs.get(channel)
         if sub is None:
             return
         if sub.pending is not None:
-            sub.pending.append((pub, data))
+            sub.pending.append((pub, frame))
             return
         if sub.recoverable and pub.offset:
             if pub.offset <= sub.offset and pub.epoch in ("", sub.epoch):
@@ -653,27 +654,29 @@ class Session:
                 self._insufficient_state(channel)
                 return
             sub.offset = pub.offset
-        self._queue(data)
+        self._queue(frame.payload, frame)
 
-    def deliver(self, channel: str, data: bytes) -> None:
+    def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)
         if sub is not None and sub.pending is None:
-            self._queue(data)
+            self._queue(frame.payload, frame)
 
     # Outgoing ----------------------------------------------------------------
 
     def _send_message(self, message: dict[str, Any]) -> None:
         self._queue(encode(message, self.encoding))
 
-    def _queue(self, data: bytes) -> None:
+    def _queue(self, data: bytes, shared: Frame | None = None) -> None:
+        """Queue one encoded message; `shared` is the hub's frame of exactly these bytes."""
         if self.state is State.CLOSED:
             return
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self._shared = shared
+            self.node.hub.want_flush(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write the queue as one frame, unless the peer stopped reading.
 
         A connection whose socket already holds unsent bytes and would pass
@@ -681,14 +684,18 @@ class Session:
         memory stays bounded and nobody else's delivery waits for it. An idle
         socket always takes one frame, whatever its size.
         """
-        self._flush_scheduled = False
-        if not self._out:
+        out = self._out
+        if not out:
             return
-        count = len(self._out)
-        frame = join_frame(self._out, self.encoding)
+        count = len(out)
+        frame = self._shared
+        if count > 1 or frame is None:
+            frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
         self._out = []
+        self._shared = None
+        size = len(frame.payload)
         unsent = self.transport.unsent_bytes()
-        if unsent and unsent + len(frame) > self.node.settings.client.max_unsent_bytes:
+        if unsent and unsent + size > self.node.settings.client.max_unsent_bytes:
             log.info(
                 "client %s: %d bytes unsent, closing as slow",
                 self.client_id,
@@ -699,7 +706,7 @@ class Session:
             self._closed()
             self.transport.close(int(DisconnectCode.SLOW), "slow")
             return
-        self.node.metrics.frame_out(count, len(frame))
+        self.node.metrics.frame_out(count, size)
         self.transport.write_frame(frame)
 
     # Liveness ----------------------------------------------------------------
@@ -757,7 +764,7 @@ class Session:
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
             self._send_message(push("", "disconnect", body))
-        self._flush()
+        self.flush()
         if self.state is State.CLOSED:
             return  # the flush found the peer too slow and closed it (3008)
         self._closed()
@@ -774,6 +781,7 @@ class Session:
         self.state = State.CLOSED
         self.node.metrics.connection_closed()
         self._out = []
+        self._shared = None
         for handle in (
             self._stale_handle,
             self._ping_handle,

@@ -6,6 +6,7 @@ protocol that record what they are handed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ import msgpack
 import pytest
 
 import server.hub
+from server.frames import Frame
 from server.hub import Hub, Subscriber
 from server.protocol import ClientInfo, Encoding, Publication
 
@@ -26,12 +28,19 @@ class RecordingSubscriber:
         self.encoding = encoding
         self.publications: list[tuple[str, Publication, bytes]] = []
         self.pushes: list[tuple[str, bytes]] = []
+        self.handed: list[Frame] = []
+        self.flushes = 0
 
-    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
-        self.publications.append((channel, pub, data))
+    def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
+        self.publications.append((channel, pub, frame.payload))
+        self.handed.append(frame)
 
-    def deliver(self, channel: str, data: bytes) -> None:
-        self.pushes.append((channel, data))
+    def deliver(self, channel: str, frame: Frame) -> None:
+        self.pushes.append((channel, frame.payload))
+        self.handed.append(frame)
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     @property
     def frames(self) -> list[bytes]:
@@ -45,12 +54,12 @@ class SelfUnsubscribingSubscriber(RecordingSubscriber):
         super().__init__(client_id, encoding=encoding)
         self.hub = hub
 
-    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
-        super().deliver_publication(channel, pub, data)
+    def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
+        super().deliver_publication(channel, pub, frame)
         self.hub.unsubscribe(channel, self)
 
-    def deliver(self, channel: str, data: bytes) -> None:
-        super().deliver(channel, data)
+    def deliver(self, channel: str, frame: Frame) -> None:
+        super().deliver(channel, frame)
         self.hub.unsubscribe(channel, self)
 
 
@@ -172,16 +181,17 @@ def test_json_and_msgpack_subscribers_of_one_channel_each_get_their_encoding(hub
     assert msgpack.unpackb(as_msgpack.frames[0]) == PUB_PUSH
 
 
-def test_subscribers_of_one_encoding_share_the_same_bytes_object(hub: Hub) -> None:
+def test_subscribers_of_one_encoding_share_the_same_frame_object(hub: Hub) -> None:
     sessions = [RecordingSubscriber(f"j{i}", encoding=Encoding.JSON) for i in range(3)]
     sessions += [RecordingSubscriber(f"m{i}", encoding=Encoding.MSGPACK) for i in range(3)]
     for session in sessions:
         hub.subscribe("chat:1", session)
     hub.broadcast_publication("chat:1", PUB)
-    json_frames = [s.frames[0] for s in sessions[:3]]
-    msgpack_frames = [s.frames[0] for s in sessions[3:]]
+    json_frames = [s.handed[0] for s in sessions[:3]]
+    msgpack_frames = [s.handed[0] for s in sessions[3:]]
     assert all(f is json_frames[0] for f in json_frames)
     assert all(f is msgpack_frames[0] for f in msgpack_frames)
+    assert not json_frames[0].binary and msgpack_frames[0].binary
 
 
 @pytest.fixture
@@ -376,3 +386,50 @@ def test_stats_follow_unsubscribes_and_removals(hub: Hub) -> None:
     hub.unsubscribe("x", a1)
     hub.remove_session(a1)
     assert (hub.num_clients, hub.num_users, hub.num_channels, hub.num_subscriptions) == (1, 1, 1, 1)
+
+
+# ---------------------------------------------------------------------------
+# Flushing
+
+
+def test_sessions_wanting_a_flush_are_flushed_once_on_the_next_loop_pass(hub: Hub) -> None:
+    sessions = [RecordingSubscriber(f"c{i}") for i in range(3)]
+
+    async def scenario() -> list[list[int]]:
+        for session in sessions:
+            hub.want_flush(session)
+        before = [s.flushes for s in sessions]
+        await asyncio.sleep(0)
+        return [before, [s.flushes for s in sessions]]
+
+    assert asyncio.run(scenario()) == [[0, 0, 0], [1, 1, 1]]
+
+
+def test_one_failing_flush_does_not_stop_the_others(hub: Hub) -> None:
+    class Broken(RecordingSubscriber):
+        def flush(self) -> None:
+            raise RuntimeError("socket gone strange")
+
+    after = RecordingSubscriber("c2")
+
+    async def scenario() -> None:
+        hub.want_flush(Broken("c1"))
+        hub.want_flush(after)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert after.flushes == 1
+
+
+def test_write_delay_holds_the_flush_back_that_long() -> None:
+    hub: Hub = Hub(write_delay=0.05)
+    session = RecordingSubscriber("c1")
+
+    async def scenario() -> list[int]:
+        hub.want_flush(session)
+        await asyncio.sleep(0.01)
+        early = session.flushes
+        await asyncio.sleep(0.1)
+        return [early, session.flushes]
+
+    assert asyncio.run(scenario()) == [0, 1]

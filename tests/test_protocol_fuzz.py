@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from server.config import load_settings
 from server.errors import ReplyError
+from server.frames import Frame
 from server.node import Node
 from server.protocol import (
     METHODS,
@@ -119,8 +120,8 @@ class RecordingTransport:
         self.frames: list[bytes] = []
         self.closed: int | None = None
 
-    def write_frame(self, data: bytes) -> None:
-        self.frames.append(data)
+    def write_frame(self, frame: Frame) -> None:
+        self.frames.append(frame.payload)
 
     def unsent_bytes(self) -> int:
         return 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13
 
 from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.errors import Disconnect, DisconnectCode
+from server.frames import Frame
 from server.node import Node
 from server.protocol import Encoding
 from server.session import Session
@@ -27,16 +28,36 @@ class _Protocol(WebSocketProtocol13):
 
     Text frames reach `on_message` as bytes: Tornado would drop a connection on
     invalid UTF-8 without a close code, and the protocol layer answers 3501
-    instead (it decodes UTF-8 itself, once). `write_frame` sends one
-    already-encoded frame without creating a task per write.
+    instead (it decodes UTF-8 itself, once). `write_frame` sends a `Frame`
+    whose wire bytes may be shared with other connections.
     """
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         return super()._handle_message(0x2 if opcode == 0x1 else opcode, data)
 
-    def write_frame(self, data: bytes, binary: bool) -> None:
-        try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
-            self._write_frame(True, 0x2 if binary else 0x1, data)
+    def write_frame(self, frame: Frame) -> None:
+        """Hand the frame to the socket directly when nothing is waiting before it.
+
+        This is the fan-out hot path: `IOStream.write` would copy the bytes into
+        its buffer and make a Future per call. Only what the kernel does not take
+        goes through the stream, which then keeps order and watches for
+        writability; errors are left to it too, so it closes the connection
+        its usual way and `on_close` follows.
+        """
+        stream = self.stream
+        wire = frame.wire
+        try:
+            if type(stream) is IOStream and not stream.writing():
+                try:
+                    sent = stream.socket.send(wire)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    sent = 0  # let the stream's own write meet the error and close
+                if sent == len(wire):
+                    return
+                wire = wire[sent:]
+            stream.write(wire)
         except StreamClosedError:
             pass  # on_close follows and cleans up
 
@@ -116,10 +137,10 @@ class ClientWebSocketHandler(WebSocketHandler):
 
     # Transport ---------------------------------------------------------------
 
-    def write_frame(self, data: bytes) -> None:
+    def write_frame(self, frame: Frame) -> None:
         protocol = self.ws_connection
         if isinstance(protocol, _Protocol) and not protocol.is_closing():
-            protocol.write_frame(data, self.encoding is Encoding.MSGPACK)
+            protocol.write_frame(frame)
 
     def unsent_bytes(self) -> int:
         protocol = self.ws_connection
