@@ -88,7 +88,10 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """How a session reaches its peer. No call may block or raise."""
 
-    def write_frame(self, frame: Frame) -> None: ...
+    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
+        """Write `frame`; False, writing nothing, when the socket already holds
+        unsent bytes and the frame would take them past `max_unsent`."""
+        ...
 
     def unsent_bytes(self) -> int:
         """Bytes written but not yet taken by the socket (the peer is not reading)."""
@@ -693,21 +696,19 @@ class Session:
             frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
         self._out = []
         self._shared = None
-        size = len(frame.payload)
-        unsent = self.transport.unsent_bytes()
-        if unsent and unsent + size > self.node.settings.client.max_unsent_bytes:
-            log.info(
-                "client %s: %d bytes unsent, closing as slow",
-                self.client_id,
-                unsent,
-                extra=self._log_context,
-            )
-            self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
-            self._closed()
-            self.transport.close(int(DisconnectCode.SLOW), "slow")
+        node = self.node
+        if self.transport.write_frame(frame, node.settings.client.max_unsent_bytes):
+            node.metrics.frame_out(count, len(frame.payload))
             return
-        self.node.metrics.frame_out(count, size)
-        self.transport.write_frame(frame)
+        log.info(
+            "client %s: %d bytes unsent, closing as slow",
+            self.client_id,
+            self.transport.unsent_bytes(),
+            extra=self._log_context,
+        )
+        node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
+        self._closed()
+        self.transport.close(int(DisconnectCode.SLOW), "slow")
 
     # Liveness ----------------------------------------------------------------
 

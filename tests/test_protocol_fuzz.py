@@ -120,8 +120,9 @@ class RecordingTransport:
         self.frames: list[bytes] = []
         self.closed: int | None = None
 
-    def write_frame(self, frame: Frame) -> None:
+    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
         self.frames.append(frame.payload)
+        return True
 
     def unsent_bytes(self) -> int:
         return 0

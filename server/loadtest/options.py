@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from server.loops import LOOP_CHOICES
+
 __all__ = [
     "LAYOUTS",
     "Options",
@@ -65,6 +67,7 @@ class Options:
     publisher_connections: int = 2  # publishing clients (ws) or keep-alive connections (http)
     size: int = 100  # bytes of publication data (timestamp and padding)
     encoding: str = "json"
+    loop: str = "auto"  # the generator's event loop: auto (uvloop when installed), asyncio, uvloop
     churn: float = 0.0  # clients per second that disconnect and reconnect with recovery
     churn_downtime: float = 0.5  # seconds a churned client stays away
     token_secret: str = ""  # HS256 secret: connect with a minted token instead of anonymously
@@ -180,6 +183,8 @@ class Options:
         _at_least("--size", self.size, 0)
         if self.encoding not in ("json", "msgpack"):
             raise OptionsError(f"--encoding: 'json' or 'msgpack', not {self.encoding!r}")
+        if self.loop not in LOOP_CHOICES:
+            raise OptionsError(f"--loop: one of {', '.join(LOOP_CHOICES)}, not {self.loop!r}")
         _at_least("--churn", self.churn, 0)
         _at_least("--churn-downtime", self.churn_downtime, 0)
         _positive("--token-ttl", self.token_ttl)
@@ -300,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("json", "msgpack"),
         default=d.encoding,
         help="msgpack: the msgpack WebSocket subprotocol",
+    )
+    p.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default=d.loop,
+        help="the generator's event loop (auto: uvloop when installed)",
     )
     p.add_argument(
         "--churn", type=float, default=d.churn, help="reconnections with recovery per second"

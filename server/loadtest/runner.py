@@ -105,6 +105,7 @@ class Coordinator:
             sys.executable,
             "-m",
             "server.loadtest.worker",
+            self.options.loop,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

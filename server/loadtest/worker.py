@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from server.loadtest.options import Options
+from server.loops import loop_factory
 
 __all__ = ["STATUS_INTERVAL", "WorkerIO", "decode_options", "encode_options", "main"]
 
@@ -129,9 +130,12 @@ async def _main() -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """`python -m server.loadtest.worker [LOOP]`: LOOP as `server.loops` knows them."""
+    factory = loop_factory(argv[0] if argv else "auto")
     try:
-        return asyncio.run(_main())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_main())
     except KeyboardInterrupt:  # the coordinator's terminal got Ctrl-C too
         return 130
     except BrokenPipeError:  # the coordinator is gone
@@ -139,4 +143,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -28,38 +28,11 @@ class _Protocol(WebSocketProtocol13):
 
     Text frames reach `on_message` as bytes: Tornado would drop a connection on
     invalid UTF-8 without a close code, and the protocol layer answers 3501
-    instead (it decodes UTF-8 itself, once). `write_frame` sends a `Frame`
-    whose wire bytes may be shared with other connections.
+    instead (it decodes UTF-8 itself, once).
     """
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         return super()._handle_message(0x2 if opcode == 0x1 else opcode, data)
-
-    def write_frame(self, frame: Frame) -> None:
-        """Hand the frame to the socket directly when nothing is waiting before it.
-
-        This is the fan-out hot path: `IOStream.write` would copy the bytes into
-        its buffer and make a Future per call. Only what the kernel does not take
-        goes through the stream, which then keeps order and watches for
-        writability; errors are left to it too, so it closes the connection
-        its usual way and `on_close` follows.
-        """
-        stream = self.stream
-        wire = frame.wire
-        try:
-            if type(stream) is IOStream and not stream.writing():
-                try:
-                    sent = stream.socket.send(wire)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    sent = 0  # let the stream's own write meet the error and close
-                if sent == len(wire):
-                    return
-                wire = wire[sent:]
-            stream.write(wire)
-        except StreamClosedError:
-            pass  # on_close follows and cleans up
 
 
 class ClientWebSocketHandler(WebSocketHandler):
@@ -81,6 +54,7 @@ class ClientWebSocketHandler(WebSocketHandler):
         self.session: Session | None = None
         self.encoding = Encoding.JSON
         self._counted: str | None = None  # the address this connection is counted under
+        self._protocol: _Protocol | None = None  # once open
 
     def get_websocket_protocol(self) -> WebSocketProtocol13 | None:
         # Tornado's choice of version and parameters, with our protocol subclass.
@@ -122,6 +96,9 @@ class ClientWebSocketHandler(WebSocketHandler):
             self.close(int(limit.code), limit.reason)
             return
         self._counted = address
+        protocol = self.ws_connection
+        if isinstance(protocol, _Protocol) and type(protocol.stream) is IOStream:
+            self._protocol = protocol  # plain TCP: frames may go to the socket directly
         self.session = Session(self.node, self, self.encoding, address)
 
     async def on_message(self, message: str | bytes) -> None:
@@ -137,10 +114,56 @@ class ClientWebSocketHandler(WebSocketHandler):
 
     # Transport ---------------------------------------------------------------
 
-    def write_frame(self, frame: Frame) -> None:
+    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
+        """Send `frame`, straight to the socket when nothing waits before it.
+
+        This is the fan-out hot path: `IOStream.write` would copy the bytes into
+        its buffer and make a Future per call. Only what the kernel does not take
+        goes through the stream, which then keeps the order and waits for
+        writability; errors are left to it too, so it closes the connection its
+        usual way and `on_close` follows. False, writing nothing, when the socket
+        already holds unsent bytes and this frame would take them past
+        `max_unsent`.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return self._write_through_tornado(frame, max_unsent)
+        if protocol.server_terminated or protocol.client_terminated:
+            return True  # closing: nothing more goes out, on_close follows
+        stream = protocol.stream
+        sock = stream.socket
+        if sock is None:
+            return True
+        wire = frame.wire
+        if not stream.writing():
+            try:
+                sent = sock.send(wire)
+            except OSError:  # BlockingIOError included: the stream retries or closes
+                sent = 0
+            if sent == len(wire):
+                return True
+            wire = wire[sent:]
+        elif len(stream._write_buffer) + len(frame.payload) > max_unsent:
+            return False  # Tornado has no public accessor for what it holds unsent
+        try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
+            stream.write(wire)
+        except StreamClosedError:
+            pass  # on_close follows and cleans up
+        return True
+
+    def _write_through_tornado(self, frame: Frame, max_unsent: int) -> bool:
+        # A TLS stream: Tornado frames and writes (its stream retrieves write errors).
         protocol = self.ws_connection
-        if isinstance(protocol, _Protocol) and not protocol.is_closing():
-            protocol.write_frame(frame)
+        if not isinstance(protocol, _Protocol) or protocol.is_closing():
+            return True
+        unsent = self.unsent_bytes()
+        if unsent and unsent + len(frame.payload) > max_unsent:
+            return False
+        try:  # noqa: SIM105 - contextlib.suppress costs more on a per-message path
+            protocol._write_frame(True, 0x2 if frame.binary else 0x1, frame.payload)
+        except StreamClosedError:
+            pass  # on_close follows and cleans up
+        return True
 
     def unsent_bytes(self) -> int:
         protocol = self.ws_connection
