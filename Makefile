@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[embedded,test,dev]'
+	$(PY) -m pip install --quiet -e '.[embedded,fast,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -22,7 +22,9 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -34,6 +36,7 @@ from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
 from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
 from server.logs import configure as configure_logging
+from server.loops import loop_factory
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
 from server.stats import NodeStats
@@ -224,6 +227,11 @@ def run_command(name: str, argv: list[str]) -> int:
     return int(module.main(argv))
 
 
+def _run(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+        runner.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
@@ -231,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = _settings(args)
-    except ConfigError as exc:
+        loop_factory(settings.server.event_loop)  # uvloop asked for but not installed
+    except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = worker_count(settings)
     try:
         if workers == 1:
-            asyncio.run(serve(settings))
+            _run(serve(settings), settings)
             return 0
         sockets = bind_sockets(settings.server.port, settings.server.host)
         supervisor = os.getpid()
@@ -252,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_multiprocess(metrics_dir)
 
         def worker(shared: list[socket.socket], index: int) -> int:
-            asyncio.run(serve(settings, sockets=shared, parent=supervisor))
+            _run(serve(settings, sockets=shared, parent=supervisor), settings)
             return 0
 
         try:

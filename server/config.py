@@ -28,6 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_type_hints
 
+from server.loops import LOOP_CHOICES
+
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
@@ -61,6 +63,8 @@ class ServerSettings:
     max_connections: int = field(default=10000, metadata=_range(1))
     shutdown_timeout: float = field(default=10.0, metadata=_range(0.1))  # SIGTERM to exit
     drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
+    # auto: uvloop when installed (the `fast` extra), else asyncio's own loop.
+    event_loop: str = field(default="auto", metadata={"choices": LOOP_CHOICES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +92,10 @@ class ClientSettings:
     # Bytes written to a connection but not yet taken by its socket; a client past
     # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
     max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
-    # Seconds queued messages wait before being written; more of them then share one
-    # frame (fewer writes under load, at up to this much added latency). 0: next pass.
-    write_delay: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    # Least seconds between two flushes of queued messages. The first message after a
+    # quiet spell goes out at once; under load, what queues for a connection in the
+    # meantime shares one frame (fewer writes, at most this much added latency).
+    write_interval: float = field(default=0.01, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,18 @@
 It owns fan-out: a publication is encoded and framed once per encoding present
 among the channel's subscribers and the same `Frame` is handed to each of them.
 Handing over never awaits: a session queues the frame and asks the hub for a
-flush, and the hub flushes every session that queued anything in one callback
-per event-loop pass (or per `write_delay`), so several messages queued for one
-connection in that time leave as one WebSocket frame.
+flush, and the hub flushes every session that queued anything in one callback.
+Flushes are at least `write_interval` apart: after a quiet spell the next one
+runs on the next loop pass, under load messages gather in between and each
+connection's leave as one WebSocket frame, so a write (the dominant cost of a
+delivery) carries several of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,13 +51,14 @@ S = TypeVar("S", bound=Subscriber)
 class Hub(Generic[S]):
     """Generic over the session type, so the node gets its own sessions back."""
 
-    def __init__(self, write_delay: float = 0.0) -> None:
+    def __init__(self, write_interval: float = 0.0) -> None:
         self._channels: dict[str, dict[S, None]] = {}
         self._sessions: dict[str, S] = {}
         self._users: dict[str, dict[S, None]] = {}
-        self._write_delay = write_delay
+        self._write_interval = write_interval
         self._dirty: list[S] = []
         self._flush_scheduled = False
+        self._last_flush = -math.inf  # loop time of the latest flush's start
 
     # Connections -------------------------------------------------------------
 
@@ -153,13 +157,15 @@ class Hub(Generic[S]):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
-            if self._write_delay > 0:
-                loop.call_later(self._write_delay, self._flush)
+            wait = self._last_flush + self._write_interval - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._flush)
             else:
                 loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
         for session in dirty:
             try:

@@ -20,7 +20,10 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
     and for "auto" when it is installed, the standard loop's otherwise."""
     if choice not in LOOP_CHOICES:
         raise ValueError(f"event loop must be one of {', '.join(LOOP_CHOICES)}, not {choice!r}")
-    if choice == "uvloop" or (choice == "auto" and importlib.util.find_spec("uvloop")):
+    installed = importlib.util.find_spec("uvloop") is not None
+    if choice == "uvloop" and not installed:
+        raise ValueError("event loop 'uvloop' is not installed (pip install '.[fast]')")
+    if choice == "uvloop" or (choice == "auto" and installed):
         import uvloop
 
         return uvloop.new_event_loop

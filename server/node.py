@@ -74,7 +74,7 @@ class Node:
         self.durable = durable  # the MongoDB log; None keeps nothing beyond the broker
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
-        self.hub: Hub[Session] = Hub(settings.client.write_delay)
+        self.hub: Hub[Session] = Hub(settings.client.write_interval)
         if broker is None and presence is None:
             broker, presence = create_broker(settings)
         # Given one half only (tests do), the other half stays in this process.

@@ -421,15 +421,29 @@ def test_one_failing_flush_does_not_stop_the_others(hub: Hub) -> None:
     assert after.flushes == 1
 
 
-def test_write_delay_holds_the_flush_back_that_long() -> None:
-    hub: Hub = Hub(write_delay=0.05)
+def test_a_flush_after_a_quiet_spell_runs_on_the_next_loop_pass() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    session = RecordingSubscriber("c1")
+
+    async def scenario() -> int:
+        hub.want_flush(session)
+        await asyncio.sleep(0)
+        return session.flushes
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_flushes_are_at_least_the_write_interval_apart() -> None:
+    hub: Hub = Hub(write_interval=0.05)
     session = RecordingSubscriber("c1")
 
     async def scenario() -> list[int]:
+        hub.want_flush(session)
+        await asyncio.sleep(0)
         hub.want_flush(session)
         await asyncio.sleep(0.01)
         early = session.flushes
         await asyncio.sleep(0.1)
         return [early, session.flushes]
 
-    assert asyncio.run(scenario()) == [0, 1]
+    assert asyncio.run(scenario()) == [1, 2]
