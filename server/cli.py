@@ -42,6 +42,7 @@ from server.node import Node
 from server.stats import NodeStats
 from server.store.keys import KeyStore
 from server.web.app import make_app
+from server.web.websocket import close_websockets
 from server.workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
@@ -210,6 +211,7 @@ async def _shut_down(
     async def close() -> None:
         await stats.close()
         await node.close()
+        await close_websockets(server.request_callback)
         await server.close_all_connections()
         await backends.close()
 

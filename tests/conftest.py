@@ -22,6 +22,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
 from server.web.app import make_app
+from server.web.websocket import close_websockets
 from tests.client import ProtoClient
 
 pytest_plugins = ["tests.conftest_embedded"]
@@ -73,6 +74,7 @@ def http_server(
     server.add_socket(_unused_port[0])
     yield server
     server.stop()
+    io_loop.run_sync(lambda: close_websockets(app))
     io_loop.run_sync(server.close_all_connections)
 
 

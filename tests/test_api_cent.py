@@ -238,7 +238,10 @@ def test_cli_publish_prints_the_result_and_reaches_subscribers(server: Server) -
             )
             out, err = await asyncio.wait_for(done.communicate(), 20 * TIMEOUT_SCALE)
             assert done.returncode == 0, err
-            return out, (await c.push("pub", channel))["pub"]
+            pub = (await c.push("pub", channel))["pub"]
+            c.close()
+            await c.closed()  # before asyncio.run closes the loop under the socket
+            return out, pub
 
     out, pub = asyncio.run(scenario())
     result = json.loads(out)

@@ -13,7 +13,7 @@ from server.web.api import ApiHandler
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.metrics import MetricsHandler
 from server.web.pages import STATIC_DIR, page_routes
-from server.web.websocket import ClientWebSocketHandler
+from server.web.websocket import ClientWebSocketHandler, LiveConnections
 
 __all__ = ["STATIC_DIR", "make_app"]
 
@@ -26,10 +26,12 @@ def make_app(
     """Routes for one node; `readiness` names the dependency checks behind /readyz;
     `api_keys` decides the server API's keys (default: `api.keys` from settings)."""
     client = node.settings.client
+    live = LiveConnections()
     websocket = {
         "node": node,
         "origins": OriginPolicy(client.allowed_origins),
         "connections": ConnectionCounter(client.max_connections_per_ip),
+        "live": live,
     }
     api = {
         "executor": ApiExecutor(node),
@@ -51,5 +53,5 @@ def make_app(
         ],
         static_path=str(STATIC_DIR),
         static_handler_class=StaticFileHandler,
-        websocket_max_message_size=node.settings.client.max_frame_bytes,
+        websocket_connections=live,
     )

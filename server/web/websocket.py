@@ -1,45 +1,98 @@
-"""`/connection/websocket`: frames in and out of a `Session`, nothing more."""
+"""`/connection/websocket`: Tornado answers the handshake, then an asyncio
+protocol carries the frames between the socket and a `Session`.
+
+Tornado's own WebSocket layer keeps, per connection, an IOStream, the HTTP
+connection and request handler, and a chain of coroutines waiting for the next
+frame, and makes a Future per write. Here the handshake is an ordinary request
+handler; after the 101 answer the socket moves to an asyncio transport (C in
+uvloop) whose protocol parses frames as they arrive (server.frames) and writes
+the hub's shared frame bytes straight to the transport.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import logging
-from typing import Any
+import socket
+from collections import deque
+from typing import cast
 
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.websocket import WebSocketHandler, WebSocketProtocol13
+from tornado.iostream import StreamClosedError
+from tornado.web import Application, RequestHandler
 
 from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.errors import Disconnect, DisconnectCode
-from server.frames import Frame
+from server.frames import (
+    CLOSE,
+    PING,
+    PONG,
+    Frame,
+    FrameError,
+    FrameReader,
+    close_frame,
+    control_frame,
+)
 from server.node import Node
 from server.protocol import Encoding
 from server.session import Session
 
-__all__ = ["ClientWebSocketHandler"]
+__all__ = ["ClientWebSocketHandler", "Connection", "LiveConnections", "close_websockets"]
 
 log = logging.getLogger(__name__)
 
 MSGPACK_SUBPROTOCOL = "msgpack"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CLOSE_TIMEOUT = 5.0
+"""Seconds a closing connection waits for the peer's close frame before aborting."""
 
 
-class _Protocol(WebSocketProtocol13):
-    """Tornado's RFC 6455 protocol with two changes the client protocol needs.
-
-    Text frames reach `on_message` as bytes: Tornado would drop a connection on
-    invalid UTF-8 without a close code, and the protocol layer answers 3501
-    instead (it decodes UTF-8 itself, once).
-    """
-
-    def _handle_message(self, opcode: int, data: bytes) -> Any:
-        return super()._handle_message(0x2 if opcode == 0x1 else opcode, data)
+def accept_key(key: str) -> str:
+    """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 section 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-class ClientWebSocketHandler(WebSocketHandler):
-    """Adapts one WebSocket to one Session (JSON, or msgpack under its subprotocol).
+class LiveConnections:
+    """An app's open WebSocket connections: after the handshake Tornado no longer
+    knows them, so shutdown closes them through this."""
 
-    A browser handshake from an origin the policy refuses gets HTTP 403; a
-    connection over the per-address cap is closed at once with 3504.
+    def __init__(self) -> None:
+        self._live: set[Connection] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, connection: Connection) -> None:
+        self._live.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._live.discard(connection)
+
+    async def close_all(self, grace: float = 1.0) -> None:
+        """Give close handshakes under way `grace` seconds, then drop what is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._live and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._live):
+            connection.abort()
+        await asyncio.sleep(0)  # aborted transports close their sockets on the next pass
+
+
+async def close_websockets(app: object, grace: float = 1.0) -> None:
+    """Close the WebSocket connections `app` (an HTTPServer's request callback)
+    still holds; see LiveConnections."""
+    live = app.settings.get("websocket_connections") if isinstance(app, Application) else None
+    if isinstance(live, LiveConnections):
+        await live.close_all(grace)
+
+
+class ClientWebSocketHandler(RequestHandler):
+    """The handshake. A refused origin gets HTTP 403, a full server 503; a
+    connection over the per-address cap is accepted and closed at once with 3504
+    (so the SDKs see the code). The msgpack subprotocol selects our msgpack variant.
     """
 
     def initialize(
@@ -47,131 +100,253 @@ class ClientWebSocketHandler(WebSocketHandler):
         node: Node,
         origins: OriginPolicy | None = None,
         connections: ConnectionCounter | None = None,
+        live: LiveConnections | None = None,
     ) -> None:
         self.node = node
         self.origins = origins or OriginPolicy(node.settings.client.allowed_origins)
         self.connections = connections or ConnectionCounter(0)
-        self.session: Session | None = None
-        self.encoding = Encoding.JSON
-        self._counted: str | None = None  # the address this connection is counted under
-        self._protocol: _Protocol | None = None  # once open
+        self.live = LiveConnections() if live is None else live
 
-    def get_websocket_protocol(self) -> WebSocketProtocol13 | None:
-        # Tornado's choice of version and parameters, with our protocol subclass.
-        protocol = super().get_websocket_protocol()
-        if not isinstance(protocol, WebSocketProtocol13):
-            return None
-        return _Protocol(self, False, protocol.params)
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        if MSGPACK_SUBPROTOCOL in subprotocols:
-            self.encoding = Encoding.MSGPACK
-            return MSGPACK_SUBPROTOCOL
-        return None
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        # Refuse before the upgrade: a clean 503 the client can retry elsewhere,
-        # instead of failing at the open-files limit.
-        limit = self.node.settings.server.max_connections
-        if self.node.metrics.open_connections >= limit:
+    async def get(self) -> None:
+        headers = self.request.headers
+        if self.node.metrics.open_connections >= self.node.settings.server.max_connections:
+            # A clean 503 the client can retry elsewhere, instead of failing at the
+            # open-files limit.
             self.node.metrics.refused.inc()
-            self.set_status(503)
-            self.finish("connection limit reached")
+            self._refuse(503, "connection limit reached")
             return
-        await super().get(*args, **kwargs)
-
-    def check_origin(self, origin: str) -> bool:
-        """Called by Tornado only when the handshake carries an Origin header."""
-        if self.origins.allows(origin, self.request.headers.get("Host")):
-            return True
-        log.info("refused WebSocket handshake from origin %r", origin[:200])
-        return False
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        self.set_nodelay(True)
+        if headers.get("Upgrade", "").lower() != "websocket":
+            self._refuse(400, 'Can "Upgrade" only to "WebSocket".')
+            return
+        if "upgrade" not in (p.strip().lower() for p in headers.get("Connection", "").split(",")):
+            self._refuse(400, '"Connection" must be "Upgrade".')
+            return
+        origin = headers.get("Origin")
+        if origin is not None and not self.origins.allows(origin, headers.get("Host")):
+            log.info("refused WebSocket handshake from origin %r", origin[:200])
+            self._refuse(403, "Cross origin websockets not allowed")
+            return
+        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
+            self.set_header("Sec-WebSocket-Version", "7, 8, 13")
+            self._refuse(426, "Upgrade Required")
+            return
+        key = headers.get("Sec-WebSocket-Key", "")
+        if not key:
+            self._refuse(400, "Missing/Invalid WebSocket headers")
+            return
+        offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        encoding = Encoding.MSGPACK if MSGPACK_SUBPROTOCOL in offered else Encoding.JSON
         address = self.request.remote_ip or ""
-        if not self.connections.acquire(address):
-            log.info("connection from %s over the per-address limit", address)
+
+        self.clear_header("Content-Type")
+        self.set_status(101)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.set_header("Sec-WebSocket-Accept", accept_key(key))
+        if encoding is Encoding.MSGPACK:
+            self.set_header("Sec-WebSocket-Protocol", MSGPACK_SUBPROTOCOL)
+        self.finish()
+        stream = self.detach()
+        try:
+            if stream.writing():  # the 101 answer not all taken by the kernel yet
+                await stream.write(b"")
+            # The stream's socket becomes the transport's: a duplicate of the
+            # descriptor outlives closing the stream (which closes only its own).
+            sock = stream.socket.dup()
+        except (OSError, StreamClosedError, AttributeError) as exc:  # the peer left already
+            log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
+            stream.close()
+            return
+        stream.close()
+        counted = self.connections.acquire(address)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: Connection(
+                    self.node, encoding, address, self.connections, counted, self.live
+                ),
+                sock=sock,
+            )
+        except OSError as exc:
+            log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
+            if counted:
+                self.connections.release(address)
+            sock.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.finish(message)
+
+
+class Connection(asyncio.Protocol):
+    """One client's frames: messages to its Session in order, the Session's frames out.
+
+    Commands of a connection are handled one at a time, like Tornado did: while
+    one runs, later messages wait here and the socket is not read.
+    """
+
+    __slots__ = (
+        "_address",
+        "_close_timer",
+        "_closing",
+        "_connections",
+        "_counted",
+        "_encoding",
+        "_inbox",
+        "_live",
+        "_node",
+        "_reader",
+        "_running",
+        "session",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        node: Node,
+        encoding: Encoding,
+        address: str,
+        connections: ConnectionCounter,
+        counted: bool,
+        live: LiveConnections,
+    ) -> None:
+        self._node = node
+        self._live = live
+        self._encoding = encoding
+        self._address = address
+        self._connections = connections
+        self._counted = counted
+        self._reader = FrameReader(node.settings.client.max_frame_bytes)
+        self._inbox: deque[bytes] = deque()
+        self._running = False
+        self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.session: Session | None = None
+        self.transport: asyncio.Transport | None = None
+
+    # asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self._live.add(self)
+        if not self._counted:
+            log.info("connection from %s over the per-address limit", self._address)
             limit = Disconnect(DisconnectCode.CONNECTION_LIMIT)
             self.close(int(limit.code), limit.reason)
             return
-        self._counted = address
-        protocol = self.ws_connection
-        if isinstance(protocol, _Protocol) and type(protocol.stream) is IOStream:
-            self._protocol = protocol  # plain TCP: frames may go to the socket directly
-        self.session = Session(self.node, self, self.encoding, address)
+        self.session = Session(self._node, self, self._encoding, self._address)
 
-    async def on_message(self, message: str | bytes) -> None:
-        if self.session is not None:
-            await self.session.handle_frame(message)
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            log.debug("client %s: %s", self._address, exc.reason)
+            self._fail(exc.code, exc.reason)
+            return
+        for opcode, payload in frames:
+            if opcode < CLOSE:
+                if not self._closing:
+                    self._inbox.append(payload)
+            elif opcode == PING:
+                if not self._closing:
+                    self._send(control_frame(PONG, payload))
+            elif opcode == CLOSE:
+                self._on_close_frame(payload)
+                return
+        if self._inbox and not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._handle_inbox())
 
-    def on_close(self) -> None:
-        if self._counted is not None:
-            self.connections.release(self._counted)
-            self._counted = None
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._live.discard(self)
+        self._closing = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._inbox.clear()
+        if self._counted:
+            self._counted = False
+            self._connections.release(self._address)
         if self.session is not None:
             self.session.on_transport_closed()
 
-    # Transport ---------------------------------------------------------------
+    # Incoming ----------------------------------------------------------------
+
+    async def _handle_inbox(self) -> None:
+        transport = self.transport
+        assert transport is not None and self.session is not None
+        paused = False
+        try:
+            while self._inbox and not self._closing:
+                if not paused:
+                    transport.pause_reading()
+                    paused = True
+                await self.session.handle_frame(self._inbox.popleft())
+        except Exception:
+            log.exception("client %s: handling a message failed", self._address)
+            self._fail(1011, "internal error")
+        finally:
+            self._running = False
+            if paused and not transport.is_closing():
+                transport.resume_reading()  # closing too: the peer's close frame is awaited
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        """The peer's close: answer it (unless ours went first), then end the TCP connection."""
+        assert self.transport is not None
+        if not self._closing:
+            self._closing = True
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+            self._send(close_frame(code))
+        self.transport.close()
+
+    # Transport (for the Session) ---------------------------------------------
 
     def write_frame(self, frame: Frame, max_unsent: int) -> bool:
-        """Send `frame`, straight to the socket when nothing waits before it.
-
-        This is the fan-out hot path: `IOStream.write` would copy the bytes into
-        its buffer and make a Future per call. Only what the kernel does not take
-        goes through the stream, which then keeps the order and waits for
-        writability; errors are left to it too, so it closes the connection its
-        usual way and `on_close` follows. False, writing nothing, when the socket
-        already holds unsent bytes and this frame would take them past
-        `max_unsent`.
-        """
-        protocol = self._protocol
-        if protocol is None:
-            return self._write_through_tornado(frame, max_unsent)
-        if protocol.server_terminated or protocol.client_terminated:
-            return True  # closing: nothing more goes out, on_close follows
-        stream = protocol.stream
-        sock = stream.socket
-        if sock is None:
+        """Hand `frame` to the transport; False, writing nothing, when the socket
+        already holds unsent bytes and the frame would take them past `max_unsent`."""
+        if self._closing:
             return True
-        wire = frame.wire
-        if not stream.writing():
-            try:
-                sent = sock.send(wire)
-            except OSError:  # BlockingIOError included: the stream retries or closes
-                sent = 0
-            if sent == len(wire):
-                return True
-            wire = wire[sent:]
-        elif len(stream._write_buffer) + len(frame.payload) > max_unsent:
-            return False  # Tornado has no public accessor for what it holds unsent
-        try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
-            stream.write(wire)
-        except StreamClosedError:
-            pass  # on_close follows and cleans up
-        return True
-
-    def _write_through_tornado(self, frame: Frame, max_unsent: int) -> bool:
-        # A TLS stream: Tornado frames and writes (its stream retrieves write errors).
-        protocol = self.ws_connection
-        if not isinstance(protocol, _Protocol) or protocol.is_closing():
-            return True
-        unsent = self.unsent_bytes()
+        transport = self.transport
+        assert transport is not None
+        unsent = transport.get_write_buffer_size()
         if unsent and unsent + len(frame.payload) > max_unsent:
             return False
-        try:  # noqa: SIM105 - contextlib.suppress costs more on a per-message path
-            protocol._write_frame(True, 0x2 if frame.binary else 0x1, frame.payload)
-        except StreamClosedError:
-            pass  # on_close follows and cleans up
+        transport.write(frame.wire)
         return True
 
     def unsent_bytes(self) -> int:
-        protocol = self.ws_connection
-        if not isinstance(protocol, _Protocol) or protocol.stream is None:
-            return 0
-        # Tornado keeps what the kernel did not take in the stream's write buffer;
-        # it has no public accessor, and its own size check reads the same field.
-        return len(protocol.stream._write_buffer)
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        super().close(code, reason)
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and wait (at most CLOSE_TIMEOUT) for the peer's."""
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        self._send(close_frame(code, reason))
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, self.transport.abort
+        )
+
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, code: int, reason: str) -> None:
+        # A protocol violation: say why, stop reading, and end the connection.
+        assert self.transport is not None
+        if not self._closing:
+            self._closing = True
+            self._send(close_frame(code, reason))
+        self._inbox.clear()
+        self.transport.close()
+
+    def _send(self, data: bytes) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def __repr__(self) -> str:
+        return f"Connection({self._address!r}, {self._encoding.value})"
