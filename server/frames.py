@@ -15,9 +15,11 @@ import struct
 from collections.abc import Callable
 
 __all__ = [
+    "BINARY",
     "CLOSE",
     "PING",
     "PONG",
+    "TEXT",
     "Frame",
     "FrameError",
     "FrameReader",

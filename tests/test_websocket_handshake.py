@@ -1,0 +1,55 @@
+"""The WebSocket handshake (server/web/websocket.py): what is refused, with which
+HTTP status, and what a valid upgrade answers (RFC 6455 section 4.2)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from server.web.websocket import accept_key
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "keep-alive, Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+async def get(ws_url: str, **headers: Any) -> HTTPResponse:
+    url = ws_url.replace("ws://", "http://")
+    merged = {k: v for k, v in {**UPGRADE, **headers}.items() if v is not None}
+    return await AsyncHTTPClient().fetch(url, headers=merged, raise_error=False)
+
+
+def test_accept_key_is_the_rfc_example() -> None:
+    # RFC 6455 section 1.3's worked example.
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    digest = hashlib.sha1(b"xyz258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    assert accept_key("xyz") == base64.b64encode(digest).decode()
+
+
+@pytest.mark.gen_test
+async def test_a_request_without_upgrade_gets_400(ws_url: str) -> None:
+    assert (await get(ws_url, Upgrade=None)).code == 400
+
+
+@pytest.mark.gen_test
+async def test_a_connection_header_without_upgrade_gets_400(ws_url: str) -> None:
+    assert (await get(ws_url, Connection="keep-alive")).code == 400
+
+
+@pytest.mark.gen_test
+async def test_an_unsupported_version_gets_426_naming_the_supported_ones(ws_url: str) -> None:
+    response = await get(ws_url, **{"Sec-WebSocket-Version": "12"})
+    assert response.code == 426
+    assert response.headers["Sec-WebSocket-Version"] == "7, 8, 13"
+
+
+@pytest.mark.gen_test
+async def test_a_missing_key_gets_400(ws_url: str) -> None:
+    assert (await get(ws_url, **{"Sec-WebSocket-Key": None})).code == 400
