@@ -280,12 +280,15 @@ def targets(rows: Sequence[Mapping[str, Any]], results: Mapping[str, Result]) ->
         "-" if cpu is None else f"{cpu:.1f} us",
         None if cpu is None else cpu <= 10,
     )
-    kbs = [(r["name"], r["kb_per_connection"]) for r in (memory, redis, two)]
-    known = [kb for _, kb in kbs if kb is not None]
+    kbs = [
+        (label, r["kb_per_connection"])
+        for label, r in (("memory", memory), ("Redis", redis), ("2 workers", two))
+        if r["kb_per_connection"] is not None
+    ]
     add(
         "<= 12 KB per idle subscribed connection",
-        ", ".join(f"{kb:.1f}" for kb in known) or "-",
-        None if not known else max(known) <= 12,
+        ", ".join(f"{label} {kb:.1f}" for label, kb in kbs) or "-",
+        None if not kbs else max(kb for _, kb in kbs) <= 12,
     )
     storm = results.get("connection_storm")
     rate = storm["clients"]["connections_per_second"] if storm else None
