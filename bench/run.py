@@ -92,7 +92,6 @@ SCENARIOS = [
         "1 process, memory broker, 10,000 subscribers, one channel",
         CAPACITY,
         broker="memory",
-        default=False,
     ),
     Scenario(
         "capacity_10k_2workers",

@@ -153,7 +153,8 @@ def _bounds(
     delivery or the end of publishing, whichever is later."""
     starts = [max(t, go_at) for t in starts]
     ends = [*starts[1:], max(publish_end, last_delivery)]
-    return list(zip(starts, ends, strict=True))
+    # a step that never started (publishing stopped early) gets an empty window
+    return [(start, max(start, end)) for start, end in zip(starts, ends, strict=True)]
 
 
 def _memory(
