@@ -20,10 +20,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# All scenarios (a few minutes, heavy); one or some: make bench SCENARIOS="broadcast_1k churn"
+# The default scenarios (several minutes, heavy) and the table in bench/results/TABLE.md;
+# some: make bench SCENARIOS="fanout_redis picows_1k"; a smoke run: BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[loadtest]'
-	$(PY) bench/run.py $(SCENARIOS)
+	$(PY) bench/run.py $(BENCH_ARGS) $(SCENARIOS)
 
 # Browser libraries in static/vendor/ (versions pinned in the script), from npm.
 vendor:

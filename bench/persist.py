@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from server.config import load_settings  # noqa: E402
 from server.durable import Durable  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
+from server.frames import Frame  # noqa: E402
 from server.node import Node  # noqa: E402
 from server.protocol import Encoding  # noqa: E402
 from server.session import Session  # noqa: E402
@@ -53,8 +54,11 @@ class CountingTransport:
     def __init__(self) -> None:
         self.messages = 0
 
-    def write_frame(self, data: bytes) -> None:
-        self.messages += data.count(b"\n") + 1
+    def write_frame(self, frame: Frame) -> None:
+        self.messages += frame.payload.count(b"\n") + 1
+
+    def unsent_bytes(self) -> int:
+        return 0
 
     def close(self, code: int, reason: str) -> None:
         pass

@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark scenarios, run by the load tester: `python bench/run.py [NAME ...]`.
 
-Each scenario starts its own embedded Valkey and one or two `run.py` processes
-(one worker each, Redis broker, history and recovery on, join/leave and
-presence off), drives them with `server.loadtest`, and writes
-`bench/results/<name>.json` and `<name>.html`; then `bench/results/SUMMARY.md`
-is rebuilt from every result present. Without names, every scenario runs.
+Each scenario starts its own servers (one or two `run.py` processes with the
+memory or the Redis broker, an embedded Valkey for the latter, or the raw
+picows baseline `bench/baseline_picows.py`), drives them with
+`server.loadtest`, and writes `bench/results/<name>.json` and `<name>.html`.
+Then `bench/results/SUMMARY.md` (every step of every result present) and
+`TABLE.md` / `TABLE.json` (the issue's field table with our rows, and its
+targets) are rebuilt from the results present. Without names, the default
+set runs (`--list` shows which).
 
-Everything shares one machine: servers, Valkey and the load generator. The
-figures are lower bounds for the server, and the generator's own CPU is in
-each result so a saturated generator shows.
+Pinning, as in the issue's set-up: the servers and Valkey on the first half of
+the CPUs (CPU 0 of 2), the load generator on the rest (CPU 1); `--no-pin` to
+share every CPU. The machine's other work still shares them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,11 +35,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.summary import summary  # noqa: E402
+from bench.table import render  # noqa: E402
 from server.embedded import EmbeddedValkey, free_port  # noqa: E402
 from server.loadtest import Options, run  # noqa: E402
 from server.loadtest.report import format_table, write_html, write_json  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+RAMP_1K = (20.0, 50.0, 100.0, 150.0, 200.0, 250.0)  # publications/s, 1,000 subscribers
+RAMP_10K = (2.0, 5.0, 10.0, 20.0, 30.0)  # publications/s, 10,000 subscribers
+QUICK = {"duration": 1.0, "drain": 1.0, "drain_max": 10.0}  # --quick: shorter steps
+FANOUT = {"clients": 1000, "rates": RAMP_1K, "duration": 3.0, "drain_max": 30.0}
+CAPACITY = {
+    "clients": 10000,
+    "ramp": 2000.0,
+    "rates": RAMP_10K,
+    "duration": 3.0,
+    "drain_max": 30.0,
+}
 
 
 @dataclass(frozen=True)
@@ -41,20 +60,50 @@ class Scenario:
     name: str
     about: str
     options: dict[str, Any]
+    server: str = "wsfan"  # or "picows": bench/baseline_picows.py
+    broker: str = "redis"  # wsfan's broker.type
     instances: int = 1
+    default: bool = True  # in the set run without names
     env: dict[str, str] = field(default_factory=dict)
 
 
 SCENARIOS = [
+    Scenario("picows_1k", "raw picows broadcast, 1,000 subscribers, one channel", FANOUT, "picows"),
     Scenario(
-        "broadcast_1k",
-        "1,000 subscribers on one hot channel, ramp of publication rates",
-        {"clients": 1000, "rates": (10.0, 20.0, 50.0, 100.0), "duration": 5.0},
+        "fanout_memory",
+        "1 process, memory broker, 1,000 subscribers, one channel",
+        FANOUT,
+        broker="memory",
+    ),
+    Scenario("fanout_redis", "1 process, Redis broker, 1,000 subscribers, one channel", FANOUT),
+    Scenario(
+        "fanout_2workers",
+        "2 server processes on one Valkey, 1,000 subscribers split across them, "
+        "publishers on the first: half the deliveries cross instances",
+        FANOUT,
+        instances=2,
     ),
     Scenario(
-        "broadcast_10k",
-        "10,000 subscribers on one hot channel, connected at 2,000/s",
-        {"clients": 10000, "ramp": 2000.0, "rates": (1.0, 2.0, 5.0), "duration": 5.0},
+        "picows_10k", "raw picows broadcast, 10,000 subscribers, one channel", CAPACITY, "picows"
+    ),
+    Scenario("capacity_10k", "1 process, Redis broker, 10,000 subscribers, one channel", CAPACITY),
+    Scenario(
+        "capacity_10k_memory",
+        "1 process, memory broker, 10,000 subscribers, one channel",
+        CAPACITY,
+        broker="memory",
+    ),
+    Scenario(
+        "capacity_10k_2workers",
+        "2 server processes on one Valkey, 10,000 subscribers split across them",
+        CAPACITY,
+        instances=2,
+        default=False,
+    ),
+    Scenario(
+        "connection_storm",
+        "5,000 clients connecting and subscribing as fast as they can, nothing published",
+        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
     ),
     Scenario(
         "many_channels",
@@ -64,13 +113,8 @@ SCENARIOS = [
             "layout": "channels",
             "channels": 200,
             "rates": (200.0, 500.0, 1000.0),
-            "duration": 5.0,
+            "duration": 3.0,
         },
-    ),
-    Scenario(
-        "connection_storm",
-        "5,000 clients connecting and subscribing as fast as they can, nothing published",
-        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
     ),
     Scenario(
         "churn",
@@ -83,27 +127,63 @@ SCENARIOS = [
             "churn_downtime": 0.5,
         },
     ),
-    Scenario(
-        "cluster_fanout",
-        "2 server processes on one Valkey, 1,000 subscribers split across them, "
-        "publisher on the first: half the deliveries cross instances",
-        {"clients": 1000, "rates": (10.0, 20.0, 50.0, 100.0), "duration": 5.0},
-        instances=2,
-    ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
+ALIASES = {  # earlier names of the same set-ups
+    "broadcast_1k": "fanout_redis",
+    "broadcast_10k": "capacity_10k",
+    "cluster_fanout": "fanout_2workers",
+}
 
 
-# Servers -----------------------------------------------------------------------------
+# Pinning ------------------------------------------------------------------------------
 
 
-def start_server(
-    port: int, redis_url: str, log: Path, extra: dict[str, str]
+def cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, generator CPUs): the first half and the rest of this process's
+    CPUs; (None, None) without pinning or with a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def pin_process(pid: int, cpus: set[int] | None) -> None:
+    """Every thread of `pid` onto `cpus` (a thread started before the call keeps its
+    own affinity otherwise)."""
+    if cpus is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
+
+
+# Servers ------------------------------------------------------------------------------
+
+
+def _spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cpus: set[int] | None
+) -> subprocess.Popen[bytes]:
+    pin: Callable[[], None] | None = None
+    if cpus is not None:
+        pin = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=pin
+        )
+
+
+def start_wsfan(
+    port: int, broker: str, redis_url: str, log: Path, extra: dict[str, str], cpus: set[int] | None
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSFAN_")}
     env.pop("MONGO_URL", None)
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     env.update(
-        REDIS_URL=redis_url,
+        WSFAN_BROKER__TYPE=broker,
         WSFAN_EMBEDDED__ENABLED="false",
         WSFAN_LOG__LEVEL="warning",
         WSFAN_REDIS__PREFIX="bench",
@@ -118,8 +198,12 @@ def start_server(
         **extra,
     )
     cmd = [sys.executable, str(ROOT / "run.py"), "--port", str(port), "--workers", "1"]
-    with log.open("wb") as err:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return _spawn(cmd, env, log, cpus)
+
+
+def start_picows(port: int, log: Path, cpus: set[int] | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, str(ROOT / "bench" / "baseline_picows.py"), "--port", str(port)]
+    return _spawn(cmd, dict(os.environ), log, cpus)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -145,114 +229,130 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-# Running -------------------------------------------------------------------------------
-
-
-def run_scenario(scenario: Scenario, out_dir: Path, progress: bool) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{scenario.name}-"))
-    with EmbeddedValkey(work / "valkey", persist=False) as valkey:
+@contextmanager
+def servers(
+    scenario: Scenario, work: Path, cpus: set[int] | None
+) -> Iterator[tuple[list[int], tuple[int, ...], tuple[int, ...]]]:
+    """Start the scenario's servers; yields (ports, server PIDs for CPU, server PIDs
+    for memory: without Valkey). Everything started here is stopped on exit."""
+    with ExitStack() as stack:
+        redis_url, valkey_pid = "", 0
+        if scenario.server == "wsfan" and scenario.broker == "redis":
+            valkey = stack.enter_context(EmbeddedValkey(work / "valkey", persist=False))
+            redis_url, valkey_pid = valkey.url, valkey.pid or 0
+            pin_process(valkey_pid, cpus)
         ports = [free_port() for _ in range(scenario.instances)]
-        servers = [
-            start_server(port, valkey.url, work / f"server{i}.log", scenario.env)
-            for i, port in enumerate(ports)
-        ]
-        try:
-            for port, proc in zip(ports, servers, strict=True):
-                wait_healthy(port, proc)
-            options = replace(
-                Options(),
-                urls=tuple(f"ws://127.0.0.1:{p}/connection/websocket" for p in ports),
-                channel_prefix="bench",
-                server_pids=(*(s.pid for s in servers), valkey.pid or 0),
-                progress=progress,
-                label=scenario.name,
-                extra={
-                    "scenario": scenario.about,
-                    "instances": scenario.instances,
-                    "server_pids_are": "run.py instances, then Valkey",
-                    "channel_options": "history 100, recovery on, join_leave off, presence off",
-                },
-                **scenario.options,
-            )
-            result = run(options.checked())
-        finally:
-            for proc in servers:
-                stop(proc)
+        procs = []
+        for i, port in enumerate(ports):
+            log = work / f"server{i}.log"
+            if scenario.server == "picows":
+                proc = start_picows(port, log, cpus)
+            else:
+                proc = start_wsfan(port, scenario.broker, redis_url, log, scenario.env, cpus)
+            stack.callback(stop, proc)
+            procs.append(proc)
+        for port, proc in zip(ports, procs, strict=True):
+            wait_healthy(port, proc)
+        own = tuple(p.pid for p in procs)
+        yield ports, (*own, *((valkey_pid,) if valkey_pid else ())), own
+
+
+# Running ------------------------------------------------------------------------------
+
+
+def scenario_options(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    values = dict(scenario.options)
+    if quick:
+        values.update(QUICK)
+    return values
+
+
+def run_scenario(
+    scenario: Scenario, out_dir: Path, progress: bool, quick: bool, cpus: set[int] | None
+) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{scenario.name}-"))
+    with servers(scenario, work, cpus) as (ports, pids, memory_pids):
+        options = replace(
+            Options(),
+            urls=tuple(f"ws://127.0.0.1:{p}/connection/websocket" for p in ports),
+            channel_prefix="bench",
+            server_pids=pids,
+            progress=progress,
+            label=scenario.name,
+            extra={
+                "scenario": scenario.about,
+                "server": scenario.server,
+                "broker": scenario.broker if scenario.server == "wsfan" else None,
+                "instances": scenario.instances,
+                "server_pids_are": "server processes, then Valkey (when it ran)",
+                "memory_pids_are": "server processes",
+                "server_cpus": sorted(cpus) if cpus else None,
+                "generator_cpus": sorted(os.sched_getaffinity(0)),
+                "quick": quick,
+                "channel_options": "history 100, recovery on, join_leave off, presence off"
+                if scenario.server == "wsfan"
+                else "no history",
+            },
+            **scenario_options(scenario, quick),
+        )
+        result = run(options.checked(), memory_pids=memory_pids)
     write_json(result, out_dir / f"{scenario.name}.json")
     write_html(result, out_dir / f"{scenario.name}.html")
     return result
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def summary(out_dir: Path) -> str:
-    """A Markdown table of every result in `out_dir`, one row per rate step."""
-    rows = [
-        "| scenario | clients | connect/s | connect p99 ms | pub/s | offered/s | delivered/s "
-        "| loss | gaps/dups | p50 ms | p99 ms | max ms | generator us/deliv | server us/deliv |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    machine = None
+def load_results(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every load-test result in `out_dir`, by its scenario label."""
+    out = {}
     for path in sorted(out_dir.glob("*.json")):
-        r = json.loads(path.read_text())
-        if r.get("tool") != "wsfan loadtest":
+        try:
+            r = json.loads(path.read_text())
+        except ValueError:
             continue
-        machine = machine or r["machine"]
-        c, d = r["clients"], r["deliveries"]
-        gen = r["generator"]["cpu_us_per_delivery"]
-        srv = (r.get("server") or {}).get("cpu_us_per_delivery")
-        head = (
-            f"| {r['label']} | {c['subscribed']:,}/{c['target']:,} "
-            f"| {c['connections_per_second']:,.0f} | {_ms(c['connect_ms']['p99'])} "
-        )
-        tail = f"| {_ms(gen)} | {_ms(srv)} |"
-        for s in r["steps"] or [None]:
-            if s is None or not s["rate"]:
-                rows.append(
-                    f"{head}| - | - | - | - | {d['gaps']}/{d['duplicates']} | - | - | - {tail}"
-                )
-                continue
-            lat = s["latency_ms"]
-            rows.append(
-                f"{head}| {s['rate']:g} | {s['offered_per_second']:,.0f} "
-                f"| {s['deliveries_per_second']:,.0f} | {s['loss']:,} "
-                f"| {d['gaps']}/{d['duplicates']} | {_ms(lat['p50'])} | {_ms(lat['p99'])} "
-                f"| {_ms(lat['max'])} {tail}"
-            )
-    text = "\n".join(rows) + "\n"
-    if machine:
-        text = (
-            f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model', '?')}), "
-            f"{machine.get('memory_gib', '?')} GiB, Python {machine.get('python')}, "
-            f"{machine.get('platform')}.\n\n" + text
-        )
-    return text
+        if isinstance(r, dict) and r.get("tool") == "wsfan loadtest":
+            out[r.get("label") or path.stem] = r
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("names", nargs="*", help="scenarios to run (default: the default set)")
+    parser.add_argument("--all", action="store_true", help="every scenario, not only the default")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="1 s steps: a smoke run")
+    parser.add_argument("--no-pin", action="store_true", help="no CPU pinning")
     parser.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     args = parser.parse_args(argv)
     if args.list:
         for s in SCENARIOS:
-            print(f"{s.name:18} {s.about}")
+            print(f"{s.name:22} {'default' if s.default else 'extra  '}  {s.about}")
         return 0
-    unknown = [n for n in args.names if n not in BY_NAME]
+    names = [ALIASES.get(n, n) for n in args.names]
+    unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
-    for name in args.names or list(BY_NAME):
+    if not names:
+        names = [s.name for s in SCENARIOS if s.default or args.all]
+    server_cpus, generator_cpus = cpu_split(not args.no_pin)
+    if generator_cpus is not None:
+        os.sched_setaffinity(0, generator_cpus)  # the generator's processes inherit it
+        print(
+            f"pinned: servers on CPUs {sorted(server_cpus or ())}, "
+            f"load generator on {sorted(generator_cpus)}"
+        )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
         scenario = BY_NAME[name]
         print(f"== {name}: {scenario.about}", flush=True)
-        result = run_scenario(scenario, args.out_dir, progress=not args.quiet)
+        result = run_scenario(scenario, args.out_dir, not args.quiet, args.quick, server_cpus)
         print(format_table(result) + "\n", flush=True)
-    text = summary(args.out_dir)
-    (args.out_dir / "SUMMARY.md").write_text(text)
-    print(text)
+    results = load_results(args.out_dir)
+    (args.out_dir / "SUMMARY.md").write_text(summary(results))
+    table, data = render(results)
+    (args.out_dir / "TABLE.md").write_text(table)
+    (args.out_dir / "TABLE.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(table)
     return 0
 
 

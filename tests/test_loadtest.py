@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -95,6 +96,48 @@ async def test_counts_match_what_the_server_reports(ws_url: str, node: Node):
     assert result["deliveries"]["gaps"] == result["deliveries"]["duplicates"] == 0
     assert result["latency_ms"]["p50"] is not None
     assert result["errors"] == {} and result["close_codes"] == {}
+
+
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.settings(channels=QUIET_CHANNELS)
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_server_cpu_is_reported_per_step_over_consecutive_windows(ws_url: str):
+    # The server runs in this process, so this process is the server PID.
+    opts = options(ws_url, clients=100, rates=(20.0, 40.0), server_pids=(os.getpid(),))
+    result = await run_async(opts)
+
+    first, second = result["steps"]
+    assert 0.9 <= first["window_seconds"] <= 1.5  # from its start to the next step's
+    for s in (first, second):
+        assert s["server_cpu_seconds"] > 0
+        per = s["server_cpu_seconds"] / s["deliveries"] * 1e6
+        assert s["server_cpu_us_per_delivery"] == pytest.approx(per, abs=0.01)
+        assert 0 <= s["generator_busy"] <= 1.05
+    # the windows lie within the publishing and draining phase, without overlap
+    total = first["server_cpu_seconds"] + second["server_cpu_seconds"]
+    assert total <= result["server"]["cpu_seconds_run"] + 0.05
+    assert len(result["cpu_samples"]) >= 8  # four a second
+
+
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.settings(channels=QUIET_CHANNELS)
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_memory_per_connection_counts_only_the_memory_pids(ws_url: str):
+    idle = await asyncio.create_subprocess_exec("sleep", "60")  # a PID beside the server
+    try:
+        pids = (os.getpid(), idle.pid)
+        opts = options(ws_url, clients=100, rates=(0.0,), duration=0.2, server_pids=pids)
+        result = await run_async(opts, memory_pids=(os.getpid(),))
+    finally:
+        idle.kill()
+        await idle.wait()
+
+    server = result["server"]
+    assert server["memory_pids"] == [os.getpid()]
+    assert set(server["rss_bytes_by_pid"]) == {str(os.getpid())}
+    assert server["rss_bytes_before"] > 0
+    delta = server["rss_bytes_subscribed"] - server["rss_bytes_before"]
+    assert server["kb_per_connection"] == pytest.approx(delta / 100 / 1024, abs=0.01)
 
 
 @pytest.mark.parametrize("broker_type", ["redis"])
@@ -226,6 +269,6 @@ async def test_command_line_prints_a_table_and_writes_json_and_html(ws_url: str,
     assert result["deliveries"]["received"] == 1800
     assert len(result["timeline"]) >= 2
     page = report.read_text()
-    assert page.count("<svg") == 4
+    assert page.count("<svg") == 5
     # self-contained: nothing is fetched from anywhere
     assert "src=" not in page and "href=" not in page and "http://" not in page

@@ -7,6 +7,7 @@ styles are inline, and every value is escaped.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"{'rate/s':>8} {'published':>10} {'expected':>11} {'delivered':>11} {'loss':>8} "
         f"{'offered/s':>10} {'deliv/s':>10} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-        f"{'p99.9 ms':>9} {'max ms':>9}",
+        f"{'p99.9 ms':>9} {'max ms':>9} {'srv us/d':>9} {'srv busy':>9} {'gen busy':>9} "
+        f"{'other':>6}",
     ]
     for s in result["steps"]:
         lat = s["latency_ms"]
@@ -41,7 +43,9 @@ def format_table(result: dict[str, Any]) -> str:
             f"{s['deliveries']:>11,} {s['loss']:>8,} {s['offered_per_second']:>10,.0f} "
             f"{s['deliveries_per_second']:>10,.0f} "
             f"{_ms(lat['p50']):>9} {_ms(lat['p90']):>9} {_ms(lat['p99']):>9} "
-            f"{_ms(lat['p99.9']):>9} {_ms(lat['max']):>9}"
+            f"{_ms(lat['p99.9']):>9} {_ms(lat['max']):>9} "
+            f"{_num(s.get('server_cpu_us_per_delivery')):>9} {_pct(s.get('server_busy')):>9} "
+            f"{_pct(s.get('generator_busy')):>9} {_pct(s.get('other_busy')):>6}"
         )
     lines += [
         "",
@@ -59,6 +63,13 @@ def format_table(result: dict[str, Any]) -> str:
             f"server: {s['cpu_seconds_run']:.2f} CPU s, {per} per delivery, "
             f"{_us(s['cpu_us_per_connection'])} per connection"
         )
+        if s.get("kb_per_connection") is not None:
+            lines.append(
+                f"server memory: {_mib(s['rss_bytes_before'])} before connecting, "
+                f"{_mib(s['rss_bytes_subscribed'])} with every client subscribed, "
+                f"{s['kb_per_connection']:,.1f} KB per connection "
+                f"(PIDs {', '.join(map(str, s['memory_pids']))})"
+            )
     churn = result["churn"]
     if churn["reconnects"] or churn["resubscribes"]:
         lines.append(
@@ -76,6 +87,19 @@ def format_table(result: dict[str, Any]) -> str:
 
 def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} us"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _pct(value: float | None) -> str:
+    """A busy fraction (1.0: one core, or all of the generator's) as a percentage."""
+    return "-" if value is None else f"{value * 100:,.0f}%"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.1f} MiB"
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -226,9 +250,18 @@ def render_html(result: dict[str, Any]) -> str:
         ("generator CPU us per delivery", g["cpu_us_per_delivery"]),
         ("generator CPU us per connection", g["cpu_us_per_connection"]),
     ]
-    if result.get("server"):
-        summary.append(("server CPU us per delivery", result["server"]["cpu_us_per_delivery"]))
-        summary.append(("server CPU us per connection", result["server"]["cpu_us_per_connection"]))
+    server = result.get("server")
+    if server:
+        summary.append(("server CPU us per delivery", server["cpu_us_per_delivery"]))
+        summary.append(("server CPU us per connection", server["cpu_us_per_connection"]))
+        if server.get("kb_per_connection") is not None:
+            summary.append(
+                (
+                    "server memory before / subscribed",
+                    f"{_mib(server['rss_bytes_before'])} / {_mib(server['rss_bytes_subscribed'])}",
+                )
+            )
+            summary.append(("server KB per idle connection", server["kb_per_connection"]))
     steps = [
         (
             s["rate"],
@@ -243,11 +276,16 @@ def render_html(result: dict[str, Any]) -> str:
             s["latency_ms"]["p99"],
             s["latency_ms"]["p99.9"],
             s["latency_ms"]["max"],
+            s.get("server_cpu_us_per_delivery"),
+            _pct(s.get("server_busy")),
+            _pct(s.get("generator_busy")),
+            _pct(s.get("other_busy")),
         )
         for s in result["steps"]
     ]
     step_head = ["rate/s", "published", "expected", "delivered", "loss", "offered/s", "deliv/s"]
     step_head += ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
+    step_head += ["server CPU us/delivery", "server busy", "generator busy", "other busy"]
     charts = [
         svg_chart(
             "Deliveries per second",
@@ -267,6 +305,15 @@ def render_html(result: dict[str, Any]) -> str:
                 ("max", [(p["t"], p["max_ms"]) for p in tl]),
             ],
             y_label="ms",
+        ),
+        svg_chart(
+            "CPU busy (100% = one core)",
+            [
+                ("server", _busy(result.get("cpu_samples", []), "server")),
+                ("generator", _busy(result.get("cpu_samples", []), "generator")),
+                ("other", _busy(result.get("cpu_samples", []), "other")),
+            ],
+            y_label="%",
         ),
         svg_chart(
             "Subscribed clients (from the start, connecting included)",
@@ -296,6 +343,25 @@ def render_html(result: dict[str, Any]) -> str:
             "</body></html>\n",
         ]
     )
+
+
+def _busy(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float | None]]:
+    """Percent of a core busy between consecutive cumulative CPU samples; "other" is
+    the machine's busy time less the server's and the generator's."""
+
+    def cpu(sample: dict[str, Any]) -> float | None:
+        if key != "other":
+            return float(sample[key])
+        machine = sample.get("machine")
+        return None if machine is None else machine - sample["server"] - sample["generator"]
+
+    out: list[tuple[float, float | None]] = []
+    for a, b in itertools.pairwise(samples):
+        seconds, before, after = b["t"] - a["t"], cpu(a), cpu(b)
+        if seconds > 0:
+            busy = None if before is None or after is None else (after - before) / seconds * 100
+            out.append((b["t"], busy))
+    return out
 
 
 def _trio(summary: dict[str, Any]) -> str:

@@ -18,21 +18,51 @@ Definitions:
   machines it is only as good as their clock sync).
 - generator CPU: user+system time of every load-test process (workers,
   publisher, coordinator) while publishing and draining, per delivery.
+- per step CPU (`server_cpu_seconds`, `generator_cpu_seconds`): CPU time over
+  the step's window, from its start to the next step's start; the last step's
+  window ends at its last delivery (or the end of publishing, if later), so it
+  holds the drain of a backlog but not the idle wait after it. Read from
+  samples every quarter second, interpolated at the window's ends. Per
+  delivery, that CPU over the step's deliveries: meaningful for a step the
+  server kept up with (a step it fell behind in leaves work to the next window).
+  `*_busy` is CPU over the window's seconds: server cores busy, and the share
+  of the generator's cores (`generator.cores`, its CPU affinity) busy, where
+  near 1.0 says the generator, not the server, was the limit. `other_busy`:
+  cores busy with anything else on the machine (from /proc/stat), which a
+  shared machine's other work shows up in (the server too, without server PIDs).
+- server memory: resident memory of the `memory_pids` (the server proper,
+  without a broker such as Redis beside it) before any client connected and
+  once every client was subscribed, before publishing; `kb_per_connection` is
+  the difference over the subscribed clients.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from server import __version__
 from server.loadtest.metrics import Histogram, merge_counts
 from server.loadtest.options import Options
 
-__all__ = ["build", "machine"]
+__all__ = ["CpuSample", "build", "cpu_at", "machine", "step_windows"]
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Cumulative CPU seconds at `t` (seconds since the test's t0): per server PID,
+    of all load-test processes together, and of the whole machine (None where
+    /proc/stat cannot be read)."""
+
+    t: float
+    server: dict[int, float]
+    generator: float
+    machine: float | None = None
 
 
 def machine() -> dict[str, Any]:
@@ -68,6 +98,86 @@ def _per_connection(cpu: float, connections: int) -> float | None:
     return round(cpu / connections * 1e6, 1) if connections else None
 
 
+def cpu_at(times: Sequence[float], values: Sequence[float], t: float) -> float:
+    """A cumulative CPU figure at time `t`, linear between the samples around it
+    (`times` ascending), the first or last value outside them."""
+    if not times:
+        return 0.0
+    i = bisect.bisect_left(times, t)
+    if i == 0:
+        return values[0]
+    if i >= len(times):
+        return values[-1]
+    t0, t1 = times[i - 1], times[i]
+    if t1 <= t0:
+        return values[i]
+    return values[i - 1] + (values[i] - values[i - 1]) * (t - t0) / (t1 - t0)
+
+
+def step_windows(
+    samples: Sequence[CpuSample], bounds: Sequence[tuple[float, float]], cores: int
+) -> list[dict[str, float | None]]:
+    """Server and generator CPU over each (start, end) window, from the samples."""
+    times = [s.t for s in samples]
+    server = [sum(s.server.values()) for s in samples]
+    generator = [s.generator for s in samples]
+    machine = [s.machine for s in samples]
+    known = all(m is not None for m in machine)
+    out: list[dict[str, float | None]] = []
+    for start, end in bounds:
+        seconds = max(end - start, 0.0)
+        srv = cpu_at(times, server, end) - cpu_at(times, server, start)
+        gen = cpu_at(times, generator, end) - cpu_at(times, generator, start)
+        other = None
+        if known and samples and seconds > 0:
+            total = [m or 0.0 for m in machine]
+            busy = cpu_at(times, total, end) - cpu_at(times, total, start)
+            other = round(max(busy - srv - gen, 0.0) / seconds, 3)
+        out.append(
+            {
+                "window_seconds": round(seconds, 3),
+                "server_cpu_seconds": round(srv, 3),
+                "server_busy": round(srv / seconds, 3) if seconds > 0 else None,
+                "generator_cpu_seconds": round(gen, 3),
+                "generator_busy": round(gen / seconds / max(cores, 1), 3) if seconds > 0 else None,
+                "other_busy": other,
+            }
+        )
+    return out
+
+
+def _bounds(
+    starts: list[float], go_at: float, publish_end: float, last_delivery: float
+) -> list[tuple[float, float]]:
+    """Each step's window: from its start to the next one's; the last to its last
+    delivery or the end of publishing, whichever is later."""
+    starts = [max(t, go_at) for t in starts]
+    ends = [*starts[1:], max(publish_end, last_delivery)]
+    # a step that never started (publishing stopped early) gets an empty window
+    return [(start, max(start, end)) for start, end in zip(starts, ends, strict=True)]
+
+
+def _memory(
+    pids: Sequence[int],
+    before: Mapping[int, int | None],
+    subscribed: Mapping[int, int | None],
+    clients: int,
+) -> dict[str, Any]:
+    known = [p for p in pids if before.get(p) is not None and subscribed.get(p) is not None]
+    rss_before = sum(before[p] or 0 for p in known)
+    rss_subscribed = sum(subscribed[p] or 0 for p in known)
+    per = (rss_subscribed - rss_before) / clients / 1024 if clients and known else None
+    return {
+        "memory_pids": list(pids),
+        "rss_bytes_before": rss_before if known else None,
+        "rss_bytes_subscribed": rss_subscribed if known else None,
+        "rss_bytes_by_pid": {
+            str(p): {"before": before.get(p), "subscribed": subscribed.get(p)} for p in pids
+        },
+        "kb_per_connection": None if per is None else round(per, 2),
+    }
+
+
 def build(
     options: Options,
     *,
@@ -84,6 +194,13 @@ def build(
     generator_cpu_run: dict[str, float],
     server_cpu_run: dict[int, float] | None,
     server_cpu_connect: float = 0.0,
+    cpu_samples: Sequence[CpuSample] = (),
+    go_at: float = 0.0,
+    publish_end: float = 0.0,
+    generator_cores: int = 1,
+    memory_pids: Sequence[int] = (),
+    rss_before: Mapping[int, int | None] | None = None,
+    rss_subscribed: Mapping[int, int | None] | None = None,
 ) -> dict[str, Any]:
     def total(key: str) -> int:
         return sum(int(s.get(key, 0)) for s in subscribers)
@@ -100,6 +217,16 @@ def build(
 
     steps: list[dict[str, Any]] = []
     all_latency = Histogram()
+    starts = [
+        float(publisher["steps"][i]["start"]) if publisher else go_at + i * options.duration
+        for i in range(len(options.rates))
+    ]
+    last_delivery = max(
+        (float(t) for s in subscribers for t in s.get("last_delivery", {}).values()), default=0.0
+    )
+    windows = step_windows(
+        cpu_samples, _bounds(starts, go_at, publish_end, last_delivery), generator_cores
+    )
     for index, rate in enumerate(options.rates):
         latency = step_latency.get(index, Histogram())
         all_latency.merge(latency)
@@ -126,6 +253,7 @@ def build(
                 "deliveries_per_second": _per_second(latency.count, span),
                 "delivery_seconds": round(span, 3),
                 "latency_ms": latency.summary(),
+                **_step_cpu(windows[index], latency.count, bool(options.server_pids)),
             }
         )
 
@@ -213,6 +341,7 @@ def build(
             "cpu_us_per_connection": _per_connection(generator_cpu_connect, subscribed),
             "cpu_seconds_run": round(generator_run, 3),
             "cpu_seconds_run_by_role": {k: round(v, 3) for k, v in generator_cpu_run.items()},
+            "cores": generator_cores,
             "cpu_us_per_delivery": None
             if per_delivery is None
             else round(generator_run * per_delivery, 2),
@@ -228,7 +357,31 @@ def build(
             "cpu_us_per_delivery": None
             if per_delivery is None
             else round(sum(server_cpu_run.values()) * per_delivery, 2),
+            **_memory(memory_pids, rss_before or {}, rss_subscribed or {}, subscribed),
         },
         "timeline": chart,
         "samples": samples,
+        "cpu_samples": [
+            {
+                "t": round(s.t, 3),
+                "server": round(sum(s.server.values()), 3),
+                "generator": round(s.generator, 3),
+                "machine": None if s.machine is None else round(s.machine, 3),
+            }
+            for s in cpu_samples
+        ],
     }
+
+
+def _step_cpu(window: dict[str, float | None], deliveries: int, server: bool) -> dict[str, Any]:
+    """A step's CPU fields; the server's are None without server PIDs."""
+
+    def per(cpu: float | None) -> float | None:
+        return round(cpu / deliveries * 1e6, 2) if deliveries and cpu is not None else None
+
+    out = dict(window)
+    if not server:
+        out["server_cpu_seconds"] = out["server_busy"] = None
+    out["server_cpu_us_per_delivery"] = per(out["server_cpu_seconds"])
+    out["generator_cpu_us_per_delivery"] = per(out["generator_cpu_seconds"])
+    return out

@@ -8,6 +8,12 @@ deliveries), drain (until every expected delivery arrived, nothing arrived for
 closed, processes gone).
 Every wait is bounded; a worker that fails or dies ends the test with
 `LoadTestError` carrying its stderr, and no worker outlives the coordinator.
+
+Besides what the workers report, the coordinator reads /proc itself: the
+server processes' resident memory before any client connects and once all are
+subscribed (idle, before publishing), and the CPU time of the server and of
+every load-test process every `CPU_SAMPLE` seconds from `go` to the end of the
+drain, which `results.build` turns into CPU per ramp step.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from server.loadtest.metrics import Histogram, cpu_seconds
 from server.loadtest.options import Options
 from server.loadtest.progress import Progress, Snapshot
-from server.loadtest.results import build
+from server.loadtest.results import CpuSample, build
 from server.loadtest.worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
@@ -33,6 +39,38 @@ ROOT = Path(__file__).resolve().parents[2]
 TICK = 0.5  # seconds between progress updates
 EXIT_TIMEOUT = 10.0  # seconds a worker gets to exit after stop before it is killed
 STDERR_KEEP = 16 << 10
+CPU_SAMPLE = 0.25  # seconds between CPU samples while publishing and draining
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a process from /proc; None when it is gone or unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+        return int(fields[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def machine_cpu_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (every CPU, steal included),
+    from /proc/stat; None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+def generator_cores() -> int:
+    """CPUs the load generator may run on (its worker processes inherit this affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class LoadTestError(RuntimeError):
@@ -77,8 +115,18 @@ class Worker:
 
 
 class Coordinator:
-    def __init__(self, options: Options, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        progress: Progress | None,
+        memory_pids: tuple[int, ...] | None = None,
+    ) -> None:
         self.options = options
+        self.memory_pids = options.server_pids if memory_pids is None else memory_pids
+        self.rss_before: dict[int, int | None] = {}
+        self.rss_subscribed: dict[int, int | None] = {}
+        self.cpu_samples: list[CpuSample] = []
+        self._sampler: asyncio.Task[None] | None = None
         self.progress = progress
         self.subscribers: list[Worker] = []
         self.publisher: Worker | None = None
@@ -248,6 +296,7 @@ class Coordinator:
         options = self.options
         shares = options.shares()
         self.server_cpu_start = self._server_cpu()
+        self.rss_before = self._rss()
         try:
             publishes = any(options.rates)
             for index, share in enumerate(shares):
@@ -257,6 +306,8 @@ class Coordinator:
                 self.publisher = await self._spawn("publisher", 0, {})
             return await self._phases(publishes)
         finally:
+            if self._sampler is not None:
+                self._sampler.cancel()
             await self._shutdown()
             if self.progress is not None:
                 self.progress.finish()
@@ -274,11 +325,15 @@ class Coordinator:
         for w in self.subscribers:
             for channel, n in (w.ready or {}).get("per_channel", {}).items():
                 per_channel[channel] = per_channel.get(channel, 0) + int(n)
+        self.rss_subscribed = self._rss()
         cpu_own, server_cpu = cpu_seconds() or 0.0, self._server_cpu()
         server_cpu_connect = sum(server_cpu.values()) - sum(self.server_cpu_start.values())
         self.t0_monotonic = time.monotonic()
+        self._sample_cpu()
+        go_at = self.cpu_samples[-1].t
         for worker in self.workers:
             worker.send("go", per_channel=per_channel)
+        self._sampler = asyncio.get_running_loop().create_task(self._cpu_sampler())
         plan = options.total_seconds + options.connect_timeout + 30
         if self.publisher is not None:
             publisher = self.publisher
@@ -290,6 +345,7 @@ class Coordinator:
                 "holding connections",
             )
         publish_seconds = time.monotonic() - self.t0_monotonic
+        publish_end = (time.time_ns() - self.t0) / 1e9
         for worker in self.subscribers:
             worker.send("calm")
         expected = 0
@@ -303,7 +359,9 @@ class Coordinator:
             expected = sum(int(s["expected"]) for s in (publisher.final or {})["steps"])
             subscribed = sum(int((w.ready or {}).get("subscribed", 0)) for w in self.subscribers)
             await self._drain(expected, subscribed, options.drain, options.drain_max)
-        server_cpu_end = self._server_cpu()
+        self._sampler.cancel()
+        self._sample_cpu()
+        server_cpu_end = self.cpu_samples[-1].server
         server_cpu_run = {pid: cpu - server_cpu[pid] for pid, cpu in server_cpu_end.items()}
         for worker in self.subscribers:
             worker.send("stop")
@@ -334,6 +392,13 @@ class Coordinator:
             },
             server_cpu_run=server_cpu_run if options.server_pids else None,
             server_cpu_connect=server_cpu_connect,
+            cpu_samples=self.cpu_samples,
+            go_at=go_at,
+            publish_end=publish_end,
+            generator_cores=generator_cores(),
+            memory_pids=self.memory_pids,
+            rss_before=self.rss_before,
+            rss_subscribed=self.rss_subscribed,
         )
 
     async def _drain(self, expected: int, subscribed: int, quiet: float, longest: float) -> None:
@@ -356,17 +421,53 @@ class Coordinator:
     def _server_cpu(self) -> dict[int, float]:
         return {pid: cpu_seconds(pid) or 0.0 for pid in self.options.server_pids}
 
+    def _rss(self) -> dict[int, int | None]:
+        return {pid: rss_bytes(pid) for pid in self.memory_pids}
 
-async def run_async(options: Options, progress: Progress | None = None) -> dict[str, Any]:
+    def _generator_cpu(self) -> float:
+        """CPU seconds so far of every load-test process, read from /proc (a worker
+        already gone counts with what it last reported)."""
+        own = cpu_seconds() or 0.0
+        return own + sum(cpu_seconds(w.proc.pid) or w.cpu for w in self.workers)
+
+    def _sample_cpu(self) -> None:
+        self.cpu_samples.append(
+            CpuSample(
+                t=(time.time_ns() - self.t0) / 1e9,
+                server=self._server_cpu(),
+                generator=self._generator_cpu(),
+                machine=machine_cpu_seconds(),
+            )
+        )
+
+    async def _cpu_sampler(self) -> None:
+        """A CPU sample every `CPU_SAMPLE` seconds after go, on a fixed grid (so step
+        boundaries, whole multiples of the step length, fall on a sample)."""
+        loop = asyncio.get_running_loop()
+        start, n = loop.time(), 0
+        while True:
+            n += 1
+            await asyncio.sleep(max(start + n * CPU_SAMPLE - loop.time(), 0.0))
+            self._sample_cpu()
+
+
+async def run_async(
+    options: Options,
+    progress: Progress | None = None,
+    *,
+    memory_pids: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
     """Run one load test in the running event loop and return its result (see results.py).
 
     The loop stays free while the test runs (the clients live in worker
-    processes), so a server under test may share it.
+    processes), so a server under test may share it. `memory_pids`: the server
+    processes proper, whose resident memory is divided per connection (default:
+    every `server_pids`; leave out a broker such as Redis that runs beside them).
     """
-    return await Coordinator(options.checked(), progress).run()
+    return await Coordinator(options.checked(), progress, memory_pids).run()
 
 
-def run(options: Options) -> dict[str, Any]:
+def run(options: Options, *, memory_pids: tuple[int, ...] | None = None) -> dict[str, Any]:
     """`run_async` in a fresh event loop, with a progress line when `options.progress`."""
     progress = Progress(sys.stderr) if options.progress else None
-    return asyncio.run(run_async(options, progress))
+    return asyncio.run(run_async(options, progress, memory_pids=memory_pids))
