@@ -199,3 +199,23 @@ async def test_churn_never_takes_a_client_that_is_already_away():
     second = client.pool.churn_one(downtime=60)
     await client.pool.close(timeout=0)
     assert (first, second) == (True, False)
+
+
+def test_publications_in_another_key_order_count_the_same_through_the_decoder():
+    # The fast path reads only this tool's own layout; anything else is decoded.
+    client, t = make()
+    subscribed(client, t, 0)
+    reordered = [
+        {"push": {"pub": {"offset": n, "data": pub(n)["push"]["pub"]["data"]}, "channel": "news"}}
+        for n in (1, 2, 4)
+    ]
+    feed(client, t, *reordered)
+    stats = client.pool.stats
+    assert (stats.deliveries, stats.gaps, stats.foreign) == (3, 1, 0)
+
+
+def test_a_frame_mixing_a_ping_and_publications_answers_the_ping_and_counts_them():
+    client, t = make()
+    subscribed(client, t, 0)
+    feed(client, t, pub(1), {}, pub(2))
+    assert client.pool.stats.deliveries == 2 and t.sent[-1] == b"{}"
