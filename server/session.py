@@ -694,7 +694,7 @@ class Session:
         frame = self._shared
         if count > 1 or frame is None:
             frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
-        self._out = []
+        out.clear()  # the same list again: no allocation per flush
         self._shared = None
         node = self.node
         if self.transport.write_frame(frame, node.settings.client.max_unsent_bytes):
