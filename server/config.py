@@ -92,9 +92,9 @@ class ClientSettings:
     # Bytes written to a connection but not yet taken by its socket; a client past
     # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
     max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
-    # Least seconds between two flushes of queued messages. The first message after a
-    # quiet spell goes out at once; under load, what queues for a connection in the
-    # meantime shares one frame (fewer writes, at most this much added latency).
+    # Seconds a flush to many connections (a fan-out) holds the next one back. Under
+    # load what queues for a connection meanwhile shares one frame (fewer writes, at
+    # most this much added latency); after a quiet spell messages go out at once.
     write_interval: float = field(default=0.01, metadata=_range(0.0, 1.0))
 
 

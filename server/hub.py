@@ -4,10 +4,11 @@ It owns fan-out: a publication is encoded and framed once per encoding present
 among the channel's subscribers and the same `Frame` is handed to each of them.
 Handing over never awaits: a session queues the frame and asks the hub for a
 flush, and the hub flushes every session that queued anything in one callback.
-Flushes are at least `write_interval` apart: after a quiet spell the next one
-runs on the next loop pass, under load messages gather in between and each
-connection's leave as one WebSocket frame, so a write (the dominant cost of a
-delivery) carries several of them.
+A flush that wrote to many connections (a fan-out, `BIG_FLUSH` or more) holds
+the next one back until `write_interval` has passed since it started: under
+load messages gather in between and each connection's leave as one WebSocket
+frame, so a write (the dominant cost of a delivery) carries several of them.
+Other flushes (command replies, a quiet spell) run on the next loop pass.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from server.errors import Disconnect
 from server.frames import Frame
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
 
-__all__ = ["Hub", "Subscriber"]
+__all__ = ["BIG_FLUSH", "Hub", "Subscriber"]
+
+BIG_FLUSH = 64
+"""Connections a flush must write to for `write_interval` to hold back the next."""
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class Hub(Generic[S]):
         self._write_interval = write_interval
         self._dirty: list[S] = []
         self._flush_scheduled = False
-        self._last_flush = -math.inf  # loop time of the latest flush's start
+        self._last_flush = -math.inf  # loop time of the latest big flush's start
 
     # Connections -------------------------------------------------------------
 
@@ -165,8 +169,9 @@ class Hub(Generic[S]):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
+        if len(dirty) >= BIG_FLUSH:
+            self._last_flush = asyncio.get_running_loop().time()
         for session in dirty:
             try:
                 session.flush()

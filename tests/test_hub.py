@@ -15,7 +15,7 @@ import pytest
 
 import server.hub
 from server.frames import Frame
-from server.hub import Hub, Subscriber
+from server.hub import BIG_FLUSH, Hub, Subscriber
 from server.protocol import ClientInfo, Encoding, Publication
 
 
@@ -433,17 +433,35 @@ def test_a_flush_after_a_quiet_spell_runs_on_the_next_loop_pass() -> None:
     assert asyncio.run(scenario()) == 1
 
 
-def test_flushes_are_at_least_the_write_interval_apart() -> None:
+def test_after_a_big_flush_the_next_waits_for_the_write_interval() -> None:
     hub: Hub = Hub(write_interval=0.05)
-    session = RecordingSubscriber("c1")
+    crowd = [RecordingSubscriber(f"c{i}") for i in range(BIG_FLUSH)]
+    late = RecordingSubscriber("late")
 
     async def scenario() -> list[int]:
-        hub.want_flush(session)
+        for session in crowd:
+            hub.want_flush(session)
         await asyncio.sleep(0)
-        hub.want_flush(session)
+        hub.want_flush(late)
         await asyncio.sleep(0.01)
-        early = session.flushes
+        early = late.flushes
         await asyncio.sleep(0.1)
-        return [early, session.flushes]
+        return [crowd[0].flushes, early, late.flushes]
 
-    assert asyncio.run(scenario()) == [1, 2]
+    assert asyncio.run(scenario()) == [1, 0, 1]
+
+
+def test_a_flush_of_fewer_connections_does_not_hold_the_next_back() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    few = [RecordingSubscriber(f"c{i}") for i in range(BIG_FLUSH - 1)]
+    late = RecordingSubscriber("late")
+
+    async def scenario() -> int:
+        for session in few:
+            hub.want_flush(session)
+        await asyncio.sleep(0)
+        hub.want_flush(late)
+        await asyncio.sleep(0)
+        return late.flushes
+
+    assert asyncio.run(scenario()) == 1
