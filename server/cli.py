@@ -175,7 +175,7 @@ async def serve(
     api_keys = ApiKeyChecker(settings.api.keys, lookup)
     server = HTTPServer(make_app(node, backends.checks(), api_keys), xheaders=True)
     if sockets is None:
-        server.listen(settings.server.port, settings.server.host)
+        server.listen(settings.server.port, settings.server.host, backlog=settings.server.backlog)
     else:
         server.add_sockets(sockets)
     log.info(
@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         if workers == 1:
             _run(serve(settings), settings)
             return 0
-        sockets = bind_sockets(settings.server.port, settings.server.host)
+        sockets = bind_sockets(
+            settings.server.port, settings.server.host, backlog=settings.server.backlog
+        )
         supervisor = os.getpid()
         metrics_dir = None
         if multiprocess_dir() is None:  # an operator's own directory is left alone

@@ -61,6 +61,9 @@ class ServerSettings:
     name: str = ""  # node name in info and logs; empty means host:pid
     # WebSocket connections per process; handshakes beyond answer HTTP 503.
     max_connections: int = field(default=10000, metadata=_range(1))
+    # Connections the kernel queues before the server accepts them (capped by the
+    # kernel's net.core.somaxconn); a full queue drops connects, which retry after 1 s.
+    backlog: int = field(default=1024, metadata=_range(1, 65535))
     shutdown_timeout: float = field(default=10.0, metadata=_range(0.1))  # SIGTERM to exit
     drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
     # auto: uvloop when installed (the `fast` extra), else asyncio's own loop.

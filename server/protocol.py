@@ -155,16 +155,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every message (json.loads with options would build one per call).
+_json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def decode_frame(data: bytes | str, encoding: Encoding) -> list[Any]:
     """All messages of one frame, in order. Raises ProtocolError and nothing else."""
     try:
         if encoding is Encoding.JSON:
             text = data if isinstance(data, str) else data.decode("utf-8")
-            return [
-                json.loads(line, parse_constant=_reject_constant)
-                for line in text.split("\n")
-                if line.strip()
-            ]
+            return [_json_decode(line) for line in text.split("\n") if line.strip()]
         raw = data.encode("utf-8") if isinstance(data, str) else data
         unpacker = msgpack.Unpacker(
             raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1)
