@@ -2,8 +2,8 @@
 
 A server's frames are never masked (RFC 6455 section 5.1), so the bytes of one
 publication's frame are the same for every subscriber using the same encoding.
-The hub makes one `Frame` per encoding and hands it to every subscriber; the
-first transport that writes it builds the wire bytes and the rest reuse them.
+The hub makes one `Frame` per encoding and hands the same one to every
+subscriber, so the wire bytes are built once.
 
 `FrameReader` turns the bytes a client sends into whole messages and control
 frames, and names the close code for anything RFC 6455 forbids.
@@ -47,21 +47,14 @@ def frame_header(length: int, binary: bool) -> bytes:
 
 
 class Frame:
-    """One message's payload; `wire` is the whole frame, built on first use."""
+    """One message: its payload, and `wire`, the whole frame as sent."""
 
-    __slots__ = ("_wire", "binary", "payload")
+    __slots__ = ("binary", "payload", "wire")
 
     def __init__(self, payload: bytes, binary: bool) -> None:
         self.payload = payload
         self.binary = binary
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = frame_header(len(self.payload), self.binary) + self.payload
-        return wire
+        self.wire = frame_header(len(payload), binary) + payload
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:

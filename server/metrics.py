@@ -140,10 +140,6 @@ class Metrics:
         self.messages_in += messages
         self.bytes_in += size
 
-    def frame_out(self, messages: int, size: int) -> None:
-        self.messages_out += messages
-        self.bytes_out += size
-
     @contextmanager
     def timed(self, histogram: Histogram) -> Iterator[None]:
         start = time.perf_counter()

@@ -126,6 +126,7 @@ class Session:
         "_expiry",
         "_limiter",
         "_loop",
+        "_max_unsent",
         "_out",
         "_ping_handle",
         "_pong_handle",
@@ -158,6 +159,7 @@ class Session:
         self._subs: dict[str, _Subscription] = {}
         self._out: list[bytes] = []
         self._shared: Frame | None = None  # the hub's frame, while it is all `_out` holds
+        self._max_unsent = node.settings.client.max_unsent_bytes
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
@@ -697,8 +699,10 @@ class Session:
         out.clear()  # the same list again: no allocation per flush
         self._shared = None
         node = self.node
-        if self.transport.write_frame(frame, node.settings.client.max_unsent_bytes):
-            node.metrics.frame_out(count, len(frame.payload))
+        if self.transport.write_frame(frame, self._max_unsent):
+            metrics = node.metrics
+            metrics.messages_out += count
+            metrics.bytes_out += len(frame.payload)
             return
         log.info(
             "client %s: %d bytes unsent, closing as slow",

@@ -40,9 +40,9 @@ def test_wire_bytes_are_the_header_then_the_unmasked_payload() -> None:
     assert Frame(b'{"a":1}', binary=False).wire == b"\x81\x07" + b'{"a":1}'
 
 
-def test_wire_bytes_are_built_once_and_shared() -> None:
+def test_a_long_binary_payload_gets_the_16_bit_length_form() -> None:
     frame = Frame(b"x" * 300, binary=True)
-    assert frame.wire is frame.wire
+    assert frame.wire == b"\x82\x7e" + struct.pack("!H", 300) + b"x" * 300
 
 
 # ---------------------------------------------------------------------------
