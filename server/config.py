@@ -98,7 +98,7 @@ class ClientSettings:
     # Seconds a flush to many connections (a fan-out) holds the next one back. Under
     # load what queues for a connection meanwhile shares one frame (fewer writes, at
     # most this much added latency); after a quiet spell messages go out at once.
-    write_interval: float = field(default=0.01, metadata=_range(0.0, 1.0))
+    write_interval: float = field(default=0.02, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
