@@ -42,6 +42,7 @@ from server.node import Node
 from server.stats import NodeStats
 from server.store.keys import KeyStore
 from server.web.app import make_app
+from server.web.upgrade import Listener
 from server.web.websocket import close_websockets
 from server.workers import run_workers
 
@@ -174,10 +175,12 @@ async def serve(
     lookup = KeyStore(backends.mongo).verify if backends.mongo is not None else None
     api_keys = ApiKeyChecker(settings.api.keys, lookup)
     server = HTTPServer(make_app(node, backends.checks(), api_keys), xheaders=True)
+    listener = Listener(server)
     if sockets is None:
-        server.listen(settings.server.port, settings.server.host, backlog=settings.server.backlog)
-    else:
-        server.add_sockets(sockets)
+        sockets = bind_sockets(
+            settings.server.port, settings.server.host, backlog=settings.server.backlog
+        )
+    listener.add_sockets(sockets)
     log.info(
         "serving on http://%s:%d (node %s)", settings.server.host, settings.server.port, node.name
     )
@@ -187,11 +190,16 @@ async def serve(
         for task in (watcher, syncer):
             if task is not None:
                 task.cancel()
-        await _shut_down(settings, node, server, backends, stats)
+        await _shut_down(settings, node, server, listener, backends, stats)
 
 
 async def _shut_down(
-    settings: Settings, node: Node, server: HTTPServer, backends: Backends, stats: NodeStats
+    settings: Settings,
+    node: Node,
+    server: HTTPServer,
+    listener: Listener,
+    backends: Backends,
+    stats: NodeStats,
 ) -> None:
     """Drain, then close within `server.shutdown_timeout`.
 
@@ -206,7 +214,7 @@ async def _shut_down(
     deadline = asyncio.get_running_loop().time() + timeout
     if settings.server.drain_delay:
         await asyncio.sleep(settings.server.drain_delay)
-    server.stop()
+    listener.stop()
 
     async def close() -> None:
         await stats.close()

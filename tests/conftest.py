@@ -22,6 +22,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
 from server.web.app import make_app
+from server.web.upgrade import Listener
 from server.web.websocket import close_websockets
 from tests.client import ProtoClient
 
@@ -71,9 +72,10 @@ def http_server(
     """pytest-tornado's server, taking `app` as a declared dependency: the plugin asks
     for it dynamically, which hides the broker parameter from pytest."""
     server = HTTPServer(app)
-    server.add_socket(_unused_port[0])
+    listener = Listener(server)  # what run.py listens with: upgrades on the fast path
+    listener.add_sockets([_unused_port[0]])
     yield server
-    server.stop()
+    listener.stop()
     io_loop.run_sync(lambda: close_websockets(app))
     io_loop.run_sync(server.close_all_connections)
 

@@ -19,6 +19,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding, encode
 from server.web.app import make_app
+from server.web.websocket import close_websockets
 from tests.api_client import ApiCaller
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
@@ -75,6 +76,7 @@ def b(settings: Settings, io_loop: IOLoop, http_client: AsyncHTTPClient) -> Iter
     for c in instance.clients:
         c.close()
     server.stop()
+    io_loop.run_sync(lambda: close_websockets(server.request_callback))
     io_loop.run_sync(server.close_all_connections)
     io_loop.run_sync(node.close)
 

@@ -13,7 +13,7 @@ from server.web.api import ApiHandler
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.metrics import MetricsHandler
 from server.web.pages import STATIC_DIR, page_routes
-from server.web.websocket import ClientWebSocketHandler, LiveConnections
+from server.web.websocket import WEBSOCKET_PATH, ClientWebSocketHandler, Endpoint
 
 __all__ = ["STATIC_DIR", "make_app"]
 
@@ -26,13 +26,11 @@ def make_app(
     """Routes for one node; `readiness` names the dependency checks behind /readyz;
     `api_keys` decides the server API's keys (default: `api.keys` from settings)."""
     client = node.settings.client
-    live = LiveConnections()
-    websocket = {
-        "node": node,
-        "origins": OriginPolicy(client.allowed_origins),
-        "connections": ConnectionCounter(client.max_connections_per_ip),
-        "live": live,
-    }
+    endpoint = Endpoint(
+        node,
+        OriginPolicy(client.allowed_origins),
+        ConnectionCounter(client.max_connections_per_ip),
+    )
     api = {
         "executor": ApiExecutor(node),
         "keys": api_keys or ApiKeyChecker(node.settings.api.keys),
@@ -40,7 +38,7 @@ def make_app(
     }
     return Application(
         [
-            (r"/connection/websocket", ClientWebSocketHandler, websocket),
+            (WEBSOCKET_PATH, ClientWebSocketHandler, {"endpoint": endpoint}),
             (r"/api/?(.*)", ApiHandler, api),
             (r"/healthz", HealthHandler),
             (
@@ -53,5 +51,5 @@ def make_app(
         ],
         static_path=str(STATIC_DIR),
         static_handler_class=StaticFileHandler,
-        websocket_connections=live,
+        websocket_endpoint=endpoint,
     )

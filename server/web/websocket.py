@@ -17,6 +17,8 @@ import hashlib
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 from tornado.iostream import StreamClosedError
@@ -39,11 +41,23 @@ from server.node import Node
 from server.protocol import Encoding
 from server.session import Session
 
-__all__ = ["ClientWebSocketHandler", "Connection", "LiveConnections", "close_websockets"]
+__all__ = [
+    "WEBSOCKET_PATH",
+    "ClientWebSocketHandler",
+    "Connection",
+    "Endpoint",
+    "LiveConnections",
+    "adopt",
+    "close_websockets",
+    "endpoint_of",
+    "handshake_problem",
+    "negotiated_encoding",
+]
 
 log = logging.getLogger(__name__)
 
 MSGPACK_SUBPROTOCOL = "msgpack"
+WEBSOCKET_PATH = "/connection/websocket"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT = 5.0
 """Seconds a closing connection waits for the peer's close frame before aborting."""
@@ -81,12 +95,28 @@ class LiveConnections:
         await asyncio.sleep(0)  # aborted transports close their sockets on the next pass
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """What the WebSocket endpoint needs, shared by its handler and the fast path
+    (server.web.upgrade); an app keeps it in its settings as `websocket_endpoint`."""
+
+    node: Node
+    origins: OriginPolicy
+    connections: ConnectionCounter = field(default_factory=lambda: ConnectionCounter(0))
+    live: LiveConnections = field(default_factory=LiveConnections)
+
+
+def endpoint_of(app: object) -> Endpoint | None:
+    """The WebSocket endpoint of `app` (an HTTPServer's request callback), if any."""
+    endpoint = app.settings.get("websocket_endpoint") if isinstance(app, Application) else None
+    return endpoint if isinstance(endpoint, Endpoint) else None
+
+
 async def close_websockets(app: object, grace: float = 1.0) -> None:
-    """Close the WebSocket connections `app` (an HTTPServer's request callback)
-    still holds; see LiveConnections."""
-    live = app.settings.get("websocket_connections") if isinstance(app, Application) else None
-    if isinstance(live, LiveConnections):
-        await live.close_all(grace)
+    """Close the WebSocket connections `app` still holds; see LiveConnections."""
+    endpoint = endpoint_of(app)
+    if endpoint is not None:
+        await endpoint.live.close_all(grace)
 
 
 class ClientWebSocketHandler(RequestHandler):
@@ -95,47 +125,25 @@ class ClientWebSocketHandler(RequestHandler):
     (so the SDKs see the code). The msgpack subprotocol selects our msgpack variant.
     """
 
-    def initialize(
-        self,
-        node: Node,
-        origins: OriginPolicy | None = None,
-        connections: ConnectionCounter | None = None,
-        live: LiveConnections | None = None,
-    ) -> None:
-        self.node = node
-        self.origins = origins or OriginPolicy(node.settings.client.allowed_origins)
-        self.connections = connections or ConnectionCounter(0)
-        self.live = LiveConnections() if live is None else live
+    def initialize(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.node = endpoint.node
 
     async def get(self) -> None:
         headers = self.request.headers
-        if self.node.metrics.open_connections >= self.node.settings.server.max_connections:
-            # A clean 503 the client can retry elsewhere, instead of failing at the
-            # open-files limit.
-            self.node.metrics.refused.inc()
-            self._refuse(503, "connection limit reached")
+        problem = handshake_problem(self.node, self.endpoint.origins, headers.get)
+        if problem is not None:
+            status, message = problem
+            if status == 503:
+                self.node.metrics.refused.inc()
+            elif status == 403:
+                log.info("refused WebSocket handshake from origin %r", headers["Origin"][:200])
+            elif status == 426:
+                self.set_header("Sec-WebSocket-Version", "7, 8, 13")
+            self._refuse(status, message)
             return
-        if headers.get("Upgrade", "").lower() != "websocket":
-            self._refuse(400, 'Can "Upgrade" only to "WebSocket".')
-            return
-        if "upgrade" not in (p.strip().lower() for p in headers.get("Connection", "").split(",")):
-            self._refuse(400, '"Connection" must be "Upgrade".')
-            return
-        origin = headers.get("Origin")
-        if origin is not None and not self.origins.allows(origin, headers.get("Host")):
-            log.info("refused WebSocket handshake from origin %r", origin[:200])
-            self._refuse(403, "Cross origin websockets not allowed")
-            return
-        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
-            self.set_header("Sec-WebSocket-Version", "7, 8, 13")
-            self._refuse(426, "Upgrade Required")
-            return
-        key = headers.get("Sec-WebSocket-Key", "")
-        if not key:
-            self._refuse(400, "Missing/Invalid WebSocket headers")
-            return
-        offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        encoding = Encoding.MSGPACK if MSGPACK_SUBPROTOCOL in offered else Encoding.JSON
+        key = headers["Sec-WebSocket-Key"]
+        encoding = negotiated_encoding(headers.get("Sec-WebSocket-Protocol"))
         address = self.request.remote_ip or ""
 
         self.clear_header("Content-Type")
@@ -158,24 +166,58 @@ class ClientWebSocketHandler(RequestHandler):
             stream.close()
             return
         stream.close()
-        counted = self.connections.acquire(address)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: Connection(
-                    self.node, encoding, address, self.connections, counted, self.live
-                ),
-                sock=sock,
-            )
-        except OSError as exc:
-            log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
-            if counted:
-                self.connections.release(address)
-            sock.close()
+        await adopt(sock, self.endpoint, encoding, address)
 
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)
         self.finish(message)
+
+
+def handshake_problem(
+    node: Node, origins: OriginPolicy, header: Callable[[str], str | None]
+) -> tuple[int, str] | None:
+    """Why an upgrade request is refused (HTTP status, message), or None to accept.
+
+    `header` looks a request header up by name, case-insensitively.
+    """
+    if node.metrics.open_connections >= node.settings.server.max_connections:
+        # A clean 503 the client can retry elsewhere, instead of failing at the
+        # open-files limit.
+        return 503, "connection limit reached"
+    if (header("Upgrade") or "").lower() != "websocket":
+        return 400, 'Can "Upgrade" only to "WebSocket".'
+    if "upgrade" not in (p.strip().lower() for p in (header("Connection") or "").split(",")):
+        return 400, '"Connection" must be "Upgrade".'
+    origin = header("Origin")
+    if origin is not None and not origins.allows(origin, header("Host")):
+        return 403, "Cross origin websockets not allowed"
+    if header("Sec-WebSocket-Version") not in ("7", "8", "13"):
+        return 426, "Upgrade Required"
+    if not header("Sec-WebSocket-Key"):
+        return 400, "Missing/Invalid WebSocket headers"
+    return None
+
+
+def negotiated_encoding(offered: str | None) -> Encoding:
+    """msgpack when the client offers our msgpack subprotocol, JSON otherwise."""
+    protocols = [p.strip() for p in (offered or "").split(",")]
+    return Encoding.MSGPACK if MSGPACK_SUBPROTOCOL in protocols else Encoding.JSON
+
+
+async def adopt(sock: socket.socket, endpoint: Endpoint, encoding: Encoding, address: str) -> None:
+    """Run the WebSocket on `sock` (the handshake answered) as a `Connection`."""
+    node, connections, live = endpoint.node, endpoint.connections, endpoint.live
+    counted = connections.acquire(address)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: Connection(node, encoding, address, connections, counted, live), sock=sock
+        )
+    except OSError as exc:
+        log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
+        if counted:
+            connections.release(address)
+        sock.close()
 
 
 class Connection(asyncio.Protocol):
