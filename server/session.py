@@ -652,14 +652,23 @@ class Session:
         if sub.pending is not None:
             sub.pending.append((pub, frame))
             return
-        if sub.recoverable and pub.offset:
-            if pub.offset <= sub.offset and pub.epoch in ("", sub.epoch):
-                return  # already sent in the subscribe reply
-            if pub.offset != sub.offset + 1 or pub.epoch not in ("", sub.epoch):
-                self._insufficient_state(channel)
+        offset = pub.offset
+        if offset and sub.recoverable:
+            last, epoch = sub.offset, pub.epoch
+            same_stream = not epoch or epoch == sub.epoch
+            if offset != last + 1 or not same_stream:
+                if offset > last or not same_stream:
+                    self._insufficient_state(channel)
+                # else: already sent in the subscribe reply
                 return
-            sub.offset = pub.offset
-        self._queue(frame.payload, frame)
+            sub.offset = offset
+        # _queue inlined (this runs once per delivery); a session with
+        # subscriptions is never closed: closing empties `_subs` first.
+        out = self._out
+        out.append(frame.payload)
+        if len(out) == 1:
+            self._shared = frame
+            self.node.hub.want_flush(self)
 
     def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)

@@ -109,6 +109,11 @@ def test_cpu_per_delivery_is_read_from_the_20_per_second_step():
     assert cpu_per_delivery(result(step(10, 10_000))) is None
 
 
+def test_cpu_per_delivery_skips_the_warm_up_step_at_the_same_rate():
+    r = result(step(20, 20_000, server_us=12.0), step(20, 20_000, server_us=9.5))
+    assert cpu_per_delivery(r) == 9.5
+
+
 def test_a_row_takes_memory_from_its_10k_result_and_falls_back_to_the_1k_one():
     spec = MEASURED_ROWS[0]
     one, ten = result(step(20, 20_000), kb=30.0), result(step(2, 20_000), kb=28.0)
