@@ -54,9 +54,8 @@ class CountingTransport:
     def __init__(self) -> None:
         self.messages = 0
 
-    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
+    def write_frame(self, frame: Frame) -> None:
         self.messages += frame.payload.count(b"\n") + 1
-        return True
 
     def unsent_bytes(self) -> int:
         return 0

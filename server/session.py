@@ -88,9 +88,9 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """How a session reaches its peer. No call may block or raise."""
 
-    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
-        """Write `frame`; False, writing nothing, when the socket already holds
-        unsent bytes and the frame would take them past `max_unsent`."""
+    def write_frame(self, frame: Frame) -> None:
+        """Write `frame` (what the socket does not take at once is buffered; once
+        that is all sent the transport calls the session's `writable`)."""
         ...
 
     def unsent_bytes(self) -> int:
@@ -124,6 +124,7 @@ class _Subscription:
 class Session:
     __slots__ = (
         "_expiry",
+        "_held",
         "_limiter",
         "_loop",
         "_max_unsent",
@@ -160,6 +161,10 @@ class Session:
         self._out: list[bytes] = []
         self._shared: Frame | None = None  # the hub's frame, while it is all `_out` holds
         self._max_unsent = node.settings.client.max_unsent_bytes
+        # While the socket holds unsent bytes, messages are held here (and later
+        # leave as one frame); `_held` counts those bytes plus the socket's, or is
+        # -1 when nothing is held back.
+        self._held = -1
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
@@ -669,6 +674,8 @@ class Session:
         if len(out) == 1:
             self._shared = frame
             self.node.hub.want_flush(self)
+        elif self._held >= 0:
+            self._hold(len(frame.payload))
 
     def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)
@@ -689,37 +696,58 @@ class Session:
         if len(out) == 1:
             self._shared = shared
             self.node.hub.want_flush(self)
+        elif self._held >= 0:
+            self._hold(len(data))
 
-    def flush(self) -> None:
-        """Write the queue as one frame, unless the peer stopped reading.
+    def flush(self, force: bool = False) -> None:
+        """Write the queue as one frame, unless the peer is behind.
 
-        A connection whose socket already holds unsent bytes and would pass
-        `client.max_unsent_bytes` with this frame is closed with 3008 instead: its
-        memory stays bounded and nobody else's delivery waits for it. An idle
-        socket always takes one frame, whatever its size.
+        While the socket still holds unsent bytes the queue is held back (the
+        transport calls `writable` once they are gone, and everything held leaves
+        as one frame: a peer that reads slowly costs fewer writes, not more). A
+        connection whose held and unsent bytes pass `client.max_unsent_bytes` is
+        closed with 3008: its memory stays bounded and nobody else's delivery
+        waits for it. An idle socket always takes one frame, whatever its size.
+        `force` writes even to a socket that is behind (a closing message).
         """
         out = self._out
         if not out:
             return
+        if not force:
+            unsent = self.transport.unsent_bytes()
+            if unsent:
+                self._held = 0
+                self._hold(unsent + sum(len(data) for data in out))
+                return
+        self._held = -1
         count = len(out)
         frame = self._shared
         if count > 1 or frame is None:
             frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
         out.clear()  # the same list again: no allocation per flush
         self._shared = None
-        node = self.node
-        if self.transport.write_frame(frame, self._max_unsent):
-            metrics = node.metrics
-            metrics.messages_out += count
-            metrics.bytes_out += len(frame.payload)
+        self.transport.write_frame(frame)
+        metrics = self.node.metrics
+        metrics.messages_out += count
+        metrics.bytes_out += len(frame.payload)
+
+    def writable(self) -> None:
+        """The socket took everything it held: send what waited meanwhile."""
+        if self._held >= 0 and self._out:
+            self._held = -1
+            self.node.hub.want_flush(self)
+
+    def _hold(self, size: int) -> None:
+        self._held += size
+        if self._held <= self._max_unsent or self.state is State.CLOSED:
             return
         log.info(
             "client %s: %d bytes unsent, closing as slow",
             self.client_id,
-            self.transport.unsent_bytes(),
+            self._held,
             extra=self._log_context,
         )
-        node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
+        self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
         self._closed()
         self.transport.close(int(DisconnectCode.SLOW), "slow")
 
@@ -778,9 +806,9 @@ class Session:
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
             self._send_message(push("", "disconnect", body))
-        self.flush()
+        self.flush(force=True)
         if self.state is State.CLOSED:
-            return  # the flush found the peer too slow and closed it (3008)
+            return
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
 
@@ -796,6 +824,7 @@ class Session:
         self.node.metrics.connection_closed()
         self._out = []
         self._shared = None
+        self._held = -1
         for handle in (
             self._stale_handle,
             self._ping_handle,

@@ -8,8 +8,10 @@ slow machines.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -58,6 +60,30 @@ def node(settings: Settings, io_loop: IOLoop) -> Iterator[Node]:
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)
+
+
+@pytest.fixture
+def io_loop() -> Iterator[IOLoop]:
+    """pytest-tornado's per-test loop, without its leak.
+
+    Tornado remembers the current asyncio loop when an IOLoop becomes current,
+    asking for one to be made when there is none (after a test's asyncio.run),
+    and nobody closed that one: its ResourceWarning then failed some later test.
+    Here it is made, and closed, explicitly.
+    """
+    previous = asyncio.new_event_loop()
+    asyncio.set_event_loop(previous)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # make_current, as pytest-tornado
+        loop = IOLoop()
+        loop.make_current()
+    yield loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop.clear_current()
+    loop.close(all_fds=True)
+    asyncio.set_event_loop(None)
+    previous.close()
 
 
 @pytest.fixture

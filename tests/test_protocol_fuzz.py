@@ -120,9 +120,8 @@ class RecordingTransport:
         self.frames: list[bytes] = []
         self.closed: int | None = None
 
-    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
+    def write_frame(self, frame: Frame) -> None:
         self.frames.append(frame.payload)
-        return True
 
     def unsent_bytes(self) -> int:
         return 0

@@ -89,3 +89,34 @@ async def test_reply_larger_than_max_unsent_bytes_reaches_an_idle_client(client,
         await node.publish("news", {"i": i, "pad": PAD})
     result = await c.result("history", {"channel": "news", "limit": 30})
     assert len(result["publications"]) == 30  # ~120 KB in one frame
+
+
+@pytest.mark.settings(client={"max_unsent_bytes": 64 << 20})
+@pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
+async def test_a_reader_that_pauses_gets_everything_held_meanwhile_in_fewer_frames(
+    node: Node, ws_url: str, http_port: int
+):
+    reader = await stalled_subscriber(http_port, "news")
+    try:
+        # Enough to fill the kernel's buffers toward the paused reader, then more,
+        # all within max_unsent_bytes: the rest waits in the session.
+        count = 3000  # ~12 MB, past what loopback sockets buffer
+        for i in range(count):
+            await node.publish("news", {"i": i, "pad": PAD})
+            if i % 20 == 0:
+                await asyncio.sleep(0.001)
+        assert node.hub.num_subscriptions == 1  # held back, not closed
+        got: list[int] = []
+        frames = 0
+        while len(got) < count:
+            frame = await asyncio.wait_for(reader.recv_frame(), 10 * TIMEOUT_SCALE)
+            assert frame is not None
+            frames += 1
+            for line in frame[1].decode().split("\n"):
+                pub = json.loads(line).get("push", {}).get("pub")
+                if pub is not None:
+                    got.append(pub["data"]["i"])
+        assert got == list(range(count))
+        assert frames < count  # what was held left together
+    finally:
+        reader.close()

@@ -271,6 +271,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        # resume_writing as soon as everything buffered is sent (see Session.flush).
+        self.transport.set_write_buffer_limits(high=0, low=0)
         self._live.add(self)
         if not self._counted:
             log.info("connection from %s over the per-address limit", self._address)
@@ -344,18 +346,15 @@ class Connection(asyncio.Protocol):
 
     # Transport (for the Session) ---------------------------------------------
 
-    def write_frame(self, frame: Frame, max_unsent: int) -> bool:
-        """Hand `frame` to the transport; False, writing nothing, when the socket
-        already holds unsent bytes and the frame would take them past `max_unsent`."""
-        if self._closing:
-            return True
-        transport = self.transport
-        assert transport is not None
-        unsent = transport.get_write_buffer_size()
-        if unsent and unsent + len(frame.payload) > max_unsent:
-            return False
-        transport.write(frame.wire)
-        return True
+    def write_frame(self, frame: Frame) -> None:
+        if not self._closing:
+            assert self.transport is not None
+            self.transport.write(frame.wire)
+
+    def resume_writing(self) -> None:
+        """Everything buffered was sent (write buffer limits are 0)."""
+        if self.session is not None and not self._closing:
+            self.session.writable()
 
     def unsent_bytes(self) -> int:
         transport = self.transport
