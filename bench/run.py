@@ -43,7 +43,7 @@ from server.loadtest.report import format_table, write_html, write_json  # noqa:
 
 RESULTS = ROOT / "bench" / "results"
 # publications/s to 1,000 subscribers; the first step warms up (see bench/table.py)
-RAMP_1K = (20.0, 20.0, 50.0, 100.0, 125.0, 150.0, 175.0, 200.0, 250.0)
+RAMP_1K = (20.0, 20.0, 20.0, 20.0, 50.0, 100.0, 125.0, 150.0, 175.0, 200.0, 250.0)
 RAMP_10K = (2.0, 5.0, 10.0, 20.0, 30.0)  # publications/s, 10,000 subscribers
 QUICK = {"duration": 1.0, "drain": 1.0, "drain_max": 10.0}  # --quick: shorter steps
 FANOUT = {"clients": 1000, "rates": RAMP_1K, "duration": 3.0, "drain_max": 30.0}

@@ -109,9 +109,13 @@ def test_cpu_per_delivery_is_read_from_the_20_per_second_step():
     assert cpu_per_delivery(result(step(10, 10_000))) is None
 
 
-def test_cpu_per_delivery_skips_the_warm_up_step_at_the_same_rate():
-    r = result(step(20, 20_000, server_us=12.0), step(20, 20_000, server_us=9.5))
-    assert cpu_per_delivery(r) == 9.5
+def test_cpu_per_delivery_averages_the_steps_at_the_rate_after_the_warm_up():
+    r = result(
+        step(20, 20_000, server_us=12.0),
+        step(20, 20_000, server_us=9.5),
+        step(20, 20_000, server_us=10.5),
+    )
+    assert cpu_per_delivery(r) == 10.0
 
 
 def test_a_row_takes_memory_from_its_10k_result_and_falls_back_to_the_1k_one():
