@@ -206,17 +206,16 @@ def negotiated_encoding(offered: str | None) -> Encoding:
 
 async def adopt(sock: socket.socket, endpoint: Endpoint, encoding: Encoding, address: str) -> None:
     """Run the WebSocket on `sock` (the handshake answered) as a `Connection`."""
-    node, connections, live = endpoint.node, endpoint.connections, endpoint.live
-    counted = connections.acquire(address)
+    counted = endpoint.connections.acquire(address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: Connection(node, encoding, address, connections, counted, live), sock=sock
+            lambda: Connection(endpoint, encoding, address, counted), sock=sock
         )
     except OSError as exc:
         log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
         if counted:
-            connections.release(address)
+            endpoint.connections.release(address)
         sock.close()
 
 
@@ -231,34 +230,23 @@ class Connection(asyncio.Protocol):
         "_address",
         "_close_timer",
         "_closing",
-        "_connections",
         "_counted",
         "_encoding",
+        "_endpoint",
         "_inbox",
-        "_live",
-        "_node",
         "_reader",
         "_running",
         "session",
         "transport",
     )
 
-    def __init__(
-        self,
-        node: Node,
-        encoding: Encoding,
-        address: str,
-        connections: ConnectionCounter,
-        counted: bool,
-        live: LiveConnections,
-    ) -> None:
-        self._node = node
-        self._live = live
+    def __init__(self, endpoint: Endpoint, encoding: Encoding, address: str, counted: bool) -> None:
+        """`counted`: whether `address` got a place under the per-address cap."""
+        self._endpoint = endpoint
         self._encoding = encoding
         self._address = address
-        self._connections = connections
         self._counted = counted
-        self._reader = FrameReader(node.settings.client.max_frame_bytes)
+        self._reader = FrameReader(endpoint.node.settings.client.max_frame_bytes)
         self._inbox: deque[bytes] = deque()
         self._running = False
         self._closing = False
@@ -273,13 +261,13 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         # resume_writing as soon as everything buffered is sent (see Session.flush).
         self.transport.set_write_buffer_limits(high=0, low=0)
-        self._live.add(self)
+        self._endpoint.live.add(self)
         if not self._counted:
             log.info("connection from %s over the per-address limit", self._address)
             limit = Disconnect(DisconnectCode.CONNECTION_LIMIT)
             self.close(int(limit.code), limit.reason)
             return
-        self.session = Session(self._node, self, self._encoding, self._address)
+        self.session = Session(self._endpoint.node, self, self._encoding, self._address)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -303,7 +291,7 @@ class Connection(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._handle_inbox())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._live.discard(self)
+        self._endpoint.live.discard(self)
         self._closing = True
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -311,7 +299,7 @@ class Connection(asyncio.Protocol):
         self._inbox.clear()
         if self._counted:
             self._counted = False
-            self._connections.release(self._address)
+            self._endpoint.connections.release(self._address)
         if self.session is not None:
             self.session.on_transport_closed()
 
