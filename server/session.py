@@ -807,8 +807,6 @@ class Session:
             body["reconnect"] = reason.reconnect
             self._send_message(push("", "disconnect", body))
         self.flush(force=True)
-        if self.state is State.CLOSED:
-            return
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
 

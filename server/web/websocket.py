@@ -235,7 +235,7 @@ class Connection(asyncio.Protocol):
         "_endpoint",
         "_inbox",
         "_reader",
-        "_running",
+        "_task",
         "session",
         "transport",
     )
@@ -248,7 +248,7 @@ class Connection(asyncio.Protocol):
         self._counted = counted
         self._reader = FrameReader(endpoint.node.settings.client.max_frame_bytes)
         self._inbox: deque[bytes] = deque()
-        self._running = False
+        self._task: asyncio.Task[None] | None = None  # handling the inbox, while it runs
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -286,9 +286,8 @@ class Connection(asyncio.Protocol):
             elif opcode == CLOSE:
                 self._on_close_frame(payload)
                 return
-        if self._inbox and not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._handle_inbox())
+        if self._inbox and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._handle_inbox())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._endpoint.live.discard(self)
@@ -319,7 +318,7 @@ class Connection(asyncio.Protocol):
             log.exception("client %s: handling a message failed", self._address)
             self._fail(1011, "internal error")
         finally:
-            self._running = False
+            self._task = None
             if paused and not transport.is_closing():
                 transport.resume_reading()  # closing too: the peer's close frame is awaited
 
