@@ -13,7 +13,7 @@ from tornado.testing import bind_unused_port
 from tornado.web import Application
 
 from server.protocol import Encoding
-from server.web.upgrade import Listener, parse_upgrade
+from server.web.upgrade import Listener, client_address, parse_upgrade
 from server.web.websocket import close_websockets
 from tests.client import ProtoClient
 
@@ -50,6 +50,22 @@ def test_repeated_headers_are_joined_with_commas() -> None:
 )
 def test_anything_else_is_left_to_tornado(data: bytes) -> None:
     assert parse_upgrade(data) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, "127.0.0.9"),
+        ({"x-forwarded-for": "1.2.3.4, 10.0.0.1"}, "10.0.0.1"),
+        ({"x-forwarded-for": "1.2.3.4", "x-real-ip": "5.6.7.8"}, "5.6.7.8"),
+        ({"x-real-ip": "not an address"}, "127.0.0.9"),
+    ],
+    ids=["peer", "last-forwarded", "real-ip-wins", "invalid"],
+)
+def test_client_address_follows_proxy_headers_as_tornado_does(
+    headers: dict[str, str], expected: str
+) -> None:
+    assert client_address(headers, "127.0.0.9") == expected
 
 
 def test_a_query_string_still_takes_the_fast_path() -> None:

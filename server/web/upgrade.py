@@ -33,7 +33,7 @@ from server.web.websocket import (
     negotiated_encoding,
 )
 
-__all__ = ["HEAD_TIMEOUT", "Listener", "parse_upgrade"]
+__all__ = ["HEAD_TIMEOUT", "Listener", "client_address", "parse_upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ def parse_upgrade(data: bytes, path: str = WEBSOCKET_PATH) -> tuple[dict[str, st
         key, value = name.lower(), value.strip()
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     return headers, end + 4
+
+
+def client_address(headers: dict[str, str], peer: str) -> str:
+    """The client's address as Tornado's HTTPServer(xheaders=True) takes it: X-Real-Ip,
+    else the last X-Forwarded-For entry, else (or when not an IP) the peer's."""
+    ip = headers.get("x-forwarded-for", peer).split(",")[-1].strip()
+    ip = headers.get("x-real-ip", ip)
+    return ip if is_valid_ip(ip) else peer
 
 
 class Listener:
@@ -149,18 +157,10 @@ class Listener:
             conn.close()
             return True
         self.upgraded += 1
-        ip = self._remote_ip(headers, address)
+        peer = address[0] if isinstance(address, tuple) else ""
+        ip = client_address(headers, peer) if self._http.xheaders else peer
         asyncio.get_running_loop().create_task(adopt(conn, endpoint, encoding, ip))
         return True
-
-    def _remote_ip(self, headers: dict[str, str], address: tuple[str, int]) -> str:
-        # What Tornado's HTTPServer(xheaders=True) takes as the client's address.
-        peer = address[0] if isinstance(address, tuple) else ""
-        if not self._http.xheaders:
-            return peer
-        ip = headers.get("x-forwarded-for", peer).split(",")[-1].strip()
-        ip = headers.get("x-real-ip", ip)
-        return ip if is_valid_ip(ip) else peer
 
     def _to_tornado(self, conn: socket.socket, address: tuple[str, int]) -> None:
         http = self._http
