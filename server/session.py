@@ -667,15 +667,7 @@ class Session:
                 # else: already sent in the subscribe reply
                 return
             sub.offset = offset
-        # _queue inlined (this runs once per delivery); a session with
-        # subscriptions is never closed: closing empties `_subs` first.
-        out = self._out
-        out.append(frame.payload)
-        if len(out) == 1:
-            self._shared = frame
-            self.node.hub.want_flush(self)
-        elif self._held >= 0:
-            self._hold(len(frame.payload))
+        self._queue(frame.payload, frame)
 
     def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)
