@@ -75,9 +75,6 @@ class LiveConnections:
     def __init__(self) -> None:
         self._live: set[Connection] = set()
 
-    def __len__(self) -> int:
-        return len(self._live)
-
     def add(self, connection: Connection) -> None:
         self._live.add(connection)
 
