@@ -21,16 +21,14 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.netutil import add_accept_handler, is_valid_ip
 
-from server.protocol import Encoding
 from server.web.websocket import (
-    MSGPACK_SUBPROTOCOL,
     WEBSOCKET_PATH,
     Endpoint,
-    accept_key,
     adopt,
     endpoint_of,
     handshake_problem,
     negotiated_encoding,
+    upgrade_headers,
 )
 
 __all__ = ["HEAD_TIMEOUT", "Listener", "client_address", "parse_upgrade"]
@@ -140,14 +138,10 @@ class Listener:
         if handshake_problem(endpoint.node, endpoint.origins, header) is not None:
             return False  # Tornado's handler refuses it with the right status
         encoding = negotiated_encoding(headers.get("sec-websocket-protocol"))
-        answer = (
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(headers['sec-websocket-key'])}\r\n"
-        )
-        if encoding is Encoding.MSGPACK:
-            answer += f"Sec-WebSocket-Protocol: {MSGPACK_SUBPROTOCOL}\r\n"
-        wire = (answer + "\r\n").encode("latin-1")
+        key = headers["sec-websocket-key"]
+        lines = [f"{name}: {value}" for name, value in upgrade_headers(key, encoding)]
+        answer = "\r\n".join(["HTTP/1.1 101 Switching Protocols", *lines, "", ""])
+        wire = answer.encode("latin-1")
         try:
             conn.recv(size)  # the head peeked at above
             sent = conn.send(wire)

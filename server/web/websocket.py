@@ -52,6 +52,7 @@ __all__ = [
     "endpoint_of",
     "handshake_problem",
     "negotiated_encoding",
+    "upgrade_headers",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,8 @@ class ClientWebSocketHandler(RequestHandler):
 
         self.clear_header("Content-Type")
         self.set_status(101)
-        self.set_header("Upgrade", "websocket")
-        self.set_header("Connection", "Upgrade")
-        self.set_header("Sec-WebSocket-Accept", accept_key(key))
-        if encoding is Encoding.MSGPACK:
-            self.set_header("Sec-WebSocket-Protocol", MSGPACK_SUBPROTOCOL)
+        for name, value in upgrade_headers(key, encoding):
+            self.set_header(name, value)
         self.finish()
         stream = self.detach()
         try:
@@ -193,6 +191,18 @@ def handshake_problem(
     if not header("Sec-WebSocket-Key"):
         return 400, "Missing/Invalid WebSocket headers"
     return None
+
+
+def upgrade_headers(key: str, encoding: Encoding) -> list[tuple[str, str]]:
+    """The headers of the 101 answer to a client's Sec-WebSocket-Key."""
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    ]
+    if encoding is Encoding.MSGPACK:
+        headers.append(("Sec-WebSocket-Protocol", MSGPACK_SUBPROTOCOL))
+    return headers
 
 
 def negotiated_encoding(offered: str | None) -> Encoding:
