@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -237,8 +237,10 @@ def run_command(name: str, argv: list[str]) -> int:
     return int(module.main(argv))
 
 
-def _run(main: Coroutine[Any, Any, None], settings: Settings) -> None:
-    with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+def _run(
+    main: Coroutine[Any, Any, None], new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    with asyncio.Runner(loop_factory=new_loop) as runner:
         runner.run(main)
 
 
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = _settings(args)
-        loop_factory(settings.server.event_loop)  # uvloop asked for but not installed
+        new_loop = loop_factory(settings.server.event_loop)  # fails if uvloop is missing
     except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = worker_count(settings)
     try:
         if workers == 1:
-            _run(serve(settings), settings)
+            _run(serve(settings), new_loop)
             return 0
         sockets = bind_sockets(
             settings.server.port, settings.server.host, backlog=settings.server.backlog
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_multiprocess(metrics_dir)
 
         def worker(shared: list[socket.socket], index: int) -> int:
-            _run(serve(settings, sockets=shared, parent=supervisor), settings)
+            _run(serve(settings, sockets=shared, parent=supervisor), new_loop)
             return 0
 
         try:
