@@ -68,6 +68,16 @@ class ServerSettings:
     drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
     # auto: uvloop when installed (the `fast` extra), else asyncio's own loop.
     event_loop: str = field(default="auto", metadata={"choices": LOOP_CHOICES})
+    # Seconds a new connection may take to send its whole request head (then closed).
+    head_timeout: float = field(default=10.0, metadata=_range(0.01))
+    # Seconds a keep-alive HTTP connection may sit idle between requests.
+    idle_timeout: float = field(default=30.0, metadata=_range(0.01))
+    # Accepted sockets that have not upgraded to WebSocket yet (HTTP requests in
+    # progress, handshakes); accepts beyond are closed at once.
+    max_pending_connections: int = field(default=1024, metadata=_range(1))
+    # Peers whose X-Forwarded-For / X-Real-Ip / X-Forwarded-Proto headers are believed
+    # (exact addresses or CIDR blocks); from anyone else they are ignored.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,16 @@ class ClientSettings:
     # load what queues for a connection meanwhile shares one frame (fewer writes, at
     # most this much added latency); after a quiet spell messages go out at once.
     write_interval: float = field(default=0.02, metadata=_range(0.0, 1.0))
+    # Fragments of one incoming message (continuation frames); beyond: close 1009.
+    max_fragments: int = field(default=128, metadata=_range(1))
+    # A history reply (or recovery) is cut before this many encoded bytes (or
+    # max_unsent_bytes, when smaller: one answer always fits the outgoing budget).
+    max_reply_bytes: int = field(default=524288, metadata=_range(1024))
+
+    @property
+    def reply_bytes(self) -> int:
+        """The size a history or recovery answer stays under."""
+        return min(self.max_reply_bytes, self.max_unsent_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +194,14 @@ class PersistSettings:
     shutdown_timeout: float = field(default=5.0, metadata=_range(0))  # flush before spilling
     spill_dir: str = ""  # empty: <embedded.dir>/spill
     read_timeout: float = field(default=2.0, metadata=_range(0.01))  # history and state reads
+    # Publications a persisted channel's log may fall behind its broker stream;
+    # beyond, publishing to that channel answers 100 (not acknowledged) until it
+    # catches up. Channels that do not persist are never affected.
+    max_lag: int = field(default=10000, metadata=_range(1))
+    # Seconds between sweeps for persisted channels whose log stopped advancing
+    # (a publisher that died or lost the broker's answer); they are filled from
+    # the broker's stream.
+    sweep_interval: float = field(default=2.0, metadata=_range(0.01))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +265,8 @@ class LogSettings:
     format: str = field(
         default="text", metadata={"choices": ("text", "json")}
     )  # json: one object a line
+    # A failure that repeats is logged once per this many seconds, with a count.
+    repeat_interval: float = field(default=10.0, metadata=_range(0.01))
 
 
 _SECTIONS: dict[str, type] = {

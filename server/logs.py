@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from server.config import LogSettings
 
-__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "configure"]
+__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "Repeated", "configure"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("client", "user", "request", "node")
@@ -48,3 +50,51 @@ def configure(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
+
+
+class Repeated:
+    """Logs a failure that repeats at a bounded rate: the first occurrence at once,
+    then at most one line per `interval` seconds saying how many happened since.
+    `recovered` logs one line (with the count) when the failure stops.
+
+    The clock is passed in for tests; it defaults to `time.monotonic`.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        level: int = logging.WARNING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._level = level
+        self._clock = clock
+        self._last: float | None = None  # when a line was last written
+        self._suppressed = 0  # occurrences since that line
+        self.total = 0  # occurrences since the failure began
+
+    @property
+    def failing(self) -> bool:
+        return self.total > 0
+
+    def __call__(self, message: str, *args: object) -> bool:
+        """Count one occurrence; returns whether a line was written."""
+        self.total += 1
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            self._suppressed += 1
+            return False
+        if self._suppressed and self._last is not None:
+            since = now - self._last
+            message = f"{message} (repeated {self._suppressed} times in {since:.0f}s)"
+        self._log.log(self._level, message, *args)
+        self._last, self._suppressed = now, 0
+        return True
+
+    def recovered(self, message: str, *args: object) -> None:
+        """The failure stopped: one line with how often it happened, then reset."""
+        if self.total:
+            self._log.info(f"{message} (after {self.total} failures)", *args)
+        self._last, self._suppressed, self.total = None, 0, 0
