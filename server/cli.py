@@ -165,7 +165,9 @@ async def serve(
     backends = Backends(settings)
     durable = None
     if backends.mongo is not None:
-        durable = Durable(backends.mongo, settings.persist, spill_dir(settings))
+        durable = Durable(
+            backends.mongo, settings.persist, spill_dir(settings), settings.log.repeat_interval
+        )
     node = Node(settings, durable=durable)
     await node.start()
     if multiprocess_dir() is not None:

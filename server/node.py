@@ -88,6 +88,13 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._started = False
+        self._publishing = 0  # publishes waiting for the broker
+        self._publishes_done = asyncio.Event()
+        self._publishes_done.set()
+        # Cleared after a broker reconnect until the durable log checked that the
+        # broker kept every publication it acknowledged; persisted publishes wait.
+        self._broker_checked = asyncio.Event()
+        self._broker_checked.set()
         self.metrics = Metrics()
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
@@ -106,7 +113,7 @@ class Node:
         if not self._started:
             await self.broker.start(self)
             if self.durable is not None:
-                await self.durable.start()
+                await self.durable.start(self.broker, self._log_options, self._logged_prefixes())
             self._started = True
             self._started_at = time.monotonic()
             await self.cluster.start()
@@ -114,12 +121,22 @@ class Node:
                 self._refresher = self.spawn(self._refresh_presence())
 
     async def close(self) -> None:
-        """Tell every client to reconnect elsewhere (3001), then stop the broker."""
+        """Shut down in order: tell every client to reconnect elsewhere (3001), so no
+        new command starts; let publishes already sent to the broker finish (they
+        are acknowledged, so they must reach the log); write or spill the log's
+        queue; then stop the broker."""
+        self.draining = True
         for session in self.hub.sessions():
             session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))
         if self._refresher is not None:
             self._refresher.cancel()
             self._refresher = None
+        try:
+            await asyncio.wait_for(
+                self._publishes_done.wait(), self.settings.redis.command_timeout + 1.0
+            )
+        except TimeoutError:
+            log.warning("%d publishes still waiting for the broker at shutdown", self._publishing)
         await self.cluster.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
@@ -154,7 +171,25 @@ class Node:
 
     def handle_broker_reconnect(self) -> None:
         self.metrics.broker_reconnects.inc()
+        if self.durable is not None and self._broker_checked.is_set():
+            self._broker_checked.clear()
+            self.spawn(self._check_broker_kept_publications())
         self.spawn(self._check_positions())
+
+    async def _check_broker_kept_publications(self, attempts: int = 5) -> None:
+        """See `Durable.check_broker_lost_nothing`; persisted publishes wait for it
+        (at most `redis.command_timeout`), so none reuses a lost offset."""
+        assert self.durable is not None
+        try:
+            for attempt in range(attempts):
+                try:
+                    await self.durable.check_broker_lost_nothing()
+                    return
+                except Exception as exc:
+                    log.info("checking the broker after a reconnect failed: %s", exc)
+                    await asyncio.sleep(0.1 * (attempt + 1))
+        finally:
+            self._broker_checked.set()
 
     def handle_control(self, data: bytes) -> None:
         self.cluster.handle(data)
@@ -204,9 +239,25 @@ class Node:
             raise ReplyError(ErrorCode.UNKNOWN_CHANNEL)
         return options
 
-    @staticmethod
-    def history_options(options: ChannelOptions) -> HistoryOptions:
-        return HistoryOptions(options.history_size, options.history_ttl, options.history_meta_ttl)
+    def history_options(self, options: ChannelOptions) -> HistoryOptions:
+        """The broker options of a namespace: persisted ones (with a log configured)
+        keep what the log has not stored, up to `persist.max_lag` publications."""
+        lag = self.settings.persist.max_lag if options.persist and self.durable else 0
+        return HistoryOptions(
+            options.history_size, options.history_ttl, options.history_meta_ttl, lag
+        )
+
+    def _log_options(self, channel: str) -> tuple[ChannelOptions, HistoryOptions] | None:
+        options = self.settings.channel_options(channel)
+        if options is None or not options.persist or self.durable is None:
+            return None
+        return options, self.history_options(options)
+
+    def _logged_prefixes(self) -> tuple[str, ...]:
+        """Where persisted channels' names start: their namespaces (or anywhere)."""
+        if self.settings.channels.persist:
+            return ("",)
+        return tuple(f"{ns}:" for ns, o in self.settings.namespaces.items() if o.persist)
 
     async def add_subscriber(self, channel: str, session: Session) -> None:
         """Make `session` a local subscriber; returns once the broker delivers the channel.
@@ -253,24 +304,42 @@ class Node:
         skip_history: bool = False,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
-        """Publish through the broker (see `Broker.publish` for `idempotency_key`)."""
+        """Publish through the broker (see `Broker.publish` for `idempotency_key`).
+
+        A persisted channel's publication is queued for the log before this returns
+        its position (the acknowledgement); shutdown waits for publishes under way."""
         options = self.channel_options(channel)
         history = HistoryOptions(0) if skip_history else self.history_options(options)
-        with (
-            _broker_failure("publish to", channel),
-            self.metrics.timed(self.metrics.broker_publish),
-        ):
-            position = await self.broker.publish(
-                channel,
-                data,
-                history,
-                info,
-                tags,
-                idempotency_key=idempotency_key,
-                idempotency_window=self.settings.api.idempotency_window,
-            )
-        if options.persist and self.durable is not None and position.offset:
-            self.durable.record(channel, options, position, data, info, tags)
+        logged = history.log_lag > 0
+        if logged and not self._broker_checked.is_set():
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(self._broker_checked.wait()), self.settings.redis.command_timeout
+                )
+            except TimeoutError:
+                raise ReplyError(ErrorCode.INTERNAL) from None
+        self._publishing += 1
+        self._publishes_done.clear()
+        try:
+            with (
+                _broker_failure("publish to", channel),
+                self.metrics.timed(self.metrics.broker_publish),
+            ):
+                position = await self.broker.publish(
+                    channel,
+                    data,
+                    history,
+                    info,
+                    tags,
+                    idempotency_key=idempotency_key,
+                    idempotency_window=self.settings.api.idempotency_window,
+                )
+            if logged and self.durable is not None and position.offset:
+                self.durable.record(channel, options, position, data, info, tags)
+        finally:
+            self._publishing -= 1
+            if not self._publishing:
+                self._publishes_done.set()
         return position
 
     async def position(self, channel: str) -> StreamPosition:

@@ -28,7 +28,7 @@ from server.web.upgrade import Listener
 from server.web.websocket import close_websockets
 from tests.client import ProtoClient
 
-pytest_plugins = ["tests.conftest_embedded"]
+pytest_plugins = ["tests.conftest_embedded", "tests.broker_fixtures"]
 
 TIMEOUT_SCALE = float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 

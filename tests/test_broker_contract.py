@@ -10,13 +10,8 @@ and prove an absence by waiting for a later marker event on a subscribed channel
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-from tornado.ioloop import IOLoop
 
 from server.broker.base import (
     Broker,
@@ -25,123 +20,12 @@ from server.broker.base import (
     PresenceManager,
     PresenceStats,
 )
-from server.broker.memory import MemoryBroker, MemoryPresence
-from server.broker.redis import RedisBroker, RedisPresence, redis_client
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
-from tests.conftest import TIMEOUT_SCALE
+from tests.broker_fixtures import Clock, RecordingHandler
 
 KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)
 NO_HISTORY = HistoryOptions(size=0)
-
-
-class Clock:
-    """A controllable monotonic clock, injected where an implementation reads time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class WallClock(Clock):
-    """For servers that keep their own time: advancing means waiting."""
-
-    async def advance(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class RecordingHandler:
-    """The node's role towards a broker: records every event it is handed, in order."""
-
-    def __init__(self) -> None:
-        self.publications: list[tuple[str, Publication]] = []
-        self.joins: list[tuple[str, ClientInfo]] = []
-        self.leaves: list[tuple[str, ClientInfo]] = []
-        self.controls: list[bytes] = []
-        self.reconnects = 0
-
-    def handle_publication(self, channel: str, pub: Publication) -> None:
-        self.publications.append((channel, pub))
-
-    def handle_join(self, channel: str, info: ClientInfo) -> None:
-        self.joins.append((channel, info))
-
-    def handle_leave(self, channel: str, info: ClientInfo) -> None:
-        self.leaves.append((channel, info))
-
-    def handle_broker_reconnect(self) -> None:
-        self.reconnects += 1
-
-    def handle_control(self, data: bytes) -> None:
-        self.controls.append(data)
-
-    def data(self, channel: str) -> list[Any]:
-        return [p.data for c, p in self.publications if c == channel]
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("broker event did not arrive in time")
-            await asyncio.sleep(0.001)
-
-
-IMPLEMENTATIONS = ["memory", "redis"]
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-def implementation(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def clock(implementation: str) -> Clock:
-    return Clock() if implementation == "memory" else WallClock()
-
-
-def _redis(request: pytest.FixtureRequest) -> Redis:
-    return redis_client(request.getfixturevalue("redis_url"))
-
-
-@pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
-
-
-@pytest.fixture
-def broker(
-    request: pytest.FixtureRequest,
-    implementation: str,
-    clock: Clock,
-    handler: RecordingHandler,
-    io_loop: IOLoop,
-) -> Iterator[Broker]:
-    """A started broker of each implementation, delivering to `handler`."""
-    instance: Broker
-    if implementation == "memory":
-        instance = MemoryBroker(clock=clock)
-    else:
-        instance = RedisBroker(_redis(request), request.getfixturevalue("redis_prefix"))
-    io_loop.run_sync(lambda: instance.start(handler))
-    yield instance
-    io_loop.run_sync(instance.close)
-
-
-@pytest.fixture
-def presence(
-    request: pytest.FixtureRequest, implementation: str, io_loop: IOLoop
-) -> Iterator[PresenceManager]:
-    if implementation == "memory":
-        yield MemoryPresence()
-        return
-    client = _redis(request)
-    yield RedisPresence(client, request.getfixturevalue("redis_prefix"))
-    io_loop.run_sync(client.aclose)
 
 
 async def publish_n(broker: Broker, channel: str, n: int, options: HistoryOptions = KEEP) -> None:

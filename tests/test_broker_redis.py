@@ -15,7 +15,7 @@ from server.broker.base import HistoryOptions
 from server.broker.redis import RedisBroker, redis_client
 from server.broker.redis_pubsub import PubSubConnection
 from server.embedded import EmbeddedServer
-from tests.test_broker_contract import RecordingHandler
+from tests.broker_fixtures import RecordingHandler
 
 KEEP = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
 
@@ -146,3 +146,39 @@ async def test_closing_the_pubsub_connection_at_any_moment_of_its_connect_return
             assert not pubsub.connected
     finally:
         await client.aclose()
+
+
+@pytest.mark.gen_test
+async def test_starting_on_a_redis_that_may_evict_keys_warns_once(
+    embedded_redis: EmbeddedServer, inspector: Redis, caplog: pytest.LogCaptureFixture
+):
+    await inspector.config_set("maxmemory-policy", "allkeys-lru")
+    instance = RedisBroker(redis_client(embedded_redis.url), "rb")
+    with caplog.at_level("WARNING", logger="server.broker.redis"):
+        await instance.start(RecordingHandler())
+    await instance.close()
+    warnings = [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    assert len(warnings) == 1 and "allkeys-lru" in warnings[0].getMessage()
+
+
+@pytest.mark.gen_test
+async def test_starting_on_a_redis_that_never_evicts_says_nothing(
+    embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
+):
+    instance = RedisBroker(redis_client(embedded_redis.url), "rb")
+    with caplog.at_level("WARNING", logger="server.broker.redis"):
+        await instance.start(RecordingHandler())
+    await instance.close()
+    assert not [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+
+
+@pytest.mark.gen_test
+async def test_every_key_of_a_logged_channel_shares_its_slot(broker: RedisBroker, inspector: Redis):
+    options = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0, log_lag=10)
+    for n in range(5):
+        await broker.publish("log:a", n, options)
+    epoch = (await inspector.hget("rb.meta.{log:a}", "e")).decode()
+    await broker.log_stored("log:a", epoch, [(3, 4)], options)  # out of order: a set
+    keys = [k.decode() async for k in inspector.scan_iter(match="rb.*{log:a}*")]
+    assert {k.split(".")[1] for k in keys} == {"meta", "stream", "logged"}
+    assert len({key_slot(k.encode()) for k in keys}) == 1

@@ -165,6 +165,15 @@ class SlowHistory(Broker):
     async def publish_control(self, data: bytes) -> None:
         await self.inner.publish_control(data)
 
+    async def log_stored(self, channel, epoch, runs, options) -> int:
+        return await self.inner.log_stored(channel, epoch, runs, options)
+
+    async def log_lagging(self, prefixes):
+        return await self.inner.log_lagging(prefixes)
+
+    async def restart_epoch(self, channel, epoch, acknowledged, options) -> str:
+        return await self.inner.restart_epoch(channel, epoch, acknowledged, options)
+
 
 @pytest.fixture
 def node(settings: Settings, io_loop: IOLoop):

@@ -22,6 +22,7 @@ __all__ = [
     "HistoryOptions",
     "HistoryQuery",
     "HistoryResult",
+    "LogState",
     "PresenceManager",
     "PresenceStats",
 ]
@@ -49,11 +50,28 @@ class HistoryOptions:
 
     `ttl` bounds how long publications stay; `meta_ttl` how long the channel's
     offset and epoch survive without publications (after that a new epoch starts).
+
+    `log_lag` > 0 marks a channel whose publications go to the durable log: its
+    stream keeps every publication the log has not stored yet (past `size` and
+    `ttl` if need be, see `Broker.log_stored`), and a publish while the log
+    trails the stream by `log_lag` publications fails with ReplyError(INTERNAL).
     """
 
     size: int = 0
     ttl: float = 300.0
     meta_ttl: float = 30 * 86400.0
+    log_lag: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """Where a logged channel's durable log stands against its stream: every
+    offset up to `logged` is stored; `top` is the stream's newest."""
+
+    channel: str
+    epoch: str
+    top: int
+    logged: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +156,33 @@ class Broker(ABC):
     @abstractmethod
     async def publish_control(self, data: bytes) -> None:
         """Send `data` to `handle_control` of every node sharing this broker."""
+
+    # The durable log's checkpoint (channels published with `log_lag` > 0) -------
+
+    @abstractmethod
+    async def log_stored(
+        self, channel: str, epoch: str, runs: Sequence[tuple[int, int]], options: HistoryOptions
+    ) -> int:
+        """Count the offsets in `runs` (inclusive first, last pairs) as stored in the
+        log; returns the checkpoint: the highest offset up to which every one is
+        stored (-1 when the channel has moved to another epoch). Runs may come in
+        any order and from any node; the checkpoint only moves up. Once it reaches
+        a publication, the stream may drop it (by `size`, and by `ttl` once the
+        checkpoint is at the top)."""
+
+    @abstractmethod
+    async def log_lagging(self, prefixes: Sequence[str]) -> list[LogState]:
+        """Logged channels whose name starts with one of `prefixes` and whose
+        checkpoint is below their top offset."""
+
+    @abstractmethod
+    async def restart_epoch(
+        self, channel: str, epoch: str, acknowledged: int, options: HistoryOptions
+    ) -> str:
+        """Start a new epoch (offsets from 0, history and checkpoint cleared) if the
+        channel is still in `epoch` but its top offset is below `acknowledged`:
+        the backend lost publications it had accepted, and their offsets must not
+        name other publications. Returns the channel's epoch afterwards."""
 
 
 class PresenceManager(ABC):

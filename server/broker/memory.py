@@ -20,12 +20,15 @@ from server.broker.base import (
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
+    LogState,
     PresenceManager,
 )
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
 
-__all__ = ["MemoryBroker", "MemoryPresence", "new_epoch"]
+__all__ = ["LOG_BEHIND", "MemoryBroker", "MemoryPresence", "new_epoch"]
+
+LOG_BEHIND = "the channel's log is behind; retry later"
 
 
 def new_epoch() -> str:
@@ -33,16 +36,39 @@ def new_epoch() -> str:
 
 
 class _Stream:
-    """One channel's history: offsets top-len(items)+1 .. top, all in one epoch."""
+    """One channel's history: offsets top-len(items)+1 .. top, all in one epoch.
 
-    __slots__ = ("epoch", "items", "items_expire_at", "meta_expire_at", "top")
+    `logged` is the durable log's checkpoint (logged channels only): items above
+    it stay whatever `size` and `ttl` say; `stored` holds offsets the log stored
+    beyond the checkpoint, until it reaches them.
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = (
+        "epoch",
+        "items",
+        "items_expire_at",
+        "logged",
+        "meta_expire_at",
+        "stored",
+        "top",
+    )
+
+    def __init__(self) -> None:
         self.epoch = new_epoch()
         self.top = 0
-        self.items: deque[Publication] = deque(maxlen=size)
+        self.logged: int | None = None
+        self.stored: set[int] = set()
+        self.items: deque[Publication] = deque()
         self.items_expire_at = 0.0
         self.meta_expire_at = 0.0
+
+    def unlogged(self) -> int:
+        return 0 if self.logged is None else self.top - self.logged
+
+    def trim(self, size: int) -> None:
+        keep = max(size, self.unlogged())
+        while len(self.items) > keep:
+            self.items.popleft()
 
 
 class MemoryBroker(Broker):
@@ -69,12 +95,11 @@ class MemoryBroker(Broker):
     def _stream(self, channel: str, options: HistoryOptions) -> _Stream:
         now = self._clock()
         stream = self._streams.get(channel)
-        if stream is None or stream.meta_expire_at <= now:
-            stream = self._streams[channel] = _Stream(options.size)
-        elif stream.items_expire_at <= now:
+        if stream is None or (stream.meta_expire_at <= now and not stream.unlogged()):
+            stream = self._streams[channel] = _Stream()
+        elif stream.items_expire_at <= now and not stream.unlogged():
             stream.items.clear()
-        if stream.items.maxlen != options.size:
-            stream.items = deque(stream.items, maxlen=options.size)
+        stream.trim(options.size)
         stream.meta_expire_at = max(stream.meta_expire_at, now + options.meta_ttl)
         return stream
 
@@ -95,9 +120,15 @@ class MemoryBroker(Broker):
         position = StreamPosition(0, "")
         if options.size > 0:
             stream = self._stream(channel, options)
+            if options.log_lag > 0:
+                if stream.logged is None:
+                    stream.logged = stream.top
+                if stream.unlogged() >= options.log_lag:
+                    raise ReplyError(ErrorCode.INTERNAL, LOG_BEHIND)
             stream.top += 1
             pub = Publication(data, stream.top, info, tags, stream.epoch)
             stream.items.append(pub)
+            stream.trim(options.size)
             stream.items_expire_at = self._clock() + options.ttl
             position = StreamPosition(stream.top, stream.epoch)
         else:
@@ -162,6 +193,47 @@ class MemoryBroker(Broker):
     async def publish_control(self, data: bytes) -> None:
         if self._handler is not None:
             self._handler.handle_control(data)
+
+    async def log_stored(
+        self, channel: str, epoch: str, runs: Sequence[tuple[int, int]], options: HistoryOptions
+    ) -> int:
+        stream = self._streams.get(channel)
+        if stream is None or stream.epoch != epoch:
+            return -1
+        logged = stream.logged or 0
+        for first, last in runs:
+            if last <= logged:
+                continue
+            if first <= logged + 1:
+                logged = last
+            else:
+                stream.stored.update(range(first, last + 1))
+        while logged + 1 in stream.stored:
+            logged += 1
+        stream.stored = {o for o in stream.stored if o > logged}
+        stream.logged = min(logged, stream.top)
+        stream.trim(options.size)
+        if not stream.unlogged():
+            stream.items_expire_at = min(stream.items_expire_at, self._clock() + options.ttl)
+        return stream.logged
+
+    async def log_lagging(self, prefixes: Sequence[str]) -> list[LogState]:
+        return [
+            LogState(channel, stream.epoch, stream.top, stream.logged or 0)
+            for channel, stream in self._streams.items()
+            if stream.unlogged() and channel.startswith(tuple(prefixes))
+        ]
+
+    async def restart_epoch(
+        self, channel: str, epoch: str, acknowledged: int, options: HistoryOptions
+    ) -> str:
+        stream = self._streams.get(channel)
+        if stream is None:
+            return ""
+        if stream.epoch == epoch and stream.top < acknowledged:
+            self._streams[channel] = _Stream()
+            self._streams[channel].meta_expire_at = stream.meta_expire_at
+        return self._streams[channel].epoch
 
 
 class MemoryPresence(PresenceManager):

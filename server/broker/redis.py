@@ -34,11 +34,18 @@ from server.broker.base import (
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
+    LogState,
     PresenceManager,
 )
-from server.broker.memory import new_epoch
+from server.broker.memory import LOG_BEHIND, new_epoch
 from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
-from server.broker.redis_scripts import HISTORY, PRESENCE_GET, PUBLISH
+from server.broker.redis_scripts import (
+    HISTORY,
+    LOGGED,
+    NEW_EPOCH,
+    PRESENCE_GET,
+    PUBLISH,
+)
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
 
@@ -80,6 +87,11 @@ def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisBroker(Broker):
     def __init__(
         self,
@@ -96,6 +108,8 @@ class RedisBroker(Broker):
         self._handler: BrokerEventHandler | None = None
         self._publish = client.register_script(PUBLISH)
         self._history = client.register_script(HISTORY)
+        self._logged = client.register_script(LOGGED)
+        self._new_epoch = client.register_script(NEW_EPOCH)
         self.pubsub = PubSubConnection(
             client,
             self._on_message,
@@ -122,6 +136,9 @@ class RedisBroker(Broker):
     def _idempotency(self, channel: str, key: str) -> str:
         return f"{self.prefix}.idempotency.{{{channel}}}.{key}"
 
+    def _logged_set(self, channel: str) -> str:
+        return f"{self.prefix}.logged.{{{channel}}}"
+
     # Life cycle --------------------------------------------------------------
 
     async def start(self, handler: BrokerEventHandler) -> None:
@@ -133,6 +150,24 @@ class RedisBroker(Broker):
             await self.pubsub.wait_subscribed([self._control])
         except RedisUnavailable as exc:
             log.warning("control stream not subscribed yet: %s", exc)
+            return
+        await self._warn_if_evicting()
+
+    async def _warn_if_evicting(self) -> None:
+        """A Redis that may evict keys can drop history, positions and what the
+        durable log has not stored yet: say so once at start-up."""
+        try:
+            policy = (await self.client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except Exception as exc:  # CONFIG may be disabled (managed Redis): nothing to say
+            log.debug("could not read maxmemory-policy: %r", exc)
+            return
+        if policy and policy != "noeviction":
+            log.warning(
+                "Redis maxmemory-policy is %r: under memory pressure it may evict history, "
+                "stream positions and publications not yet in the durable log; "
+                "set it to 'noeviction'",
+                policy,
+            )
 
     async def close(self) -> None:
         await self.pubsub.close()
@@ -219,8 +254,11 @@ class RedisBroker(Broker):
                 _ms(options.meta_ttl),
                 new_epoch(),
                 window,
+                options.log_lag,
             ],
         )
+        if offset < 0:
+            raise ReplyError(ErrorCode.INTERNAL, LOG_BEHIND)
         return StreamPosition(int(offset), epoch.decode())
 
     async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:
@@ -263,6 +301,43 @@ class RedisBroker(Broker):
 
     async def remove_history(self, channel: str) -> None:
         await self.client.delete(self._stream(channel))
+
+    # The durable log's checkpoint ----------------------------------------------
+
+    async def log_stored(
+        self, channel: str, epoch: str, runs: Sequence[tuple[int, int]], options: HistoryOptions
+    ) -> int:
+        args: list[Any] = [epoch, options.size, _ms(options.ttl), _ms(options.meta_ttl)]
+        for first, last in runs:
+            args += [first, last]
+        keys = [self._meta(channel), self._stream(channel), self._logged_set(channel)]
+        return int(await self._logged(keys=keys, args=args))
+
+    async def log_lagging(self, prefixes: Sequence[str]) -> list[LogState]:
+        start = f"{self.prefix}.meta.{{"
+        found: list[LogState] = []
+        for prefix in prefixes:
+            match = _glob_escape(start + prefix) + "*"
+            keys = [key async for key in self.client.scan_iter(match=match, count=1000)]
+            for index in range(0, len(keys), 500):
+                chunk = keys[index : index + 500]
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key in chunk:
+                        pipe.hmget(key, "e", "s", "l")
+                    answers = await pipe.execute()
+                for key, (epoch, top, logged) in zip(chunk, answers, strict=True):
+                    if epoch is None or logged is None or int(logged) >= int(top or 0):
+                        continue
+                    channel = key.decode()[len(start) : -1]
+                    found.append(LogState(channel, epoch.decode(), int(top), int(logged)))
+        return found
+
+    async def restart_epoch(
+        self, channel: str, epoch: str, acknowledged: int, options: HistoryOptions
+    ) -> str:
+        keys = [self._meta(channel), self._stream(channel), self._logged_set(channel)]
+        now = await self._new_epoch(keys=keys, args=[epoch, acknowledged, new_epoch()])
+        return now.decode() if isinstance(now, bytes) else str(now or "")
 
     # Control -----------------------------------------------------------------
 

@@ -1,22 +1,32 @@
 """Lua scripts run atomically inside Redis (Valkey and Redis 6+ alike).
 
-A channel's stream is two keys: a hash `meta` (`s`: top offset, `e`: epoch) and
-a list `stream` of encoded messages, oldest first, holding offsets
-top-LLEN+1 .. top. Messages are single msgpack arrays built here so that a
-node decodes each once: `[0, offset, epoch, publication-map]` for a
-publication; joins and leaves are `[1, info]` / `[2, info]`, sent from Python.
+A channel's stream is two keys: a hash `meta` (`s`: top offset, `e`: epoch and,
+for channels whose publications go to the durable log, `l`: the log's
+checkpoint, every offset up to it is stored there) and a list `stream` of
+encoded messages, oldest first, holding offsets top-LLEN+1 .. top. Messages are
+single msgpack arrays built here so that a node decodes each once:
+`[0, offset, epoch, publication-map]` for a publication; joins and leaves are
+`[1, info]` / `[2, info]`, sent from Python.
+
+A logged channel's stream never drops a publication above the checkpoint:
+trimming keeps max(history size, top - checkpoint) entries, and the stream has
+no TTL while anything above the checkpoint is in it. Offsets the log stored out
+of order wait in a sorted set `logged` until the checkpoint reaches them. Every
+key of a channel carries the channel's hash tag (one slot per channel).
 """
 
 from __future__ import annotations
 
-__all__ = ["HISTORY", "PRESENCE_GET", "PUBLISH"]
+__all__ = ["HISTORY", "LOGGED", "NEW_EPOCH", "PRESENCE_GET", "PUBLISH"]
 
 # KEYS: meta, stream, pubsub channel, idempotency key
 # ARGV: publication map (msgpack bytes), history size (0: none), history ttl (ms),
 #       meta ttl (ms), epoch to use if the channel has none,
-#       idempotency window (ms; 0: no idempotency key)
+#       idempotency window (ms; 0: no idempotency key),
+#       log lag limit (0: the channel is not logged)
 # Returns: {offset, epoch}; for a key seen within the window, the first result
-# (stored as "offset:epoch") and nothing is published.
+# (stored as "offset:epoch") and nothing is published; {-1, epoch} when the
+# channel's log trails its stream by the lag limit (nothing is published).
 PUBLISH = """
 local window = tonumber(ARGV[6])
 if window > 0 then
@@ -28,19 +38,36 @@ if window > 0 then
 end
 local offset, epoch = 0, ""
 local message
-if tonumber(ARGV[2]) > 0 then
+local size = tonumber(ARGV[2])
+if size > 0 then
+  local lag = tonumber(ARGV[7])
   epoch = redis.call("hget", KEYS[1], "e")
   if not epoch then
     epoch = ARGV[5]
     redis.call("hset", KEYS[1], "e", epoch)
+  end
+  local logged = 0
+  if lag > 0 then
+    local fields = redis.call("hmget", KEYS[1], "s", "l")
+    local top = tonumber(fields[1]) or 0
+    logged = tonumber(fields[2]) or top
+    if top - logged >= lag then
+      return {-1, epoch}
+    end
+    if not fields[2] then redis.call("hset", KEYS[1], "l", logged) end
   end
   offset = redis.call("hincrby", KEYS[1], "s", 1)
   redis.call("pexpire", KEYS[1], ARGV[4])
   message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(offset)
     .. cmsgpack.pack(epoch) .. ARGV[1]
   redis.call("rpush", KEYS[2], message)
-  redis.call("ltrim", KEYS[2], -tonumber(ARGV[2]), -1)
-  redis.call("pexpire", KEYS[2], ARGV[3])
+  if lag > 0 then
+    redis.call("ltrim", KEYS[2], -math.max(size, offset - logged), -1)
+    redis.call("persist", KEYS[2])
+  else
+    redis.call("ltrim", KEYS[2], -size, -1)
+    redis.call("pexpire", KEYS[2], ARGV[3])
+  end
 else
   message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(0)
     .. cmsgpack.pack("") .. ARGV[1]
@@ -50,6 +77,65 @@ if window > 0 then
   redis.call("set", KEYS[4], offset .. ":" .. epoch, "px", window)
 end
 return {offset, epoch}
+"""
+
+# KEYS: meta, stream, logged (sorted set of offsets stored beyond the checkpoint)
+# ARGV: epoch, history size, history ttl (ms), meta ttl (ms), then pairs of
+#       offsets first, last: runs the log has stored
+# Returns: the checkpoint after the runs are counted, or -1 when the channel is in
+# another epoch now (the runs are of a stream that is gone).
+LOGGED = """
+local fields = redis.call("hmget", KEYS[1], "e", "s", "l")
+if fields[1] ~= ARGV[1] then
+  return -1
+end
+local top = tonumber(fields[2]) or 0
+local logged = tonumber(fields[3]) or 0
+local pending = false
+for i = 5, #ARGV, 2 do
+  local first, last = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if last > logged then
+    if first <= logged + 1 then
+      logged = last
+    else
+      for o = first, last do redis.call("zadd", KEYS[3], o, o) end
+      pending = true
+    end
+  end
+end
+redis.call("zremrangebyscore", KEYS[3], "-inf", logged)
+while true do
+  local head = redis.call("zrange", KEYS[3], 0, 0, "WITHSCORES")
+  if #head == 0 or tonumber(head[2]) ~= logged + 1 then break end
+  logged = logged + 1
+  redis.call("zrem", KEYS[3], head[1])
+end
+if logged > top then logged = top end
+redis.call("hset", KEYS[1], "l", logged)
+redis.call("ltrim", KEYS[2], -math.max(tonumber(ARGV[2]), top - logged), -1)
+if logged >= top then
+  redis.call("pexpire", KEYS[2], ARGV[3])
+  redis.call("del", KEYS[3])
+elseif pending then
+  redis.call("pexpire", KEYS[3], ARGV[4])
+end
+return logged
+"""
+
+# KEYS: meta, stream, logged
+# ARGV: the epoch the caller saw, the offset it knows was acknowledged, new epoch
+# Returns: the channel's epoch afterwards. When the channel is still in the
+# caller's epoch but its top offset is below what was acknowledged (Redis lost
+# the tail of its data), the stream restarts in the new epoch from offset 0, so
+# (epoch, offset) pairs are never reused for other publications.
+NEW_EPOCH = """
+local fields = redis.call("hmget", KEYS[1], "e", "s")
+if fields[1] ~= ARGV[1] or (tonumber(fields[2]) or 0) >= tonumber(ARGV[2]) then
+  return fields[1]
+end
+redis.call("hset", KEYS[1], "e", ARGV[3], "s", 0, "l", 0)
+redis.call("del", KEYS[2], KEYS[3])
+return ARGV[3]
 """
 
 # KEYS: meta, stream

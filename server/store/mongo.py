@@ -90,6 +90,13 @@ class MongoStore:
         cursor = cursor.sort("offset", DESCENDING if reverse else ASCENDING)
         return [publication_from_document(doc) async for doc in cursor]
 
+    async def top_offset(self, channel: str, epoch: str) -> int:
+        """The highest offset the log holds for `channel` in `epoch` (0: none)."""
+        doc = await self.publications.find_one(
+            {"channel": channel, "epoch": epoch}, {"offset": 1}, sort=[("offset", DESCENDING)]
+        )
+        return 0 if doc is None else int(doc["offset"])
+
     # Retained state -----------------------------------------------------------
 
     async def _upsert_states(self, items: list[tuple[str, dict[str, Any]]]) -> None:

@@ -5,8 +5,9 @@ writes the queue in batches (size or time, whichever comes first). While the
 sink fails or is slow, the queue grows to `queue_max` records in memory; past
 that, the oldest records go to a spill file (see `spill.py`), replayed once
 writes succeed again, and at the next start if the process stopped first.
-`close` flushes what it can within its timeout and spills the rest, so an
-accepted record is only lost if the process dies without closing.
+`close` flushes what it can within its timeout and spills the rest; a record
+put after `close` goes straight to a spill file. After each successful write
+`on_written` hears of the batch (the durable log moves its checkpoint there).
 
 Writes must be idempotent (the store ignores duplicates of a channel, epoch and
 offset): a batch that timed out may have been written, and is written again.
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[list[LogRecord]], Awaitable[None]]
 """Writes one batch; raises when it could not (the batch is then retried)."""
+Written = Callable[[list[LogRecord]], Awaitable[None]]
+"""Told of each batch once it is written; its failures are its own (logged, not retried)."""
 
 
 @dataclass(slots=True)
@@ -64,8 +67,11 @@ class LogWriter:
         queue_max: int = 50000,
         write_timeout: float = 5.0,
         retry_delay_max: float = 5.0,
+        on_written: Written | None = None,
     ) -> None:
         self._sink = sink
+        self._on_written = on_written
+        self._closed = False
         self._spool = Spool(spill_dir)
         self._queue: deque[LogRecord] = deque()
         self._batch_size = batch_size
@@ -82,6 +88,11 @@ class LogWriter:
 
     def put(self, record: LogRecord) -> None:
         """Queue one record; never blocks on MongoDB (spills past `queue_max`)."""
+        if self._closed:  # nobody writes any more: the next start replays it
+            self._spool.write([record])
+            self._spool.close()
+            self._stats.spilled += 1
+            return
         self._queue.append(record)
         if len(self._queue) >= self._batch_size:
             self._wakeup.set()
@@ -107,8 +118,14 @@ class LogWriter:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, being written, or waiting in spill files of this process."""
+        return not (self._queue or self._in_flight or self._spool.has_pending())
+
     async def close(self, timeout: float = 5.0) -> None:
         """Write what the queue holds within `timeout`, spill the rest, stop."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -163,6 +180,13 @@ class LogWriter:
         stats.max_batch = max(stats.max_batch, len(batch))
         stats.last_latency = elapsed
         stats.max_latency = max(stats.max_latency, elapsed)
+        if self._on_written is not None:
+            try:
+                await self._on_written(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the records are stored; only the news is lost
+                log.debug("after a log write: %r", exc)
         return True
 
     async def _run(self) -> None:
