@@ -341,6 +341,13 @@ class Durable:
         except ReplyError as exc:
             if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
                 raise
+        try:
+            return await self._forward(channel, query, since, read)
+        except ReplyError as exc:
+            # The checkpoint may have moved between the two reads, taking the
+            # window's start past what the log read covered: read both again once.
+            if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
+                raise
         return await self._forward(channel, query, since, read)
 
     async def _forward(
