@@ -7,6 +7,7 @@ servers, loopback) is started; a normal client measures `publish` round trips
 alone (baseline), then again while one attacker (a thread with a blocking
 socket and a 4 KB receive buffer, never reading) sends for SECONDS:
 
+- `none`: an idle connection, for comparison;
 - `ping_flood`: 125-byte pings, back to back (issue 14, item 1);
 - `empty_ping_flood`: empty pings (the most frames per byte);
 - `fragment_flood`: a non-final text frame, then empty non-final continuations
@@ -16,7 +17,8 @@ socket and a 4 KB receive buffer, never reading) sends for SECONDS:
 
 The server's RSS is sampled every 20 ms from /proc; the figures are the
 growth from before the attack to the peak during it, the normal client's p99
-round trip, and how the attacker ended (dropped by the server, or still
+round trip, the server's CPU use (from /proc, the normal client's share
+included), and how the attacker ended (dropped by the server, or still
 connected when time was up).
 
     python bench/attacks_ws.py                   # prints a markdown table
@@ -46,6 +48,7 @@ from tests import attack  # noqa: E402
 from tests.processes import clean_env, running  # noqa: E402
 
 ATTACKS: dict[str, Callable[[], tuple[bytes, bytes]]] = {
+    "none": lambda: (b"", b""),  # an idle connection: the figures without an attack
     "ping_flood": lambda: (b"", attack.ping_flood_chunk()),
     "empty_ping_flood": lambda: (b"", attack.ping_flood_chunk(b"")),
     "fragment_flood": attack.fragment_flood,
@@ -77,6 +80,7 @@ def measure(name: str, seconds: float, max_rss: int) -> dict[str, object]:
                     return
 
         with attack.RssWatch(pid) as memory:
+            cpu = attack.cpu_seconds(pid)
             start = time.perf_counter()
             flood.start()
             threading.Thread(target=watch_memory, daemon=True).start()
@@ -86,6 +90,7 @@ def measure(name: str, seconds: float, max_rss: int) -> dict[str, object]:
                 print(f"{name}: the normal client failed: {exc!r}", file=sys.stderr)
             flood.join()
             guard.set()
+            cpu = (attack.cpu_seconds(pid) - cpu) / (time.perf_counter() - start)
         dropped = "no"
         if flood.ended_at:
             dropped = f"{flood.outcome} after {flood.ended_at - start:.1f} s"
@@ -99,6 +104,7 @@ def measure(name: str, seconds: float, max_rss: int) -> dict[str, object]:
             "baseline_p99_ms": attack.p99(baseline) * 1000,
             "p99_ms": attack.p99(rtts) * 1000 if rtts else float("nan"),
             "round_trips": len(rtts),
+            "server_cpu": cpu * 100,
             "dropped": dropped,
         }
 
@@ -106,14 +112,16 @@ def measure(name: str, seconds: float, max_rss: int) -> dict[str, object]:
 def table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| attack | s | RSS before MB | RSS growth MB | attacker sent MB "
-        "| normal p99 alone ms | normal p99 during ms | round trips | attacker dropped |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| normal p99 alone ms | normal p99 during ms | round trips | server CPU % "
+        "| attacker dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['attack']} | {r['seconds']:g} | {r['rss_before_mb']:.0f} "
             f"| {r['rss_growth_mb']:.1f} | {r['sent_mb']:.0f} | {r['baseline_p99_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['round_trips']} | {r['dropped']} |"
+            f"| {r['p99_ms']:.1f} | {r['round_trips']} | {r['server_cpu']:.0f} "
+            f"| {r['dropped']} |"
         )
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ takes its bytes does not share an event loop with the client whose round trips
 are measured. Everything here stops by itself: floods run for a given time,
 reads have timeouts.
 
-- `rss(pid)`: a process's resident memory, from /proc.
+- `rss(pid)`, `cpu_seconds(pid)`: a process's resident memory and CPU time, from /proc.
 - `RssWatch`: the highest RSS of a process while a block runs.
 - `Flood`: sends one chunk of whole frames over and over and never reads.
 - `round_trips`: a well-behaved client's command round trips, in seconds.
@@ -27,6 +27,7 @@ from tests.raw_ws import mask_frame
 __all__ = [
     "Flood",
     "RssWatch",
+    "cpu_seconds",
     "handshake",
     "p99",
     "read_close_code",
@@ -42,6 +43,13 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise ValueError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()  # after "pid (name)"
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RssWatch:
@@ -152,8 +160,9 @@ def read_close_code(sock: socket.socket, timeout: float) -> int | str:
 
 class Flood(threading.Thread):
     """Sends `prefix`, then `chunk` (whole frames) over and over for `seconds`,
-    never reading. `sent` counts bytes; `outcome` is "running", "done" (time
-    up), "reset" or "closed" (the server dropped it)."""
+    never reading (an empty `chunk`: sends nothing more). `sent` counts bytes;
+    `outcome` is "running", "done" (time up), "reset" or "closed" (the server
+    dropped it)."""
 
     def __init__(
         self, port: int, chunk: bytes, seconds: float, prefix: bytes = b"", rcvbuf: int = 4096
@@ -173,8 +182,10 @@ class Flood(threading.Thread):
         deadline = time.perf_counter() + self.seconds
         try:
             sock.sendall(self.prefix)
+            if not self.chunk:  # an idle connection, for comparison
+                time.sleep(self.seconds)
             view, offset = memoryview(self.chunk), 0
-            while time.perf_counter() < deadline:
+            while self.chunk and time.perf_counter() < deadline:
                 try:
                     n = sock.send(view[offset:])
                 except TimeoutError:
