@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_type_hints
 
+from server.auth.proxies import check_networks
 from server.loops import LOOP_CHOICES
 
 __all__ = [
@@ -77,7 +78,9 @@ class ServerSettings:
     max_pending_connections: int = field(default=1024, metadata=_range(1))
     # Peers whose X-Forwarded-For / X-Real-Ip / X-Forwarded-Proto headers are believed
     # (exact addresses or CIDR blocks); from anyone else they are ignored.
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    trusted_proxies: tuple[str, ...] = field(
+        default=("127.0.0.1", "::1"), metadata={"networks": True}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,11 @@ class ClientSettings:
     # A history reply (or recovery) is cut before this many encoded bytes (or
     # max_unsent_bytes, when smaller: one answer always fits the outgoing budget).
     max_reply_bytes: int = field(default=524288, metadata=_range(1024))
+    # Frames per second a connection's socket is read at (control frames and
+    # fragments count), up to frame_burst at once; beyond, it is read more slowly
+    # (nothing is refused). Bounds the CPU one client costs; 0: no limit.
+    frame_rate: float = field(default=1000.0, metadata=_range(0))
+    frame_burst: int = field(default=1000, metadata=_range(1))
 
     @property
     def reply_bytes(self) -> int:
@@ -354,6 +362,9 @@ def _value(path: str, kind: Any, meta: Mapping[str, Any], value: Any) -> Any:
         strings = _strings(value)
         if strings is None:
             raise ConfigError(f"{path}: expected {_describe(kind, meta)}, got {value!r}")
+        bad = check_networks(strings) if meta.get("networks") else None
+        if bad is not None:
+            raise ConfigError(f"{path}: expected IP addresses or CIDR blocks, got {bad!r}")
         return strings
     if isinstance(value, _EnvText):
         text, parsed = str(value), value.parsed

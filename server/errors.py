@@ -1,8 +1,9 @@
 """Errors as values: a reply error answers one command, a disconnect ends the connection.
 
 Both map to the Centrifugo client protocol's numeric codes in exactly one place
-(this module), so handlers raise meaning and never invent numbers. Messages are
-generic on purpose: internal details never reach the peer.
+(this module), so handlers raise meaning and never invent numbers; so do the
+WebSocket protocol's own close codes (`CloseCode`, RFC 6455 section 7.4).
+Messages are generic on purpose: internal details never reach the peer.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from enum import IntEnum
 
 __all__ = [
     "CUSTOM_DISCONNECT_CODES",
+    "CloseCode",
     "Disconnect",
     "DisconnectCode",
     "ErrorCode",
     "ReplyError",
+    "valid_close_code",
 ]
 
 
@@ -115,6 +118,32 @@ _DISCONNECT_REASONS: dict[int, str] = {
     DisconnectCode.PERMISSION_DENIED: "permission denied",
     DisconnectCode.MESSAGE_TOO_BIG: "message too big",
 }
+
+
+class CloseCode(IntEnum):
+    """RFC 6455's own close codes (section 7.4.1 and the IANA registry): what the
+    WebSocket layer closes with when the peer breaks the protocol or a frame limit.
+    The application's codes (3000-4999) are `DisconnectCode`."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007  # e.g. a text message that is not UTF-8
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = DisconnectCode.MESSAGE_TOO_BIG.value  # past max_frame_bytes / max_fragments
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether a peer may send `code` in a close frame: one of `CloseCode`, or an
+    application code (3000-4999). 1005, 1006 and 1015 stand for "no code" or a
+    TLS failure and must never be sent; the rest below 3000 are unassigned."""
+    return code in CloseCode._value2member_map_ or 3000 <= code < 5000
 
 
 CUSTOM_DISCONNECT_CODES = range(3000, 5000)

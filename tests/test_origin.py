@@ -46,6 +46,45 @@ def test_star_alone_allows_any_origin():
     assert OriginPolicy(["*"]).allows("https://anything.test", "ws.example.com")
 
 
+def test_an_https_page_is_not_the_same_origin_as_a_plain_http_request():
+    assert not OriginPolicy().allows("https://chat.example.com", "chat.example.com")
+    assert not OriginPolicy().allows("https://chat.example.com", "chat.example.com", "http")
+
+
+def test_behind_tls_the_https_page_is_the_same_origin():
+    assert OriginPolicy().allows("https://chat.example.com", "chat.example.com", "https")
+    assert not OriginPolicy().allows("http://chat.example.com", "chat.example.com", "https")
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "scheme"),
+    [
+        ("http://chat.example.com:80", "chat.example.com", "http"),
+        ("http://chat.example.com", "chat.example.com:80", "http"),
+        ("https://chat.example.com", "chat.example.com:443", "https"),
+        ("https://chat.example.com:443", "chat.example.com", "https"),
+        ("http://[::1]:8888", "[::1]:8888", "http"),
+    ],
+)
+def test_a_default_port_is_the_same_as_none(origin: str, host: str, scheme: str):
+    assert OriginPolicy().allows(origin, host, scheme)
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        ("http://chat.example.com", "chat.example.com:8080"),
+        ("http://chat.example.com:443", "chat.example.com"),
+        ("http://user@chat.example.com", "chat.example.com"),
+        ("http://chat.example.com/page", "chat.example.com"),
+        ("http://chat.example.com:99999", "chat.example.com:99999"),
+        ("http://chat.example.com", "chat.example.com:x"),
+    ],
+)
+def test_another_port_or_more_than_an_origin_is_refused(origin: str, host: str):
+    assert not OriginPolicy().allows(origin, host)
+
+
 def test_null_and_malformed_origins_are_refused():
     policy = OriginPolicy()
     assert not policy.allows("null", "ws.example.com")
@@ -56,9 +95,10 @@ def test_null_and_malformed_origins_are_refused():
 # The handshake ------------------------------------------------------------------------
 
 
-async def handshake(ws_url: str, origin: str | None) -> int:
+async def handshake(ws_url: str, origin: str | None, **more: str) -> int:
     """101 when the WebSocket opens, else the HTTP status it was refused with."""
     headers = {} if origin is None else {"Origin": origin}
+    headers.update({name.replace("_", "-"): value for name, value in more.items()})
     try:
         conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
     except HTTPClientError as exc:
@@ -89,3 +129,34 @@ async def test_listed_origins_are_accepted_and_others_refused(ws_url: str):
     assert await handshake(ws_url, "https://app.example.com") == 101
     assert await handshake(ws_url, "https://shop.test") == 101
     assert await handshake(ws_url, "https://evil.example") == 403
+
+
+# Behind a TLS-terminating proxy ---------------------------------------------------------------
+
+TLS_PROXY = {"Host": "chat.example.com", "X_Forwarded_Proto": "https"}
+PATHS = {"fast": {}, "tornado": {"X_Pad": "x" * 9000}}  # a head past MAX_HEAD goes to Tornado
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.gen_test
+async def test_an_https_page_connects_through_a_trusted_tls_proxy(ws_url: str, path: str):
+    """The proxy (on loopback, trusted by default) says the client used https."""
+    assert await handshake(ws_url, "https://chat.example.com", **TLS_PROXY, **PATHS[path]) == 101
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.settings(server={"trusted_proxies": ["10.0.0.0/8"]})
+@pytest.mark.gen_test
+async def test_x_forwarded_proto_from_an_untrusted_peer_is_ignored(ws_url: str, path: str):
+    assert await handshake(ws_url, "https://chat.example.com", **TLS_PROXY, **PATHS[path]) == 403
+    # the plain-http origin is what such a request is the same origin as
+    assert await handshake(ws_url, "http://chat.example.com", **TLS_PROXY, **PATHS[path]) == 101
+
+
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.gen_test
+async def test_an_https_page_is_refused_on_a_plain_http_request(ws_url: str):
+    assert await handshake(ws_url, "https://chat.example.com", Host="chat.example.com") == 403
+    assert await handshake(ws_url, "http://chat.example.com", Host="chat.example.com") == 101

@@ -12,6 +12,7 @@ from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
 
+from server.auth.proxies import TrustedProxies
 from server.protocol import Encoding
 from server.web.upgrade import Listener, client_address, parse_upgrade
 from server.web.websocket import close_websockets
@@ -19,7 +20,8 @@ from tests.client import ProtoClient
 
 HEAD = (
     b"GET /connection/websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
 
 
@@ -62,10 +64,15 @@ def test_anything_else_is_left_to_tornado(data: bytes) -> None:
     ],
     ids=["peer", "last-forwarded", "real-ip-wins", "invalid"],
 )
-def test_client_address_follows_proxy_headers_as_tornado_does(
+def test_client_address_follows_a_trusted_proxys_headers_as_tornado_does(
     headers: dict[str, str], expected: str
 ) -> None:
-    assert client_address(headers, "127.0.0.9") == expected
+    assert client_address(headers, "127.0.0.9", TrustedProxies(["127.0.0.0/8"])) == expected
+
+
+def test_client_address_ignores_the_headers_of_an_untrusted_peer() -> None:
+    headers = {"x-forwarded-for": "1.2.3.4", "x-real-ip": "5.6.7.8"}
+    assert client_address(headers, "192.0.2.7", TrustedProxies(["127.0.0.1"])) == "192.0.2.7"
 
 
 def test_a_query_string_still_takes_the_fast_path() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from server.web.websocket import accept_key
+from server.web.websocket import accept_key, valid_key
 
 UPGRADE = {
     "Upgrade": "websocket",
@@ -53,3 +53,39 @@ async def test_an_unsupported_version_gets_426_naming_the_supported_ones(ws_url:
 @pytest.mark.gen_test
 async def test_a_missing_key_gets_400(ws_url: str) -> None:
     assert (await get(ws_url, **{"Sec-WebSocket-Key": None})).code == 400
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "k",
+        "dGhlIHNhbXBsZSBub25jZQ",  # no padding
+        base64.b64encode(b"x" * 15).decode() + "A",  # 24 characters, 15 bytes and junk
+        base64.b64encode(b"x" * 17).decode(),
+        base64.b64encode(b"x" * 12).decode(),
+        "dGhlIHNhbXBsZSBub25jZQ*=",  # not the base64 alphabet
+        "dGhlIHNhbXBsZSBub25jZQ==,dGhlIHNhbXBsZSBub25jZQ==",  # the header twice
+    ],
+    ids=["short", "unpadded", "junk", "17-bytes", "12-bytes", "alphabet", "twice"],
+)
+@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.gen_test
+async def test_a_key_that_is_not_base64_of_16_bytes_gets_400(ws_url: str, key: str) -> None:
+    response = await get(ws_url, **{"Sec-WebSocket-Key": key})
+    assert response.code == 400
+    assert b"Sec-WebSocket-Key" in (response.body or b"")
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [
+        (base64.b64encode(bytes(range(16))).decode(), True),
+        ("dGhlIHNhbXBsZSBub25jZQ==", True),
+        (None, False),
+        ("", False),
+        ("dGhlIHNhbXBsZSBub25jZQ=", False),
+        (base64.b64encode(bytes(16)).decode().replace("=", "A"), False),
+    ],
+)
+def test_valid_key_is_base64_of_exactly_16_bytes(key: str | None, valid: bool) -> None:
+    assert valid_key(key) is valid

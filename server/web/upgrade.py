@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
-from tornado.netutil import add_accept_handler, is_valid_ip
+from tornado.netutil import add_accept_handler
 
+from server.auth.proxies import TrustedProxies
 from server.web.websocket import (
     WEBSOCKET_PATH,
     Endpoint,
@@ -63,12 +64,11 @@ def parse_upgrade(data: bytes, path: str = WEBSOCKET_PATH) -> tuple[dict[str, st
     return headers, end + 4
 
 
-def client_address(headers: dict[str, str], peer: str) -> str:
-    """The client's address as Tornado's HTTPServer(xheaders=True) takes it: X-Real-Ip,
-    else the last X-Forwarded-For entry, else (or when not an IP) the peer's."""
-    ip = headers.get("x-forwarded-for", peer).split(",")[-1].strip()
-    ip = headers.get("x-real-ip", ip)
-    return ip if is_valid_ip(ip) else peer
+def client_address(headers: dict[str, str], peer: str, proxies: TrustedProxies) -> str:
+    """The client's address: from a trusted proxy X-Real-Ip, else the last
+    X-Forwarded-For entry (as Tornado's xheaders mode reads them); from anyone
+    else, or when that is not an IP, the peer's."""
+    return proxies.client_address(lambda name: headers.get(name.lower()), peer)
 
 
 class Listener:
@@ -135,7 +135,8 @@ class Listener:
         """Answer the handshake and start the Connection; False leaves it to Tornado."""
         endpoint = self._endpoint
         header = lambda name: headers.get(name.lower())  # noqa: E731 - names as the handler has them
-        if handshake_problem(endpoint.node, endpoint.origins, header) is not None:
+        peer = address[0] if isinstance(address, tuple) else ""
+        if handshake_problem(endpoint, header, peer) is not None:
             return False  # Tornado's handler refuses it with the right status
         encoding = negotiated_encoding(headers.get("sec-websocket-protocol"))
         key = headers["sec-websocket-key"]
@@ -151,8 +152,7 @@ class Listener:
             conn.close()
             return True
         self.upgraded += 1
-        peer = address[0] if isinstance(address, tuple) else ""
-        ip = client_address(headers, peer) if self._http.xheaders else peer
+        ip = client_address(headers, peer, endpoint.proxies) if self._http.xheaders else peer
         asyncio.get_running_loop().create_task(adopt(conn, endpoint, encoding, ip))
         return True
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -26,12 +26,14 @@ from tornado.web import Application, RequestHandler
 
 from server.auth.limits import ConnectionCounter
 from server.auth.origin import OriginPolicy
-from server.errors import Disconnect, DisconnectCode
+from server.auth.proxies import Header, TrustedProxies
+from server.errors import CloseCode, Disconnect, DisconnectCode
 from server.frames import (
     CLOSE,
     PING,
     PONG,
     Frame,
+    FrameBudget,
     FrameError,
     FrameReader,
     close_frame,
@@ -42,6 +44,7 @@ from server.protocol import Encoding
 from server.session import Session
 
 __all__ = [
+    "FRAMES_PER_TURN",
     "WEBSOCKET_PATH",
     "ClientWebSocketHandler",
     "Connection",
@@ -53,6 +56,7 @@ __all__ = [
     "handshake_problem",
     "negotiated_encoding",
     "upgrade_headers",
+    "valid_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,9 @@ WEBSOCKET_PATH = "/connection/websocket"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_TIMEOUT = 5.0
 """Seconds a closing connection waits for the peer's close frame before aborting."""
+FRAMES_PER_TURN = 256
+"""Frames parsed for one connection in one event-loop pass; more wait for the next
+pass, so one connection's flood of tiny frames cannot hold the loop."""
 
 
 def accept_key(key: str) -> str:
@@ -96,12 +103,18 @@ class LiveConnections:
 @dataclass(frozen=True)
 class Endpoint:
     """What the WebSocket endpoint needs, shared by its handler and the fast path
-    (server.web.upgrade); an app keeps it in its settings as `websocket_endpoint`."""
+    (server.web.upgrade); an app keeps it in its settings as `websocket_endpoint`.
+    `proxies` are the node's `server.trusted_proxies`."""
 
     node: Node
     origins: OriginPolicy
     connections: ConnectionCounter = field(default_factory=lambda: ConnectionCounter(0))
     live: LiveConnections = field(default_factory=LiveConnections)
+    proxies: TrustedProxies = field(init=False)
+
+    def __post_init__(self) -> None:
+        proxies = TrustedProxies(self.node.settings.server.trusted_proxies)
+        object.__setattr__(self, "proxies", proxies)  # frozen: set once, here
 
 
 def endpoint_of(app: object) -> Endpoint | None:
@@ -129,7 +142,8 @@ class ClientWebSocketHandler(RequestHandler):
 
     async def get(self) -> None:
         headers = self.request.headers
-        problem = handshake_problem(self.node, self.endpoint.origins, headers.get)
+        peer = _peer_of(self.request.connection, self.request.remote_ip)
+        problem = handshake_problem(self.endpoint, headers.get, peer)
         if problem is not None:
             status, message = problem
             if status == 503:
@@ -143,6 +157,8 @@ class ClientWebSocketHandler(RequestHandler):
         key = headers["Sec-WebSocket-Key"]
         encoding = negotiated_encoding(headers.get("Sec-WebSocket-Protocol"))
         address = self.request.remote_ip or ""
+        if address != peer:  # Tornado's xheaders believe anyone: only a trusted proxy counts
+            address = self.endpoint.proxies.client_address(headers.get, peer)
 
         self.clear_header("Content-Type")
         self.set_status(101)
@@ -168,13 +184,31 @@ class ClientWebSocketHandler(RequestHandler):
         self.finish(message)
 
 
-def handshake_problem(
-    node: Node, origins: OriginPolicy, header: Callable[[str], str | None]
-) -> tuple[int, str] | None:
+def _peer_of(connection: object, fallback: str | None) -> str:
+    """The TCP peer's address of a Tornado request (before any X- header)."""
+    address = getattr(getattr(connection, "context", None), "address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return fallback or ""
+
+
+def valid_key(key: str | None) -> bool:
+    """Whether `key` is a Sec-WebSocket-Key: base64 of 16 bytes (RFC 6455 section 4.1)."""
+    if key is None or len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def handshake_problem(endpoint: Endpoint, header: Header, peer: str) -> tuple[int, str] | None:
     """Why an upgrade request is refused (HTTP status, message), or None to accept.
 
-    `header` looks a request header up by name, case-insensitively.
+    `header` looks a request header up by name, case-insensitively; `peer` is the
+    TCP peer's address (whose X-Forwarded-Proto counts if it is a trusted proxy).
     """
+    node = endpoint.node
     if node.metrics.open_connections >= node.settings.server.max_connections:
         # A clean 503 the client can retry elsewhere, instead of failing at the
         # open-files limit.
@@ -184,12 +218,14 @@ def handshake_problem(
     if "upgrade" not in (p.strip().lower() for p in (header("Connection") or "").split(",")):
         return 400, '"Connection" must be "Upgrade".'
     origin = header("Origin")
-    if origin is not None and not origins.allows(origin, header("Host")):
-        return 403, "Cross origin websockets not allowed"
+    if origin is not None:
+        scheme = endpoint.proxies.scheme(header, peer)
+        if not endpoint.origins.allows(origin, header("Host"), scheme):
+            return 403, "Cross origin websockets not allowed"
     if header("Sec-WebSocket-Version") not in ("7", "8", "13"):
         return 426, "Upgrade Required"
-    if not header("Sec-WebSocket-Key"):
-        return 400, "Missing/Invalid WebSocket headers"
+    if not valid_key(header("Sec-WebSocket-Key")):
+        return 400, "Sec-WebSocket-Key must be the base64 of 16 bytes"
     return None
 
 
@@ -231,31 +267,61 @@ class Connection(asyncio.Protocol):
 
     Commands of a connection are handled one at a time, like Tornado did: while
     one runs, later messages wait here and the socket is not read.
+
+    Whatever the client sends, what it costs stays bounded:
+    - Reading: frames are parsed as `client.frame_rate` / `frame_burst` allow
+      (FrameBudget, pings and fragments included) and at most FRAMES_PER_TURN
+      per event-loop pass; the rest waits, unparsed, in the FrameReader while the
+      socket is not read. So the inbox holds at most FRAMES_PER_TURN messages,
+      the reader one read plus one partial message, and a flood gets a bounded
+      share of the CPU while TCP slows its sender down.
+    - Writing: everything written waits in the transport's buffer, which the
+      Session counts against `client.max_unsent_bytes`. The connection's own
+      writes are bounded: of the pings parsed in one pass only the last gets a
+      pong, and none while an earlier pong is unsent (RFC 6455 section 5.5.3
+      allows it); the latest ping that waited meanwhile is answered once the
+      socket has taken everything. Then one close frame.
+    - Closing: a peer that keeps sending past its frame budget after our close
+      frame is not going to answer it; it is aborted then, not after
+      CLOSE_TIMEOUT.
     """
 
     __slots__ = (
         "_address",
+        "_budget",
         "_close_timer",
         "_closing",
         "_counted",
         "_encoding",
         "_endpoint",
         "_inbox",
+        "_loop",
+        "_paused",
+        "_ping",
+        "_pong_unsent",
         "_reader",
         "_task",
+        "_throttle",
         "session",
         "transport",
     )
 
     def __init__(self, endpoint: Endpoint, encoding: Encoding, address: str, counted: bool) -> None:
         """`counted`: whether `address` got a place under the per-address cap."""
+        client = endpoint.node.settings.client
         self._endpoint = endpoint
         self._encoding = encoding
         self._address = address
         self._counted = counted
-        self._reader = FrameReader(endpoint.node.settings.client.max_frame_bytes)
+        self._loop = asyncio.get_running_loop()
+        self._reader = FrameReader(client.max_frame_bytes, client.max_fragments)
+        self._budget = FrameBudget(client.frame_rate, client.frame_burst, self._loop.time())
         self._inbox: deque[bytes] = deque()
         self._task: asyncio.Task[None] | None = None  # handling the inbox, while it runs
+        self._throttle: asyncio.TimerHandle | None = None  # reading on when the budget allows
+        self._paused = False  # reading paused by us
+        self._ping: bytes | None = None  # the latest ping not answered yet
+        self._pong_unsent = False  # a pong of ours is still in the transport's buffer
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -277,31 +343,18 @@ class Connection(asyncio.Protocol):
         self.session = Session(self._endpoint.node, self, self._encoding, self._address)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            log.debug("client %s: %s", self._address, exc.reason)
-            self._fail(exc.code, exc.reason)
+        if self._task is not None or self._throttle is not None:
+            self._reader.feed(data, 0)  # a read already under way as reading was paused
             return
-        for opcode, payload in frames:
-            if opcode < CLOSE:
-                if not self._closing:
-                    self._inbox.append(payload)
-            elif opcode == PING:
-                if not self._closing:
-                    self._send(control_frame(PONG, payload))
-            elif opcode == CLOSE:
-                self._on_close_frame(payload)
-                return
-        if self._inbox and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._handle_inbox())
+        self._read(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._endpoint.live.discard(self)
         self._closing = True
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        for timer in (self._close_timer, self._throttle):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._throttle = None
         self._inbox.clear()
         if self._counted:
             self._counted = False
@@ -311,32 +364,93 @@ class Connection(asyncio.Protocol):
 
     # Incoming ----------------------------------------------------------------
 
+    def _read(self, data: bytes = b"") -> None:
+        """Parse `data` and what is buffered, as far as the frame budget allows:
+        messages to the inbox, controls answered; reading stays paused while
+        messages are handled or frames wait for budget."""
+        transport, reader, budget = self.transport, self._reader, self._budget
+        assert transport is not None
+        limit = min(budget.available(self._loop.time()), FRAMES_PER_TURN)
+        try:
+            frames = reader.feed(data, limit)
+        except FrameError as exc:
+            log.debug("client %s: %s", self._address, exc.reason)
+            self._fail(exc.code, exc.reason)
+            return
+        budget.spend(reader.parsed)
+        ping = None
+        for opcode, payload in frames:
+            if opcode < CLOSE:
+                if not self._closing:
+                    self._inbox.append(payload)
+            elif opcode == PING:
+                ping = payload  # only the latest needs an answer
+            elif opcode == CLOSE:
+                self._on_close_frame(payload)
+                return
+        if ping is not None and not self._closing:
+            self._pong(ping)
+        if reader.parsed == limit and reader.buffered:  # more may wait: read on later
+            delay = budget.wait(FRAMES_PER_TURN) if limit < FRAMES_PER_TURN else 0.0
+            if self._closing and delay:
+                log.debug("client %s: still sending after our close frame", self._address)
+                transport.abort()
+                return
+            self._throttle = self._loop.call_later(delay, self._unthrottle)
+        if self._inbox and self._task is None:
+            self._task = self._loop.create_task(self._handle_inbox())
+        self._reading(self._task is None and self._throttle is None)
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        transport = self.transport
+        if self._task is None and transport is not None and not transport.is_closing():
+            self._read()  # (a running task reads on when it is done)
+
+    def _reading(self, on: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        if on == self._paused and not transport.is_closing():
+            self._paused = not on
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
     async def _handle_inbox(self) -> None:
         transport = self.transport
         assert transport is not None and self.session is not None
-        paused = False
         try:
             while self._inbox and not self._closing:
-                if not paused:
-                    transport.pause_reading()
-                    paused = True
                 await self.session.handle_frame(self._inbox.popleft())
         except Exception:
             log.exception("client %s: handling a message failed", self._address)
-            self._fail(1011, "internal error")
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self._task = None
-            if paused and not transport.is_closing():
-                transport.resume_reading()  # closing too: the peer's close frame is awaited
+            self._inbox.clear()  # empty, unless closing (then nothing more is handled)
+            if self._throttle is None and not transport.is_closing():
+                self._read()  # closing too: the peer's close frame is awaited
 
     def _on_close_frame(self, payload: bytes) -> None:
-        """The peer's close: answer it (unless ours went first), then end the TCP connection."""
+        """The peer's close (its code valid: FrameReader checked it): answer it
+        (unless ours went first), then end the TCP connection."""
         assert self.transport is not None
         if not self._closing:
             self._closing = True
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+            code = int.from_bytes(payload[:2], "big") if payload else CloseCode.NORMAL
             self._send(close_frame(code))
         self.transport.close()
+
+    def _pong(self, payload: bytes) -> None:
+        if self._pong_unsent:
+            self._ping = payload  # answered when the earlier pong has left
+            return
+        transport = self.transport
+        assert transport is not None
+        if not transport.is_closing():
+            transport.write(control_frame(PONG, payload))
+            self._pong_unsent = transport.get_write_buffer_size() > 0
 
     # Transport (for the Session) ---------------------------------------------
 
@@ -347,7 +461,13 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         """Everything buffered was sent (write buffer limits are 0)."""
-        if self.session is not None and not self._closing:
+        self._pong_unsent = False
+        if self._closing:
+            return
+        if self._ping is not None:
+            ping, self._ping = self._ping, None
+            self._pong(ping)
+        if self.session is not None:
             self.session.writable()
 
     def unsent_bytes(self) -> int:
@@ -360,16 +480,14 @@ class Connection(asyncio.Protocol):
             return
         self._closing = True
         self._send(close_frame(code, reason))
-        self._close_timer = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT, self.transport.abort
-        )
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     def abort(self) -> None:
         """Drop the connection now, without a close handshake."""
         if self.transport is not None:
             self.transport.abort()
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: CloseCode, reason: str) -> None:
         # A protocol violation: say why, stop reading, and end the connection.
         assert self.transport is not None
         if not self._closing:
