@@ -83,6 +83,7 @@ class LogWriter:
         self._task: asyncio.Task[None] | None = None
         self._stats = WriterStats()
         self._in_flight = 0  # records taken from the queue, not yet written
+        self._replaying = False  # spill files taken from the spool, not all written yet
 
     # Producer side ------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class LogWriter:
     @property
     def idle(self) -> bool:
         """Nothing queued, being written, or waiting in spill files of this process."""
-        return not (self._queue or self._in_flight or self._spool.has_pending())
+        return not (self._queue or self._in_flight or self._replaying or self._spool.has_pending())
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what the queue holds within `timeout`, spill the rest, stop."""
@@ -133,9 +134,7 @@ class LogWriter:
                 await task
         deadline = time.monotonic() + timeout
         while self._queue and time.monotonic() < deadline:
-            batch = self._take()
-            if not await self._write(batch, deadline - time.monotonic()):
-                self._queue.extendleft(reversed(batch))
+            if not await self._write(self._take(), deadline - time.monotonic()):
                 break
         if self._queue:
             log.warning("MongoDB log: %d records spilled at shutdown", len(self._queue))
@@ -144,7 +143,7 @@ class LogWriter:
 
     async def flush(self) -> None:
         """Wait until everything queued so far (spill files too) is written."""
-        while self._queue or self._in_flight or self._spool.has_pending():
+        while not self.idle:
             self._wakeup.set()
             await asyncio.sleep(min(self._flush_interval, 0.01))
 
@@ -154,14 +153,23 @@ class LogWriter:
         count = min(self._batch_size, len(self._queue))
         return [self._queue.popleft() for _ in range(count)]
 
-    async def _write(self, batch: list[LogRecord], timeout: float | None = None) -> bool:
+    async def _write(
+        self, batch: list[LogRecord], timeout: float | None = None, requeue: bool = True
+    ) -> bool:
+        """Write one batch; False when it failed. With `requeue` (a batch taken from
+        the queue) a batch not known written goes back to the queue's head, on
+        failure and on cancellation alike."""
         started = time.monotonic()
         self._in_flight += len(batch)
         try:
             await asyncio.wait_for(self._sink(batch), timeout or self._write_timeout)
         except asyncio.CancelledError:
+            if requeue:
+                self._queue.extendleft(reversed(batch))
             raise
         except Exception as exc:
+            if requeue:
+                self._queue.extendleft(reversed(batch))
             self._stats.failures += 1
             if self._stats.healthy:
                 log.warning("MongoDB log write of %d records failed: %s", len(batch), exc)
@@ -199,13 +207,10 @@ class LogWriter:
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
-            if self._queue:
-                batch = self._take()
-                if not await self._write(batch):
-                    self._queue.extendleft(reversed(batch))
-                    delay = self._backoff(delay)
-                    replay_due = True
-                    continue
+            if self._queue and not await self._write(self._take()):
+                delay = self._backoff(delay)
+                replay_due = True
+                continue
             delay = 0.0
             if (replay_due or self._spool.has_pending()) and not self._queue:
                 replay_due = False
@@ -220,12 +225,18 @@ class LogWriter:
     async def _replay(self) -> bool:
         """Write spill files back, a batch at a time, fresh records first."""
         files = self._spool.take()
-        for index, spill in enumerate(files):
-            if not await self._replay_file(spill):
-                self._spool.give_back(files[index:])
-                return False
-            spill.remove()
-        return True
+        self._replaying = bool(files)
+        done = 0
+        try:
+            for spill in files:
+                if not await self._replay_file(spill):
+                    return False
+                spill.remove()
+                done += 1
+            return True
+        finally:  # on failure and on cancellation (close) alike
+            self._spool.give_back(files[done:])
+            self._replaying = False
 
     async def _replay_file(self, spill: SpillFile) -> bool:
         batch: list[LogRecord] = []
@@ -238,12 +249,10 @@ class LogWriter:
         return not batch or await self._write_replayed(batch)
 
     async def _write_replayed(self, batch: list[LogRecord]) -> bool:
-        if self._queue:  # live records go first; replay resumes (from the file's start)
-            live = self._take()
-            if not await self._write(live):
-                self._queue.extendleft(reversed(live))
-                return False
-        if not await self._write(batch):
+        # Live records go first; replay resumes (from the file's start).
+        if self._queue and not await self._write(self._take()):
+            return False
+        if not await self._write(batch, requeue=False):
             return False
         self._stats.replayed += len(batch)
         return True
