@@ -140,8 +140,11 @@ class Keeper:
 
 
 def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    """A line for the launcher; if it is gone (killed while waiting), its lease went
+    with it, and the first poll stops the server."""
+    with contextlib.suppress(OSError):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

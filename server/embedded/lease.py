@@ -39,6 +39,7 @@ from server.embedded.state import (
     STATE_FILE,
     MutexTimeout,
     State,
+    holder,
     lease_files,
     locked,
     new_lease,
@@ -87,7 +88,7 @@ class Lease:
 
     def others(self) -> str:
         """PIDs of the other processes attached, from the lease file names ("1, 2")."""
-        pids = {_holder(p) for p in lease_files(self.directory) if p != self._path}
+        pids = {holder(p) for p in lease_files(self.directory) if p != self._path}
         return ", ".join(map(str, sorted(pids - {0}))) or "none"
 
     def drop(self) -> None:
@@ -271,11 +272,11 @@ def _clear_stale(kind: str, directory: Path, state: State | None) -> State | Non
         if _runs_keeper(argv):
             ours[pid] = "keeper"
         elif _runs_server(kind, argv):
-            holder = procs.parent(pid)
-            if holder not in (None, 1) and b"run.py" in procs.cmdline(holder or 0):
+            parent = procs.parent(pid)
+            if parent not in (None, 1) and b"run.py" in procs.cmdline(parent or 0):
                 raise EmbeddedServerError(
                     f"embedded {kind}: {directory} is in use by pid {pid}, started by "
-                    f"run.py pid {holder} of an older version; stop that one first"
+                    f"run.py pid {parent} of an older version; stop that one first"
                 )
             ours[pid] = kind
     notes = [f"{what} pid {pid} still running: stopping it" for pid, what in ours.items()]
@@ -374,8 +375,3 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "(no log)"
     return lines[-1].strip() if lines else "(empty)"
-
-
-def _holder(lease: Path) -> int:
-    pid = lease.name.split("-", 1)[0]
-    return int(pid) if pid.isdigit() else 0

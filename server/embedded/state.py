@@ -34,6 +34,7 @@ __all__ = [
     "MutexTimeout",
     "State",
     "held_leases",
+    "holder",
     "lease_files",
     "lock",
     "locked",
@@ -159,7 +160,7 @@ def held_leases(directory: Path) -> list[int]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holders.append(_holder(path))
+            holders.append(holder(path))
         else:
             path.unlink(missing_ok=True)  # its holder is gone
         finally:
@@ -167,6 +168,7 @@ def held_leases(directory: Path) -> list[int]:
     return holders
 
 
-def _holder(lease: Path) -> int:
+def holder(lease: Path) -> int:
+    """PID of the process that created the lease file (from its name), 0 if unknown."""
     pid = lease.name.split("-", 1)[0]
     return int(pid) if pid.isdigit() else 0
