@@ -103,7 +103,9 @@ class Lease:
         """After `drop`: wait until the keeper has exited, or until another process
         holds a lease (the server then stays). False if neither happened in time."""
         while time.monotonic() < deadline:
-            if not _is_keeper(self.state.keeper, self.directory) or lease_files(self.directory):
+            # alive(), not _is_keeper(): an exiting keeper's command line empties
+            # before it is gone
+            if not procs.alive(self.state.keeper) or lease_files(self.directory):
                 return True
             time.sleep(0.05)
         return False
