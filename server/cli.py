@@ -3,11 +3,13 @@
 `python run.py COMMAND ...` runs one of the tools in `COMMANDS` instead of the
 server (`python run.py COMMAND --help` for each one's options).
 
-Loads settings once, starts embedded Valkey / SecantusDB when no URL is
-configured, serves until SIGTERM or SIGINT, then shuts down cleanly. With more
-than one worker (`server.workers`, 0 for one per CPU core) the processes share
-the port and the Redis broker. A bad configuration prints the key at fault and
-exits with code 2.
+Loads settings once, binds the port, attaches to embedded Valkey / SecantusDB
+when no URL is configured (starting them unless another run.py of the same
+`embedded.dir` runs them), serves until SIGTERM or SIGINT, then shuts down
+cleanly. With more than one worker (`server.workers`, 0 for one per CPU core)
+the processes share the port and the Redis broker. Any start-up problem (a bad
+setting or URL, an unreadable key file, a port in use, an embedded server that
+cannot start) prints one line and exits with code 2, before anything is started.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from server.auth.tokens import TokenVerifier
 from server.backends import Backends
 from server.config import ConfigError, Settings, load_settings
 from server.durable import Durable, spill_dir
-from server.embedded import EmbeddedGroup, EmbeddedServerError, start_embedded
+from server.embedded import (
+    EmbeddedServerError,
+    EmbeddedSet,
+    Fsync,
+    is_embedded_url,
+    start_embedded,
+)
 from server.logs import configure as configure_logging
 from server.loops import loop_factory
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
@@ -93,6 +101,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "server.shutdown_timeout: must exceed server.drain_delay plus "
             "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
         )
+    _check_urls(settings)
     if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
         raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
     if (
@@ -106,6 +115,25 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _check_urls(settings: Settings) -> None:
+    """The drivers' own URL parsers, now rather than after the servers started."""
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser import parse_uri
+    from redis.connection import parse_url
+
+    if settings.redis.url:
+        try:
+            parse_url(settings.redis.url)
+        except ValueError as exc:
+            raise ConfigError(f"redis.url: {exc}") from None
+    url = settings.mongo.url
+    if url and not url.startswith("mongodb+srv://"):  # +srv: parsing would query DNS
+        try:
+            parse_uri(url)
+        except (PyMongoError, ValueError) as exc:
+            raise ConfigError(f"mongo.url: {exc}") from None
+
+
 def worker_count(settings: Settings) -> int:
     """server.workers, with 0 meaning one per CPU core (one for the memory broker)."""
     if settings.server.workers:
@@ -113,19 +141,57 @@ def worker_count(settings: Settings) -> int:
     return 1 if settings.broker.type == "memory" else os.cpu_count() or 1
 
 
-def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedGroup | None]:
-    need_redis, need_mongo = not settings.redis.url, not settings.mongo.url
-    if not settings.embedded.enabled or not (need_redis or need_mongo):
+def fsync_policy(settings: Settings) -> Fsync:
+    """Embedded Valkey's appendfsync: "always" when any channel persists, so that a
+    publication acknowledged with an offset survives a Valkey crash."""
+    options = [settings.channels, *settings.namespaces.values()]
+    return "always" if any(o.persist for o in options) else "everysec"
+
+
+def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedSet | None]:
+    """Attach to the embedded servers this process needs: those with no URL, and those
+    whose URL names one running under `embedded.dir` (so it outlives its starter)."""
+    if not settings.embedded.enabled:
         return settings, None
-    group = start_embedded(Path(settings.embedded.dir), need_redis, need_mongo)
+    var = Path(settings.embedded.dir)
+    urls = {"redis": settings.redis.url, "mongo": settings.mongo.url}
+    need = {k: not url or is_embedded_url(url, var, k) for k, url in urls.items()}
+    if not any(need.values()):
+        return settings, None
+    group = start_embedded(var, need["redis"], need["mongo"], fsync=fsync_policy(settings))
     overrides = {}
-    if group.redis is not None:
-        log.info("embedded Valkey at %s (pid %s)", group.redis.url, group.redis.pid)
-        overrides["redis"] = {"url": group.redis.url}
-    if group.mongo is not None:
-        log.info("embedded SecantusDB at %s (pid %s)", group.mongo.url, group.mongo.pid)
-        overrides["mongo"] = {"url": group.mongo.url}
+    for lease, name, key in (
+        (group.redis, "Valkey", "redis"),
+        (group.mongo, "SecantusDB", "mongo"),
+    ):
+        if lease is None:
+            continue
+        how = "started" if lease.started else f"shared with pid {lease.others()}"
+        if urls[key]:
+            how += f"; {key}.url names it"
+        else:
+            overrides[key] = {"url": lease.url}
+        log.info(
+            "embedded %s at %s (pid %d, keeper %d; %s)",
+            name,
+            lease.url,
+            lease.pid,
+            lease.keeper,
+            how,
+        )
+    group.watch()
     return settings.with_overrides(**overrides), group
+
+
+def _listen(settings: Settings) -> list[socket.socket]:
+    """The listening sockets, bound before anything starts; ConfigError if it cannot."""
+    host, port = settings.server.host, settings.server.port
+    try:
+        return bind_sockets(port, host, backlog=settings.server.backlog)
+    except OSError as exc:
+        raise ConfigError(
+            f"server.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event, interval: float = 1.0) -> None:
@@ -254,22 +320,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         new_loop = loop_factory(settings.server.event_loop)  # fails if uvloop is missing
+        sockets = _listen(settings)
     except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         settings, group = _with_embedded(settings)
-    except EmbeddedServerError as exc:
-        log.error("%s", exc)
-        return 1
+    except (EmbeddedServerError, OSError) as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     workers = worker_count(settings)
     try:
         if workers == 1:
-            _run(serve(settings), new_loop)
+            _run(serve(settings, sockets=sockets), new_loop)
             return 0
-        sockets = bind_sockets(
-            settings.server.port, settings.server.host, backlog=settings.server.backlog
-        )
         supervisor = os.getpid()
         metrics_dir = None
         if multiprocess_dir() is None:  # an operator's own directory is left alone
@@ -287,4 +353,4 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
         if group is not None:
-            group.stop()
+            group.release()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +145,71 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+# Embedded servers of a run.py (keepers and their servers) ------------------------------
+
+EMBEDDED_KINDS = ("valkey", "secantusdb")  # also their directories under embedded.dir
+
+
+def embedded_state(var: Path) -> dict[str, dict[str, object]]:
+    """What var/<kind>/embedded.json says, per kind that has one (url, port, pid, keeper)."""
+    states = {}
+    for kind in EMBEDDED_KINDS:
+        path = var / kind / "embedded.json"
+        if path.exists():
+            states[kind] = json.loads(path.read_text())
+    return states
+
+
+def embedded_pids(var: Path) -> dict[str, int]:
+    """{"valkey": pid, "valkey keeper": pid, ...} from the state files under `var`."""
+    pids = {}
+    for kind, state in embedded_state(var).items():
+        pids[kind] = int(state["pid"])  # type: ignore[call-overload]
+        pids[f"{kind} keeper"] = int(state["keeper"])  # type: ignore[call-overload]
+    return pids
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
+
+
+def still_running(pids: Mapping[str, int], timeout: float = SIGTERM_TIMEOUT) -> list[str]:
+    """Poll until none of `pids` runs or `timeout` passed; the names of those still running."""
+    deadline = time.monotonic() + timeout
+    while (left := [name for name, pid in pids.items() if is_running(pid)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return left
+
+
+def kill_embedded(var: Path) -> None:
+    """Cleanup after a test: SIGKILL every keeper and server still running in `var`'s
+    embedded directories (recognised by /proc/PID/cwd, so only ours)."""
+    from server.embedded.procs import running_in
+
+    for kind in EMBEDDED_KINDS:
+        if (var / kind).is_dir():
+            for pid in running_in(var / kind):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def stays_running(pids: Mapping[str, int], polls: int = 5) -> list[str]:
+    """Watch `pids` for several keeper polls (a keeper that is going to stop its server
+    has decided by then); the names of those that stopped."""
+    from server.embedded.keeper import POLL
+
+    deadline = time.monotonic() + polls * POLL * TIMEOUT_SCALE
+    while time.monotonic() < deadline:
+        if stopped := [name for name, pid in pids.items() if not is_running(pid)]:
+            return stopped
+        time.sleep(POLL / 2)
+    return []

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import time
-from collections.abc import Mapping
+import socket
 from pathlib import Path
 
 import pytest
 
-from server.cli import _settings, parse_args
+from server.cli import _settings, fsync_policy, parse_args
 from server.config import load_settings
+from server.embedded import free_port
 from tests.processes import (
-    SIGTERM_TIMEOUT,
     Server,
     alive,
     clean_env,
     get,
+    kill_embedded,
     run_to_exit,
     running,
+    still_running,
 )
 
 # Configuration errors -----------------------------------------------------------------
@@ -119,12 +119,15 @@ def test_serves_health_and_readiness_with_given_urls_and_exits_0_on_sigterm(
     assert not (tmp_path / "var").exists()
 
 
-EMBEDDED_PID = re.compile(r"embedded (Valkey|SecantusDB) at \S+ \(pid (\d+)\)")
+EMBEDDED_PID = re.compile(r"embedded (Valkey|SecantusDB) at \S+ \(pid (\d+), keeper (\d+);")
 
 
 def embedded_pids(server: Server) -> dict[str, int]:
-    """PIDs of the embedded servers run.py says (in its log) it started."""
-    return {name: int(pid) for name, pid in EMBEDDED_PID.findall(server.stderr())}
+    """PIDs of the embedded servers and their keepers run.py says (in its log) it uses."""
+    pids = {}
+    for name, pid, keeper in EMBEDDED_PID.findall(server.stderr()):
+        pids[name], pids[f"{name} keeper"] = int(pid), int(keeper)
+    return pids
 
 
 def test_starts_embedded_servers_without_urls_and_stops_them_on_sigterm(tmp_path: Path):
@@ -133,26 +136,68 @@ def test_starts_embedded_servers_without_urls_and_stops_them_on_sigterm(tmp_path
         try:
             ready = server.wait_ready()
             pids = embedded_pids(server)
-            assert set(pids) == {"Valkey", "SecantusDB"}, server.stderr()
+            assert set(pids) == {"Valkey", "SecantusDB", "Valkey keeper", "SecantusDB keeper"}
             assert all(alive(pid) for pid in pids.values())
             assert ready == {"status": "ok", "checks": {"redis": "ok", "mongo": "ok"}}
             assert (var / "valkey").is_dir() and (var / "secantusdb").is_dir()
             assert server.terminate() == 0
-            deadline = time.monotonic() + SIGTERM_TIMEOUT
-            while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert [name for name, pid in pids.items() if alive(pid)] == []
+            assert still_running(pids, timeout=0) == []  # stopped before run.py exits
         finally:
             server.stop()
-            kill_leftover_children(embedded_pids(server))
+            kill_embedded(var)  # after a failure only: what run.py left running
 
 
-def kill_leftover_children(pids: Mapping[str, int]) -> None:
-    """After a failure only: SIGKILL embedded servers our run.py started and left running."""
-    for pid in pids.values():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"valkey" in cmdline or b"secantus" in cmdline:
-            os.kill(pid, signal.SIGKILL)
+# Start-up problems -------------------------------------------------------------------
+
+SECRET = "a-test-secret-of-more-than-32-bytes"  # not the development one, which warns
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        pytest.param({"REDIS_URL": "http://x"}, "redis.url", id="redis-url-scheme"),
+        pytest.param({"MONGO_URL": "http://x"}, "mongo.url", id="mongo-url-scheme"),
+        pytest.param(
+            {"WSFAN_AUTH__PUBLIC_KEY_FILE": "{tmp}/not.pem"},
+            "auth.public_key_file",
+            id="public-key-not-pem",
+        ),
+        pytest.param({"WSFAN_AUTH__JWKS_FILE": "{tmp}"}, "auth.jwks_file", id="jwks-a-directory"),
+        pytest.param({}, "server.port", id="port-in-use"),
+        pytest.param(
+            {"WSFAN_EMBEDDED__DIR": "{tmp}/not.pem/var"}, "embedded.dir", id="embedded-dir"
+        ),
+    ],
+)
+def test_a_start_up_problem_is_one_line_and_exit_2_before_anything_starts(
+    tmp_path: Path, env: dict[str, str], key: str
+):
+    (tmp_path / "not.pem").write_text("not a key\n")
+    var = tmp_path / "var"
+    env = {k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}
+    env = clean_env(WSFAN_EMBEDDED__DIR=str(var), WSFAN_AUTH__HMAC_SECRET=f'"{SECRET}"') | env
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1] if key == "server.port" else free_port()
+        result = run_to_exit(["--host", "127.0.0.1", "--port", str(port)], env)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert key in line
+    assert not var.exists()  # no keeper, no server: nothing was started
+
+
+@pytest.mark.parametrize(
+    ("config", "policy"),
+    [
+        ("", "everysec"),
+        ("[channels]\nhistory_size = 10\npersist = true\n", "always"),
+        ("[namespaces.log]\nhistory_size = 10\npersist = true\n", "always"),
+    ],
+)
+def test_embedded_valkey_fsyncs_always_when_any_channel_persists(
+    tmp_path: Path, config: str, policy: str
+):
+    path = tmp_path / "site.toml"
+    path.write_text(config)
+    assert fsync_policy(load_settings(path, env={})) == policy

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from server.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
     EmbeddedValkey,
+    Fsync,
     start_embedded,
 )
+from tests.processes import ROOT, is_running, still_running
 
 
 def answers(port: int) -> bool:
@@ -114,7 +118,37 @@ def test_stop_on_a_never_started_server_does_nothing(tmp_path: Path):
 def test_start_embedded_starts_only_what_is_needed(tmp_path: Path):
     with start_embedded(tmp_path, need_redis=True, need_mongo=False) as group:
         assert group.mongo is None
-        assert group.redis is not None and group.redis.is_running()
+        assert group.redis is not None and is_running(group.redis.pid)
         assert group.redis.url.startswith("redis://127.0.0.1:")
         assert (tmp_path / "valkey").is_dir()
-    assert not group.redis.is_running()
+        assert not (tmp_path / "secantusdb").exists()
+    assert not is_running(group.redis.pid)
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+def test_valkey_fsyncs_its_append_only_file_as_asked(tmp_path: Path, fsync: Fsync):
+    with EmbeddedValkey(tmp_path / "valkey", persist=True, fsync=fsync) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("appendfsync") == {"appendfsync": fsync}
+        finally:
+            client.close()
+
+
+def test_a_server_started_to_die_with_its_parent_dies_when_it_is_killed(tmp_path: Path):
+    code = (
+        "import sys, time; from server.embedded import EmbeddedValkey; "
+        f"s = EmbeddedValkey({str(tmp_path / 'valkey')!r}, die_with_parent=True); "
+        "s.start(); print(s.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        parent.kill()
+        assert still_running({"valkey": pid}) == []
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()

@@ -1,8 +1,9 @@
 """`python run.py apikey create NAME | list | revoke ID`: API keys kept in MongoDB.
 
 MongoDB is the configured one (`MONGO_URL`, `[mongo] url`); without one, the
-embedded SecantusDB a running `make run` started, or, when none runs, the same
-data directory started just for this command.
+embedded SecantusDB of `embedded.dir`: the one a running `make run` uses, or, when
+none runs, started for this command and stopped after it (unless a `run.py`
+attached meanwhile).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from server.config import ConfigError, Settings, load_settings
-from server.embedded import EmbeddedSecantus, EmbeddedServerError, running_url
+from server.embedded import EmbeddedServerError, start_embedded
 from server.store.keys import ALL_SCOPES, ApiKey, KeyStore
 from server.store.mongo import MongoStore
 
@@ -48,14 +49,11 @@ def _mongo_url(settings: Settings) -> Iterator[str]:
     if settings.mongo.url:
         yield settings.mongo.url
         return
-    var = Path(settings.embedded.dir)
-    if (url := running_url(var, "mongo")) is not None:
-        yield url
-        return
     if not settings.embedded.enabled:
         raise ConfigError("mongo.url: not set, and embedded servers are disabled")
-    with EmbeddedSecantus(var / "secantusdb", persist=True) as server:
-        yield server.url
+    with start_embedded(Path(settings.embedded.dir), need_redis=False, need_mongo=True) as group:
+        assert group.mongo is not None
+        yield group.mongo.url
 
 
 def _row(key: ApiKey) -> dict[str, object]:

