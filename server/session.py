@@ -109,8 +109,12 @@ def _temporary(action: str, channel: str) -> Iterator[None]:
     except (ReplyError, Disconnect):
         raise
     except Exception as exc:
-        log.warning("%s %r failed: %s", action, channel, exc or type(exc).__name__)
+        log.warning("%s %r failed: %s", action, channel, _describe(exc))
         raise ReplyError(ErrorCode.INTERNAL) from None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 class Transport(Protocol):
@@ -348,7 +352,7 @@ class Session:
                 "client %s: after the %s reply: %s",
                 self.client_id,
                 command.method,
-                exc or type(exc).__name__,
+                _describe(exc),
                 extra=self._log_context,
             )
 
@@ -394,7 +398,7 @@ class Session:
             return result
         try:
             return await self._server_subscriptions(command, Spliced(result), server_subs)
-        except (Disconnect, asyncio.CancelledError):
+        except Disconnect:
             raise
         except ReplyError:
             raise Disconnect(DisconnectCode.INTERNAL) from None
@@ -555,7 +559,7 @@ class Session:
                 "client %s: join to %r not published: %s",
                 self.client_id,
                 channel,
-                exc or type(exc).__name__,
+                _describe(exc),
                 extra=self._log_context,
             )
 
@@ -1003,7 +1007,6 @@ class Session:
             body["reconnect"] = reason.reconnect
             # Past the budget check: it leaves at once with the close frame.
             self._out.append(encode(push("", "disconnect", body), self.encoding))
-            self._shared = None
         self.flush(force=True)
         self._closed()
         self.transport.close(int(reason.code), reason.reason)

@@ -83,9 +83,7 @@ async def test_stalled_client_is_closed_with_3008_while_others_keep_receiving(
 
 @pytest.mark.settings(client={"max_unsent_bytes": 65536})
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
-async def test_a_history_larger_than_the_budget_is_cut_and_paged_on_with_since(
-    client, node: Node
-):
+async def test_a_history_larger_than_the_budget_is_cut_and_paged_on_with_since(client, node: Node):
     c = await client()
     for i in range(30):  # ~120 KB: twice the budget
         top = await node.publish("news", {"i": i, "pad": PAD})
