@@ -35,6 +35,7 @@ from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
 from server.metrics import Metrics
 from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
+from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
     from server.durable import Durable
@@ -400,16 +401,21 @@ class Node:
             log.warning("storing the state of %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
 
-    async def history_reply(self, request: HistoryRequest) -> dict[str, Any]:
+    async def history_reply(
+        self, request: HistoryRequest, bounds: ReplyBounds | None = None
+    ) -> dict[str, Any]:
         """The answer to a history request (a client's or the server API's): at most
-        `client.history_max_limit` publications; error 108 where none are kept."""
+        `client.history_max_limit` publications; error 108 where none are kept.
+        With `bounds` (a client's request) it is read page by page and stops before
+        the reply would pass them (see server/replies.py)."""
         if self.channel_options(request.channel).history_size <= 0:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
         most = self.settings.client.history_max_limit
         limit = most if request.limit < 0 else min(request.limit, most)
-        history = await self.history(
-            request.channel, HistoryQuery(request.since, limit, request.reverse)
-        )
+        query = HistoryQuery(request.since, limit, request.reverse)
+        if bounds is not None:
+            return await bounds.history(partial(self.history, request.channel), query)
+        history = await self.history(request.channel, query)
         return {
             "publications": [p.to_dict() for p in history.publications],
             "epoch": history.position.epoch,

@@ -14,6 +14,9 @@ Contract:
 - `encode` never fails on data that passed `parse_request` (or `check_data`):
   values one encoding cannot carry (binary in JSON, huge integers or lone
   surrogates in msgpack, NaN in JSON) are converted, never dropped.
+- `encode_reply` gives the bytes `encode` would for the same reply, splicing in
+  values encoded already (`Encoded`), so a large answer is measured piece by
+  piece and encoded once.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cache
 from typing import Any, get_type_hints
@@ -36,6 +39,7 @@ __all__ = [
     "ClientInfo",
     "Command",
     "ConnectRequest",
+    "Encoded",
     "Encoding",
     "HistoryRequest",
     "PresenceRequest",
@@ -46,19 +50,24 @@ __all__ = [
     "RPCRequest",
     "RefreshRequest",
     "SendRequest",
+    "Spliced",
     "StreamPosition",
     "SubRefreshRequest",
     "SubscribeRequest",
     "UnsubscribeRequest",
+    "array_growth",
     "check_data",
     "decode_frame",
     "encode",
+    "encode_reply",
+    "encode_spliced",
     "error_reply",
     "join_frame",
     "parse_command",
     "parse_request",
     "push",
     "reply",
+    "reply_overhead",
     "validate_channel",
 ]
 
@@ -510,3 +519,82 @@ def push(channel: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
     if channel:
         inner["channel"] = channel
     return {"push": inner}
+
+
+# ---------------------------------------------------------------------------
+# Answers assembled from values encoded already.
+
+
+@dataclass(slots=True)
+class Encoded:
+    """Values encoded already, in one encoding (publications, one by one): a
+    `Spliced` map carries them as an array without encoding them again."""
+
+    items: list[bytes] = field(default_factory=list)
+    size: int = 0  # bytes of the items
+
+    def append(self, data: bytes) -> None:
+        self.items.append(data)
+        self.size += len(data)
+
+    def pop(self) -> None:
+        self.size -= len(self.items.pop())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class Spliced(dict[str, Any]):
+    """A map some of whose values are `Encoded` or `Spliced` (others are encoded as
+    usual); only `encode_reply` understands it."""
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _map_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x80 | count])
+    if count < 1 << 16:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
+
+
+def array_growth(count: int, encoding: Encoding) -> int:
+    """Bytes an array of `count` items takes beyond its items and an empty array's."""
+    if encoding is Encoding.JSON:
+        return max(count - 1, 0)  # the commas
+    return len(_array_header(count)) - 1
+
+
+def encode_spliced(value: Any, encoding: Encoding) -> bytes:
+    """`value` encoded, with what `Spliced` maps hold spliced in (see `Encoded`)."""
+    if isinstance(value, Encoded):
+        if encoding is Encoding.JSON:
+            return b"[" + b",".join(value.items) + b"]"
+        return _array_header(len(value.items)) + b"".join(value.items)
+    if not isinstance(value, Spliced):
+        return encode(value, encoding)
+    if encoding is Encoding.JSON:
+        pairs = (encode(k, encoding) + b":" + encode_spliced(v, encoding) for k, v in value.items())
+        return b"{" + b",".join(pairs) + b"}"
+    pairs = (encode(k, encoding) + encode_spliced(v, encoding) for k, v in value.items())
+    return _map_header(len(value)) + b"".join(pairs)
+
+
+def encode_reply(cmd_id: int, method: str, result: dict[str, Any], encoding: Encoding) -> bytes:
+    """`encode(reply(cmd_id, method, result))`, with `Spliced` results spliced together."""
+    if isinstance(result, Spliced):
+        return encode_spliced(Spliced({"id": cmd_id, method: result}), encoding)
+    return encode(reply(cmd_id, method, result), encoding)
+
+
+def reply_overhead(cmd_id: int, method: str, encoding: Encoding) -> int:
+    """Bytes a reply takes around its result map: a reply's size is this plus the
+    size of its encoded result."""
+    return len(encode(reply(cmd_id, method, {}), encoding)) - len(encode({}, encoding))

@@ -3,9 +3,18 @@
 Independent of Tornado: it reads frames through `handle_frame` and writes through
 a `Transport`. Promises:
 - Commands of a connection are handled one at a time, in order; replies keep
-  that order.
+  that order. Every command with an id gets exactly one reply (a result or an
+  error) while the connection is open: handlers return their result and the
+  dispatcher alone replies; work after a reply (a subscription's join) runs
+  after it, and its failure is logged, never answered.
 - Outgoing messages are queued and flushed once per event-loop turn as one
   batched frame, so nothing in fan-out waits on a client's socket.
+- One budget, `client.max_unsent_bytes`, bounds everything held for the peer:
+  queued messages, publications held back during a subscribe, and what the
+  socket has not taken. Past it the connection is closed with 3008 and what
+  was held is dropped. A reply larger than the whole budget answers error 106
+  instead; history and recovery answers are cut to `client.reply_bytes`
+  (see server/replies.py).
 - A subscription's reply comes before any publication of its channel, and the
   publications after it continue the reply's offset with no gap and no
   duplicate (live publications arriving while history is read are held back
@@ -19,10 +28,12 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from server.auth import access
 from server.auth.limits import CommandLimiter, Verdict
@@ -37,6 +48,7 @@ from server.protocol import (
     ClientInfo,
     Command,
     ConnectRequest,
+    Encoded,
     Encoding,
     HistoryRequest,
     PresenceRequest,
@@ -47,20 +59,24 @@ from server.protocol import (
     RefreshRequest,
     RPCRequest,
     SendRequest,
+    Spliced,
     StreamPosition,
     SubRefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
     decode_frame,
     encode,
+    encode_reply,
+    encode_spliced,
     error_reply,
     join_frame,
     parse_command,
     parse_request,
     push,
-    reply,
+    reply_overhead,
     validate_channel,
 )
+from server.replies import ReplyBounds, read_within
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -85,6 +101,22 @@ resubscribes (and, told 109, gets a new token)."""
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def _temporary(action: str, channel: str) -> Iterator[None]:
+    """A backend's failure becomes error 100 (temporary), logged in one line."""
+    try:
+        yield
+    except (ReplyError, Disconnect):
+        raise
+    except Exception as exc:
+        log.warning("%s %r failed: %s", action, channel, _describe(exc))
+        raise ReplyError(ErrorCode.INTERNAL) from None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class Transport(Protocol):
     """How a session reaches its peer. No call may block or raise."""
 
@@ -107,9 +139,10 @@ class State(Enum):
 
 
 class _Subscription:
-    """Per-channel state; `pending` holds live publications while the subscribe runs."""
+    """Per-channel state; `pending` holds live publications while the subscribe runs
+    (`held`: their bytes, counted in the connection's budget)."""
 
-    __slots__ = ("epoch", "expiry", "info", "offset", "options", "pending", "recoverable")
+    __slots__ = ("epoch", "expiry", "held", "info", "offset", "options", "pending", "recoverable")
 
     def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
         self.options = options
@@ -118,11 +151,28 @@ class _Subscription:
         self.offset = 0
         self.epoch = ""
         self.pending: list[tuple[Publication, Frame]] | None = []
+        self.held = 0
         self.expiry: access.Expiry | None = None  # of its subscription token, if any
+
+
+class _Answer(NamedTuple):
+    """A handler's result, and what to do once the reply is queued."""
+
+    result: dict[str, Any]
+    then: Callable[[], Awaitable[None]]
+
+
+class _Started(NamedTuple):
+    """A subscription registered and positioned (see `_start_subscription`)."""
+
+    sub: _Subscription
+    result: dict[str, Any]
+    publications: list[Publication]  # recovered, or the retained state
 
 
 class Session:
     __slots__ = (
+        "_behind",
         "_expiry",
         "_held",
         "_limiter",
@@ -131,9 +181,12 @@ class Session:
         "_out",
         "_ping_handle",
         "_pong_handle",
+        "_queued",
+        "_reply_limit",
         "_shared",
         "_stale_handle",
         "_subs",
+        "_unsent",
         "client_id",
         "conn_info",
         "encoding",
@@ -160,11 +213,17 @@ class Session:
         self._subs: dict[str, _Subscription] = {}
         self._out: list[bytes] = []
         self._shared: Frame | None = None  # the hub's frame, while it is all `_out` holds
+        # The budget: `_queued` (bytes in `_out`) + `_unsent` (what the socket had
+        # not taken when last asked; it only shrinks until the next write) + `_held`
+        # (publications held back by subscribes under way) <= `_max_unsent`.
         self._max_unsent = node.settings.client.max_unsent_bytes
-        # While the socket holds unsent bytes, messages are held here (and later
-        # leave as one frame); `_held` counts those bytes plus the socket's, or is
-        # -1 when nothing is held back.
-        self._held = -1
+        self._reply_limit = node.settings.client.reply_bytes
+        self._queued = 0
+        self._unsent = 0
+        self._held = 0
+        # While the socket is behind, `_out` waits (and later leaves as one frame)
+        # until the transport calls `writable`.
+        self._behind = False
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
@@ -230,37 +289,81 @@ class Session:
             self.disconnect(Disconnect(DisconnectCode.TOO_MANY_REQUESTS))
             return
         if verdict is Verdict.REJECT:
-            self.node.metrics.command_errors.labels(method, int(ErrorCode.TOO_MANY_REQUESTS)).inc()
-            if command.id:
-                self._send_message(error_reply(command.id, ReplyError(ErrorCode.TOO_MANY_REQUESTS)))
+            self._reply_error(command, method, ReplyError(ErrorCode.TOO_MANY_REQUESTS))
             return
+        # The one place a command is answered: a handler returns its result or
+        # raises, and nothing that runs after the reply can answer it again.
         try:
             handler = _HANDLERS.get(command.method)
             if handler is None:
                 raise ReplyError(ErrorCode.METHOD_NOT_FOUND)
             if self.state is not State.CONNECTED and command.method != "connect":
                 raise ReplyError(ErrorCode.UNAUTHORIZED)
-            result = await handler(self, command)
-            if result is not None and command.id and self.state is not State.CLOSED:
-                self._send_message(reply(command.id, command.method, result))
+            answer = await handler(self, command)
         except ReplyError as exc:
-            self.node.metrics.command_errors.labels(method, int(exc.code)).inc()
-            if command.id:
-                self._send_message(error_reply(command.id, exc))
+            self._reply_error(command, method, exc)
+            return
         except Disconnect as exc:
             self.disconnect(exc)
+            return
         except Exception:
             log.exception("client %s: %s command failed", self.client_id, command.method)
-            self.node.metrics.command_errors.labels(method, int(ErrorCode.INTERNAL)).inc()
-            if command.id:
-                self._send_message(error_reply(command.id, ReplyError(ErrorCode.INTERNAL)))
+            self._reply_error(command, method, ReplyError(ErrorCode.INTERNAL))
+            return
+        then = None
+        if isinstance(answer, _Answer):
+            answer, then = answer
+        if command.id and self.state is not State.CLOSED:
+            if answer is None:  # neither answered nor raised: a bug, but still one reply
+                log.error("client %s: %s command got no result", self.client_id, command.method)
+                self._reply_error(command, method, ReplyError(ErrorCode.INTERNAL))
+            else:
+                self._reply(command, answer)
+        if then is not None:
+            await self._after_reply(command, then)
+
+    def _reply(self, command: Command, result: dict[str, Any]) -> None:
+        data = encode_reply(command.id, command.method, result, self.encoding)
+        if len(data) > self._max_unsent:  # it could never be sent: say so instead
+            log.info(
+                "client %s: %s reply of %d bytes is over client.max_unsent_bytes",
+                self.client_id,
+                command.method,
+                len(data),
+                extra=self._log_context,
+            )
+            error = ReplyError(ErrorCode.LIMIT_EXCEEDED, "reply too large")
+            self._reply_error(command, command.method, error)
+            return
+        self._queue(data)
+
+    def _reply_error(self, command: Command, method: str, error: ReplyError) -> None:
+        self.node.metrics.command_errors.labels(method, int(error.code)).inc()
+        if command.id:
+            self._send_message(error_reply(command.id, error))
+
+    async def _after_reply(self, command: Command, then: Callable[[], Awaitable[None]]) -> None:
+        """Work that follows a reply (joins, held publications): its failure is logged
+        once; the command was answered already."""
+        try:
+            await then()
+        except Exception as exc:
+            log.warning(
+                "client %s: after the %s reply: %s",
+                self.client_id,
+                command.method,
+                _describe(exc),
+                extra=self._log_context,
+            )
 
     # Commands ----------------------------------------------------------------
 
-    async def _connect(self, command: Command) -> None:
+    async def _connect(self, command: Command) -> dict[str, Any] | _Answer | None:
         """Connect, with a token or anonymously; the token's `channels` become
         server-side subscriptions, reported in the reply's `subs` map (recovered
-        from the positions the client sends back in its own `subs` on reconnect)."""
+        from the positions the client sends back in its own `subs` on reconnect,
+        within one reply budget for them all). Once connected, a failure closes
+        the connection (3004) rather than answering."""
         if self.state is State.CONNECTED:
             raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
         request: ConnectRequest = self._parse(ConnectRequest, command)
@@ -291,17 +394,39 @@ class Session:
             "pong": True,
         }
         result.update(self._expiry.set(claims.expires_at))
+        if not server_subs:
+            return result
+        try:
+            return await self._server_subscriptions(command, Spliced(result), server_subs)
+        except Disconnect:
+            raise
+        except ReplyError:
+            raise Disconnect(DisconnectCode.INTERNAL) from None
+        except Exception:
+            log.exception("client %s: server-side subscriptions failed", self.client_id)
+            raise Disconnect(DisconnectCode.INTERNAL) from None
+
+    async def _server_subscriptions(
+        self,
+        command: Command,
+        result: Spliced,
+        server_subs: list[tuple[str, ChannelOptions, SubscribeRequest]],
+    ) -> _Answer | None:
+        """The connect reply's `subs` (None if the connection ended meanwhile)."""
+        subs = result["subs"] = Spliced()
         started = []
         for channel, options, recovery in server_subs:
-            try:
-                done = await self._start_subscription(channel, options, recovery)
-            except ReplyError:
-                raise Disconnect(DisconnectCode.INTERNAL) from None
+            # What the reply holds so far, and this channel's key in `subs`.
+            base = len(encode_reply(command.id, "connect", result, self.encoding))
+            base += len(encode(channel, self.encoding)) + 1
+            done = await self._start_subscription(channel, options, recovery, base=base)
             if done is None:
-                return
-            started.append((channel, done[0]))
-            result.setdefault("subs", {})[channel] = done[1]
-        self._send_message(reply(command.id, "connect", result))
+                return None
+            started.append((channel, done.sub))
+            subs[channel] = done.result
+        return _Answer(result, partial(self._finish_subscriptions, started))
+
+    async def _finish_subscriptions(self, started: list[tuple[str, _Subscription]]) -> None:
         for channel, sub in started:
             await self._finish_subscription(channel, sub)
 
@@ -331,7 +456,7 @@ class Session:
         elif not allowed or (not self.user and not options.allow_anonymous):
             raise ReplyError(ErrorCode.PERMISSION_DENIED)
 
-    async def _subscribe(self, command: Command) -> None:
+    async def _subscribe(self, command: Command) -> _Answer | None:
         """A valid subscription token grants the subscription whatever the
         namespace's other permissions; without one, the namespace decides."""
         request: SubscribeRequest = self._parse(SubscribeRequest, command)
@@ -350,12 +475,11 @@ class Session:
             raise ReplyError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(self._subs) >= self.node.settings.client.max_channels:
             raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
-        done = await self._start_subscription(channel, options, request, claims)
+        base = reply_overhead(command.id, "subscribe", self.encoding)
+        done = await self._start_subscription(channel, options, request, claims, base=base)
         if done is None:
-            return
-        sub, result = done
-        self._send_message(reply(command.id, "subscribe", result))
-        await self._finish_subscription(channel, sub)
+            return None
+        return _Answer(done.result, partial(self._finish_subscription, channel, done.sub))
 
     async def _start_subscription(
         self,
@@ -364,12 +488,15 @@ class Session:
         request: SubscribeRequest,
         claims: SubscriptionClaims | None = None,
         chan_info: Any = None,
-    ) -> tuple[_Subscription, dict[str, Any]] | None:
+        base: int = 0,
+    ) -> _Started | None:
         """Register, read the position (recovering if asked) and add presence.
 
-        Returns the subscription and its reply, or None when the connection or
-        subscription ended meanwhile. Live publications are held back until
-        `_finish_subscription`, which must follow once the reply is queued.
+        `base`: bytes of the reply around this subscription's result (recovered
+        publications must fit `client.reply_bytes` with it). Returns None when
+        the connection ended meanwhile. Live publications are held back until
+        `_finish_subscription`, which must follow once the result is queued (if
+        the server ended the subscription meanwhile, that does nothing).
         """
         if claims is not None:
             chan_info = claims.info
@@ -381,30 +508,64 @@ class Session:
             # Read before the position, so live publications after it follow the state.
             retained = options.retained and not request.recover
             state = await self.node.retained_state(channel) if retained else None
-            result = await self._subscribe_result(channel, request, sub)
+            result, publications = await self._subscribe_result(channel, request, sub, base)
             if state is not None:
                 result["publications"] = [state.to_dict()]
+                publications = [state]
             if options.presence:
-                await self.node.presence.add_presence(channel, self.client_id, sub.info)
+                with _temporary("adding presence to", channel):
+                    await self.node.presence.add_presence(channel, self.client_id, sub.info)
         except BaseException:
             if self._subs.get(channel) is sub:
                 del self._subs[channel]
+                self._release_held(sub)
                 await self.node.remove_subscriber(channel, self)
             raise
-        if self.state is State.CLOSED or self._subs.get(channel) is not sub:
+        if self.state is State.CLOSED:
             return None
-        if claims is not None and claims.expires_at is not None:
+        if claims is not None and claims.expires_at is not None and self._subs.get(channel) is sub:
             result.update(self._expire_subscription(channel, sub, claims.expires_at))
-        return sub, result
+        return _Started(sub, result, publications)
 
-    async def _finish_subscription(self, channel: str, sub: _Subscription) -> None:
-        pending, sub.pending = sub.pending or [], None
+    def _release(self, channel: str, sub: _Subscription) -> None:
+        """Send what was held back while subscribing: the reply went first."""
+        if self._subs.get(channel) is not sub or sub.pending is None:
+            return
+        pending, sub.pending = sub.pending, None
+        self._held -= sub.held
+        sub.held = 0
         for pub, frame in pending:
             self.deliver_publication(channel, pub, frame)
-        if sub.options.join_leave:
-            await self.node.broker.publish_join(channel, sub.info)
 
-    def _push_server_subscribe(self, channel: str, result: dict[str, Any], data: Any) -> None:
+    def _release_held(self, sub: _Subscription) -> None:
+        """Drop what a subscription that ends held back (its budget share too)."""
+        self._held -= sub.held
+        sub.held = 0
+        if sub.pending:
+            sub.pending.clear()
+
+    async def _finish_subscription(self, channel: str, sub: _Subscription) -> None:
+        self._release(channel, sub)
+        await self._join(channel, sub)
+
+    async def _join(self, channel: str, sub: _Subscription) -> None:
+        """Announce the subscriber; a failure is logged (the subscription stands)."""
+        if not sub.options.join_leave or self._subs.get(channel) is not sub:
+            return
+        try:
+            await self.node.broker.publish_join(channel, sub.info)
+        except Exception as exc:
+            log.warning(
+                "client %s: join to %r not published: %s",
+                self.client_id,
+                channel,
+                _describe(exc),
+                extra=self._log_context,
+            )
+
+    def _push_server_subscribe(
+        self, channel: str, result: dict[str, Any], data: Any, publications: list[Publication]
+    ) -> None:
         """A subscribe push, then the recovered publications as publication pushes."""
         body = {k: v for k, v in result.items() if k in ("recoverable", "epoch", "offset")}
         if body.get("recoverable"):
@@ -412,8 +573,8 @@ class Session:
         if data is not None:
             body["data"] = data
         self._send_message(push(channel, "subscribe", body))
-        for pub in result.get("publications", ()):
-            self._send_message(push(channel, "pub", pub))
+        for pub in publications:
+            self._send_message(push(channel, "pub", pub.to_dict()))
 
     async def server_subscribe(
         self,
@@ -424,8 +585,9 @@ class Session:
     ) -> bool:
         """Subscribe from the server side (the server API): the client gets a
         subscribe push (with `data`), then the publications after `recover_since`
-        where the channel keeps them. False if not connected or already subscribed;
-        channel permissions and the channel limit do not apply."""
+        where the channel keeps them (and they fit `client.reply_bytes`). False if
+        not connected or already subscribed; channel permissions and the channel
+        limit do not apply."""
         if self.state is not State.CONNECTED or channel in self._subs:
             return False
         options = self.node.channel_options(channel)
@@ -440,9 +602,8 @@ class Session:
         done = await self._start_subscription(channel, options, request, chan_info=chan_info)
         if done is None:
             return False
-        sub, result = done
-        self._push_server_subscribe(channel, result, request.data)
-        await self._finish_subscription(channel, sub)
+        self._push_server_subscribe(channel, done.result, request.data, done.publications)
+        await self._finish_subscription(channel, done.sub)
         return True
 
     def _expire_subscription(
@@ -463,31 +624,53 @@ class Session:
                 self.node.spawn(self._leave(channel, ended))
 
     async def _subscribe_result(
-        self, channel: str, request: SubscribeRequest, sub: _Subscription
-    ) -> dict[str, Any]:
+        self, channel: str, request: SubscribeRequest, sub: _Subscription, base: int
+    ) -> tuple[dict[str, Any], list[Publication]]:
+        """The subscribe result and the publications it recovers.
+
+        A recovery is all or nothing: when the publications since the client's
+        position are more than `client.recovery_max_limit`, or would take the
+        reply past `client.reply_bytes` (`base` + the result), or are gone, the
+        answer is `recovered: false` with the current position (error 112 with
+        the reject-unrecovered flag).
+        """
         if not sub.options.recoverable:
-            return {}
+            return {}, []
         result: dict[str, Any] = {"recoverable": True}
         publications: list[Publication] = []
         if request.recover:
             limit = self.node.settings.client.recovery_max_limit
             since = StreamPosition(request.offset, request.epoch)
+            result["was_recovering"] = True
+            result["recovered"] = True
+
+            def size_of(position: StreamPosition) -> int:
+                empty = Spliced(
+                    result, publications=Encoded(), epoch=position.epoch, offset=position.offset
+                )
+                return base + len(encode_spliced(empty, self.encoding))
+
+            within = None
             try:
-                history = await self.node.history(channel, HistoryQuery(since, limit + 1))
-                recovered = len(history.publications) <= limit
-                publications = history.publications if recovered else []
-                position = history.position
+                within = await read_within(
+                    partial(self.node.history, channel),
+                    HistoryQuery(since, limit + 1),
+                    self.encoding,
+                    size_of,
+                    self._reply_limit,
+                )
+                position = within.position
             except ReplyError as exc:
                 if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
                     raise
-                recovered = False
                 position = await self.node.position(channel)
+            recovered = within is not None and not within.cut and within.read <= limit
             if not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
                 raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
-            result["was_recovering"] = True
             result["recovered"] = recovered
-            if publications:
-                result["publications"] = [p.to_dict() for p in publications]
+            if recovered and within is not None and within.encoded:
+                result = Spliced(result, publications=within.encoded)
+                publications = within.publications
         else:
             position = await self.node.position(channel)
         result["epoch"] = position.epoch
@@ -495,12 +678,13 @@ class Session:
         sub.recoverable = True
         sub.offset = position.offset
         sub.epoch = position.epoch
-        return result
+        return result, publications
 
     async def _unsubscribe(self, command: Command) -> dict[str, Any]:
         request: UnsubscribeRequest = self._parse(UnsubscribeRequest, command)
         sub = self._subs.pop(request.channel, None)
         if sub is not None:
+            self._release_held(sub)
             await self._leave(request.channel, sub)
         return {}
 
@@ -521,6 +705,7 @@ class Session:
     def _end_subscription(self, channel: str, code: int, reason: str) -> _Subscription | None:
         sub = self._subs.pop(channel, None)
         if sub is not None:
+            self._release_held(sub)
             self._send_message(push(channel, "unsubscribe", {"code": code, "reason": reason}))
         return sub
 
@@ -579,7 +764,13 @@ class Session:
         request: HistoryRequest = self._parse(HistoryRequest, command)
         options = self._channel(request.channel)
         self._check_allowed(request.channel, options, options.allow_history)
-        return await self.node.history_reply(request)
+        bounds = ReplyBounds(
+            self.encoding,
+            reply_overhead(command.id, "history", self.encoding),
+            self._reply_limit,
+            self._max_unsent,
+        )
+        return await self.node.history_reply(request, bounds)
 
     def _presence_channel(self, channel: str) -> None:
         options = self._channel(channel)
@@ -590,13 +781,15 @@ class Session:
     async def _presence(self, command: Command) -> dict[str, Any]:
         request: PresenceRequest = self._parse(PresenceRequest, command)
         self._presence_channel(request.channel)
-        clients = await self.node.presence.presence(request.channel)
+        with _temporary("presence of", request.channel):
+            clients = await self.node.presence.presence(request.channel)
         return {"presence": {cid: info.to_dict() for cid, info in clients.items()}}
 
     async def _presence_stats(self, command: Command) -> dict[str, Any]:
         request: PresenceStatsRequest = self._parse(PresenceStatsRequest, command)
         self._presence_channel(request.channel)
-        stats = await self.node.presence.presence_stats(request.channel)
+        with _temporary("presence stats of", request.channel):
+            stats = await self.node.presence.presence_stats(request.channel)
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def _refresh(self, command: Command) -> dict[str, Any]:
@@ -629,7 +822,8 @@ class Session:
 
     async def _update_presence(self, channel: str, sub: _Subscription) -> None:
         if sub.options.presence and sub.pending is None and self._subs.get(channel) is sub:
-            await self.node.presence.add_presence(channel, self.client_id, sub.info)
+            with _temporary("updating presence in", channel):
+                await self.node.presence.add_presence(channel, self.client_id, sub.info)
 
     async def _rpc(self, command: Command) -> dict[str, Any]:
         request: RPCRequest = self._parse(RPCRequest, command)
@@ -656,6 +850,10 @@ class Session:
             return
         if sub.pending is not None:
             sub.pending.append((pub, frame))
+            size = len(frame.payload)
+            sub.held += size
+            self._held += size
+            self._check_budget()
             return
         offset = pub.offset
         if offset and sub.recoverable:
@@ -680,63 +878,73 @@ class Session:
         self._queue(encode(message, self.encoding))
 
     def _queue(self, data: bytes, shared: Frame | None = None) -> None:
-        """Queue one encoded message; `shared` is the hub's frame of exactly these bytes."""
+        """Queue one encoded message; `shared` is the hub's frame of exactly these bytes.
+
+        A message that takes the connection past its budget closes it (3008)."""
         if self.state is State.CLOSED:
             return
         out = self._out
         out.append(data)
+        self._queued += len(data)
+        if self._queued + self._unsent + self._held > self._max_unsent:
+            self._too_slow()
+            return
         if len(out) == 1:
             self._shared = shared
             self.node.hub.want_flush(self)
-        elif self._held >= 0:
-            self._hold(len(data))
 
     def flush(self, force: bool = False) -> None:
         """Write the queue as one frame, unless the peer is behind.
 
         While the socket still holds unsent bytes the queue is held back (the
         transport calls `writable` once they are gone, and everything held leaves
-        as one frame: a peer that reads slowly costs fewer writes, not more). A
-        connection whose held and unsent bytes pass `client.max_unsent_bytes` is
-        closed with 3008: its memory stays bounded and nobody else's delivery
-        waits for it. An idle socket always takes one frame, whatever its size.
-        `force` writes even to a socket that is behind (a closing message).
+        as one frame: a peer that reads slowly costs fewer writes, not more).
+        Every byte counts against `client.max_unsent_bytes`: what is queued, what
+        the socket has not taken, and publications held back by a subscribe under
+        way; past it the connection is closed with 3008, its memory stays bounded
+        and nobody else's delivery waits for it. `force` writes even to a socket
+        that is behind (a closing message).
         """
         out = self._out
         if not out:
             return
-        if not force:
-            unsent = self.transport.unsent_bytes()
-            if unsent:
-                self._held = 0
-                self._hold(unsent + sum(len(data) for data in out))
-                return
-        self._held = -1
+        unsent = self._unsent = self.transport.unsent_bytes()
+        if unsent and not force:
+            self._behind = True
+            self._check_budget()
+            return
+        self._behind = False
         count = len(out)
         frame = self._shared
         if count > 1 or frame is None:
             frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
         out.clear()  # the same list again: no allocation per flush
+        self._queued = 0
         self._shared = None
         self.transport.write_frame(frame)
+        self._unsent = self.transport.unsent_bytes()  # what the socket did not take
         metrics = self.node.metrics
         metrics.messages_out += count
         metrics.bytes_out += len(frame.payload)
 
     def writable(self) -> None:
         """The socket took everything it held: send what waited meanwhile."""
-        if self._held >= 0 and self._out:
-            self._held = -1
+        self._unsent = 0
+        if self._behind and self._out:
+            self._behind = False
             self.node.hub.want_flush(self)
 
-    def _hold(self, size: int) -> None:
-        self._held += size
-        if self._held <= self._max_unsent or self.state is State.CLOSED:
+    def _check_budget(self) -> None:
+        if self._queued + self._unsent + self._held > self._max_unsent:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        if self.state is State.CLOSED:
             return
         log.info(
-            "client %s: %d bytes unsent, closing as slow",
+            "client %s: %d bytes held, closing as slow",
             self.client_id,
-            self._held,
+            self._queued + self._unsent + self._held,
             extra=self._log_context,
         )
         self.node.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
@@ -797,7 +1005,8 @@ class Session:
         if self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST:
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
-            self._send_message(push("", "disconnect", body))
+            # Past the budget check: it leaves at once with the close frame.
+            self._out.append(encode(push("", "disconnect", body), self.encoding))
         self.flush(force=True)
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
@@ -814,7 +1023,8 @@ class Session:
         self.node.metrics.connection_closed()
         self._out = []
         self._shared = None
-        self._held = -1
+        self._queued = self._unsent = self._held = 0
+        self._behind = False
         for handle in (
             self._stale_handle,
             self._ping_handle,
@@ -837,7 +1047,7 @@ class Session:
             await self._leave(channel, sub)
 
 
-_Handler = Callable[[Session, Command], Awaitable[dict[str, Any] | None]]
+_Handler = Callable[[Session, Command], Awaitable[dict[str, Any] | _Answer | None]]
 
 _HANDLERS: dict[str, _Handler] = {
     "connect": Session._connect,

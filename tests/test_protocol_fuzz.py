@@ -4,19 +4,28 @@ Promises checked: the decoder raises ProtocolError and nothing else; envelope an
 request validation raise ProtocolError / ReplyError and nothing else; whatever a
 frame holds, a session answers every command that has an id or closes the
 connection with a protocol close code, and never lets an exception out.
+
+Whole sessions over real sockets too (a server per example): every command id
+gets exactly one reply unless a protocol close ends the connection first (and
+never more than one), no client-caused problem answers 100 (temporary), and
+nothing is logged at ERROR or with a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+from collections import Counter
 from typing import Any
 
 import msgpack
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
 
 from server.config import load_settings
 from server.errors import ReplyError
@@ -37,6 +46,9 @@ from server.protocol import (
     parse_request,
 )
 from server.session import Session
+from server.web.app import make_app
+from server.web.upgrade import Listener
+from server.web.websocket import close_websockets
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
 
@@ -191,3 +203,127 @@ async def test_fuzzed_frames_over_a_real_socket_get_a_reply_or_a_protocol_close(
         assert frame is not None and b'"connect"' in frame[1]
     finally:
         ws.close()
+
+
+SENTINEL = 4242  # answered 108 (no such rpc handler) once everything before it was
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def read_session(ws: RawWebSocket, encoding: Encoding) -> tuple[list[Any], int | None]:
+    """Messages until the sentinel's reply, or until the server closes (its code)."""
+    messages: list[Any] = []
+    while True:
+        frame = await asyncio.wait_for(ws.recv_frame(), 10 * TIMEOUT_SCALE)
+        if frame is None:
+            return messages, None
+        opcode, payload = frame
+        if opcode == 0x8:
+            return messages, int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+        for message in decode_frame(payload, encoding):
+            messages.append(message)
+            if isinstance(message, dict) and message.get("id") == SENTINEL:
+                return messages, None
+
+
+async def served_session(
+    frame: bytes, encoding: Encoding, redis: dict[str, str] | None = None
+) -> tuple[list[Any], int | None]:
+    """`frame` sent over a real socket to a server of its own (on the memory
+    broker, or the Redis broker with `redis` settings)."""
+    base = load_settings(env={})
+    if redis is None:
+        node = Node(base.with_overrides(broker={"type": "memory"}))
+    else:
+        node = Node(base.with_overrides(broker={"type": "redis"}, redis=redis))
+    await node.start()
+    app = make_app(node)
+    server = HTTPServer(app)
+    listener = Listener(server)
+    sock, port = bind_unused_port()
+    listener.add_sockets([sock])
+    try:
+        ws = await RawWebSocket.open(
+            port, subprotocol="msgpack" if encoding.value == "msgpack" else None
+        )
+        try:
+            await ws.send(frame, opcode=0x2 if encoding is Encoding.MSGPACK else 0x1)
+            return await read_session(ws, encoding)
+        finally:
+            ws.close()
+    finally:
+        listener.stop()
+        await close_websockets(app)
+        await server.close_all_connections()
+        await node.close()
+
+
+def expected_replies(frame: bytes, encoding: Encoding) -> Counter[int]:
+    """How many replies each id is owed: one per command the envelope accepts, up
+    to the first it does not (a malformed frame is owed nothing)."""
+    owed: Counter[int] = Counter()
+    try:
+        messages = decode_frame(frame, encoding)
+    except ProtocolError:
+        return owed
+    for message in messages:
+        try:
+            command = parse_command(message)
+        except ProtocolError:
+            break  # the connection closes here
+        if command.id:
+            owed[command.id] += 1
+    return owed
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str] | None:
+    """No Redis settings (the memory broker), or the session's Valkey with a prefix."""
+    if request.param == "memory":
+        return None
+    url = request.getfixturevalue("redis_url")
+    return {"url": url, "prefix": f"fuzz-{random.randrange(1 << 30)}:"}
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    messages=st.lists(commands, min_size=1, max_size=5), encoding=st.sampled_from(list(Encoding))
+)
+def test_a_session_over_a_real_socket_answers_each_id_once_without_errors(
+    backend: dict[str, str] | None, messages: list[Any], encoding: Encoding
+):
+    assume(all(m.get("id") != SENTINEL for m in messages))
+    sent = [{"id": 1000, "connect": {}}, *messages, {"id": SENTINEL, "rpc": {"method": "x"}}]
+    try:
+        frame = pack(sent, encoding)
+    except OverflowError:  # msgpack has no integers past 64 bits: no client can send them
+        assume(False)
+    records = Records()
+    root = logging.getLogger()
+    root.addHandler(records)
+    try:
+        received, closed = asyncio.run(served_session(frame, encoding, backend))
+    finally:
+        root.removeHandler(records)
+    replies = Counter(m["id"] for m in received if isinstance(m, dict) and m.get("id"))
+    owed = expected_replies(frame, encoding)
+    if closed is None:
+        assert replies == owed, (sent, received)
+    else:
+        assert closed == 3501 or 3000 <= closed < 4000, closed
+        assert all(replies[i] <= owed[i] for i in replies), (sent, received)
+    errors = [m["error"] for m in received if isinstance(m, dict) and "error" in m]
+    assert not [e for e in errors if e["code"] == 100], (sent, errors)
+    bad = [r for r in records.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from centrifuge import StreamPosition, SubscriptionState
 from tornado.ioloop import IOLoop
 
 from server.broker import create_broker
@@ -19,8 +20,10 @@ from server.broker.base import (
     HistoryResult,
 )
 from server.config import Settings
+from server.errors import Disconnect, DisconnectCode
 from server.node import Node
 from server.protocol import ClientInfo
+from tests.test_sdk_python import CHANNEL, TEST_TIMEOUT, sdk_client, subscribed, until
 
 
 async def missed_while_away(c, node: Node, channel: str, count: int) -> dict[str, Any]:
@@ -213,3 +216,47 @@ async def test_publications_during_subscribe_arrive_once_each_with_no_gap(
         assert recovered == list(range(position["offset"] + 1, first))
     assert live == list(range(first, top + 1))
     assert not c.pushes or all("pub" not in p for p in c.pushes)
+
+
+# Answers bounded in size, with the official SDK (centrifuge-python) --------------------
+
+BOUND = {"max_reply_bytes": 4096}
+
+
+@pytest.mark.settings(client=BOUND)
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_sdk_told_a_recovery_does_not_fit_reports_it_and_goes_on_live(
+    ws_url: str, node: Node
+):
+    async with sdk_client(ws_url, node) as client:
+        sub, events = await subscribed(client)
+        session = node.hub.session(client.client_id)
+        assert session is not None
+        session.disconnect(Disconnect(DisconnectCode.FORCE_RECONNECT))
+        for n in range(10):  # ~10 KB missed: more than one reply may carry
+            await node.publish(CHANNEL, {"n": n, "pad": "x" * 1000})
+        await until(lambda: len(events.subscribed) == 2)
+        again = events.subscribed[1]
+        assert (again.was_recovering, again.recovered) == (True, False)
+        assert events.publications == []  # none recovered, none made up
+        await node.publish(CHANNEL, "live")
+        await until(lambda: [p.data for p in events.publications] == ["live"])
+        assert sub.state is SubscriptionState.SUBSCRIBED
+
+
+@pytest.mark.settings(client=BOUND)
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_sdk_pages_a_history_cut_by_size_with_since(ws_url: str, node: Node):
+    for n in range(20):  # ~10 KB: at least three replies of 4 KB
+        await node.publish(CHANNEL, {"n": n, "pad": "x" * 500})
+    async with sdk_client(ws_url, node) as client:
+        sub, _ = await subscribed(client)
+        got: list[int] = []
+        since = None
+        for _ in range(20):  # bounded: each page holds at least one publication
+            page = await sub.history(limit=20, since=since)
+            got += [p.data["n"] for p in page.publications]
+            if not page.publications or page.publications[-1].offset == page.offset:
+                break
+            since = StreamPosition(page.publications[-1].offset, page.epoch)
+    assert got == list(range(20))

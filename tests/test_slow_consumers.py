@@ -83,12 +83,25 @@ async def test_stalled_client_is_closed_with_3008_while_others_keep_receiving(
 
 @pytest.mark.settings(client={"max_unsent_bytes": 65536})
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
-async def test_reply_larger_than_max_unsent_bytes_reaches_an_idle_client(client, node: Node):
+async def test_a_history_larger_than_the_budget_is_cut_and_paged_on_with_since(client, node: Node):
     c = await client()
-    for i in range(30):
-        await node.publish("news", {"i": i, "pad": PAD})
-    result = await c.result("history", {"channel": "news", "limit": 30})
-    assert len(result["publications"]) == 30  # ~120 KB in one frame
+    for i in range(30):  # ~120 KB: twice the budget
+        top = await node.publish("news", {"i": i, "pad": PAD})
+    got: list[int] = []
+    pages = 0
+    params: dict[str, object] = {"channel": "news", "limit": 30}
+    while True:
+        result = await c.result("history", params)
+        assert (result["offset"], result["epoch"]) == (top.offset, top.epoch)
+        if not result.get("publications"):
+            break
+        pages += 1
+        got += [p["data"]["i"] for p in result["publications"]]
+        last = result["publications"][-1]["offset"]
+        params = {**params, "since": {"offset": last, "epoch": result["epoch"]}}
+    assert got == list(range(30))
+    assert pages >= 2
+    assert node.hub.num_clients == 1  # never closed as slow
 
 
 @pytest.mark.settings(client={"max_unsent_bytes": 64 << 20})

@@ -275,3 +275,46 @@ async def test_json_and_msgpack_subscribers_receive_the_same_publication(open_cl
     await node.publish("news", {"n": 1, "s": "é"})
     for c in clients:
         assert (await c.push("pub", "news"))["pub"] == {"data": {"n": 1, "s": "é"}, "offset": 1}
+
+
+HUGE = 2**70  # past 64 bits: JSON carries it, Redis and msgpack do not
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"history": {"channel": "news", "limit": HUGE}},
+        {"history": {"channel": "news", "limit": 5, "since": {"offset": HUGE, "epoch": ""}}},
+        {"history": {"channel": "news", "limit": 5, "since": {"offset": 2**63, "epoch": ""}}},
+        {"history": {"channel": "news", "limit": 5, "reverse": True, "since": {"offset": HUGE}}},
+        {"subscribe": {"channel": "news", "recover": True, "offset": HUGE, "epoch": ""}},
+        {"subscribe": {"channel": "news", "recover": True, "offset": 2**63, "flag": HUGE}},
+        {"publish": {"channel": "news", "data": {"n": HUGE, "s": "\ud800"}}},
+        {"publish": {"channel": "{" * 200, "data": 1}},
+        {"presence": {"channel": "news:" + "x" * 300}},
+        {"rpc": {"method": {"not": "a string"}}},
+        {"sub_refresh": {"channel": "news", "token": "x" * 5000}},
+        {"refresh": {"token": 5}},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+@pytest.mark.gen_test
+async def test_client_caused_problems_never_answer_temporary(
+    open_client, node: Node, command, caplog
+):
+    """Bad input gets its own code (or a result), never 100 and never a traceback.
+
+    JSON only: msgpack cannot carry the 70-bit integers."""
+    c = await open_client(Encoding.JSON)
+    await c.connect()
+    await node.publish("news", "one")
+    epoch = (await node.position("news")).epoch
+    for params in command.values():
+        for key in ("since", None):
+            target = params.get(key) if key else params
+            if isinstance(target, dict) and target.get("epoch") == "":
+                target["epoch"] = epoch
+    answer = await c.call(*next(iter(command.items())))
+    assert answer.get("error", {}).get("code") != 100, answer
+    bad = [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]

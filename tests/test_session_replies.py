@@ -1,0 +1,135 @@
+"""Every command id gets exactly one reply (server/session.py), under real broker
+faults: a Valkey of the test's own that refuses PUBLISH (an ACL rule, so joins
+fail after the subscribe reply is queued) or that is stopped outright.
+
+Absence of a second reply is proven without waiting: commands of a connection
+run one at a time, work after a reply finishes before the next command starts,
+so once a last command (`SENTINEL`) is answered, every reply to the earlier
+ones has been sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from server.auth.cli import mint
+from server.config import Settings, load_settings
+from server.embedded import EmbeddedServer
+from server.node import Node
+from server.protocol import Encoding
+from tests.client import ProtoClient
+
+SENTINEL = 999
+
+
+@pytest.fixture
+def broker_type() -> str:
+    return "redis"
+
+
+@pytest.fixture
+def settings(embedded_redis: EmbeddedServer, redis_prefix: str) -> Settings:
+    """The Redis broker on this test's own Valkey, which the test may break."""
+    return load_settings(env={}).with_overrides(
+        broker={"type": "redis"},
+        redis={"url": embedded_redis.url, "prefix": redis_prefix, "command_timeout": 2.0},
+    )
+
+
+@pytest.fixture
+def valkey(embedded_redis: EmbeddedServer) -> Iterator[Redis]:
+    client = Redis.from_url(embedded_redis.url)
+    yield client
+    client.close()
+
+
+def token(node: Node, user: str = "alice", **claims: Any) -> str:
+    return mint(node.settings.auth.hmac_secret, user, **claims)
+
+
+async def answers(c: ProtoClient, *commands: dict[str, Any]) -> Counter[int]:
+    """Sends `commands` and a sentinel in one frame; how many replies each id got."""
+    await c.send(*commands, {"id": SENTINEL, "rpc": {"method": "sentinel"}})
+    replies: Counter[int] = Counter()
+    while True:
+        message = await c.recv()
+        assert message is not None, f"closed {c.conn.close_code} before the sentinel"
+        if message.get("id"):
+            replies[message["id"]] += 1
+            if message["id"] == SENTINEL:
+                return replies
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_join_that_fails_after_the_subscribe_reply_adds_no_second_reply(
+    client, node: Node, valkey: Redis, caplog: pytest.LogCaptureFixture
+):
+    c = await client()
+    valkey.acl_setuser("default", enabled=True, nopass=True, commands=["-publish"])
+    replies = await answers(c, {"id": 1, "subscribe": {"channel": "news"}})
+    assert replies == Counter({1: 1, SENTINEL: 1})
+    assert any("join" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    no_errors_logged(caplog)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_joins_that_fail_after_the_connect_reply_add_no_second_reply(
+    open_client, node: Node, valkey: Redis, encoding: Encoding, caplog: pytest.LogCaptureFixture
+):
+    c = await open_client(encoding)
+    valkey.acl_setuser("default", enabled=True, nopass=True, commands=["-publish"])
+    connect = {"token": token(node, channels=["news", "room"])}
+    replies = await answers(c, {"id": 1, "connect": connect})
+    assert replies == Counter({1: 1, SENTINEL: 1})
+    no_errors_logged(caplog)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_method_gets_exactly_one_reply_while_valkey_is_stopped(
+    client, node: Node, embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
+):
+    async def publishes(session: Any, data: Any) -> Any:
+        await node.publish("news", data)
+
+    async def received(session: Any, data: Any) -> None:
+        await node.publish("news", data)
+
+    node.rpc_handlers["publish"] = publishes
+    node.send_handler = received
+    c = await client(token=token(node))
+    sub_token = token(node, channel="before", info={"v": 1})
+    await c.result("subscribe", {"channel": "before", "token": sub_token})
+    await c.result("subscribe", {"channel": "other"})
+    embedded_redis.stop()
+
+    commands = [
+        {"subscribe": {"channel": "news"}},
+        {"unsubscribe": {"channel": "other"}},
+        {"publish": {"channel": "news", "data": 1}},
+        {"history": {"channel": "news", "limit": 10}},
+        {"presence": {"channel": "before"}},
+        {"presence_stats": {"channel": "before"}},
+        {"refresh": {"token": token(node, info={"new": True})}},
+        {"sub_refresh": {"channel": "before", "token": token(node, channel="before", info=2)}},
+        {"rpc": {"method": "publish", "data": 1}},
+        {"send": {"data": 1}},
+        {"connect": {}},  # already connected: closes, unanswered, after the sentinel
+    ]
+    numbered = [{"id": i, **command} for i, command in enumerate(commands[:-1], 1)]
+    replies = await answers(c, *numbered)
+    assert replies == Counter({i: 1 for i in [*range(1, len(commands)), SENTINEL]})
+    # A fresh connection still connects (connect needs no broker) and is answered once.
+    fresh = await client(connect=False)
+    assert await answers(fresh, {"id": 1, "connect": {}}) == Counter({1: 1, SENTINEL: 1})
+    no_errors_logged(caplog)
