@@ -189,3 +189,12 @@ async def test_a_broker_that_lost_acknowledged_publications_starts_a_new_epoch(
     assert after.offset == 1
     found = await node.history("log:a", HistoryQuery(limit=-1))
     assert [p.data for p in found.publications] == [{"n": "after"}]
+
+
+@pytest.mark.gen_test
+async def test_data_json_allows_but_msgpack_does_not_reaches_the_log(
+    node: Node, durable: Durable, mongo_store: MongoStore
+) -> None:
+    position = await node.publish("log:a", {"big": 2**70, "text": "\ud800"})
+    await durable.writer.flush()
+    assert await logged_offsets(mongo_store, "log:a", position.epoch) == [1]

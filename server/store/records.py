@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from server.protocol import Publication
+from server.protocol import Encoding, Publication, encode
 
 __all__ = ["LogRecord", "RetainedState", "publication_from_document"]
 
@@ -39,7 +39,7 @@ class LogRecord:
     def of(
         cls, channel: str, pub: Publication, time: float, ttl: float, retain: bool = False
     ) -> LogRecord:
-        payload = msgpack.packb(pub.to_dict(), use_bin_type=True)
+        payload = encode(pub.to_dict(), Encoding.MSGPACK)  # as the broker carries it
         return cls(channel, pub.epoch, pub.offset, payload, time, ttl, retain)
 
     def document(self) -> dict[str, Any]:
