@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import msgpack
+from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from server.api.executor import ApiExecutor
@@ -31,6 +32,9 @@ __all__ = ["MSGPACK_TYPES", "ApiHandler"]
 log = logging.getLogger(__name__)
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+
+DISCARD_BYTES = 1 << 20
+"""Body bytes past `api.max_body_bytes` read (and dropped) before the connection is closed."""
 
 _MESSAGES = {
     400: "bad request",
@@ -120,6 +124,10 @@ class ApiHandler(RequestHandler):
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             self._too_large()
             return
+        if isinstance(self.request.connection, HTTP1Connection):
+            # Past the limit the body is read on (and dropped) so the client hears
+            # the 413, but not without end: beyond this Tornado closes the connection.
+            self.request.connection.set_max_body_size(self.max_body_bytes + DISCARD_BYTES)
         self.clear_header("Connection")  # accepted: the body will be read
 
     def data_received(self, chunk: bytes) -> None:
