@@ -66,10 +66,14 @@ def _decode(body: bytes, encoding: Encoding) -> Any:
     if encoding is Encoding.JSON:
         try:
             return json.loads(body, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("body is not valid JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"body is not valid JSON: {exc}") from None
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except msgpack.StackError:
+        raise ValueError("body is not valid msgpack: nested too deeply") from None
     except Exception as exc:  # the decoder's errors have no common base
         raise ValueError(f"body is not valid msgpack: {type(exc).__name__}") from None
 
