@@ -25,7 +25,7 @@ class PendingConnections:
     """Counts pending connections by key (any hashable, e.g. the socket).
 
     `add` counts one (waiting for its head), `busy` marks that its head arrived,
-    `wait` that it waits for a head again, `remove` that it upgraded or closed.
+    `wait` that it waits for a head (again), `remove` that it upgraded or closed.
     `close` callbacks must end with `remove` of their key.
     """
 
@@ -44,14 +44,23 @@ class PendingConnections:
         """How many wait for a request head (and could be dropped)."""
         return len(self._waiting)
 
-    def drop_longest_waiting(self) -> bool:
-        """Close the connection that has waited longest for a head; False if none waits."""
-        if not self._waiting:
-            return False
-        key, close = self._waiting.popitem(last=False)
+    def longest_waiting(self) -> Hashable | None:
+        """The connection that has waited longest for a request head, if any."""
+        return next(iter(self._waiting), None)
+
+    def drop(self, key: Hashable) -> None:
+        """Close `key`, a waiting connection, to make room."""
+        close = self._waiting.pop(key)
         self.dropped += 1
         close()
         self.remove(key)  # in case `close` did not
+
+    def drop_longest_waiting(self) -> bool:
+        """Close the connection that has waited longest for a head; False if none waits."""
+        key = self.longest_waiting()
+        if key is None:
+            return False
+        self.drop(key)
         return True
 
     def add(self, key: Hashable, close: Callable[[], None]) -> None:

@@ -169,6 +169,7 @@ class Listener:
         self._paused_log = Repeated(log, self._log_interval)
         self._shed_log = Repeated(log, self._log_interval)
         self._arrivals: dict[socket.socket, _Arrival] = {}  # heads not all there yet
+        self._batch: set[socket.socket] = set()  # accepted by the running `_accept`
         self.upgraded = 0  # handshakes answered here rather than by Tornado
         self.refused = 0  # accepted and closed at once: every pending connection busy
 
@@ -202,27 +203,52 @@ class Listener:
         self._accepting = on
 
     def _accept(self, sock: socket.socket, events: int) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if not self._accepting:
-                return  # paused or stopped by an earlier accept of this batch
-            try:
-                conn, address = sock.accept()
-            except BlockingIOError:
-                self._caught_up()
-                return
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                if exc.errno in _OUT_OF_DESCRIPTORS and self.pending.drop_longest_waiting():
-                    self._shed_log(
-                        "out of file descriptors (open-files limit %d): closed the "
-                        "connection waiting longest for its request head",
-                        _open_files_limit(),
-                    )
+        try:
+            for _ in range(ACCEPT_BATCH):
+                if not self._accepting:
+                    return  # paused or stopped by an earlier accept of this batch
+                try:
+                    conn, address = sock.accept()
+                except BlockingIOError:
+                    self._caught_up()
+                    return
+                except ConnectionAbortedError:
                     continue
-                self._pause(exc)
-                return
-            self._accepted(conn, address)
+                except OSError as exc:
+                    if exc.errno in _OUT_OF_DESCRIPTORS and self._make_room():
+                        self._shed_log(
+                            "out of file descriptors (open-files limit %d): closed the "
+                            "connection waiting longest for its request head",
+                            _open_files_limit(),
+                        )
+                        continue
+                    self._pause(exc)
+                    return
+                self._batch.add(conn)
+                self._accepted(conn, address)
+        finally:
+            self._batch.clear()
+
+    def _make_room(self, spare_batch: bool = True) -> bool:
+        """Close the connection waiting longest for its request head; False when none can be.
+
+        One whose head has all arrived meanwhile (the loop has not had its turn
+        yet) is served instead, and the next one tried. With `spare_batch`, one
+        accepted in this batch is left alone: closing what was just accepted, for
+        a newcomer that may say nothing either, would only churn.
+        """
+        pending = self.pending
+        while (key := pending.longest_waiting()) is not None:
+            if spare_batch and key in self._batch:
+                return False
+            arrival = self._arrivals.get(key)  # type: ignore[call-overload]
+            if arrival is None or not _head_arrived(arrival.sock):
+                pending.drop(key)
+                return True
+            self._readable(arrival)  # served (or found closed): it waits no more
+            if arrival.sock.fileno() < 0:
+                return True
+        return False
 
     def _pause(self, exc: OSError) -> None:
         """Stop accepting for ACCEPT_PAUSE: the connections wait in the kernel's backlog."""
@@ -250,13 +276,16 @@ class Listener:
     # Accepted connections ----------------------------------------------------
 
     def _accepted(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        conn.setblocking(False)
         pending = self.pending
         if pending.count >= pending.limit:
-            if not pending.drop_longest_waiting():
+            # A newcomer whose request is all there is a client, not a slowloris:
+            # it may take the place of one that said nothing, however young.
+            if not self._make_room(spare_batch=not _head_arrived(conn)):
                 self.refused += 1
                 self._shed_log(
                     "%d connections not upgraded yet (server.max_pending_connections), "
-                    "all busy with requests: refused a new one",
+                    "none to close now (busy with requests, or just accepted): refused a new one",
                     pending.count,
                 )
                 conn.close()
@@ -266,7 +295,6 @@ class Listener:
                 "the one waiting longest for its request head",
                 pending.limit,
             )
-        conn.setblocking(False)
         loop = asyncio.get_running_loop()
         arrival = _Arrival(conn, address, loop.time() + self.head_timeout)
         arrival.timer = loop.call_at(arrival.deadline, self._drop_early, conn)
@@ -315,7 +343,8 @@ class Listener:
         if upgrade is not None and self._upgrade(conn, address, *upgrade):
             self.pending.remove(conn)  # a WebSocket now (or gone)
             return
-        self._to_tornado(conn, address, arrival.deadline)
+        complete = _HEAD_END.search(data) is not None
+        self._to_tornado(conn, address, arrival.deadline, complete)
 
     def _upgrade(
         self, conn: socket.socket, address: tuple[str, int], headers: dict[str, str], size: int
@@ -344,7 +373,11 @@ class Listener:
         asyncio.get_running_loop().create_task(adopt(conn, endpoint, encoding, ip))
         return True
 
-    def _to_tornado(self, conn: socket.socket, address: tuple[str, int], deadline: float) -> None:
+    def _to_tornado(
+        self, conn: socket.socket, address: tuple[str, int], deadline: float, complete: bool
+    ) -> None:
+        """Tornado serves `conn` from here; `complete`: its whole head has arrived
+        (so it is busy with a request, else it still waits for its head)."""
         http = self._http
         stream: _HeldStream | None = None
         try:
@@ -355,7 +388,10 @@ class Listener:
                 max_buffer_size=http.max_buffer_size,
                 read_chunk_size=http.read_chunk_size,
             )
-            self.pending.wait(conn, stream.close)  # dropped from now on by closing the stream
+            if complete:
+                self.pending.busy(conn)
+            else:
+                self.pending.wait(conn, stream.close)  # dropped by closing the stream now
             http.handle_stream(stream, address)
         except Exception:
             log.exception("handing a connection to Tornado failed")
@@ -418,6 +454,17 @@ class _HeldStream(IOStream):
     def close(self, exc_info: Any = False) -> None:
         super().close(exc_info)
         self._listener.pending.remove(self._key)
+
+
+def _head_arrived(sock: socket.socket) -> bool:
+    """Whether a whole request head (or all MAX_HEAD bytes, or the end) is waiting on `sock`."""
+    try:
+        data = sock.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # `_readable` finds out and closes it
+    return not data or len(data) >= MAX_HEAD or _HEAD_END.search(data) is not None
 
 
 def _open_files_limit() -> int:
