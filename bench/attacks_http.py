@@ -529,7 +529,7 @@ def _stopped(proc: subprocess.Popen[bytes]) -> Iterator[None]:
             proc.wait()
 
 
-def slowloris(root: Path, tmp: Path) -> dict[str, str]:
+def slowloris(root: Path, tmp: Path, attackers: int = 1000) -> dict[str, str]:
     env = server_env(
         SERVER__HEAD_TIMEOUT="2", SERVER__MAX_PENDING_CONNECTIONS="256", LOG__REPEAT_INTERVAL="2"
     )
@@ -537,8 +537,8 @@ def slowloris(root: Path, tmp: Path) -> dict[str, str]:
     with _stopped(proc):
         ws = WsProbe(port)
         probes = Probes()
-        with Watch(proc.pid, stderr) as watch, Attackers(port, 1000) as attack:
-            attack.wait_open(256, 5.0)
+        with Watch(proc.pid, stderr) as watch, Attackers(port, attackers) as attack:
+            attack.wait_open(min(attackers, 256), 5.0)
             probes.run(port, ws, ATTACK_SECONDS)
             held = attack.open
         ws.close()
@@ -608,9 +608,45 @@ def nesting(root: Path, tmp: Path) -> dict[str, str]:
             for name, (body, packed, method) in bodies.items():
                 status, answer = api_post(port, method, body, msgpack=packed)
                 results[name] = f"HTTP {status}: {_error_of(answer, packed)}"
+            # A pattern a backtracking matcher takes minutes over, with one long channel.
+            ws = WsProbe(port)
+            ws.command("subscribe", {"channel": "a" * 100})
+            pattern = json.dumps({"pattern": "*a" * 8 + "b"}).encode()
+            start = time.perf_counter()
+            try:
+                status, _ = api_post(port, "channels", pattern, timeout=10.0)
+                took = f"HTTP {status} in {time.perf_counter() - start:.3f} s"
+            except TimeoutError:
+                took = "no answer in 10 s (the event loop is blocked)"
+            ws.close()
+            results["channels pattern *a*a*a*a*a*a*a*ab, one 100-character channel"] = took
         results["log lines"] = str(watch.log_lines)
         results["tracebacks"] = str(watch.tracebacks)
     return results
+
+
+def redis_down(root: Path, tmp: Path, seconds: float = 20.0) -> dict[str, str]:
+    """Not an attack: Redis stops for `seconds` under a node with default settings."""
+    from server.embedded import EmbeddedValkey
+
+    with EmbeddedValkey(tmp / "valkey", persist=False) as valkey:
+        env = server_env(BROKER__TYPE="redis")
+        env["REDIS_URL"] = valkey.url
+        proc, _, stderr = _served(env, tmp, "redis_down", root)
+        with _stopped(proc):
+            valkey.stop()
+            start = stderr.stat().st_size
+            time.sleep(seconds)
+            down = stderr.read_bytes()[start:].decode(errors="replace").splitlines()
+            valkey.start()
+            time.sleep(8.0)
+            after = stderr.read_bytes()[start:].decode(errors="replace").splitlines()[len(down) :]
+    warnings = [line for line in down if " WARNING " in line]
+    return {
+        f"warning lines in {seconds:g} s down": str(len(warnings)),
+        "distinct warnings": str(len({w.split(": ", 2)[1][:40] for w in warnings})),
+        "lines once it is back": str(len([a for a in after if " tornado.access: " not in a])),
+    }
 
 
 def _error_of(answer: bytes, packed: bool) -> str:
@@ -624,10 +660,17 @@ def _error_of(answer: bytes, packed: bool) -> str:
     return json.dumps(error)[:100]
 
 
+def slowloris_few(root: Path, tmp: Path) -> dict[str, str]:
+    """Fewer slow heads than max_pending_connections: head_timeout closes them."""
+    return slowloris(root, tmp, attackers=200)
+
+
 SCENARIOS: dict[str, Callable[[Path, Path], dict[str, str]]] = {
+    "slowloris_few": slowloris_few,
     "slowloris": slowloris,
     "fds": fds,
     "nesting": nesting,
+    "redis_down": redis_down,
 }
 
 
