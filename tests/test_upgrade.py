@@ -371,3 +371,16 @@ async def until(condition, timeout: float = 5 * TIMEOUT_SCALE) -> None:  # type:
     while not condition():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.gen_test
+async def test_stopping_closes_the_connections_that_said_nothing(
+    listened: tuple[Listener, str],
+) -> None:
+    listener, _ = listened
+    reader, writer = await connect(listened)
+    await until(lambda: listener.pending.count == 1)
+    listener.stop()
+    await closed_in(reader, SLACK)
+    assert listener.pending.count == 0
+    writer.close()

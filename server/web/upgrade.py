@@ -180,7 +180,9 @@ class Listener:
         self._listen(True)
 
     def stop(self) -> None:
-        """Stop accepting and close the listening sockets (like HTTPServer.stop)."""
+        """Stop accepting and close the listening sockets (like HTTPServer.stop), and
+        the connections whose request head has not arrived (Tornado's are closed by
+        `HTTPServer.close_all_connections`)."""
         self._listen(False)
         if self._resume is not None:
             IOLoop.current().remove_timeout(self._resume)
@@ -188,6 +190,8 @@ class Listener:
         for sock in self._sockets:
             sock.close()
         self._sockets = []
+        for conn in list(self._arrivals):
+            self._drop_early(conn)
 
     # Accepting -----------------------------------------------------------------
 
@@ -296,7 +300,7 @@ class Listener:
                 pending.limit,
             )
         loop = asyncio.get_running_loop()
-        arrival = _Arrival(conn, address, loop.time() + self.head_timeout)
+        arrival = _Arrival(conn, address, loop, loop.time() + self.head_timeout)
         arrival.timer = loop.call_at(arrival.deadline, self._drop_early, conn)
         self._arrivals[conn] = arrival
         pending.add(conn, lambda: self._drop_early(conn))
@@ -308,7 +312,7 @@ class Listener:
         if arrival is not None:
             if arrival.timer is not None:
                 arrival.timer.cancel()
-            asyncio.get_running_loop().remove_reader(conn.fileno())
+            arrival.loop.remove_reader(conn.fileno())
             conn.close()
         self.pending.remove(conn)
 
@@ -404,11 +408,18 @@ class Listener:
 class _Arrival:
     """An accepted socket until its request head is complete (or its deadline)."""
 
-    __slots__ = ("address", "deadline", "seen", "sock", "timer")
+    __slots__ = ("address", "deadline", "loop", "seen", "sock", "timer")
 
-    def __init__(self, sock: socket.socket, address: tuple[str, int], deadline: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+    ) -> None:
         self.sock = sock
         self.address = address
+        self.loop = loop  # whose reader watches it
         self.deadline = deadline
         self.seen = 0  # bytes of the head peeked at so far
         self.timer: asyncio.TimerHandle | None = None
