@@ -50,7 +50,7 @@ from server.node import Node
 from server.stats import NodeStats
 from server.store.keys import KeyStore
 from server.web.app import make_app
-from server.web.upgrade import Listener
+from server.web.upgrade import Listener, make_server
 from server.web.websocket import close_websockets
 from server.workers import run_workers
 
@@ -242,8 +242,7 @@ async def serve(
     await stats.start()
     lookup = KeyStore(backends.mongo).verify if backends.mongo is not None else None
     api_keys = ApiKeyChecker(settings.api.keys, lookup)
-    server = HTTPServer(make_app(node, backends.checks(), api_keys), xheaders=True)
-    listener = Listener(server)
+    server, listener = make_server(make_app(node, backends.checks(), api_keys), settings)
     if sockets is None:
         sockets = bind_sockets(
             settings.server.port, settings.server.host, backlog=settings.server.backlog

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from server.broker.base import Broker
+from server.logs import Repeated
 from server.protocol import Encoding, encode
 
 __all__ = ["Cluster", "SurveyHandler"]
@@ -65,8 +66,10 @@ class Cluster:
         on_command: Callable[[str, dict[str, Any]], None],
         survey_handlers: Mapping[str, SurveyHandler],
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        repeat_interval: float = 10.0,
     ) -> None:
         self.uid = str(uuid.uuid4())
+        self._announce_log = Repeated(log, repeat_interval)
         self._broker = broker
         self._interval = interval
         self._local_info = local_info
@@ -111,7 +114,9 @@ class Cluster:
         try:
             await self._send(ANNOUNCE, self._local_info())
         except Exception as exc:
-            log.warning("node announcement failed: %s", exc)
+            self._announce_log("node announcement failed: %s", exc)
+        else:
+            self._announce_log.recovered("node announcements sent again")
 
     # Sending -----------------------------------------------------------------
 

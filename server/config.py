@@ -71,10 +71,12 @@ class ServerSettings:
     event_loop: str = field(default="auto", metadata={"choices": LOOP_CHOICES})
     # Seconds a new connection may take to send its whole request head (then closed).
     head_timeout: float = field(default=10.0, metadata=_range(0.01))
-    # Seconds a keep-alive HTTP connection may sit idle between requests.
+    # Seconds a keep-alive HTTP connection may sit idle between requests (and a
+    # request body may take).
     idle_timeout: float = field(default=30.0, metadata=_range(0.01))
     # Accepted sockets that have not upgraded to WebSocket yet (HTTP requests in
-    # progress, handshakes); accepts beyond are closed at once.
+    # progress, handshakes); beyond, the one waiting longest for its request head
+    # is closed (see server/web/pending.py).
     max_pending_connections: int = field(default=1024, metadata=_range(1))
     # Peers whose X-Forwarded-For / X-Real-Ip / X-Forwarded-Proto headers are believed
     # (exact addresses or CIDR blocks); from anyone else they are ignored.

@@ -55,7 +55,9 @@ def configure(settings: LogSettings) -> None:
 class Repeated:
     """Logs a failure that repeats at a bounded rate: the first occurrence at once,
     then at most one line per `interval` seconds saying how many happened since.
-    `recovered` logs one line (with the count) when the failure stops.
+    `recovered` logs one line (with the count) when the failure stops; with
+    `quiet`, only once no failure came for that long, so that it can be called on
+    every success and a failure that comes and goes logs no more than one that stays.
 
     The clock is passed in for tests; it defaults to `time.monotonic`.
     """
@@ -68,10 +70,11 @@ class Repeated:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = logger
-        self._interval = interval
+        self.interval = interval
         self._level = level
         self._clock = clock
         self._last: float | None = None  # when a line was last written
+        self._last_failure = 0.0
         self._suppressed = 0  # occurrences since that line
         self.total = 0  # occurrences since the failure began
 
@@ -82,8 +85,8 @@ class Repeated:
     def __call__(self, message: str, *args: object) -> bool:
         """Count one occurrence; returns whether a line was written."""
         self.total += 1
-        now = self._clock()
-        if self._last is not None and now - self._last < self._interval:
+        now = self._last_failure = self._clock()
+        if self._last is not None and now - self._last < self.interval:
             self._suppressed += 1
             return False
         if self._suppressed and self._last is not None:
@@ -93,8 +96,11 @@ class Repeated:
         self._last, self._suppressed = now, 0
         return True
 
-    def recovered(self, message: str, *args: object) -> None:
-        """The failure stopped: one line with how often it happened, then reset."""
+    def recovered(self, message: str, *args: object, quiet: float = 0.0) -> None:
+        """The failure stopped: one line with how often it happened, then reset;
+        nothing yet if the last failure was less than `quiet` seconds ago."""
+        if self.total and self._clock() - self._last_failure < quiet:
+            return
         if self.total:
             self._log.info(f"{message} (after {self.total} failures)", *args)
         self._last, self._suppressed, self.total = None, 0, 0

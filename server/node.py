@@ -33,6 +33,7 @@ from server.cluster import Cluster
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
+from server.logs import Repeated
 from server.metrics import Metrics
 from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 from server.replies import ReplyBounds
@@ -52,15 +53,18 @@ SendHandler = Callable[["Session", Any], Awaitable[None]]
 
 
 @contextmanager
-def _broker_failure(action: str, channel: str) -> Iterator[None]:
-    """Broker trouble becomes error 100 (temporary); the details stay in the log."""
+def _broker_failure(failures: Repeated, action: str, channel: str) -> Iterator[None]:
+    """Broker trouble becomes error 100 (temporary); the details stay in the log,
+    at most one line per `log.repeat_interval` while it lasts."""
     try:
         yield
     except ReplyError:
         raise
     except Exception as exc:
-        log.warning("%s %r failed: %s", action, channel, exc)
+        failures("%s %r failed: %s", action, channel, exc)
         raise ReplyError(ErrorCode.INTERNAL) from None
+    if failures.failing:
+        failures.recovered("broker calls succeed again", quiet=failures.interval)
 
 
 class Node:
@@ -97,6 +101,7 @@ class Node:
         self._broker_checked = asyncio.Event()
         self._broker_checked.set()
         self.metrics = Metrics()
+        self._broker_log = Repeated(log, settings.log.repeat_interval)
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
         self.cluster = Cluster(
@@ -106,6 +111,7 @@ class Node:
             self._on_command,
             {"channels": self._channels_answer},
             self.spawn,
+            settings.log.repeat_interval,
         )
 
     # Life cycle --------------------------------------------------------------
@@ -228,7 +234,7 @@ class Node:
                     try:
                         await self.presence.add_presence(channel, session.client_id, info)
                     except Exception as exc:
-                        log.warning("presence refresh failed: %s", exc)
+                        self._broker_log("presence refresh failed: %s", exc)
                         break
 
     # Channels ----------------------------------------------------------------
@@ -274,7 +280,7 @@ class Node:
             try:
                 await self.broker.subscribe([channel])
             except Exception as exc:
-                log.warning("broker subscribe to %r failed: %s", channel, exc)
+                self._broker_log("broker subscribe to %r failed: %s", channel, exc)
                 future.set_exception(ReplyError(ErrorCode.INTERNAL))
                 future.exception()  # observed here; waiters re-raise it
                 self._broker_subs.pop(channel, None)
@@ -294,7 +300,7 @@ class Node:
             try:
                 await self.broker.unsubscribe([channel])
             except Exception as exc:
-                log.warning("broker unsubscribe from %r failed: %s", channel, exc)
+                self._broker_log("broker unsubscribe from %r failed: %s", channel, exc)
 
     async def publish(
         self,
@@ -323,7 +329,7 @@ class Node:
         self._publishes_done.clear()
         try:
             with (
-                _broker_failure("publish to", channel),
+                _broker_failure(self._broker_log, "publish to", channel),
                 self.metrics.timed(self.metrics.broker_publish),
             ):
                 position = await self.broker.publish(
@@ -375,7 +381,7 @@ class Node:
         broker's window is served from the MongoDB log too (see `Durable.history`)."""
         options = self.channel_options(channel)
         read = partial(self.broker.history, channel, options=self.history_options(options))
-        with _broker_failure("history of", channel):
+        with _broker_failure(self._broker_log, "history of", channel):
             if options.persist and self.durable is not None:
                 return await self.durable.history(channel, query, read)
             return await read(query)
@@ -386,7 +392,7 @@ class Node:
         if not options.retained or self.durable is None:
             return None
         read = partial(self.broker.history, channel, options=self.history_options(options))
-        with _broker_failure("state of", channel):
+        with _broker_failure(self._broker_log, "state of", channel):
             return await self.durable.state(channel, read)
 
     async def set_retained_state(self, channel: str, data: Any) -> None:
@@ -398,7 +404,7 @@ class Node:
         try:
             await self.durable.set_state(channel, data, position)
         except Exception as exc:
-            log.warning("storing the state of %r failed: %s", channel, exc)
+            self._broker_log("storing the state of %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
 
     async def history_reply(
@@ -424,7 +430,7 @@ class Node:
 
     async def remove_history(self, channel: str) -> None:
         self.channel_options(channel)
-        with _broker_failure("remove history of", channel):
+        with _broker_failure(self._broker_log, "remove history of", channel):
             await self.broker.remove_history(channel)
 
     def _sessions_of(self, user: str | None, client_id: str | None) -> list[Session]:
@@ -454,7 +460,7 @@ class Node:
     async def command(self, name: str, params: dict[str, Any]) -> None:
         """Run a user command on every node (see `_run_command`); error 100 if the
         broker cannot carry it."""
-        with _broker_failure("command", name):
+        with _broker_failure(self._broker_log, "command", name):
             await self.cluster.command(name, params)
 
     def _on_command(self, name: str, params: dict[str, Any]) -> None:
@@ -478,7 +484,7 @@ class Node:
                         params["channel"], params.get("info"), params.get("data"), position
                     )
                 except Exception as exc:  # one connection's failure is not the others'
-                    log.warning("server subscribe of %s failed: %s", session.client_id, exc)
+                    self._broker_log("server subscribe of %s failed: %s", session.client_id, exc)
         elif name == "disconnect":
             keep = set(params.get("whitelist") or ())
             reason = Disconnect(params["code"], params["reason"])
@@ -494,7 +500,7 @@ class Node:
     async def channels(self, pattern: str = "") -> dict[str, int]:
         """Channels with subscribers on any node (matching `pattern`), with their
         number of subscribers; nodes that do not answer in time are left out."""
-        with _broker_failure("survey", "channels"):
+        with _broker_failure(self._broker_log, "survey", "channels"):
             answers = await self.cluster.survey(
                 "channels", {"pattern": pattern}, self.settings.api.survey_timeout
             )

@@ -26,6 +26,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from server.errors import Disconnect
+from server.logs import Repeated
 from server.protocol import Encoding, Publication, StreamPosition
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class NodeStats:
         self._last: tuple[float, int, int] | None = None  # (monotonic, in, out)
         self._failing = False
         self._closing = False
+        self._subscribe_failures = Repeated(log, node.settings.log.repeat_interval)
 
     @property
     def enabled(self) -> bool:
@@ -154,8 +156,11 @@ class NodeStats:
         try:
             await self.node.add_subscriber(self.channel, self._as_session)
         except Exception as exc:
-            log.warning("stats: cannot subscribe to %r (%s); retrying next tick", self.channel, exc)
+            self._subscribe_failures(
+                "stats: cannot subscribe to %r (%s); retrying next tick", self.channel, exc
+            )
             return
+        self._subscribe_failures.recovered("stats: subscribed to %r", self.channel)
         self._subscribed = True
 
     def sample(self) -> dict[str, Any]:

@@ -154,6 +154,65 @@ async def test_a_body_that_is_not_json_answers_400(api: ApiCaller, body: bytes) 
     assert body_of(response)["error"]["message"].startswith("body is not valid JSON")
 
 
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b'{"channel": "a", "data": ' + b'{"x":' * DEEP + b"1" + b"}" * DEEP + b"}",
+    ],
+    ids=["body", "data"],
+)
+@pytest.mark.gen_test
+async def test_json_nested_past_what_the_decoder_takes_answers_400_without_a_traceback(
+    api: ApiCaller, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await api.raw("publish", body)
+    assert response.code == 400
+    assert body_of(response)["error"] == {
+        "code": 107,
+        "message": "body is not valid JSON: nested too deeply",
+    }
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+@pytest.mark.gen_test
+async def test_msgpack_nested_past_what_the_decoder_takes_answers_400(
+    api: ApiCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"\x82\xa7channel\xa1a\xa4data" + b"\x91" * DEEP + b"\xc0"
+    response = await api.raw("publish", body, headers={"Content-Type": "application/msgpack"})
+    assert response.code == 400
+    assert msgpack.unpackb(response.body)["error"] == {
+        "code": 107,
+        "message": "body is not valid msgpack: nested too deeply",
+    }
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+@pytest.mark.gen_test
+async def test_data_nested_within_what_the_decoder_takes_but_past_the_limit_answers_107(
+    api: ApiCaller,
+) -> None:
+    data: Any = 1
+    for _ in range(200):
+        data = [data]
+    error = await api.error("publish", {"channel": "a", "data": data})
+    assert error == {"code": 107, "message": "data: nested deeper than 64 levels"}
+
+
+@pytest.mark.gen_test
+async def test_a_channels_pattern_of_a_thousand_nested_braces_is_a_client_error(
+    api: ApiCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = await api.error("channels", {"pattern": "{" * 1000 + "}" * 1000})
+    assert error["code"] == 107 and error["message"].startswith("pattern: ")
+    assert "temporary" not in error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.parametrize("body", [b"[]", b"1", b'"text"', b"null"])
 @pytest.mark.gen_test
 async def test_a_json_body_that_is_not_an_object_answers_400(api: ApiCaller, body: bytes) -> None:

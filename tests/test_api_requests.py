@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from server.api.requests import (
+    MAX_INTEGER,
     BatchRequest,
     BroadcastRequest,
     ChannelsRequest,
@@ -216,3 +217,50 @@ def test_channels_pattern_is_checked() -> None:
 def test_unknown_fields_are_ignored() -> None:
     request = parse(PublishRequest, {"channel": "a", "data": 1, "delta": True}, LIMITS)
     assert request.channel == "a"
+
+
+# What Redis, msgpack and the SDKs can carry ------------------------------------
+
+
+def test_an_integer_of_64_bits_is_accepted_and_one_more_refused() -> None:
+    assert parse(RefreshRequest, {"user": "u", "expire_at": MAX_INTEGER}, LIMITS).expire_at == (
+        MAX_INTEGER
+    )
+    assert error(RefreshRequest, {"user": "u", "expire_at": MAX_INTEGER + 1}).message == (
+        f"expire_at: larger than {MAX_INTEGER}"
+    )
+
+
+def test_a_position_past_64_bits_is_refused() -> None:
+    params = {"user": "u", "channel": "a", "recover_since": {"offset": 2**70, "epoch": "e"}}
+    assert error(SubscribeRequest, params).message == (
+        f"recover_since.offset: larger than {MAX_INTEGER}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "field"),
+    [
+        (PublishRequest, {"channel": "\ud800", "data": 1}, "channel"),
+        (
+            PublishRequest,
+            {"channel": "a", "data": 1, "idempotency_key": "\udfff"},
+            "idempotency_key",
+        ),
+        (PublishRequest, {"channel": "a", "data": 1, "tags": {"\ud800": "v"}}, "tags key"),
+        (PublishRequest, {"channel": "a", "data": 1, "tags": {"k": "\ud800"}}, "tags.k"),
+        (DisconnectRequest, {"user": "\ud800"}, "user"),
+        (DisconnectRequest, {"user": "u", "whitelist": ["\ud800"]}, "whitelist[0]"),
+        (ChannelsRequest, {"pattern": "\ud800*"}, "pattern"),
+    ],
+    ids=["channel", "idempotency-key", "tag-key", "tag-value", "user", "whitelist", "pattern"],
+)
+def test_a_lone_surrogate_outside_free_form_data_is_refused(
+    cls: type[Any], params: dict[str, Any], field: str
+) -> None:
+    assert error(cls, params).message == f"{field}: not valid UTF-8 (a lone surrogate)"
+
+
+def test_free_form_data_may_hold_anything_a_decoder_produced() -> None:
+    data = {"s": "\ud800", "big": 2**70, "bin": b"\x00"}
+    assert parse(PublishRequest, {"channel": "a", "data": data}, LIMITS).data == data

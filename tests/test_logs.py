@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+from collections import Counter
 
 import pytest
 
 from server.config import ConfigError, load_settings
-from server.logs import JsonFormatter
+from server.embedded import EmbeddedServer
+from server.logs import JsonFormatter, Repeated
+from server.node import Node
+from server.stats import NodeStats
+from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 
 
@@ -59,3 +65,75 @@ def test_run_py_writes_json_lines_when_asked(redis_url, tmp_path):
         lines = [ln for ln in server.stderr().splitlines() if ln.strip()]
     parsed = [json.loads(ln) for ln in lines]
     assert any("serving on" in p["message"] for p in parsed)
+
+
+# Repeated failures -------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_recovery_right_after_a_failure_waits_for_a_quiet_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    failures = Repeated(logging.getLogger("wsfan.x"), interval=10.0, clock=clock)
+    caplog.set_level(logging.INFO)
+    for _ in range(5):  # a failure that comes and goes every second
+        failures("down")
+        clock.now += 1
+        failures.recovered("up", quiet=10.0)
+    assert [r.getMessage() for r in caplog.records] == ["down"]
+    clock.now += 10
+    failures.recovered("up", quiet=10.0)
+    assert caplog.records[-1].getMessage() == "up (after 5 failures)"
+
+
+def test_while_redis_is_down_each_failure_is_logged_at_a_bounded_rate_then_its_recovery(
+    embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    interval = 2.0 * TIMEOUT_SCALE
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "redis"},
+        redis={"url": embedded_redis.url, "reconnect_delay_max": 0.1},
+        stats={"interval": 0.1},  # a publish every 0.1 s, each failing while Redis is down
+        api={"node_info_interval": 0.1},
+        log={"repeat_interval": interval},
+    )
+    caplog.set_level(logging.INFO)
+
+    async def outage() -> tuple[list[logging.LogRecord], list[str]]:
+        node = Node(settings)
+        await node.start()
+        stats = NodeStats(node)
+        await stats.start()
+        try:
+            embedded_redis.stop()
+            caplog.clear()
+            await asyncio.sleep(1.5 * interval)  # the window whose lines are counted
+            down = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            embedded_redis.start()
+            wanted = ("broker calls succeed again", "node announcements sent again")
+            deadline = asyncio.get_running_loop().time() + 10 * TIMEOUT_SCALE
+            while asyncio.get_running_loop().time() < deadline:
+                back = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+                if all(any(w in m for m in back) for w in wanted):
+                    break
+                await asyncio.sleep(0.05)
+            return down, back
+        finally:
+            await stats.close()
+            await node.close()
+
+    down, back = asyncio.run(outage())
+    by_logger = Counter(r.name for r in down)
+    # Each failing thing: its first failure, then at most one line per interval.
+    assert by_logger and all(n <= 2 for n in by_logger.values()), by_logger
+    assert not [r for r in down if r.exc_info]
+    assert any("broker calls succeed again (after" in m for m in back), back
+    assert any("node announcements sent again (after" in m for m in back), back

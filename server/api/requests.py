@@ -4,13 +4,19 @@ Field names and meanings follow Centrifugo's server API (what the `cent`
 library sends). `parse(cls, params, limits)` returns the method's request or
 raises `ReplyError(107)` whose message names the field at fault; unknown
 fields are ignored (newer clients send options this server does not act on).
+
+Besides each field's type, every field but the free-form ones (`data`, `info`,
+`override`) must hold what Redis, msgpack and the SDKs can carry: integers up
+to MAX_INTEGER, and strings that are valid UTF-8 (JSON escapes can make lone
+surrogates, which are not). Free-form values are carried whatever they hold
+(see protocol.encode).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from server.api.pattern import compile_pattern
@@ -18,6 +24,7 @@ from server.errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, Re
 from server.protocol import HistoryRequest, StreamPosition, parse_request
 
 __all__ = [
+    "MAX_INTEGER",
     "MAX_REASON_BYTES",
     "BatchRequest",
     "BroadcastRequest",
@@ -37,6 +44,9 @@ __all__ = [
 
 MAX_REASON_BYTES = 123
 """A close frame's reason must fit in 123 bytes."""
+MAX_INTEGER = 2**63 - 1
+"""The largest integer a request field may hold: a signed 64-bit one."""
+_FREE_FORM = frozenset({"data", "info", "override", "commands"})  # checked elsewhere
 
 
 class _Missing:
@@ -229,9 +239,34 @@ class BatchRequest:
             raise bad_request("commands", "expected a list of commands")
 
 
+def _check_portable(name: str, value: Any) -> None:
+    """ReplyError(107) when `value` holds an integer or a string that cannot travel."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(name, "not valid UTF-8 (a lone surrogate)") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value > MAX_INTEGER:
+            raise bad_request(name, f"larger than {MAX_INTEGER}")
+    elif isinstance(value, StreamPosition):
+        _check_portable(f"{name}.offset", value.offset)
+        _check_portable(f"{name}.epoch", value.epoch)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_portable(f"{name}[{i}]", item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_portable(f"{name} key", key)
+            _check_portable(f"{name}.{key}", item)
+
+
 def parse(cls: type[Any], params: Any, limits: Limits) -> Any:
     """The request `cls` from a method's body; ReplyError(107) names the bad field."""
     request = parse_request(cls, params, limits.max_data_depth)
+    for field in fields(request):
+        if field.name not in _FREE_FORM:
+            _check_portable(field.name, getattr(request, field.name))
     if isinstance(request, BroadcastRequest) and (
         len(request.channels) > limits.max_broadcast_channels
     ):

@@ -16,6 +16,8 @@ Promises:
   away or restarted: the caller's pooled connections are likely stale too).
 - `permanent` channels are subscribed on every connection for the whole life
   of this object; `unsubscribe` leaves them alone.
+- While Redis stays away, its failed attempts are logged at most once per
+  `repeat_interval` seconds, with a count, and the reconnect once.
 
 redis-py's own PubSub object resubscribes silently on reconnect; we need to
 know when that happens, so this drives a redis-py `Connection` directly.
@@ -32,6 +34,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
+
+from server.logs import Repeated
 
 __all__ = ["PubSubConnection", "RedisUnavailable"]
 
@@ -56,8 +60,10 @@ class PubSubConnection:
         keepalive: float = 5.0,
         permanent: Iterable[bytes] = (),
         on_lost: Callable[[], None] | None = None,
+        repeat_interval: float = 10.0,
     ) -> None:
         self._client = client
+        self._failures = Repeated(log, repeat_interval)
         self._on_message = on_message
         self._on_reconnect = on_reconnect
         self._on_lost = on_lost
@@ -203,9 +209,11 @@ class PubSubConnection:
                     break
                 if not first:
                     self.reconnects += 1
-                    log.info(
-                        "redis pub/sub reconnected; %d channels resubscribed", len(self._wanted)
-                    )
+                    reconnected = "redis pub/sub reconnected; %d channels resubscribed"
+                    if self._failures.failing:
+                        self._failures.recovered(reconnected, len(self._wanted))
+                    else:
+                        log.info(reconnected, len(self._wanted))
                     self._on_reconnect()
                 first = False
                 delay = self._reconnect_min
@@ -213,7 +221,7 @@ class PubSubConnection:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis pub/sub connection lost: %r", exc)
+                self._failures("redis pub/sub connection lost: %r", exc)
             except Exception:
                 log.exception("redis pub/sub reader failed")
             lost = self.connected

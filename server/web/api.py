@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import msgpack
+from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from server.api.executor import ApiExecutor
@@ -31,6 +32,9 @@ __all__ = ["MSGPACK_TYPES", "ApiHandler"]
 log = logging.getLogger(__name__)
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+
+DISCARD_BYTES = 1 << 20
+"""Body bytes past `api.max_body_bytes` read (and dropped) before the connection is closed."""
 
 _MESSAGES = {
     400: "bad request",
@@ -62,10 +66,14 @@ def _decode(body: bytes, encoding: Encoding) -> Any:
     if encoding is Encoding.JSON:
         try:
             return json.loads(body, parse_constant=_reject_constant)
+        except RecursionError:
+            raise ValueError("body is not valid JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"body is not valid JSON: {exc}") from None
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except msgpack.StackError:
+        raise ValueError("body is not valid msgpack: nested too deeply") from None
     except Exception as exc:  # the decoder's errors have no common base
         raise ValueError(f"body is not valid msgpack: {type(exc).__name__}") from None
 
@@ -120,6 +128,10 @@ class ApiHandler(RequestHandler):
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             self._too_large()
             return
+        if isinstance(self.request.connection, HTTP1Connection):
+            # Past the limit the body is read on (and dropped) so the client hears
+            # the 413, but not without end: beyond this Tornado closes the connection.
+            self.request.connection.set_max_body_size(self.max_body_bytes + DISCARD_BYTES)
         self.clear_header("Connection")  # accepted: the body will be read
 
     def data_received(self, chunk: bytes) -> None:
