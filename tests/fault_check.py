@@ -1,0 +1,316 @@
+"""The verdict after a fault: what publishers were promised against what history
+and each subscriber hold.
+
+`check` pages the channel's history through the server API from its first
+offset (`since` {offset, epoch}, back through MongoDB past the Redis window) and
+compares every acknowledged publication, by offset and by its data's id; then it
+compares each subscriber's publications, by id. Where history cannot be paged
+over an offset, it narrows the failing page down and steps over the unreadable
+offsets one by one, so every readable publication is still counted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+from pymongo import MongoClient
+
+from tests.conftest import TIMEOUT_SCALE
+
+__all__ = ["Acked", "FaultReport", "Received", "SubscriberResult", "check", "spans"]
+
+API_KEY = "k"
+CHANNEL = "log:faults"
+PAGE = 1000  # publications per history call (the server's default history_max_limit)
+TIMEOUT = 5 * TIMEOUT_SCALE
+
+
+@dataclass(frozen=True)
+class Acked:
+    """A publication the server API answered with a position."""
+
+    ident: str
+    offset: int
+    epoch: str
+    port: int
+
+
+@dataclass
+class Received:
+    """What one SDK subscriber saw: (offset, id) of each publication, (was_recovering,
+    recovered, epoch) of each `subscribed` event, (code, reason) of each unsubscribe."""
+
+    name: str
+    port: int
+    publications: list[tuple[int, str]] = field(default_factory=list)
+    subscribed: list[tuple[bool, bool, str]] = field(default_factory=list)
+    unsubscribed: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class SubscriberResult:
+    name: str
+    port: int
+    received: int
+    missed: list[int]  # offsets of acknowledged publications it never got
+    duplicates: int  # publications it got more than once (extra copies)
+    recovered_false: int  # resubscriptions that answered recovered: false
+    epochs: list[str]  # distinct epochs its subscriptions reported, in order
+    unsubscribed: list[tuple[int, str]]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not (self.missed or self.duplicates or self.recovered_false) and len(self.epochs) <= 1
+        )
+
+    def describe(self) -> str:
+        text = (
+            f"{self.name} (port {self.port}): received {self.received}, "
+            f"missed {len(self.missed)}{_at(self.missed)}, {self.duplicates} duplicates, "
+            f"recovered:false {self.recovered_false}"
+        )
+        if len(self.epochs) > 1:
+            text += f"; EPOCH CHANGED {' -> '.join(self.epochs)} (its counts span epochs)"
+        if self.unsubscribed:
+            text += f"; unsubscribed {self.unsubscribed}"
+        return text
+
+
+@dataclass
+class FaultReport:
+    scenario: str
+    acknowledged: int
+    epoch: str  # the channel's epoch when checked
+    acked_epochs: dict[str, int]  # acknowledged publications per epoch
+    missing_from_history: list[int]  # acknowledged offsets history cannot give back
+    mismatched: list[int]  # acknowledged offsets where history holds other data
+    other_epoch: int  # acknowledged in an epoch that is no longer the channel's
+    unreadable: list[tuple[int, int, str]]  # offset spans history would not page over
+    not_in_log: int  # acknowledged (current epoch) without a row in MongoDB: diagnostic
+    subscribers: list[SubscriberResult]
+    failures: dict[str, int] = field(default_factory=dict)  # unacknowledged attempts
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase of the scenario
+    exit_codes: list[tuple[int, int]] = field(default_factory=list)
+    logs: str = ""  # where the servers' logs are
+
+    @property
+    def lost(self) -> int:
+        """Acknowledged publications history does not give back as published."""
+        return len(self.missing_from_history) + len(self.mismatched) + self.other_epoch
+
+    @property
+    def max_missed(self) -> int:
+        return max((len(s.missed) for s in self.subscribers), default=0)
+
+    @property
+    def recovered_false(self) -> int:
+        return sum(s.recovered_false for s in self.subscribers)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.unreadable) and all(s.ok for s in self.subscribers)
+
+    def describe(self) -> str:
+        epochs = ", ".join(f"{e or '?'}: {n}" for e, n in self.acked_epochs.items())
+        lines = [
+            f"{self.scenario}: {'ok' if self.ok else 'FAILED'}; "
+            f"{self.acknowledged} acknowledged (epochs {epochs}); SIGTERM exit codes "
+            f"{self.exit_codes or 'none'}; seconds {self.seconds}",
+            f"  unacknowledged attempts: {self.failures or 'none'}",
+            f"  history (epoch {self.epoch}): {len(self.missing_from_history)} acknowledged "
+            f"missing{_at(self.missing_from_history)}, {len(self.mismatched)} with other "
+            f"data{_at(self.mismatched)}",
+        ]
+        if self.other_epoch:
+            lines.append(
+                f"  EPOCH CHANGED: {self.other_epoch} acknowledged publications are in an "
+                f"epoch the channel no longer has (not readable by since)"
+            )
+        if self.unreadable:
+            shown = "; ".join(f"{a}-{b}: {why}" for a, b, why in self.unreadable[:5])
+            lines.append(f"  history would not page over offsets {shown}")
+        lines.append(f"  MongoDB log: {self.not_in_log} acknowledged publications have no row")
+        lines += [f"  {s.describe()}" for s in self.subscribers]
+        if self.logs:
+            lines.append(f"  server logs: {self.logs}/n*.stderr")
+        return "\n".join(lines)
+
+    def assert_no_loss(self) -> None:
+        assert self.ok, self.describe()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (offset lists as inclusive spans), plus the summary figures."""
+        data = asdict(self)
+        for key in ("missing_from_history", "mismatched"):
+            data[key] = spans(data[key])
+        for sub in data["subscribers"]:
+            sub["missed"] = spans(sub["missed"])
+        data.update(lost=self.lost, max_missed=self.max_missed, ok=self.ok)
+        data["recovered_false"] = self.recovered_false
+        return data
+
+
+def spans(offsets: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted offsets as inclusive runs: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(offsets):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def _at(offsets: list[int], most: int = 4) -> str:
+    if not offsets:
+        return ""
+    runs = [f"{a}-{b}" if a != b else str(a) for a, b in spans(offsets)]
+    more = f", ... {len(runs) - most} more" if len(runs) > most else ""
+    return f" (offsets {', '.join(runs[:most])}{more})"
+
+
+class _Api:
+    """Blocking server API calls to whichever of `ports` answers."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+
+    def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        last: Exception | None = None
+        for port in self.ports:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+            try:
+                conn.request("POST", f"/api/{method}", json.dumps(params), {"X-API-Key": API_KEY})
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc
+                continue
+            finally:
+                conn.close()
+            if response.status == 200:
+                return dict(json.loads(body))
+            last = RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+        raise AssertionError(f"no instance answered {method}: {last!r}")
+
+    def page(self, epoch: str, after: int, limit: int) -> dict[str, Any]:
+        since = {"offset": after, "epoch": epoch}
+        return self.call("history", {"channel": CHANNEL, "since": since, "limit": limit})
+
+
+def read_history(api: _Api, epoch: str, top: int) -> tuple[dict[int, str], list[Any]]:
+    """{offset: id} of everything history gives back in `epoch` up to `top`, and the
+    spans (first, last, error) it would not page over.
+
+    A page that fails is bisected to the first offset it will not give (pages that
+    end before it come back whole); that offset is stepped over, and paging goes on.
+    Two calls per unreadable offset, about ten per run of them.
+    """
+    found: dict[int, str] = {}
+    unreadable: list[tuple[int, int, str]] = []
+    after = 0
+    while after < top:
+        answer = api.page(epoch, after, PAGE)
+        if "error" in answer:
+            good, bad, why = 0, PAGE, _error(answer)
+            first = api.page(epoch, after, 1)  # in a run of holes, most often this one
+            if "error" in first:
+                bad, why = 1, _error(first)
+            else:
+                good, answer = 1, first
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                tried = api.page(epoch, after, mid)
+                if "error" in tried:
+                    bad, why = mid, _error(tried)
+                else:
+                    good, answer = mid, tried
+            if good == 0:  # offset after+1 itself: step over it
+                if unreadable and unreadable[-1][1] == after and unreadable[-1][2] == why:
+                    unreadable[-1] = (unreadable[-1][0], after + 1, why)
+                else:
+                    unreadable.append((after + 1, after + 1, why))
+                after += 1
+                continue
+        pubs = answer["result"]["publications"]
+        if not pubs:  # nothing, yet no error: the rest is beyond reach
+            unreadable.append((after + 1, top, "empty page below the top"))
+            break
+        for pub in pubs:
+            found[pub["offset"]] = (pub.get("data") or {}).get("id", "?")
+        after = pubs[-1]["offset"]
+    return found, unreadable
+
+
+def _error(answer: dict[str, Any]) -> str:
+    error = answer["error"]
+    return f"error {error.get('code')} {error.get('message', '')}".strip()
+
+
+def logged(mongo_url: str, epoch: str) -> dict[int, str]:
+    """{offset: id} of the channel's rows in MongoDB's log, in `epoch`."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=3000)
+    try:
+        rows = client["wsfan"]["publications"].find({"channel": CHANNEL, "epoch": epoch})
+        result = {}
+        for row in rows:
+            pub = msgpack.unpackb(row["pub"], raw=False)
+            result[row["offset"]] = (pub.get("data") or {}).get("id", "?")
+        return result
+    finally:
+        client.close()
+
+
+def _subscriber(received: Received, acked: list[Acked]) -> SubscriberResult:
+    counts = Counter(ident for _, ident in received.publications)
+    epochs: list[str] = []
+    for _, _, epoch in received.subscribed:
+        if epoch and epoch not in epochs:
+            epochs.append(epoch)
+    return SubscriberResult(
+        received.name,
+        received.port,
+        len(received.publications),
+        sorted(a.offset for a in acked if a.ident not in counts),
+        sum(n - 1 for n in counts.values() if n > 1),
+        sum(1 for _, recovered, _ in received.subscribed[1:] if not recovered),
+        epochs,
+        list(received.unsubscribed),
+    )
+
+
+def check(
+    scenario: str,
+    ports: list[int],
+    acked: list[Acked],
+    received: list[Received],
+    mongo_url: str,
+) -> FaultReport:
+    """Compare `acked` with history (read through `ports`) and with each subscriber."""
+    api = _Api(ports)
+    position = api.call("history", {"channel": CHANNEL, "limit": 0})["result"]
+    epoch, top = position["epoch"], position["offset"]
+    found, unreadable = read_history(api, epoch, top)
+    current = [a for a in acked if a.epoch == epoch]
+    in_log = logged(mongo_url, epoch)
+    return FaultReport(
+        scenario=scenario,
+        acknowledged=len(acked),
+        epoch=epoch,
+        acked_epochs=dict(Counter(a.epoch for a in acked)),
+        missing_from_history=sorted(a.offset for a in current if a.offset not in found),
+        mismatched=sorted(
+            a.offset for a in current if a.offset in found and found[a.offset] != a.ident
+        ),
+        other_epoch=len(acked) - len(current),
+        unreadable=unreadable,
+        not_in_log=sum(1 for a in current if in_log.get(a.offset) != a.ident),
+        subscribers=[_subscriber(r, acked) for r in received],
+    )
