@@ -43,12 +43,13 @@ class Acked:
 
 @dataclass
 class Received:
-    """What one SDK subscriber saw: (offset, id) of each publication, (was_recovering,
-    recovered, epoch) of each `subscribed` event, (code, reason) of each unsubscribe."""
+    """What one SDK subscriber saw: (offset, id, epoch of its subscription) of each
+    publication, (was_recovering, recovered, epoch) of each `subscribed` event,
+    (code, reason) of each unsubscribe."""
 
     name: str
     port: int
-    publications: list[tuple[int, str]] = field(default_factory=list)
+    publications: list[tuple[int, str, str]] = field(default_factory=list)
     subscribed: list[tuple[bool, bool, str]] = field(default_factory=list)
     unsubscribed: list[tuple[int, str]] = field(default_factory=list)
 
@@ -63,12 +64,12 @@ class SubscriberResult:
     recovered_false: int  # resubscriptions that answered recovered: false
     epochs: list[str]  # distinct epochs its subscriptions reported, in order
     unsubscribed: list[tuple[int, str]]
+    reused: int  # (epoch, offset) positions it got with two different publications
 
     @property
     def ok(self) -> bool:
-        return (
-            not (self.missed or self.duplicates or self.recovered_false) and len(self.epochs) <= 1
-        )
+        trouble = self.missed or self.duplicates or self.recovered_false or self.reused
+        return not trouble and len(self.epochs) <= 1
 
     def describe(self) -> str:
         text = (
@@ -76,6 +77,8 @@ class SubscriberResult:
             f"missed {len(self.missed)}{_at(self.missed)}, {self.duplicates} duplicates, "
             f"recovered:false {self.recovered_false}"
         )
+        if self.reused:
+            text += f"; {self.reused} POSITIONS REUSED for other publications"
         if len(self.epochs) > 1:
             text += f"; EPOCH CHANGED {' -> '.join(self.epochs)} (its counts span epochs)"
         if self.unsubscribed:
@@ -94,6 +97,7 @@ class FaultReport:
     other_epoch: int  # acknowledged in an epoch that is no longer the channel's
     unreadable: list[tuple[int, int, str]]  # offset spans history would not page over
     not_in_log: int  # acknowledged (current epoch) without a row in MongoDB: diagnostic
+    reused: int  # (epoch, offset) positions acknowledged to two different publications
     subscribers: list[SubscriberResult]
     failures: dict[str, int] = field(default_factory=dict)  # unacknowledged attempts
     seconds: dict[str, float] = field(default_factory=dict)  # per phase of the scenario
@@ -115,7 +119,14 @@ class FaultReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.unreadable) and all(s.ok for s in self.subscribers)
+        trouble = self.lost or self.unreadable or self.reused
+        return not trouble and all(s.ok for s in self.subscribers)
+
+    @property
+    def positions_unique(self) -> bool:
+        """No (epoch, offset) stands for two publications: not in what publishers were
+        told, not in history, not in what any subscriber got."""
+        return not (self.reused or self.mismatched or any(s.reused for s in self.subscribers))
 
     def describe(self) -> str:
         epochs = ", ".join(f"{e or '?'}: {n}" for e, n in self.acked_epochs.items())
@@ -128,6 +139,11 @@ class FaultReport:
             f"missing{_at(self.missing_from_history)}, {len(self.mismatched)} with other "
             f"data{_at(self.mismatched)}",
         ]
+        if self.reused:
+            lines.append(
+                f"  POSITIONS REUSED: {self.reused} (epoch, offset) pairs were acknowledged "
+                f"to two different publications"
+            )
         if self.other_epoch:
             lines.append(
                 f"  EPOCH CHANGED: {self.other_epoch} acknowledged publications are in an "
@@ -144,6 +160,9 @@ class FaultReport:
 
     def assert_no_loss(self) -> None:
         assert self.ok, self.describe()
+
+    def assert_positions_unique(self) -> None:
+        assert self.positions_unique, self.describe()
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (offset lists as inclusive spans), plus the summary figures."""
@@ -269,7 +288,10 @@ def logged(mongo_url: str, epoch: str) -> dict[int, str]:
 
 
 def _subscriber(received: Received, acked: list[Acked]) -> SubscriberResult:
-    counts = Counter(ident for _, ident in received.publications)
+    counts = Counter(ident for _, ident, _ in received.publications)
+    at: dict[tuple[str, int], set[str]] = {}
+    for offset, ident, epoch in received.publications:
+        at.setdefault((epoch, offset), set()).add(ident)
     epochs: list[str] = []
     for _, _, epoch in received.subscribed:
         if epoch and epoch not in epochs:
@@ -283,6 +305,7 @@ def _subscriber(received: Received, acked: list[Acked]) -> SubscriberResult:
         sum(1 for _, recovered, _ in received.subscribed[1:] if not recovered),
         epochs,
         list(received.unsubscribed),
+        sum(1 for idents in at.values() if len(idents) > 1),
     )
 
 
@@ -300,6 +323,9 @@ def check(
     found, unreadable = read_history(api, epoch, top)
     current = [a for a in acked if a.epoch == epoch]
     in_log = logged(mongo_url, epoch)
+    promised: dict[tuple[str, int], set[str]] = {}
+    for a in acked:
+        promised.setdefault((a.epoch, a.offset), set()).add(a.ident)
     return FaultReport(
         scenario=scenario,
         acknowledged=len(acked),
@@ -312,5 +338,6 @@ def check(
         other_epoch=len(acked) - len(current),
         unreadable=unreadable,
         not_in_log=sum(1 for a in current if in_log.get(a.offset) != a.ident),
+        reused=sum(1 for idents in promised.values() if len(idents) > 1),
         subscribers=[_subscriber(r, acked) for r in received],
     )

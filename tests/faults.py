@@ -62,6 +62,12 @@ keys = ["{API_KEY}"]
 [stats]
 interval = 0.0
 
+[auth]
+hmac_secret = "faults-suite-secret-of-thirty-two-bytes-or-more"
+
+[log]
+level = "warning"  # not one access line per publish: the server's CPU goes to the load
+
 [namespaces.log]
 history_size = {HISTORY_SIZE}
 history_ttl = 300.0
@@ -91,9 +97,11 @@ class Deployment:
     """`instances` run.py processes (one worker each) on a test-owned Valkey and
     SecantusDB, all restartable on their ports. Blocking: call from a thread."""
 
-    def __init__(self, tmp_path: Path, instances: int = 1, **env: str) -> None:
+    def __init__(
+        self, tmp_path: Path, instances: int = 1, appendfsync: str = "always", **env: str
+    ) -> None:
         self.tmp_path = tmp_path
-        self.valkey = Valkey(tmp_path / "valkey")
+        self.valkey = Valkey(tmp_path / "valkey", appendfsync)
         self.mongo = EmbeddedSecantus(tmp_path / "secantusdb", persist=True)
         self.servers: list[Server | None] = [None] * instances
         self.ports: list[int] = []
@@ -223,17 +231,21 @@ class Publisher:
 
 
 class _Events(SubscriptionEventHandler):
+    """Records into `into`; a publication carries the epoch of the subscription it
+    came in (the SDK reports `subscribed` before the publications it recovered)."""
+
     def __init__(self, into: Received) -> None:
         self.into = into
+        self.epoch = ""
 
     async def on_publication(self, ctx: PublicationContext) -> None:
-        data = ctx.pub.data
-        self.into.publications.append((ctx.pub.offset, data.get("id", "?")))
+        ident = ctx.pub.data.get("id", "?")
+        self.into.publications.append((ctx.pub.offset, ident, self.epoch))
 
     async def on_subscribed(self, ctx: SubscribedContext) -> None:
         position = ctx.stream_position
-        epoch = position.epoch if position is not None else ""
-        self.into.subscribed.append((ctx.was_recovering, ctx.recovered, epoch))
+        self.epoch = position.epoch if position is not None else ""
+        self.into.subscribed.append((ctx.was_recovering, ctx.recovered, self.epoch))
 
     async def on_unsubscribed(self, ctx: UnsubscribedContext) -> None:
         self.into.unsubscribed.append((ctx.code, ctx.reason))
@@ -331,7 +343,7 @@ class Load:
         deadline = loop.time() + STEP_TIMEOUT
         seen, last_change = -1, loop.time()
         while loop.time() < deadline:
-            got = [{ident for _, ident in s.received.publications} for s in self.subscribers]
+            got = [{p[1] for p in s.received.publications} for s in self.subscribers]
             if all(wanted <= ids for ids in got):
                 return
             total = sum(len(s.received.publications) for s in self.subscribers)
@@ -377,6 +389,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 STALL = 2.5  # seconds Valkey stays stopped: more than redis.command_timeout below
 COMMAND_TIMEOUT = 1.0
 OUTAGE = 1.0  # seconds a killed or stopped backing server stays down
+TAIL = 0.3  # seconds of Valkey's AOF a crash loses (everysec: up to 1 s, or 2 when slow)
 
 
 def steady(d: Deployment) -> None:
@@ -422,6 +435,26 @@ def mongo_restart(d: Deployment) -> None:
     d.mongo.start()
 
 
+def valkey_tail_lost(d: Deployment) -> None:
+    """SIGKILL Valkey and cut its AOF back to what it held TAIL seconds earlier, as
+    a crash of the machine can with appendfsync everysec, then start it again: the
+    channel's list and offset counter roll back."""
+    aof = _last_incr_aof(d.valkey.data_dir / "appendonlydir")
+    size = aof.stat().st_size
+    time.sleep(TAIL)
+    d.valkey.kill()
+    with aof.open("r+b") as f:
+        f.truncate(size)  # a command cut in two is dropped on load (aof-load-truncated)
+    d.valkey.start()
+
+
+def _last_incr_aof(folder: Path) -> Path:
+    """The AOF file Valkey appends to (the manifest's last incremental one)."""
+    manifest = next(folder.glob("*.manifest")).read_text().split("\n")
+    names = [line.split()[1] for line in manifest if line.endswith("type i")]
+    return folder / names[-1]
+
+
 def sigkill(d: Deployment) -> None:
     """SIGKILL the instance under load, then a new one on its port."""
     d.kill(0)
@@ -433,6 +466,7 @@ class Scenario:
     fault: Callable[[Deployment], None]
     instances: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    appendfsync: str = "always"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -445,6 +479,7 @@ SCENARIOS: dict[str, Scenario] = {
     "valkey_kill": Scenario(valkey_kill),
     "mongo_restart": Scenario(mongo_restart),
     "sigkill": Scenario(sigkill),
+    "valkey_tail_lost": Scenario(valkey_tail_lost, appendfsync="everysec"),
 }
 
 
@@ -454,7 +489,7 @@ async def run_scenario(name: str, tmp_path: Path, shape: LoadShape | None = None
     each subscriber got. The deployment is stopped whatever happens."""
     scenario = SCENARIOS[name]
     shape = shape or LoadShape()
-    deployment = Deployment(tmp_path, scenario.instances, **scenario.env)
+    deployment = Deployment(tmp_path, scenario.instances, scenario.appendfsync, **scenario.env)
     load: Load | None = None
     clock = _Phases()
     try:
