@@ -45,6 +45,7 @@ COLUMNS = (
     ("max_missed", "max missed per subscriber"),
     ("recovered_false", "recovered:false"),
     ("unreadable_offsets", "offsets history will not page over"),
+    ("slowest_exit", "slowest exit after SIGTERM (s)"),
 )
 
 
@@ -57,10 +58,13 @@ def run_once(name: str, publishers: int) -> dict[str, Any]:
             report = asyncio.run(run_scenario(name, Path(tmp), shape))
         except Exception as exc:  # a run that could not finish is a result too
             return {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
+        report.logs = ""  # gone with the directory
         result = report.to_dict()
         result["unreadable_offsets"] = sum(b - a + 1 for a, b, _ in report.unreadable)
+        hung = any(code is None for _, code, _ in report.exits)
+        slowest = max((t for _, _, t in report.exits), default="-")
+        result["slowest_exit"] = "hung" if hung else slowest
         result["wall_seconds"] = round(time.monotonic() - started, 1)
-        result["logs"] = ""  # gone with the directory
         print(report.describe(), flush=True)
         return result
 
@@ -82,7 +86,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     head = ["scenario", "runs ok", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in results.items():
-        cells = [f"`{name}`", f"{s['ok']}/{s['runs']}"]
+        errors = f" ({len(s['errors'])} did not finish)" if s["errors"] else ""
+        cells = [f"`{name}`", f"{s['ok']}/{s['runs']}{errors}"]
         cells += [" / ".join(str(v) for v in s[key]) or "-" for key, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,12 +23,21 @@ from pymongo import MongoClient
 
 from tests.conftest import TIMEOUT_SCALE
 
-__all__ = ["Acked", "FaultReport", "Received", "SubscriberResult", "check", "spans"]
+__all__ = [
+    "Acked",
+    "FaultReport",
+    "Received",
+    "SubscriberResult",
+    "check",
+    "spans",
+    "subscriber_result",
+]
 
 API_KEY = "k"
 CHANNEL = "log:faults"
 PAGE = 1000  # publications per history call (the server's default history_max_limit)
 TIMEOUT = 5 * TIMEOUT_SCALE
+SHUTDOWN_TIMEOUT = 10.0  # server.shutdown_timeout: SIGTERM to exit, at most (the default)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,8 @@ class FaultReport:
     subscribers: list[SubscriberResult]
     failures: dict[str, int] = field(default_factory=dict)  # unacknowledged attempts
     seconds: dict[str, float] = field(default_factory=dict)  # per phase of the scenario
-    exit_codes: list[tuple[int, int]] = field(default_factory=list)
+    exits: list[tuple[int, int | None, float]] = field(default_factory=list)  # see `exits_ok`
+    warnings: list[tuple[str, int]] = field(default_factory=list)  # the servers' own, counted
     logs: str = ""  # where the servers' logs are
 
     @property
@@ -118,8 +128,14 @@ class FaultReport:
         return sum(s.recovered_false for s in self.subscribers)
 
     @property
+    def exits_ok(self) -> bool:
+        """Every SIGTERM ended in exit 0 within server.shutdown_timeout (plus slack)."""
+        most = SHUTDOWN_TIMEOUT + TIMEOUT_SCALE
+        return all(code == 0 and t <= most for _, code, t in self.exits)
+
+    @property
     def ok(self) -> bool:
-        trouble = self.lost or self.unreadable or self.reused
+        trouble = self.lost or self.unreadable or self.reused or not self.exits_ok
         return not trouble and all(s.ok for s in self.subscribers)
 
     @property
@@ -132,8 +148,7 @@ class FaultReport:
         epochs = ", ".join(f"{e or '?'}: {n}" for e, n in self.acked_epochs.items())
         lines = [
             f"{self.scenario}: {'ok' if self.ok else 'FAILED'}; "
-            f"{self.acknowledged} acknowledged (epochs {epochs}); SIGTERM exit codes "
-            f"{self.exit_codes or 'none'}; seconds {self.seconds}",
+            f"{self.acknowledged} acknowledged (epochs {epochs}); seconds {self.seconds}",
             f"  unacknowledged attempts: {self.failures or 'none'}",
             f"  history (epoch {self.epoch}): {len(self.missing_from_history)} acknowledged "
             f"missing{_at(self.missing_from_history)}, {len(self.mismatched)} with other "
@@ -154,6 +169,16 @@ class FaultReport:
             lines.append(f"  history would not page over offsets {shown}")
         lines.append(f"  MongoDB log: {self.not_in_log} acknowledged publications have no row")
         lines += [f"  {s.describe()}" for s in self.subscribers]
+        if self.exits:
+            shown = ", ".join(
+                f"n{i} {'still running, killed' if code is None else f'exit {code}'} in {t:g} s"
+                for i, code, t in self.exits
+            )
+            late = "" if self.exits_ok else f" (FAILED: not all 0 within {SHUTDOWN_TIMEOUT:g} s)"
+            lines.append(f"  after SIGTERM: {shown}{late}")
+        if self.warnings:
+            lines.append("  server warnings (count, line):")
+            lines += [f"    {n:5} {line}" for line, n in self.warnings]
         if self.logs:
             lines.append(f"  server logs: {self.logs}/n*.stderr")
         return "\n".join(lines)
@@ -287,7 +312,8 @@ def logged(mongo_url: str, epoch: str) -> dict[int, str]:
         client.close()
 
 
-def _subscriber(received: Received, acked: list[Acked]) -> SubscriberResult:
+def subscriber_result(received: Received, acked: list[Acked]) -> SubscriberResult:
+    """What `received` lacks of `acked` (by id), and what it got more than once."""
     counts = Counter(ident for _, ident, _ in received.publications)
     at: dict[tuple[str, int], set[str]] = {}
     for offset, ident, epoch in received.publications:
@@ -339,5 +365,5 @@ def check(
         unreadable=unreadable,
         not_in_log=sum(1 for a in current if in_log.get(a.offset) != a.ident),
         reused=sum(1 for idents in promised.values() if len(idents) > 1),
-        subscribers=[_subscriber(r, acked) for r in received],
+        subscribers=[subscriber_result(r, acked) for r in received],
     )

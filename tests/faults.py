@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -80,6 +81,7 @@ join_leave = false
 REQUEST_TIMEOUT = 5 * TIMEOUT_SCALE  # one publish; more than redis.command_timeout
 RETRY_PAUSE = 0.02  # after a failed publish: no busy loop against a closed port
 STEP_TIMEOUT = 15 * TIMEOUT_SCALE  # load reaching a mark, delivery settling
+EXIT_WAIT = 20 * TIMEOUT_SCALE  # after SIGTERM; past server.shutdown_timeout counts as failed
 
 
 class Valkey(EmbeddedValkey):
@@ -106,7 +108,7 @@ class Deployment:
         self.servers: list[Server | None] = [None] * instances
         self.ports: list[int] = []
         self.env = env
-        self.exit_codes: list[tuple[int, int]] = []  # (instance, code) of each SIGTERM
+        self.exits: list[tuple[int, int | None, float]] = []  # SIGTERMs: (instance, code, s)
         self._stack = ExitStack()
         self._starts = 0
 
@@ -143,9 +145,18 @@ class Deployment:
         return [s for s in self.servers if s is not None and s.proc.poll() is None]
 
     def terminate(self, index: int) -> None:
+        """SIGTERM instance `index`; its exit code and how long it took go to `exits`
+        (code None: still running after EXIT_WAIT, then killed)."""
         server = self.servers[index]
         assert server is not None
-        self.exit_codes.append((index, server.terminate()))
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = server.proc.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = None
+        self.exits.append((index, code, round(time.monotonic() - started, 2)))
 
     def kill(self, index: int) -> None:
         server = self.servers[index]
@@ -360,6 +371,16 @@ class Load:
         await _end_stale_sdk_readers()
 
 
+def _warnings(logs: str, most: int = 8) -> list[tuple[str, int]]:
+    """The servers' most frequent warning and error lines (timestamps cut), counted."""
+    lines = Counter(
+        line.split(" ", 2)[-1][:200]
+        for line in logs.splitlines()
+        if " WARNING " in line or " ERROR " in line or " CRITICAL " in line
+    )
+    return lines.most_common(most)
+
+
 class _Phases:
     """Seconds each phase of a scenario took, for the report."""
 
@@ -516,7 +537,8 @@ async def run_scenario(name: str, tmp_path: Path, shape: LoadShape | None = None
         )
         clock.lap("check")
         report.failures = dict(sum((p.failures for p in load.publishers), Counter()))
-        report.exit_codes = list(deployment.exit_codes)
+        report.exits = list(deployment.exits)
+        report.warnings = _warnings(deployment.stderr())
         report.seconds = clock.laps
         report.logs = str(tmp_path)
         return report
