@@ -6,13 +6,16 @@ offset (`since` {offset, epoch}, back through MongoDB past the Redis window) and
 compares every acknowledged publication, by offset and by its data's id; then it
 compares each subscriber's publications, by id. Where history cannot be paged
 over an offset, it narrows the failing page down and steps over the unreadable
-offsets one by one, so every readable publication is still counted.
+offsets one by one, so every readable publication is still counted; a few
+seconds later it tries those offsets again, to tell what the log had only late
+(the seam between the Redis window and the log) from what it lost.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -35,8 +38,9 @@ __all__ = [
 
 API_KEY = "k"
 CHANNEL = "log:faults"
-PAGE = 1000  # publications per history call (the server's default history_max_limit)
+PAGE = 200  # publications per history call: small, so narrowing a failing page stays cheap
 TIMEOUT = 5 * TIMEOUT_SCALE
+LOG_WAIT = 3.0  # before reading unreadable offsets again: the log's writer catching up
 SHUTDOWN_TIMEOUT = 10.0  # server.shutdown_timeout: SIGTERM to exit, at most (the default)
 
 
@@ -105,6 +109,7 @@ class FaultReport:
     mismatched: list[int]  # acknowledged offsets where history holds other data
     other_epoch: int  # acknowledged in an epoch that is no longer the channel's
     unreadable: list[tuple[int, int, str]]  # offset spans history would not page over
+    late: list[int]  # acknowledged offsets history gave only LOG_WAIT s later (the seam)
     not_in_log: int  # acknowledged (current epoch) without a row in MongoDB: diagnostic
     reused: int  # (epoch, offset) positions acknowledged to two different publications
     subscribers: list[SubscriberResult]
@@ -135,7 +140,7 @@ class FaultReport:
 
     @property
     def ok(self) -> bool:
-        trouble = self.lost or self.unreadable or self.reused or not self.exits_ok
+        trouble = self.lost or self.unreadable or self.late or self.reused or not self.exits_ok
         return not trouble and all(s.ok for s in self.subscribers)
 
     @property
@@ -167,6 +172,12 @@ class FaultReport:
         if self.unreadable:
             shown = "; ".join(f"{a}-{b}: {why}" for a, b, why in self.unreadable[:5])
             lines.append(f"  history would not page over offsets {shown}")
+        if self.late:
+            lines.append(
+                f"  {len(self.late)} acknowledged publications came back only {LOG_WAIT:g} s "
+                f"later{_at(self.late)}: at first neither the Redis window nor the log "
+                f"held them"
+            )
         lines.append(f"  MongoDB log: {self.not_in_log} acknowledged publications have no row")
         lines += [f"  {s.describe()}" for s in self.subscribers]
         if self.exits:
@@ -192,7 +203,7 @@ class FaultReport:
     def to_dict(self) -> dict[str, Any]:
         """Every field (offset lists as inclusive spans), plus the summary figures."""
         data = asdict(self)
-        for key in ("missing_from_history", "mismatched"):
+        for key in ("missing_from_history", "mismatched", "late"):
             data[key] = spans(data[key])
         for sub in data["subscribers"]:
             sub["missed"] = spans(sub["missed"])
@@ -298,6 +309,34 @@ def _error(answer: dict[str, Any]) -> str:
     return f"error {error.get('code')} {error.get('message', '')}".strip()
 
 
+def reread(
+    api: _Api, epoch: str, unreadable: list[tuple[int, int, str]], found: dict[int, str]
+) -> list[int]:
+    """After LOG_WAIT, the offsets of `unreadable` that history gives now (added to
+    `found`): what the log only had later, not what it lost."""
+    time.sleep(LOG_WAIT)
+    late = []
+    for first, last, _ in unreadable:
+        for offset in range(first, last + 1):
+            answer = api.page(epoch, offset - 1, 1)
+            pubs = answer.get("result", {}).get("publications", [])
+            if pubs and pubs[0]["offset"] == offset:
+                found[offset] = (pubs[0].get("data") or {}).get("id", "?")
+                late.append(offset)
+    return late
+
+
+def without(
+    unreadable: list[tuple[int, int, str]], readable: set[int]
+) -> list[tuple[int, int, str]]:
+    """`unreadable` spans less the offsets in `readable`."""
+    left = []
+    for first, last, why in unreadable:
+        offsets = [n for n in range(first, last + 1) if n not in readable]
+        left += [(a, b, why) for a, b in spans(offsets)]
+    return left
+
+
 def logged(mongo_url: str, epoch: str) -> dict[int, str]:
     """{offset: id} of the channel's rows in MongoDB's log, in `epoch`."""
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=3000)
@@ -347,6 +386,9 @@ def check(
     position = api.call("history", {"channel": CHANNEL, "limit": 0})["result"]
     epoch, top = position["epoch"], position["offset"]
     found, unreadable = read_history(api, epoch, top)
+    late = reread(api, epoch, unreadable, found) if unreadable else []
+    if late:
+        unreadable = without(unreadable, set(late))
     current = [a for a in acked if a.epoch == epoch]
     in_log = logged(mongo_url, epoch)
     promised: dict[tuple[str, int], set[str]] = {}
@@ -363,6 +405,7 @@ def check(
         ),
         other_epoch=len(acked) - len(current),
         unreadable=unreadable,
+        late=sorted(a.offset for a in current if a.offset in set(late)),
         not_in_log=sum(1 for a in current if in_log.get(a.offset) != a.ident),
         reused=sum(1 for idents in promised.values() if len(idents) > 1),
         subscribers=[subscriber_result(r, acked) for r in received],

@@ -15,7 +15,7 @@ def acked(*offsets: int) -> list[Acked]:
 def report(**fields: object) -> FaultReport:
     base: dict[str, object] = dict(
         scenario="x", acknowledged=3, epoch=EPOCH, acked_epochs={EPOCH: 3},
-        missing_from_history=[], mismatched=[], other_epoch=0, unreadable=[],
+        missing_from_history=[], mismatched=[], other_epoch=0, unreadable=[], late=[],
         not_in_log=0, reused=0, subscribers=[],
     )  # fmt: skip
     base.update(fields)
@@ -71,3 +71,10 @@ def test_a_report_counts_lost_as_missing_mismatched_and_out_of_epoch():
     assert "missing (offsets 1-2)" in lost.describe()
     assert "EPOCH CHANGED: 4 acknowledged" in lost.describe()
     assert lost.to_dict()["missing_from_history"] == [(1, 2)]
+
+
+def test_a_report_fails_on_publications_history_gave_back_only_later():
+    seam = report(late=[7, 8])
+    assert seam.lost == 0
+    assert not seam.ok
+    assert "2 acknowledged publications came back only" in seam.describe()
