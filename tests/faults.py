@@ -81,6 +81,7 @@ join_leave = false
 REQUEST_TIMEOUT = 5 * TIMEOUT_SCALE  # one publish; more than redis.command_timeout
 RETRY_PAUSE = 0.02  # after a failed publish: no busy loop against a closed port
 STEP_TIMEOUT = 15 * TIMEOUT_SCALE  # load reaching a mark, delivery settling
+PUBLISH_SECONDS = 60 * TIMEOUT_SCALE  # a publisher's bound, if nothing stops it sooner
 EXIT_WAIT = 20 * TIMEOUT_SCALE  # after SIGTERM; past server.shutdown_timeout counts as failed
 
 
@@ -96,8 +97,9 @@ class Valkey(EmbeddedValkey):
 
 
 class Deployment:
-    """`instances` run.py processes (one worker each) on a test-owned Valkey and
-    SecantusDB, all restartable on their ports. Blocking: call from a thread."""
+    """`instances` run.py processes (one worker each, `env` added to theirs) on a
+    test-owned Valkey and SecantusDB, each restartable on its port. `start` brings
+    it up, `stop` ends every process it started. Blocking: call from a thread."""
 
     def __init__(
         self, tmp_path: Path, instances: int = 1, appendfsync: str = "always", **env: str
@@ -107,7 +109,7 @@ class Deployment:
         self.mongo = EmbeddedSecantus(tmp_path / "secantusdb", persist=True)
         self.servers: list[Server | None] = [None] * instances
         self.ports: list[int] = []
-        self.env = env
+        self.env = clean_env(WSFAN_SERVER__WORKERS="1", **env)  # URLs added by `start`
         self.exits: list[tuple[int, int | None, float]] = []  # SIGTERMs: (instance, code, s)
         self._stack = ExitStack()
         self._starts = 0
@@ -121,13 +123,11 @@ class Deployment:
         self._stack.callback(self.mongo.kill)
         config = self.tmp_path / "faults.toml"
         config.write_text(CONFIG)
-        self.env = clean_env(
+        self.env.update(
             REDIS_URL=self.valkey.url,
             MONGO_URL=self.mongo.url,
-            WSFAN_SERVER__WORKERS="1",
             WSFAN_EMBEDDED__DIR=str(self.tmp_path / "var"),
             WSFAN_PERSIST__SPILL_DIR=str(self.tmp_path / "spill"),
-            **self.env,
         )
         for index in range(len(self.servers)):
             self.servers[index] = self._run(index, port=None)
@@ -180,9 +180,10 @@ class Deployment:
 
 class Publisher:
     """A thread publishing `{"id": "<name>-<n>"}` through the server API over one
-    keep-alive connection, as fast as the answers come, until stopped or `count`
-    are acknowledged. Each attempt has a fresh id (a retry could double one that
-    was applied without an answer); after a failure it moves to the next port."""
+    keep-alive connection, as fast as the answers come, until stopped, `count` are
+    acknowledged or PUBLISH_SECONDS have passed. Each attempt has a fresh id (a
+    retry could double one that was applied without an answer); after a failure it
+    moves on to the next port."""
 
     def __init__(self, name: str, ports: list[int], count: int) -> None:
         self.name = name
@@ -204,8 +205,13 @@ class Publisher:
         headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
         turn, n = 0, 0
         conn: http.client.HTTPConnection | None = None
+        deadline = time.monotonic() + PUBLISH_SECONDS
         try:
-            while not self.stopping.is_set() and len(self.acked) < self.count:
+            while (
+                not self.stopping.is_set()
+                and len(self.acked) < self.count
+                and time.monotonic() < deadline
+            ):
                 n += 1
                 ident = f"{self.name}-{n}"
                 body = json.dumps({"channel": CHANNEL, "data": {"id": ident}})
