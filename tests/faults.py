@@ -69,6 +69,11 @@ hmac_secret = "faults-suite-secret-of-thirty-two-bytes-or-more"
 [log]
 level = "warning"  # not one access line per publish: the server's CPU goes to the load
 
+[client]
+# Above any gap the scenarios make (a few thousand publications while a subscriber
+# waits for its instance): a recovered:false is then a failure, never the limit.
+recovery_max_limit = 10000
+
 [namespaces.log]
 history_size = {HISTORY_SIZE}
 history_ttl = 300.0
