@@ -50,6 +50,8 @@ LogOptions = Callable[[str], tuple[ChannelOptions, HistoryOptions] | None]
 ACKNOWLEDGED_KEPT = 10000
 """Channels whose latest acknowledged position a node remembers (to notice a
 broker that lost publications it had accepted)."""
+READ_PAUSE = 1.0
+"""Seconds MongoDB reads are not tried after one failed."""
 ACKNOWLEDGED_RECENT = 60.0
 """Seconds after its last acknowledged publication a channel is checked after a
 broker reconnect (a broker crash loses at most its last fsync interval)."""
@@ -107,6 +109,7 @@ class Durable:
         )
         self._shutdown_timeout = settings.shutdown_timeout
         self._sweep_interval = settings.sweep_interval
+        self._flush_interval = settings.flush_interval
         self._indexer: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._broker: Broker | None = None
@@ -117,6 +120,8 @@ class Durable:
         self._stalled: dict[str, tuple[str, int]] = {}  # lagging at the last sweep
         self._checkpoint_failed = Repeated(log, repeat_interval)
         self._sweep_failed = Repeated(log, repeat_interval)
+        self._read_failed = Repeated(log, repeat_interval)
+        self._reads_paused_until = 0.0
         self.filled = 0  # publications the sweep took from the broker into the log
         self.lost = 0  # publications the broker dropped before the log had them
         self.restarted_epochs = 0
@@ -281,32 +286,31 @@ class Durable:
         names two publications. Returns how many channels restarted."""
         if self._broker is None:
             return 0
+        # Other nodes' queues may hold the broker's lost tail: give their writers
+        # a moment to store it, so the log's highest offset tells.
+        await asyncio.sleep(min(2 * self._flush_interval + 0.1, 1.0))
         restarted = 0
         recent = time.monotonic() - ACKNOWLEDGED_RECENT
         for channel, (epoch, acknowledged, when) in list(self._acknowledged.items()):
             known = self._options(channel)
             if known is None or when < recent:
                 continue
-            history = known[1]
-            position = (await self._broker.history(channel, HistoryQuery(), history)).position
-            if position.epoch != epoch:
-                continue
             top = acknowledged
-            if position.offset >= top and self.writer.stats.healthy:
-                top = await asyncio.wait_for(
+            try:
+                logged = await asyncio.wait_for(
                     self.store.top_offset(channel, epoch), self._read_timeout
                 )
-            if position.offset >= top:
-                continue
-            now = await self._broker.restart_epoch(channel, epoch, top, history)
-            if now != epoch:
+                top = max(top, logged)
+            except Exception as exc:  # what this node saw is all it can go by
+                log.info("MongoDB top offset of %r unknown: %s", channel, exc)
+            now = await self._broker.restart_epoch(channel, epoch, top, known[1])
+            if now and now != epoch:
                 restarted += 1
                 self.restarted_epochs += 1
                 self._acknowledged.pop(channel, None)
                 log.warning(
-                    "broker lost publications of %r (top offset %d, acknowledged %d): new epoch %s",
+                    "broker lost publications of %r (acknowledged up to offset %d): new epoch %s",
                     channel,
-                    position.offset,
                     top,
                     now,
                 )
@@ -317,15 +321,19 @@ class Durable:
     async def _read_log(
         self, channel: str, epoch: str, after: int, upto: int, reverse: bool = False
     ) -> list[Publication] | None:
-        """Offsets (after, upto] from MongoDB, or None when it cannot answer now."""
-        if not self.writer.stats.healthy:
+        """Offsets (after, upto] from MongoDB, or None when it cannot answer now.
+
+        After a failed read, reads are not tried for `READ_PAUSE` seconds, so an
+        outage costs one `read_timeout`, not one per request."""
+        if time.monotonic() < self._reads_paused_until:
             return None
         try:
             return await asyncio.wait_for(
                 self.store.read_log(channel, epoch, after, upto, reverse), self._read_timeout
             )
         except Exception as exc:
-            log.warning("MongoDB history of %r failed: %s", channel, exc)
+            self._reads_paused_until = time.monotonic() + READ_PAUSE
+            self._read_failed("MongoDB history of %r failed: %s", channel, exc)
             return None
 
     async def history(self, channel: str, query: HistoryQuery, read: BrokerRead) -> HistoryResult:
@@ -359,8 +367,8 @@ class Durable:
         top = position.offset
         upto = top if query.limit < 0 else min(top, since.offset + query.limit)
         logged = await self._read_log(channel, since.epoch, since.offset, upto)
-        if logged is None:
-            raise _unrecoverable()
+        if logged is None:  # nothing is lost, the log cannot answer now: retry later
+            raise ReplyError(ErrorCode.INTERNAL, "the log cannot be read now; retry later")
         pubs = _run_from(logged, since.offset + 1, 1)
         last = pubs[-1].offset if pubs else since.offset
         if last < upto:  # the newest ones may not be written yet: the broker has them

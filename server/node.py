@@ -178,7 +178,9 @@ class Node:
 
     def handle_broker_reconnect(self) -> None:
         self.metrics.broker_reconnects.inc()
-        if self.durable is not None and self._broker_checked.is_set():
+        if self.durable is None:
+            self.broker.reconnect_checked()
+        elif self._broker_checked.is_set():
             self._broker_checked.clear()
             self.spawn(self._check_broker_kept_publications())
         self.spawn(self._check_positions())
@@ -197,6 +199,7 @@ class Node:
                     await asyncio.sleep(0.1 * (attempt + 1))
         finally:
             self._broker_checked.set()
+            self.broker.reconnect_checked()
 
     def handle_control(self, data: bytes) -> None:
         self.cluster.handle(data)

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryOptions
-from server.broker.redis import RedisBroker, redis_client
+from server.broker.redis import RedisBroker, RedisRestarted, RestartWatch, redis_client
 from server.broker.redis_pubsub import PubSubConnection
 from server.embedded import EmbeddedServer
 from tests.broker_fixtures import RecordingHandler
@@ -182,3 +182,62 @@ async def test_every_key_of_a_logged_channel_shares_its_slot(broker: RedisBroker
     keys = [k.decode() async for k in inspector.scan_iter(match="rb.*{log:a}*")]
     assert {k.split(".")[1] for k in keys} == {"meta", "stream", "logged"}
     assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_first_redis_seen_is_trusted() -> None:
+    watch = RestartWatch()
+    watch.admit("a")
+    watch.admit("a")
+    assert watch.confirmed == "a"
+
+
+def test_a_restarted_redis_is_refused_until_the_node_checked_it() -> None:
+    restarts: list[int] = []
+    watch = RestartWatch(limit=5.0, clock=Ticks())
+    watch.on_restart = lambda: restarts.append(1)
+    watch.admit("a")
+    for _ in range(3):
+        with pytest.raises(RedisRestarted):
+            watch.admit("b")
+    assert restarts == [1]  # told once
+    watch.confirm()
+    watch.admit("b")
+    assert watch.confirmed == "b"
+
+
+def test_a_restarted_redis_nobody_checks_is_used_after_the_limit() -> None:
+    clock = Ticks()
+    watch = RestartWatch(limit=5.0, clock=clock)
+    watch.admit("a")
+    with pytest.raises(RedisRestarted):
+        watch.admit("b")
+    clock.now = 5.1
+    watch.admit("b")
+    assert watch.confirmed == "b"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_commands_on_a_restarted_redis_wait_for_the_check(embedded_redis: EmbeddedServer):
+    handler = RecordingHandler()
+    instance = RedisBroker(redis_client(embedded_redis.url), "rb")
+    await instance.start(handler)
+    await instance.publish("a", 1, KEEP)
+    await asyncio.to_thread(embedded_redis.stop)
+    await asyncio.to_thread(embedded_redis.start)
+    with pytest.raises(RedisRestarted):
+        for _ in range(3):  # the first may still meet the old connection's reset
+            try:
+                await instance.publish("a", 2, KEEP)
+            except ConnectionError:
+                continue
+    instance.reconnect_checked()
+    assert (await instance.publish("a", 3, KEEP)).offset >= 1
+    await instance.close()

@@ -157,6 +157,12 @@ class Broker(ABC):
     async def publish_control(self, data: bytes) -> None:
         """Send `data` to `handle_control` of every node sharing this broker."""
 
+    def reconnect_checked(self) -> None:
+        """The node has checked what the backend kept after `handle_broker_reconnect`
+        (see `restart_epoch`). A backend that held commands back meanwhile (Redis,
+        after a restart) lets them through again. The default does nothing."""
+        return None
+
     # The durable log's checkpoint (channels published with `log_lag` > 0) -------
 
     @abstractmethod
