@@ -375,3 +375,17 @@ async def test_no_key_appears_in_any_log_line_or_answer(
     for key in (DEVELOPMENT_KEY, wrong):
         assert key not in text
         assert all(key.encode() not in a.body for a in answers)
+
+
+@pytest.mark.gen_test
+async def test_a_call_while_the_instance_drains_answers_503_with_retry_after(
+    api: ApiCaller, node: Node
+) -> None:
+    node.draining = True
+    response = await api.raw("publish", json.dumps({"channel": "news", "data": {"x": 1}}))
+    assert response.code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert body_of(response)["error"]["code"] == 100
+    node.draining = False
+    history = await api.call("history", {"channel": "news", "limit": -1})
+    assert history["result"].get("publications", []) == []  # nothing was published

@@ -36,6 +36,9 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 DISCARD_BYTES = 1 << 20
 """Body bytes past `api.max_body_bytes` read (and dropped) before the connection is closed."""
 
+DRAIN_RETRY_AFTER = 1
+"""Seconds a client is told to wait (Retry-After) when the instance is shutting down."""
+
 _MESSAGES = {
     400: "bad request",
     401: "unauthorized: missing or wrong API key",
@@ -109,6 +112,10 @@ class ApiHandler(RequestHandler):
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type.lower() in MSGPACK_TYPES:
             self.encoding = Encoding.MSGPACK
+        if self.executor.node.draining:  # shutting down: nothing new may start
+            self.set_header("Retry-After", str(DRAIN_RETRY_AFTER))
+            self._fail(503, "shutting down: retry (another instance)")
+            return
         try:
             accepted = await self.keys.check(self._given_key(), self.path_args[0])
         except PermissionError:
