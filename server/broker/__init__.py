@@ -40,6 +40,7 @@ def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
             redis.command_timeout,
             redis.reconnect_delay_min,
             redis.reconnect_delay_max,
+            settings.log.repeat_interval,
         )
         return broker, RedisPresence(client, redis.prefix, redis.presence_ttl)
     from server.broker.memory import MemoryBroker, MemoryPresence

@@ -156,6 +156,7 @@ class RedisBroker(Broker):
         timeout: float = 5.0,
         reconnect_min: float = 0.05,
         reconnect_max: float = 5.0,
+        repeat_interval: float = 10.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -174,6 +175,7 @@ class RedisBroker(Broker):
             reconnect_max=reconnect_max,
             permanent=[self._control],
             on_lost=self._on_lost,
+            repeat_interval=repeat_interval,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         # Every new connection (commands and pub/sub alike) checks the server's
