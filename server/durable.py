@@ -50,6 +50,9 @@ LogOptions = Callable[[str], tuple[ChannelOptions, HistoryOptions] | None]
 ACKNOWLEDGED_KEPT = 10000
 """Channels whose latest acknowledged position a node remembers (to notice a
 broker that lost publications it had accepted)."""
+FORWARD_ATTEMPTS = 5
+"""Rounds of reading the log, then the broker's window, in one forward history read
+(each round reads on from where the last one stopped)."""
 READ_PAUSE = 1.0
 """Seconds MongoDB reads are not tried after one failed."""
 ACKNOWLEDGED_RECENT = 60.0
@@ -349,13 +352,6 @@ class Durable:
         except ReplyError as exc:
             if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
                 raise
-        try:
-            return await self._forward(channel, query, since, read)
-        except ReplyError as exc:
-            # The checkpoint may have moved between the two reads, taking the
-            # window's start past what the log read covered: read both again once.
-            if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
-                raise
         return await self._forward(channel, query, since, read)
 
     async def _forward(
@@ -366,14 +362,27 @@ class Durable:
             raise _unrecoverable()
         top = position.offset
         upto = top if query.limit < 0 else min(top, since.offset + query.limit)
-        logged = await self._read_log(channel, since.epoch, since.offset, upto)
-        if logged is None:  # nothing is lost, the log cannot answer now: retry later
-            raise ReplyError(ErrorCode.INTERNAL, "the log cannot be read now; retry later")
-        pubs = _run_from(logged, since.offset + 1, 1)
-        last = pubs[-1].offset if pubs else since.offset
-        if last < upto:  # the newest ones may not be written yet: the broker has them
-            rest = await read(HistoryQuery(StreamPosition(last, since.epoch), upto - last))
+        pubs: list[Publication] = []
+        last = since.offset
+        for _ in range(FORWARD_ATTEMPTS):
+            logged = await self._read_log(channel, since.epoch, last, upto)
+            if logged is None:  # nothing is lost, the log cannot answer now: retry later
+                raise ReplyError(ErrorCode.INTERNAL, "the log cannot be read now; retry later")
+            run = _run_from(logged, last + 1, 1)
+            pubs += run
+            last = run[-1].offset if run else last
+            if last >= upto:
+                break
+            try:  # the newest ones may not be written yet: the broker has them
+                rest = await read(HistoryQuery(StreamPosition(last, since.epoch), upto - last))
+            except ReplyError as exc:
+                # The checkpoint moved past `last` while the log was read, and the
+                # window with it: the log holds those now, read on from there.
+                if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
+                    raise
+                continue
             pubs += rest.publications
+            break
         if len(_run_from(pubs, since.offset + 1, 1)) != upto - since.offset:
             raise _unrecoverable()
         return HistoryResult(pubs, position)

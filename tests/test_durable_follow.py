@@ -198,3 +198,29 @@ async def test_data_json_allows_but_msgpack_does_not_reaches_the_log(
     position = await node.publish("log:a", {"big": 2**70, "text": "\ud800"})
     await durable.writer.flush()
     assert await logged_offsets(mongo_store, "log:a", position.epoch) == [1]
+
+
+@pytest.mark.gen_test
+async def test_a_history_read_goes_on_when_the_window_moved_while_the_log_was_read(
+    node: Node, durable: Durable
+) -> None:
+    first = await node.publish("log:a", {"n": 1})
+    for n in range(2, 11):
+        await node.publish("log:a", {"n": n})
+    await durable.writer.flush()  # 1-10 in the log; the window keeps 8-10
+    for n in range(11, 21):
+        await node.publish("log:a", {"n": n})  # 11-20 only in the window
+    history = node.history_options(node.channel_options("log:a"))
+    trimmed_once = []
+
+    async def read(query: HistoryQuery):
+        # The first read of the window's part finds it moved on (another node's
+        # writer moved the checkpoint meanwhile), as under load.
+        if query.since is not None and query.since.offset == 10 and not trimmed_once:
+            trimmed_once.append(True)
+            raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
+        return await node.broker.history("log:a", query, history)
+
+    found = await durable.history("log:a", HistoryQuery(StreamPosition(1, first.epoch), -1), read)
+    assert [p.offset for p in found.publications] == list(range(2, 21))
+    assert trimmed_once
