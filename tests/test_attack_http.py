@@ -9,6 +9,7 @@ bench/attacks_http.py runs the same attacks at a larger scale and measures them.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,3 +191,32 @@ def test_hostile_api_bodies_leave_no_traceback(api_server: Server) -> None:
     for body in (b"[" * DEEP, b"{" * DEEP, b'{"a":' * DEEP):
         assert api_post(api_server.port, "publish", body)[0] == 400
     assert log_lines(api_server.log)[1] == 0, api_server.stderr()[-2000:]
+
+
+def test_a_flood_of_deeply_nested_bodies_leaves_memory_and_normal_clients_alone(
+    tmp_path: Path,
+) -> None:
+    bodies = [b"[" * DEEP + b"]" * DEEP, b'{"a":' * DEEP]
+    answers: list[int] = []
+    with served(tmp_path) as server:
+        ws = WsProbe(server.port)
+        probes = Probes()
+        stop = threading.Event()
+
+        def flood() -> None:
+            deadline = time.monotonic() + ATTACK + 5 * TIMEOUT_SCALE  # bounded on its own
+            while not stop.is_set() and time.monotonic() < deadline:
+                answers.append(api_post(server.port, "publish", bodies[len(answers) % 2])[0])
+
+        attacker = threading.Thread(target=flood, daemon=True)
+        with Watch(server.proc.pid, server.log) as watch:
+            attacker.start()
+            try:
+                probes.run(server.port, ws, ATTACK)
+            finally:
+                stop.set()
+                attacker.join(10 * TIMEOUT_SCALE)
+        ws.close()
+    assert len(answers) >= 10 and set(answers) == {400}
+    assert_normal_client_unhurt(probes)
+    assert watch.rss_growth < RSS_GROWTH and watch.tracebacks == 0
