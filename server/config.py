@@ -107,8 +107,9 @@ class ClientSettings:
     rejected_commands_window: float = field(default=10.0, metadata=_range(0.01))
     max_connections_per_ip: int = field(default=0, metadata=_range(0))  # per process; 0: none
     max_connections_per_user: int = field(default=0, metadata=_range(0))  # per process; 0: none
-    # Bytes written to a connection but not yet taken by its socket; a client past
-    # this is closed with 3008 (slow) instead of holding memory or anyone's delivery.
+    # The one outgoing budget of a connection: bytes queued for it, held back, and
+    # written but not yet taken by its socket. A client past it is closed with 3008
+    # (slow) instead of holding memory or anyone's delivery.
     max_unsent_bytes: int = field(default=1048576, metadata=_range(1024))
     # Seconds a flush to many connections (a fan-out) holds the next one back. Under
     # load what queues for a connection meanwhile shares one frame (fewer writes, at
