@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 from server.api.keys import DEVELOPMENT_KEY  # noqa: E402
 from server.embedded import free_port  # noqa: E402
+from tests.attack import cpu_seconds, rss  # noqa: E402
 
 __all__ = [
     "Attackers",
@@ -70,22 +71,6 @@ __all__ = [
 ]
 
 # /proc ----------------------------------------------------------------------------
-
-
-def rss(pid: int) -> int:
-    """Resident memory of process `pid`, in bytes (VmRSS of /proc/<pid>/status)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for process {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time process `pid` has used (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def open_files(pid: int) -> int:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from server.api.keys import DEVELOPMENT_KEY  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey, free_port  # noqa: E402
+from tests.attack import rss  # noqa: E402
 from tests.raw_ws import RawWebSocket  # noqa: E402
 
 CHANNEL = "big"
@@ -64,10 +65,7 @@ class Outcome:
 
 def rss_mb(pid: int) -> float:
     """Resident memory of `pid` (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    return rss(pid) / 2**20
 
 
 def api_publish(port: int, channel: str, data: Any) -> None:
