@@ -12,11 +12,14 @@ from enum import IntEnum
 
 __all__ = [
     "CUSTOM_DISCONNECT_CODES",
+    "HTTP_ERROR_CODES",
+    "HTTP_MESSAGES",
     "CloseCode",
     "Disconnect",
     "DisconnectCode",
     "ErrorCode",
     "ReplyError",
+    "UnsubscribeCode",
     "valid_close_code",
 ]
 
@@ -137,6 +140,37 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     BAD_GATEWAY = 1014
+
+
+class UnsubscribeCode(IntEnum):
+    """Codes of the unsubscribe push: below 2500 the client stays unsubscribed;
+    from 2500 the SDKs resubscribe (recovering where they can)."""
+
+    SERVER = 2000  # the server ended the subscription
+    INSUFFICIENT_STATE = 2500  # the server lost track of the stream: resubscribe
+    EXPIRED = 2501  # the subscription token expired unrefreshed: resubscribe with a new one
+
+
+HTTP_ERROR_CODES: dict[int, ErrorCode] = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.METHOD_NOT_FOUND,
+    413: ErrorCode.LIMIT_EXCEEDED,
+    503: ErrorCode.INTERNAL,
+}
+"""The error code the server API's body carries with each HTTP status it answers."""
+
+HTTP_MESSAGES: dict[int, str] = {
+    400: "bad request",
+    401: "unauthorized: missing or wrong API key",
+    404: "method not found",
+    405: "method not allowed: use POST",
+    413: "request body too large",
+    500: "internal server error",
+    503: "API key store unavailable",
+}
+"""The server API's default message for each HTTP status."""
 
 
 def valid_close_code(code: int) -> bool:

@@ -40,7 +40,7 @@ from server.auth.limits import CommandLimiter, Verdict
 from server.auth.tokens import ConnectionClaims, SubscriptionClaims
 from server.broker.base import HistoryQuery
 from server.config import ChannelOptions
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError, UnsubscribeCode
 from server.frames import Frame
 from server.protocol import (
     FLAG_REJECT_UNRECOVERED,
@@ -90,11 +90,11 @@ __all__ = [
     "Transport",
 ]
 
-UNSUBSCRIBE_SERVER = 2000
+UNSUBSCRIBE_SERVER = int(UnsubscribeCode.SERVER)
 """Unsubscribe push code: the server ended the subscription; the client stays out."""
-UNSUBSCRIBE_INSUFFICIENT_STATE = 2500
+UNSUBSCRIBE_INSUFFICIENT_STATE = int(UnsubscribeCode.INSUFFICIENT_STATE)
 """Unsubscribe push code: the server lost track of the stream; the client resubscribes."""
-UNSUBSCRIBE_EXPIRED = 2501
+UNSUBSCRIBE_EXPIRED = int(UnsubscribeCode.EXPIRED)
 """Unsubscribe push code: the subscription token expired unrefreshed; the client
 resubscribes (and, told 109, gets a new token)."""
 

@@ -203,3 +203,19 @@ def test_an_application_disconnect_code_without_reason_says_disconnect() -> None
 def test_disconnect_codes_outside_the_known_and_application_ones_raise(code: int) -> None:
     with pytest.raises(ValueError):
         Disconnect(code)
+
+
+def test_unsubscribe_codes_below_2500_keep_the_client_out_and_above_let_it_resubscribe() -> None:
+    from server.errors import UnsubscribeCode
+
+    assert UnsubscribeCode.SERVER == 2000 < 2500
+    assert UnsubscribeCode.INSUFFICIENT_STATE == 2500
+    assert UnsubscribeCode.EXPIRED == 2501
+
+
+def test_every_http_status_the_api_answers_has_an_error_code() -> None:
+    from server.errors import HTTP_ERROR_CODES, ErrorCode
+
+    assert HTTP_ERROR_CODES[401] is ErrorCode.UNAUTHORIZED
+    assert HTTP_ERROR_CODES[503] is ErrorCode.INTERNAL
+    assert all(isinstance(code, ErrorCode) for code in HTTP_ERROR_CODES.values())

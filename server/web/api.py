@@ -24,7 +24,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from server.api.executor import ApiExecutor
 from server.api.keys import ApiKeyChecker
-from server.errors import ErrorCode, ReplyError
+from server.errors import HTTP_ERROR_CODES, HTTP_MESSAGES, ErrorCode, ReplyError
 from server.protocol import Encoding, encode
 
 __all__ = ["MSGPACK_TYPES", "ApiHandler"]
@@ -39,23 +39,8 @@ DISCARD_BYTES = 1 << 20
 DRAIN_RETRY_AFTER = 1
 """Seconds a client is told to wait (Retry-After) when the instance is shutting down."""
 
-_MESSAGES = {
-    400: "bad request",
-    401: "unauthorized: missing or wrong API key",
-    404: "method not found",
-    405: "method not allowed: use POST",
-    413: "request body too large",
-    500: "internal server error",
-    503: "API key store unavailable",
-}
-_CODES = {
-    400: ErrorCode.BAD_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.PERMISSION_DENIED,
-    404: ErrorCode.METHOD_NOT_FOUND,
-    413: ErrorCode.LIMIT_EXCEEDED,
-    503: ErrorCode.INTERNAL,
-}
+_MESSAGES = HTTP_MESSAGES
+_CODES = HTTP_ERROR_CODES
 
 
 def _reject_constant(name: str) -> Any:
