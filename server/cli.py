@@ -90,20 +90,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     flags = {"server": {k: v for k in names if (v := getattr(args, k)) is not None}}
     settings = load_settings(args.config, flags=flags)
     configure_logging(settings.log)  # before the checks below, which may warn
-    if settings.broker.type == "memory" and settings.server.workers > 1:
-        raise ConfigError(
-            "server.workers: more than 1 worker needs broker.type 'redis'; "
-            "the memory broker keeps channels inside one process"
-        )
-    server = settings.server
-    if server.drain_delay + settings.persist.shutdown_timeout >= server.shutdown_timeout:
-        raise ConfigError(
-            "server.shutdown_timeout: must exceed server.drain_delay plus "
-            "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
-        )
     _check_urls(settings)
-    if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
-        raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")
     if (
         not TokenVerifier.from_settings(settings.auth).enabled
         and not settings.client.allow_anonymous

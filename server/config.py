@@ -491,4 +491,22 @@ def load_settings(
     settings = _build(_env_layer(os.environ if env is None else env), settings)
     if flags:
         settings = _build({k: dict(v) for k, v in flags.items() if v}, settings)
+    _check_combinations(settings)
     return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    """Rules across sections, which no single key's range can express."""
+    server = settings.server
+    if settings.broker.type == "memory" and server.workers > 1:
+        raise ConfigError(
+            "server.workers: more than 1 worker needs broker.type 'redis'; "
+            "the memory broker keeps channels inside one process"
+        )
+    if server.drain_delay + settings.persist.shutdown_timeout >= server.shutdown_timeout:
+        raise ConfigError(
+            "server.shutdown_timeout: must exceed server.drain_delay plus "
+            "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
+        )
+    if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
+        raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")

@@ -450,3 +450,33 @@ def test_hmac_secret_comes_from_the_environment() -> None:
 def test_production_example_declares_a_private_namespace() -> None:
     private = load_settings(PRODUCTION_EXAMPLE, env={}).namespaces["private"]
     assert private.require_sub_token is True
+
+
+# Rules across sections: load_settings itself refuses the combination ---------------
+
+
+def test_several_workers_on_the_memory_broker_are_refused() -> None:
+    env = {"WSFAN_BROKER__TYPE": "memory", "WSFAN_SERVER__WORKERS": "2"}
+    with pytest.raises(ConfigError, match=r"^server\.workers: "):
+        load_settings(env=env)
+
+
+def test_one_worker_on_the_memory_broker_is_accepted() -> None:
+    env = {"WSFAN_BROKER__TYPE": "memory", "WSFAN_SERVER__WORKERS": "1"}
+    assert load_settings(env=env).server.workers == 1
+
+
+def test_a_shutdown_timeout_not_above_drain_and_log_flush_is_refused() -> None:
+    env = {"WSFAN_SERVER__SHUTDOWN_TIMEOUT": "5.5", "WSFAN_SERVER__DRAIN_DELAY": "0.5"}
+    with pytest.raises(ConfigError, match=r"^server\.shutdown_timeout: "):
+        load_settings(env=env)  # persist.shutdown_timeout is 5 s: 0.5 + 5 is not below 5.5
+
+
+def test_a_shutdown_timeout_just_above_drain_and_log_flush_is_accepted() -> None:
+    env = {"WSFAN_SERVER__SHUTDOWN_TIMEOUT": "5.6", "WSFAN_SERVER__DRAIN_DELAY": "0.5"}
+    assert load_settings(env=env).server.shutdown_timeout == 5.6
+
+
+def test_the_redis_broker_without_a_url_or_embedded_servers_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^redis\.url: "):
+        load_settings(env={"WSFAN_EMBEDDED__ENABLED": "false"})
