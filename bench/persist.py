@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from server.config import load_settings  # noqa: E402
 from server.durable import Durable  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
+from server.errors import ReplyError  # noqa: E402
 from server.frames import Frame  # noqa: E402
 from server.node import Node  # noqa: E402
 from server.protocol import Encoding  # noqa: E402
@@ -71,10 +72,22 @@ def cpu() -> float:
 
 async def persisted(node: Node, count: int, concurrency: int) -> dict[str, Any]:
     per = count // concurrency
+    refused = 0
 
     async def publisher(index: int) -> None:
+        # A publish refused as temporary (the log trails by persist.max_lag) is
+        # retried after a pause, as a client would: it was not acknowledged.
+        nonlocal refused
         for n in range(per):
-            await node.publish("log:persisted", {"p": index, "n": n})
+            while True:
+                try:
+                    await node.publish("log:persisted", {"p": index, "n": n})
+                    break
+                except ReplyError as exc:
+                    if not exc.temporary:
+                        raise
+                    refused += 1
+                    await asyncio.sleep(0.01)
 
     started, cpu0 = time.perf_counter(), cpu()
     await asyncio.gather(*(publisher(i) for i in range(concurrency)))
@@ -91,6 +104,7 @@ async def persisted(node: Node, count: int, concurrency: int) -> dict[str, Any]:
         "batches": stats.batches,
         "max_batch": stats.max_batch,
         "max_write_latency_ms": round(stats.max_latency * 1000, 1),
+        "refused_while_the_log_trailed": refused,
     }
 
 
@@ -131,7 +145,7 @@ async def run(args: argparse.Namespace, redis_url: str, mongo_url: str) -> dict[
         broker={"type": "redis"},
         redis={"url": redis_url, "prefix": "bench"},
         namespaces={"log": {**OPEN, "persist": True}, "plain": OPEN},
-        persist={"batch_size": args.batch_size},
+        persist={"batch_size": args.batch_size, "max_lag": args.max_lag},
     )
     store = MongoStore(mongo_url, "bench")
     with tempfile.TemporaryDirectory() as spill:
@@ -163,6 +177,7 @@ def main() -> int:
     parser.add_argument("--publications", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--max-lag", type=int, default=10000, help="persist.max_lag")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fanout-publications", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="fan-out runs per mode; best kept")
