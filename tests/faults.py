@@ -52,6 +52,7 @@ __all__ = [
     "Publisher",
     "Subscriber",
     "Valkey",
+    "end_stale_sdk_readers",
     "run_scenario",
 ]
 
@@ -297,7 +298,7 @@ class Subscriber:
         await self.client.disconnect()
 
 
-async def _end_stale_sdk_readers() -> None:
+async def end_stale_sdk_readers() -> None:
     """centrifuge-python 0.7 keeps a reader task (and its socket) per connection its
     server dropped, waiting forever; end them once the clients are closed."""
     stale = [
@@ -379,7 +380,7 @@ class Load:
         await self.stop_publishers()
         for sub in self.subscribers:
             await sub.close()
-        await _end_stale_sdk_readers()
+        await end_stale_sdk_readers()
 
 
 def _warnings(logs: str, most: int = 8) -> list[tuple[str, int]]:

@@ -29,7 +29,6 @@ from tornado.testing import bind_unused_port
 
 from server.config import load_settings
 from server.errors import ReplyError
-from server.frames import Frame
 from server.node import Node
 from server.protocol import (
     METHODS,
@@ -51,6 +50,7 @@ from server.web.upgrade import Listener
 from server.web.websocket import close_websockets
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
+from tests.transports import RecordingTransport
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -123,23 +123,6 @@ def test_command_validation_raises_only_protocol_errors(message: Any, request: t
         return
     for encoding in Encoding:  # what passed validation can be sent back in either encoding
         encode({"id": 1, "rpc": {"data": getattr(parsed, "data", None)}}, encoding)
-
-
-class RecordingTransport:
-    """Keeps what a session writes; never blocks."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.closed: int | None = None
-
-    def write_frame(self, frame: Frame) -> None:
-        self.frames.append(frame.payload)
-
-    def unsent_bytes(self) -> int:
-        return 0
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = code
 
 
 async def run_session(frame: bytes, encoding: Encoding) -> tuple[RecordingTransport, set[int]]:

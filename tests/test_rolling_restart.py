@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from server.api.keys import DEVELOPMENT_KEY
 from tests.conftest import TIMEOUT_SCALE
+from tests.faults import end_stale_sdk_readers
 from tests.processes import Server, clean_env, running
 from tests.test_sdk_python import SubEvents, until
 
@@ -55,14 +56,7 @@ async def test_rolling_restart_under_load_loses_no_acknowledged_publication(
     redis_url, mongo_url, tmp_path
 ):
     await roll(redis_url, mongo_url, tmp_path)
-    stale = [
-        task
-        for task in asyncio.all_tasks()
-        if getattr(task.get_coro(), "__qualname__", "").endswith("Client._process_messages")
-    ]
-    for task in stale:
-        task.cancel()
-    await asyncio.gather(*stale, return_exceptions=True)
+    await end_stale_sdk_readers()
     gc.collect()
 
 

@@ -19,7 +19,6 @@ from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
 from server.broker.memory import MemoryBroker
 from server.config import load_settings
 from server.errors import ErrorCode
-from server.frames import Frame
 from server.node import Node
 from server.protocol import (
     Encoding,
@@ -31,6 +30,7 @@ from server.protocol import (
 )
 from server.session import Session
 from tests.conftest import TIMEOUT_SCALE
+from tests.transports import RecordingTransport
 
 BUDGET = 4096
 REPLY = 2048
@@ -239,23 +239,6 @@ async def test_a_recovery_that_does_not_fit_answers_112_with_the_reject_flag(
 # Held back while subscribing (in process: the read is held open by the test) -----------
 
 
-class HeldTransport:
-    """A transport whose socket took everything; records the close."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.closed: int | None = None
-
-    def write_frame(self, frame: Frame) -> None:
-        self.frames.append(frame.payload)
-
-    def unsent_bytes(self) -> int:
-        return 0
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = code
-
-
 class GatedBroker(MemoryBroker):
     """The memory broker, with history reads that wait until the test opens the gate."""
 
@@ -281,7 +264,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
     node = Node(settings, broker=broker)
     await node.start()
     try:
-        transport = HeldTransport()
+        transport = RecordingTransport()
         session = Session(node, transport, Encoding.JSON)
         await session.handle_frame('{"id":1,"connect":{}}')
         subscribing = asyncio.ensure_future(

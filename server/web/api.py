@@ -39,10 +39,6 @@ DISCARD_BYTES = 1 << 20
 DRAIN_RETRY_AFTER = 1
 """Seconds a client is told to wait (Retry-After) when the instance is shutting down."""
 
-_MESSAGES = HTTP_MESSAGES
-_CODES = HTTP_ERROR_CODES
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -173,16 +169,16 @@ class ApiHandler(RequestHandler):
     def _fail(self, status: int, message: str | None = None) -> None:
         """An HTTP-level refusal, with a body saying why in the request's encoding."""
         self.set_status(status)
-        code = _CODES.get(status, ErrorCode.BAD_REQUEST)
-        self._answer({"error": {"code": int(code), "message": message or _MESSAGES[status]}})
+        code = HTTP_ERROR_CODES.get(status, ErrorCode.BAD_REQUEST)
+        self._answer({"error": {"code": int(code), "message": message or HTTP_MESSAGES[status]}})
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Tornado's own refusals (405, a failure in a handler) in our format.
-        message = _MESSAGES.get(status_code, "error")
+        message = HTTP_MESSAGES.get(status_code, "error")
         exc = kwargs.get("exc_info", (None, None))[1]
         if isinstance(exc, HTTPError) and exc.log_message and status_code < 500:
             message = exc.log_message
-        code = _CODES.get(status_code, ErrorCode.INTERNAL)
+        code = HTTP_ERROR_CODES.get(status_code, ErrorCode.INTERNAL)
         self._answer({"error": {"code": int(code), "message": message}})
 
     # Logging without the query string (it may hold the key) --------------------
