@@ -28,6 +28,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ from server.config import load_settings  # noqa: E402
 from server.durable import Durable  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
 from server.errors import ReplyError  # noqa: E402
-from server.frames import Frame  # noqa: E402
+from server.frames import WEBSOCKET  # noqa: E402
 from server.node import Node  # noqa: E402
 from server.protocol import Encoding  # noqa: E402
 from server.session import Session  # noqa: E402
 from server.store.mongo import MongoStore  # noqa: E402
+from server.transport import Frame, variant  # noqa: E402
 
 OPEN = {"allow_anonymous": True, "allow_publish": True, "history_size": 1000}
 
@@ -52,11 +54,15 @@ class CountingTransport:
 
     __slots__ = ("messages",)
 
+    sends_close_frame = True
+    variant = variant(Encoding.JSON, WEBSOCKET)
+
     def __init__(self) -> None:
         self.messages = 0
 
-    def write_frame(self, frame: Frame) -> None:
-        self.messages += frame.payload.count(b"\n") + 1
+    def write(self, messages: Sequence[bytes], framed: Frame | None = None) -> int:
+        self.messages += len(messages)
+        return sum(map(len, messages))
 
     def unsent_bytes(self) -> int:
         return 0
@@ -112,7 +118,7 @@ async def fanout(node: Node, channel: str, subscribers: int, count: int) -> dict
     transports = [CountingTransport() for _ in range(subscribers)]
     sessions = []  # closed by node.close() at the end
     for t in transports:
-        s = Session(node, t, Encoding.JSON)
+        s = Session(node, t)
         await s.handle_frame(b'{"id":1,"connect":{}}')
         await s.handle_frame(f'{{"id":2,"subscribe":{{"channel":"{channel}"}}}}'.encode())
         sessions.append(s)

@@ -1,9 +1,9 @@
 """RFC 6455 framing, without I/O: client frames in, server frames out.
 
 A server's frames are never masked (RFC 6455 section 5.1), so the bytes of one
-publication's frame are the same for every subscriber using the same encoding.
-The hub makes one `Frame` per encoding and hands the same one to every
-subscriber, so the wire bytes are built once.
+publication's frame are the same for every subscriber of the same variant.
+`WEBSOCKET` is the framing (see server/transport.py) the hub and the
+connections use: queued messages leave as one data frame.
 
 `FrameReader` turns the bytes a client sends into whole messages and control
 frames, and names the close code for anything RFC 6455 forbids or a limit
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from server.errors import CloseCode, valid_close_code
+from server.protocol import Encoding, join_frame
+from server.transport import Frame
 
 __all__ = [
     "BINARY",
@@ -24,10 +26,11 @@ __all__ = [
     "PING",
     "PONG",
     "TEXT",
-    "Frame",
+    "WEBSOCKET",
     "FrameBudget",
     "FrameError",
     "FrameReader",
+    "WebSocketFraming",
     "close_frame",
     "control_frame",
     "frame_header",
@@ -51,15 +54,18 @@ def frame_header(length: int, binary: bool) -> bytes:
     return _LARGE.pack(first, 127, length)
 
 
-class Frame:
-    """One message: its payload, and `wire`, the whole frame as sent."""
+class WebSocketFraming:
+    """Messages as one unfragmented, unmasked data frame: binary for msgpack,
+    text for JSON (newline-delimited when there are several)."""
 
-    __slots__ = ("binary", "payload", "wire")
+    name = "websocket"
 
-    def __init__(self, payload: bytes, binary: bool) -> None:
-        self.payload = payload
-        self.binary = binary
-        self.wire = frame_header(len(payload), binary) + payload
+    def frame(self, messages: Sequence[bytes], encoding: Encoding) -> Frame:
+        payload = messages[0] if len(messages) == 1 else join_frame(messages, encoding)
+        return Frame(payload, frame_header(len(payload), encoding is Encoding.MSGPACK) + payload)
+
+
+WEBSOCKET = WebSocketFraming()
 
 
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:

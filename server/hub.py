@@ -1,7 +1,8 @@
 """The hub: this process's connections and their channel subscriptions.
 
-It owns fan-out: a publication is encoded and framed once per encoding present
-among the channel's subscribers and the same `Frame` is handed to each of them.
+It owns fan-out: a publication is encoded and framed once per variant (encoding
+and framing, see server/transport.py) present among the channel's subscribers,
+and the same `Frame` is handed to each subscriber of that variant.
 Handing over never awaits: a session queues the frame and asks the hub for a
 flush, and the hub flushes every session that queued anything in one callback.
 A flush that wrote to many connections (a fan-out, `BIG_FLUSH` or more) holds
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from server.errors import Disconnect
-from server.frames import Frame
-from server.protocol import ClientInfo, Encoding, Publication, encode, push
+from server.protocol import ClientInfo, Publication, encode, push
+from server.transport import Frame, Variant
 
 __all__ = ["BIG_FLUSH", "Hub", "Subscriber"]
 
@@ -36,7 +37,7 @@ class Subscriber(Protocol):
 
     client_id: str
     user: str
-    encoding: Encoding
+    variant: Variant
 
     def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None: ...
 
@@ -136,13 +137,12 @@ class Hub(Generic[S]):
     def _fan_out(self, channel: str, message: dict[str, Any], pub: Publication | None) -> int:
         # Iterate over a copy: a delivery may end a slow session, which unsubscribes it.
         subs = tuple(self._channels[channel])
-        frames: dict[Encoding, Frame] = {}
+        frames: dict[Variant, Frame] = {}
         for session in subs:
-            frame = frames.get(session.encoding)
+            frame = frames.get(session.variant)
             if frame is None:
-                encoding = session.encoding
-                frame = Frame(encode(message, encoding), encoding is Encoding.MSGPACK)
-                frames[encoding] = frame
+                variant = session.variant
+                frame = frames[variant] = variant.frame((encode(message, variant.encoding),))
             if pub is None:
                 session.deliver(channel, frame)
             else:

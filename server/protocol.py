@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cache
@@ -258,7 +259,7 @@ def encode(message: Any, encoding: Encoding) -> bytes:
         return msgpack.packb(_msgpack_safe(message), use_bin_type=True, default=_json_default)
 
 
-def join_frame(messages: list[bytes], encoding: Encoding) -> bytes:
+def join_frame(messages: Sequence[bytes], encoding: Encoding) -> bytes:
     """Several encoded messages as one frame (JSON: newline-delimited)."""
     if len(messages) == 1:
         return messages[0]

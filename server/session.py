@@ -1,7 +1,7 @@
 """One client connection: its state, commands, subscriptions and outgoing queue.
 
 Independent of Tornado: it reads frames through `handle_frame` and writes through
-a `Transport`. Promises:
+a `Transport` (server/transport.py), which frames what it queued. Promises:
 - Commands of a connection are handled one at a time, in order; replies keep
   that order. Every command with an id gets exactly one reply (a result or an
   error) while the connection is open: handlers return their result and the
@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from enum import Enum
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from server.auth import access
 from server.auth.limits import CommandLimiter, Verdict
@@ -41,7 +41,6 @@ from server.auth.tokens import ConnectionClaims, SubscriptionClaims
 from server.broker.base import HistoryQuery
 from server.config import ChannelOptions
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError, UnsubscribeCode
-from server.frames import Frame
 from server.protocol import (
     FLAG_REJECT_UNRECOVERED,
     PING,
@@ -49,7 +48,6 @@ from server.protocol import (
     Command,
     ConnectRequest,
     Encoded,
-    Encoding,
     HistoryRequest,
     PresenceRequest,
     PresenceStatsRequest,
@@ -69,7 +67,6 @@ from server.protocol import (
     encode_reply,
     encode_spliced,
     error_reply,
-    join_frame,
     parse_command,
     parse_request,
     push,
@@ -77,6 +74,7 @@ from server.protocol import (
     validate_channel,
 )
 from server.replies import ReplyBounds, read_within
+from server.transport import Frame, Transport
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -87,7 +85,6 @@ __all__ = [
     "UNSUBSCRIBE_SERVER",
     "Session",
     "State",
-    "Transport",
 ]
 
 UNSUBSCRIBE_SERVER = int(UnsubscribeCode.SERVER)
@@ -115,21 +112,6 @@ def _temporary(action: str, channel: str) -> Iterator[None]:
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-class Transport(Protocol):
-    """How a session reaches its peer. No call may block or raise."""
-
-    def write_frame(self, frame: Frame) -> None:
-        """Write `frame` (what the socket does not take at once is buffered; once
-        that is all sent the transport calls the session's `writable`)."""
-        ...
-
-    def unsent_bytes(self) -> int:
-        """Bytes written but not yet taken by the socket (the peer is not reading)."""
-        ...
-
-    def close(self, code: int, reason: str) -> None: ...
 
 
 class State(Enum):
@@ -196,14 +178,14 @@ class Session:
         "state",
         "transport",
         "user",
+        "variant",
     )
 
-    def __init__(
-        self, node: Node, transport: Transport, encoding: Encoding, remote_addr: str = ""
-    ) -> None:
+    def __init__(self, node: Node, transport: Transport, remote_addr: str = "") -> None:
         self.node = node
         self.transport = transport
-        self.encoding = encoding
+        self.variant = transport.variant
+        self.encoding = transport.variant.encoding
         self.remote_addr = remote_addr
         self.client_id = str(uuid.uuid4())
         self.user = ""
@@ -915,17 +897,14 @@ class Session:
             return
         self._behind = False
         count = len(out)
-        frame = self._shared
-        if count > 1 or frame is None:
-            frame = Frame(join_frame(out, self.encoding), self.encoding is Encoding.MSGPACK)
+        written = self.transport.write(out, self._shared if count == 1 else None)
         out.clear()  # the same list again: no allocation per flush
         self._queued = 0
         self._shared = None
-        self.transport.write_frame(frame)
         self._unsent = self.transport.unsent_bytes()  # what the socket did not take
         metrics = self.node.metrics
         metrics.messages_out += count
-        metrics.bytes_out += len(frame.payload)
+        metrics.bytes_out += written
 
     def writable(self) -> None:
         """The socket took everything it held: send what waited meanwhile."""
@@ -1002,7 +981,9 @@ class Session:
         if self.state is State.CLOSED:
             return
         self.node.metrics.disconnects.labels(int(reason.code)).inc()
-        if self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST:
+        if not self.transport.sends_close_frame or (
+            self.state is State.CONNECTED and reason.code is not DisconnectCode.BAD_REQUEST
+        ):
             body = {"code": int(reason.code), "reason": reason.reason}
             body["reconnect"] = reason.reconnect
             # Past the budget check: it leaves at once with the close frame.

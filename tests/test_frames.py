@@ -14,13 +14,14 @@ from server.frames import (
     PING,
     PONG,
     TEXT,
-    Frame,
+    WEBSOCKET,
     FrameBudget,
     FrameError,
     FrameReader,
     close_frame,
     frame_header,
 )
+from server.protocol import Encoding
 
 
 @pytest.mark.parametrize(
@@ -42,12 +43,23 @@ def test_binary_frame_header_carries_the_binary_opcode() -> None:
 
 
 def test_wire_bytes_are_the_header_then_the_unmasked_payload() -> None:
-    assert Frame(b'{"a":1}', binary=False).wire == b"\x81\x07" + b'{"a":1}'
+    assert WEBSOCKET.frame([b'{"a":1}'], Encoding.JSON).wire == b"\x81\x07" + b'{"a":1}'
 
 
 def test_a_long_binary_payload_gets_the_16_bit_length_form() -> None:
-    frame = Frame(b"x" * 300, binary=True)
+    frame = WEBSOCKET.frame([b"x" * 300], Encoding.MSGPACK)
     assert frame.wire == b"\x82\x7e" + struct.pack("!H", 300) + b"x" * 300
+
+
+def test_several_json_messages_leave_as_one_newline_delimited_text_frame() -> None:
+    frame = WEBSOCKET.frame([b"{}", b'{"a":1}'], Encoding.JSON)
+    assert frame.payload == b'{}\n{"a":1}'
+    assert frame.wire == b"\x81\x0a" + frame.payload
+
+
+def test_several_msgpack_messages_leave_back_to_back_in_one_binary_frame() -> None:
+    frame = WEBSOCKET.frame([b"\x80", b"\x81\xa1a\x01"], Encoding.MSGPACK)
+    assert frame.wire == b"\x82\x05\x80\x81\xa1a\x01"
 
 
 # ---------------------------------------------------------------------------

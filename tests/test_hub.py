@@ -14,9 +14,10 @@ import msgpack
 import pytest
 
 import server.hub
-from server.frames import Frame
+from server.frames import WEBSOCKET
 from server.hub import BIG_FLUSH, Hub, Subscriber
 from server.protocol import ClientInfo, Encoding, Publication
+from server.transport import Frame, variant
 
 
 class RecordingSubscriber:
@@ -26,6 +27,7 @@ class RecordingSubscriber:
         self.client_id = client_id
         self.user = user
         self.encoding = encoding
+        self.variant = variant(encoding, WEBSOCKET)
         self.publications: list[tuple[str, Publication, bytes]] = []
         self.pushes: list[tuple[str, bytes]] = []
         self.handed: list[Frame] = []
@@ -191,7 +193,7 @@ def test_subscribers_of_one_encoding_share_the_same_frame_object(hub: Hub) -> No
     msgpack_frames = [s.handed[0] for s in sessions[3:]]
     assert all(f is json_frames[0] for f in json_frames)
     assert all(f is msgpack_frames[0] for f in msgpack_frames)
-    assert not json_frames[0].binary and msgpack_frames[0].binary
+    assert json_frames[0].wire[0] == 0x81 and msgpack_frames[0].wire[0] == 0x82  # text, binary
 
 
 @pytest.fixture

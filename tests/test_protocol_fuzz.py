@@ -128,8 +128,8 @@ def test_command_validation_raises_only_protocol_errors(message: Any, request: t
 async def run_session(frame: bytes, encoding: Encoding) -> tuple[RecordingTransport, set[int]]:
     node = Node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
     await node.start()
-    transport = RecordingTransport()
-    session = Session(node, transport, encoding)
+    transport = RecordingTransport(encoding)
+    session = Session(node, transport)
     await session.handle_frame(frame if encoding is Encoding.MSGPACK else frame.decode())
     await asyncio.sleep(0)
     answered = {

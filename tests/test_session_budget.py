@@ -265,7 +265,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
     await node.start()
     try:
         transport = RecordingTransport()
-        session = Session(node, transport, Encoding.JSON)
+        session = Session(node, transport)
         await session.handle_frame('{"id":1,"connect":{}}')
         subscribing = asyncio.ensure_future(
             session.handle_frame('{"id":2,"subscribe":{"channel":"news"}}')

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import socket
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,7 +33,7 @@ from server.frames import (
     CLOSE,
     PING,
     PONG,
-    Frame,
+    WEBSOCKET,
     FrameBudget,
     FrameError,
     FrameReader,
@@ -42,6 +43,7 @@ from server.frames import (
 from server.node import Node
 from server.protocol import Encoding
 from server.session import Session
+from server.transport import Frame, variant
 
 __all__ = [
     "FRAMES_PER_TURN",
@@ -292,7 +294,6 @@ class Connection(asyncio.Protocol):
         "_close_timer",
         "_closing",
         "_counted",
-        "_encoding",
         "_endpoint",
         "_inbox",
         "_loop",
@@ -304,13 +305,16 @@ class Connection(asyncio.Protocol):
         "_throttle",
         "session",
         "transport",
+        "variant",
     )
+
+    sends_close_frame = True
 
     def __init__(self, endpoint: Endpoint, encoding: Encoding, address: str, counted: bool) -> None:
         """`counted`: whether `address` got a place under the per-address cap."""
         client = endpoint.node.settings.client
         self._endpoint = endpoint
-        self._encoding = encoding
+        self.variant = variant(encoding, WEBSOCKET)
         self._address = address
         self._counted = counted
         self._loop = asyncio.get_running_loop()
@@ -340,7 +344,7 @@ class Connection(asyncio.Protocol):
             limit = Disconnect(DisconnectCode.CONNECTION_LIMIT)
             self.close(int(limit.code), limit.reason)
             return
-        self.session = Session(self._endpoint.node, self, self._encoding, self._address)
+        self.session = Session(self._endpoint.node, self, self._address)
 
     def data_received(self, data: bytes) -> None:
         if self._task is not None or self._throttle is not None:
@@ -454,10 +458,13 @@ class Connection(asyncio.Protocol):
 
     # Transport (for the Session) ---------------------------------------------
 
-    def write_frame(self, frame: Frame) -> None:
+    def write(self, messages: Sequence[bytes], framed: Frame | None = None) -> int:
+        if framed is None:
+            framed = self.variant.frame(messages)
         if not self._closing:
             assert self.transport is not None
-            self.transport.write(frame.wire)
+            self.transport.write(framed.wire)
+        return len(framed.payload)
 
     def resume_writing(self) -> None:
         """Everything buffered was sent (write buffer limits are 0)."""
@@ -502,4 +509,4 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def __repr__(self) -> str:
-        return f"Connection({self._address!r}, {self._encoding.value})"
+        return f"Connection({self._address!r}, {self.variant.encoding.value})"

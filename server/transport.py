@@ -1,0 +1,102 @@
+"""The transport seam: what a session needs of the connection that carries it.
+
+A session queues encoded messages; its transport frames them for the wire (a
+WebSocket frame today; an SSE event or an HTTP chunk later) and writes them.
+The hub encodes a publication once per `Variant` present among a channel's
+subscribers, frames it once for that variant, and hands every subscriber of
+the variant the same `Frame`: a fan-out frames once, not once per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from server.protocol import Encoding
+
+__all__ = ["Frame", "Framing", "Transport", "Variant", "variant"]
+
+
+class Frame:
+    """Encoded messages ready for one transport: `payload` (the messages as the
+    protocol joins them; what budgets and metrics count) and `wire` (all the
+    bytes the transport writes for it)."""
+
+    __slots__ = ("payload", "wire")
+
+    def __init__(self, payload: bytes, wire: bytes) -> None:
+        self.payload = payload
+        self.wire = wire
+
+
+class Framing(Protocol):
+    """How one kind of transport puts messages on the wire. Stateless: one
+    instance per kind, shared by every connection of that kind."""
+
+    name: str
+
+    def frame(self, messages: Sequence[bytes], encoding: Encoding) -> Frame:
+        """`messages` (at least one, each encoded in `encoding`), in order, as one
+        write."""
+        ...
+
+
+class Variant:
+    """What the bytes a subscriber gets depend on: the encoding and the framing
+    (later also delta or full). Interned by `variant()`: compared and hashed by
+    identity, so the hub's per-variant lookup costs what a per-encoding one did."""
+
+    __slots__ = ("encoding", "framing")
+
+    def __init__(self, encoding: Encoding, framing: Framing) -> None:
+        self.encoding = encoding
+        self.framing = framing
+
+    def frame(self, messages: Sequence[bytes]) -> Frame:
+        return self.framing.frame(messages, self.encoding)
+
+    def __repr__(self) -> str:
+        return f"Variant({self.encoding.value}, {self.framing.name})"
+
+
+_VARIANTS: dict[tuple[Encoding, str], Variant] = {}
+
+
+def variant(encoding: Encoding, framing: Framing) -> Variant:
+    """The one `Variant` of `encoding` over `framing` (framings are told apart by name)."""
+    key = (encoding, framing.name)
+    found = _VARIANTS.get(key)
+    if found is None:
+        found = _VARIANTS[key] = Variant(encoding, framing)
+    return found
+
+
+class Transport(Protocol):
+    """How a session reaches its peer. No call may block or raise.
+
+    Once everything written has left (its unsent bytes are gone after having
+    been some), the transport calls its session's `writable`.
+    """
+
+    variant: Variant
+    """The encoding and framing of this connection (fixed for its lifetime)."""
+
+    sends_close_frame: bool
+    """False for a transport that cannot say why it closes (SSE, HTTP streaming):
+    the session then ends every connection with a disconnect push, even where a
+    WebSocket would carry the code in its close frame alone."""
+
+    def write(self, messages: Sequence[bytes], framed: Frame | None = None) -> int:
+        """Write encoded `messages` (not kept), in order, as `variant` frames them,
+        in one write; returns the payload bytes written. `framed`: those very
+        messages already framed for `variant` (the hub's shared frame of one
+        publication), written as they are."""
+        ...
+
+    def unsent_bytes(self) -> int:
+        """Bytes written but not yet taken by the socket (the peer is not reading)."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """End the connection with `code` (a close frame where the transport has one)."""
+        ...
