@@ -1,0 +1,40 @@
+"""Settings: loaded once, validated, frozen (see `loading` for the layers and
+`settings` for every key). Import from here."""
+
+from server.config.loading import DEFAULT_CONFIG, ENV_PREFIX, load_settings
+from server.config.settings import (
+    ApiSettings,
+    AuthSettings,
+    BrokerSettings,
+    ChannelOptions,
+    ClientSettings,
+    ConfigError,
+    EmbeddedSettings,
+    LogSettings,
+    MongoSettings,
+    PersistSettings,
+    RedisSettings,
+    ServerSettings,
+    Settings,
+    StatsSettings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "ApiSettings",
+    "AuthSettings",
+    "BrokerSettings",
+    "ChannelOptions",
+    "ClientSettings",
+    "ConfigError",
+    "EmbeddedSettings",
+    "LogSettings",
+    "MongoSettings",
+    "PersistSettings",
+    "RedisSettings",
+    "ServerSettings",
+    "Settings",
+    "StatsSettings",
+    "load_settings",
+]
