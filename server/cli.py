@@ -34,8 +34,8 @@ from tornado.netutil import bind_sockets
 from server.api.keys import ApiKeyChecker
 from server.auth.tokens import TokenVerifier
 from server.backends import Backends
+from server.channel_log import ChannelLog, spill_dir
 from server.config import ConfigError, Settings, load_settings
-from server.durable import Durable, spill_dir
 from server.embedded import (
     EmbeddedServerError,
     EmbeddedSet,
@@ -47,7 +47,7 @@ from server.logs import configure as configure_logging
 from server.loops import loop_factory
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
-from server.stats import NodeStats
+from server.stats_channel import NodeStats
 from server.store.keys import KeyStore
 from server.web.app import make_app
 from server.web.upgrade import Listener, make_server
@@ -218,7 +218,7 @@ async def serve(
     backends = Backends(settings)
     durable = None
     if backends.mongo is not None:
-        durable = Durable(
+        durable = ChannelLog(
             backends.mongo, settings.persist, spill_dir(settings), settings.log.repeat_interval
         )
     node = Node(settings, durable=durable)

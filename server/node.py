@@ -39,7 +39,7 @@ from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosit
 from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
-    from server.durable import Durable
+    from server.channel_log import ChannelLog
     from server.session import Session
 
 __all__ = ["Node", "RPCHandler", "SendHandler"]
@@ -73,7 +73,7 @@ class Node:
         settings: Settings,
         broker: Broker | None = None,
         presence: PresenceManager | None = None,
-        durable: Durable | None = None,
+        durable: ChannelLog | None = None,
     ) -> None:
         self.settings = settings
         self.durable = durable  # the MongoDB log; None keeps nothing beyond the broker
@@ -186,7 +186,7 @@ class Node:
         self.spawn(self._check_positions())
 
     async def _check_broker_kept_publications(self, attempts: int = 5) -> None:
-        """See `Durable.check_broker_lost_nothing`; persisted publishes wait for it
+        """See `ChannelLog.check_broker_lost_nothing`; persisted publishes wait for it
         (at most `redis.command_timeout`), so none reuses a lost offset."""
         assert self.durable is not None
         try:
@@ -381,7 +381,7 @@ class Node:
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         """The channel's history; for persisted namespaces a `since` older than the
-        broker's window is served from the MongoDB log too (see `Durable.history`)."""
+        broker's window is served from the MongoDB log too (see `ChannelLog.history`)."""
         options = self.channel_options(channel)
         read = partial(self.broker.history, channel, options=self.history_options(options))
         with _broker_failure(self._broker_log, "history of", channel):

@@ -14,7 +14,7 @@ from server.config import ConfigError, load_settings
 from server.embedded import EmbeddedServer
 from server.logs import JsonFormatter, Repeated
 from server.node import Node
-from server.stats import NodeStats
+from server.stats_channel import NodeStats
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 

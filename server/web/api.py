@@ -39,6 +39,7 @@ DISCARD_BYTES = 1 << 20
 DRAIN_RETRY_AFTER = 1
 """Seconds a client is told to wait (Retry-After) when the instance is shutting down."""
 
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

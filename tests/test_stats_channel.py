@@ -12,7 +12,7 @@ from tornado.ioloop import IOLoop
 from server.config import load_settings
 from server.node import Node
 from server.protocol import Encoding
-from server.stats import NodeStats
+from server.stats_channel import NodeStats
 from tests.conftest import TIMEOUT_SCALE
 
 STATS_KEYS = {
@@ -142,7 +142,7 @@ async def test_a_stats_channel_in_an_undeclared_namespace_publishes_nothing(node
 
 @pytest.mark.gen_test(timeout=40 * TIMEOUT_SCALE)
 async def test_a_broker_outage_is_logged_once_and_stats_resume_after_it(embedded_redis, caplog):
-    caplog.set_level(logging.INFO, logger="server.stats")
+    caplog.set_level(logging.INFO, logger="server.stats_channel")
     settings = load_settings(env={}).with_overrides(
         broker={"type": "redis"},
         redis={
