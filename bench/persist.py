@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.channel_log import ChannelLog  # noqa: E402
+from server.compose import build_node  # noqa: E402
 from server.config import load_settings  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
 from server.errors import ReplyError  # noqa: E402
@@ -149,7 +150,7 @@ async def run(args: argparse.Namespace, redis_url: str, mongo_url: str) -> dict[
     )
     store = MongoStore(mongo_url, "bench")
     with tempfile.TemporaryDirectory() as spill:
-        node = Node(settings, durable=ChannelLog(store, settings.persist, Path(spill)))
+        node = build_node(settings, durable=ChannelLog(store, settings.persist, Path(spill)))
         await node.start()
         try:
             result = {"persisted": await persisted(node, args.publications, args.concurrency)}

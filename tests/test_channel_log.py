@@ -16,6 +16,7 @@ from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryQuery
 from server.channel_log import ChannelLog
+from server.compose import build_node
 from server.config import Settings
 from server.embedded import free_port
 from server.node import Node
@@ -37,7 +38,7 @@ def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> Chan
 
 @pytest.fixture
 def node(settings: Settings, durable: ChannelLog, io_loop: IOLoop) -> Iterator[Node]:
-    node = Node(settings, durable=durable)
+    node = build_node(settings, durable=durable)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)
@@ -186,7 +187,7 @@ async def test_an_unreachable_mongodb_delays_neither_publishing_nor_history(
     client, settings, tmp_path
 ):
     dead = MongoStore(f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", "x", 0.2)
-    node = Node(settings, durable=ChannelLog(dead, settings.persist, tmp_path / "spill"))
+    node = build_node(settings, durable=ChannelLog(dead, settings.persist, tmp_path / "spill"))
     await node.start()
     started = time.monotonic()
     epoch = await publish(node, "log:a", 10)

@@ -19,6 +19,7 @@ from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryQuery
 from server.channel_log import ChannelLog
+from server.compose import build_node
 from server.config import Settings
 from server.embedded import EmbeddedServer
 from server.errors import ErrorCode, ReplyError
@@ -43,7 +44,7 @@ def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> Chan
 
 @pytest.fixture
 def node(settings: Settings, durable: ChannelLog, io_loop: IOLoop) -> Iterator[Node]:
-    node = Node(settings, durable=durable)
+    node = build_node(settings, durable=durable)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)
@@ -150,7 +151,7 @@ async def test_shutdown_waits_for_a_publish_under_way_and_logs_it(
 ) -> None:
     settings = settings.with_overrides(redis={"url": embedded_redis.url})
     durable = ChannelLog(mongo_store, settings.persist, tmp_path / "spill")
-    node = Node(settings, durable=durable)
+    node = build_node(settings, durable=durable)
     await node.start()
     epoch = (await node.publish("log:a", {"n": 1})).epoch
     assert embedded_redis.pid is not None
