@@ -25,6 +25,7 @@ from server.broker.base import (
     HistoryResult,
     PresenceManager,
 )
+from server.broker_subscriptions import BrokerSubscriptions
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
@@ -93,7 +94,6 @@ class Node:
         self.hub: Hub[Session] = Hub(settings.client.write_interval)
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
-        self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._observers: dict[str, PublicationObserver] = {}
         self._positions: dict[str, asyncio.Future[StreamPosition]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -107,6 +107,7 @@ class Node:
         self._broker_checked = asyncio.Event()
         self._broker_checked.set()
         self._broker_log = Repeated(log, settings.log.repeat_interval)
+        self._broker_subs = BrokerSubscriptions(broker, self._broker_log)
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
         cluster.attach(self.info, self.spawn)
@@ -291,14 +292,14 @@ class Node:
         """
         self.hub.subscribe(channel, session)
         try:
-            await self._subscribe_broker(channel)
+            await self._broker_subs.acquire(channel)
         except ReplyError:
             self.hub.unsubscribe(channel, session)
             raise
 
     async def remove_subscriber(self, channel: str, session: Session) -> None:
         if self.hub.unsubscribe(channel, session) and channel not in self._observers:
-            await self._unsubscribe_broker(channel)
+            await self._broker_subs.release(channel)
 
     async def observe(self, channel: str, observer: PublicationObserver) -> None:
         """Call `observer` with each publication of `channel` this node receives,
@@ -307,7 +308,7 @@ class Node:
         (and nothing observed) if the broker refuses."""
         self._observers[channel] = observer
         try:
-            await self._subscribe_broker(channel)
+            await self._broker_subs.acquire(channel)
         except ReplyError:
             self._observers.pop(channel, None)
             raise
@@ -316,34 +317,10 @@ class Node:
         """Stop observing `channel` (also undoes an `observe` cut short); the broker
         subscription ends unless local subscribers remain."""
         if self._observers.pop(channel, None) is not None and not self.hub.has_subscribers(channel):
-            await self._unsubscribe_broker(channel)
+            await self._broker_subs.release(channel)
 
     def observes(self, channel: str) -> bool:
         return channel in self._observers
-
-    async def _subscribe_broker(self, channel: str) -> None:
-        future = self._broker_subs.get(channel)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._broker_subs[channel] = future
-            try:
-                await self.broker.subscribe([channel])
-            except Exception as exc:
-                self._broker_log("broker subscribe to %r failed: %s", channel, exc)
-                future.set_exception(ReplyError(ErrorCode.INTERNAL))
-                future.exception()  # observed here; waiters re-raise it
-                self._broker_subs.pop(channel, None)
-                raise ReplyError(ErrorCode.INTERNAL) from None
-            future.set_result(None)
-        elif not future.done():
-            await asyncio.shield(future)
-
-    async def _unsubscribe_broker(self, channel: str) -> None:
-        self._broker_subs.pop(channel, None)
-        try:
-            await self.broker.unsubscribe([channel])
-        except Exception as exc:
-            self._broker_log("broker unsubscribe from %r failed: %s", channel, exc)
 
     async def publish(
         self,

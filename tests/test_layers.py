@@ -32,6 +32,7 @@ CORE = [
     "channel_log.py",
     "stats_channel.py",
     "cluster.py",
+    "broker_subscriptions.py",
     "replies.py",
 ]
 """Globs under server/; a name that does not exist (yet) matches nothing."""
