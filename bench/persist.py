@@ -35,8 +35,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from server.channel_log import ChannelLog  # noqa: E402
+from server.compose import build_node  # noqa: E402
 from server.config import load_settings  # noqa: E402
-from server.durable import Durable  # noqa: E402
 from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
 from server.errors import ReplyError  # noqa: E402
 from server.frames import WEBSOCKET  # noqa: E402
@@ -155,7 +156,7 @@ async def run(args: argparse.Namespace, redis_url: str, mongo_url: str) -> dict[
     )
     store = MongoStore(mongo_url, "bench")
     with tempfile.TemporaryDirectory() as spill:
-        node = Node(settings, durable=Durable(store, settings.persist, Path(spill)))
+        node = build_node(settings, durable=ChannelLog(store, settings.persist, Path(spill)))
         await node.start()
         try:
             result = {"persisted": await persisted(node, args.publications, args.concurrency)}

@@ -31,11 +31,9 @@ from typing import Any
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from server.api.keys import ApiKeyChecker
 from server.auth.tokens import TokenVerifier
-from server.backends import Backends
+from server.compose import build
 from server.config import ConfigError, Settings, load_settings
-from server.durable import Durable, spill_dir
 from server.embedded import (
     EmbeddedServerError,
     EmbeddedSet,
@@ -43,15 +41,12 @@ from server.embedded import (
     is_embedded_url,
     start_embedded,
 )
+from server.facade import Server
 from server.logs import configure as configure_logging
 from server.loops import loop_factory
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
-from server.stats import NodeStats
-from server.store.keys import KeyStore
-from server.web.app import make_app
 from server.web.upgrade import Listener, make_server
-from server.web.websocket import close_websockets
 from server.workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
@@ -215,28 +210,18 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     watcher = None if parent is None else loop.create_task(_watch_parent(parent, stop))
     syncer = None
-    backends = Backends(settings)
-    durable = None
-    if backends.mongo is not None:
-        durable = Durable(
-            backends.mongo, settings.persist, spill_dir(settings), settings.log.repeat_interval
-        )
-    node = Node(settings, durable=durable)
-    await node.start()
+    server = build(settings)
+    await server.start()
     if multiprocess_dir() is not None:
-        syncer = loop.create_task(_sync_metrics(node))
-    stats = NodeStats(node)
-    await stats.start()
-    lookup = KeyStore(backends.mongo).verify if backends.mongo is not None else None
-    api_keys = ApiKeyChecker(settings.api.keys, lookup)
-    server, listener = make_server(make_app(node, backends.checks(), api_keys), settings)
+        syncer = loop.create_task(_sync_metrics(server.node))
+    http, listener = make_server(server.application(), settings)
     if sockets is None:
         sockets = bind_sockets(
             settings.server.port, settings.server.host, backlog=settings.server.backlog
         )
     listener.add_sockets(sockets)
     log.info(
-        "serving on http://%s:%d (node %s)", settings.server.host, settings.server.port, node.name
+        "serving on http://%s:%d (node %s)", settings.server.host, settings.server.port, server.name
     )
     try:
         await stop.wait()
@@ -244,16 +229,11 @@ async def serve(
         for task in (watcher, syncer):
             if task is not None:
                 task.cancel()
-        await _shut_down(settings, node, server, listener, backends, stats)
+        await _shut_down(settings, server, http, listener)
 
 
 async def _shut_down(
-    settings: Settings,
-    node: Node,
-    server: HTTPServer,
-    listener: Listener,
-    backends: Backends,
-    stats: NodeStats,
+    settings: Settings, server: Server, http: HTTPServer, listener: Listener
 ) -> None:
     """Drain, then close within `server.shutdown_timeout`.
 
@@ -262,7 +242,7 @@ async def _shut_down(
     sends every client 3001 (reconnect elsewhere), writes or spills the MongoDB
     queue and closes its connections. Whatever is not done in time is abandoned.
     """
-    node.draining = True
+    server.drain()
     timeout = settings.server.shutdown_timeout
     log.info("shutting down (drain %gs, at most %gs)", settings.server.drain_delay, timeout)
     deadline = asyncio.get_running_loop().time() + timeout
@@ -271,11 +251,8 @@ async def _shut_down(
     listener.stop()
 
     async def close() -> None:
-        await stats.close()
-        await node.close()
-        await close_websockets(server.request_callback)
-        await server.close_all_connections()
-        await backends.close()
+        await server.close()  # stats, node (clients get 3001), WebSockets left, MongoDB
+        await http.close_all_connections()
 
     task = asyncio.ensure_future(close())
     remaining = deadline - asyncio.get_running_loop().time()

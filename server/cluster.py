@@ -6,8 +6,10 @@ Promises:
   heard from within the last 3 intervals. A node that stops says goodbye and
   is forgotten at once. A node that hears a newcomer announces itself back, so
   a new node knows the cluster within one round trip.
-- `command(name, params)` reaches `on_command` on every node, this one
-  included; each acts on its own connections.
+- `command(name, params)` reaches the handler registered with
+  `handle_commands` on every node, this one included; each acts on its own
+  connections. Survey ops are answered by handlers registered with `answer`
+  (the server API registers both; the node knows neither).
 - `survey(op, params, timeout)` asks every node (this one included) and
   returns the answers, keyed by node id, once every node known when it was
   asked has answered, or when `timeout` passes (with the answers so far).
@@ -23,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgpack
@@ -32,7 +34,7 @@ from server.broker.base import Broker
 from server.logs import Repeated
 from server.protocol import Encoding, encode
 
-__all__ = ["Cluster", "SurveyHandler"]
+__all__ = ["Cluster", "CommandHandler", "SurveyHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,16 @@ NODE_TTL_INTERVALS = 3
 
 SurveyHandler = Callable[[dict[str, Any]], Any]
 """Answers one survey op on this node, from the request's params."""
+CommandHandler = Callable[[str, dict[str, Any]], None]
+"""Runs one command (name, params) on this node's connections; must not block."""
+
+
+def _create_task(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    return asyncio.get_running_loop().create_task(coro)
+
+
+def _no_command_handler(name: str, params: dict[str, Any]) -> None:
+    log.warning("unknown cluster command %r", name)
 
 
 def _observe(task: asyncio.Future[Any]) -> None:
@@ -58,28 +70,40 @@ class _Survey:
 
 
 class Cluster:
-    def __init__(
-        self,
-        broker: Broker,
-        interval: float,
-        local_info: Callable[[], dict[str, Any]],
-        on_command: Callable[[str, dict[str, Any]], None],
-        survey_handlers: Mapping[str, SurveyHandler],
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
-        repeat_interval: float = 10.0,
-    ) -> None:
+    def __init__(self, broker: Broker, interval: float, repeat_interval: float = 10.0) -> None:
+        """Before `start`, the node attaches itself (`attach`) and the layers above it
+        register what they run (`handle_commands`, `answer`)."""
         self.uid = str(uuid.uuid4())
         self._announce_log = Repeated(log, repeat_interval)
         self._broker = broker
         self._interval = interval
-        self._local_info = local_info
-        self._on_command = on_command
-        self._survey_handlers = survey_handlers
-        self._spawn = spawn
+        self._local_info: Callable[[], dict[str, Any]] = dict
+        self._on_command: CommandHandler = _no_command_handler
+        self._survey_handlers: dict[str, SurveyHandler] = {}
+        self._spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = _create_task
         self._nodes: dict[str, tuple[dict[str, Any], float]] = {}  # uid -> (info, expires)
         self._surveys: dict[str, _Survey] = {}
         self._announcer: asyncio.Task[None] | None = None
         self._closing = False
+
+    def attach(
+        self,
+        local_info: Callable[[], dict[str, Any]],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        """The node this cluster view belongs to: what it announces about itself, and
+        where background work (answers, announcements back) runs."""
+        self._local_info = local_info
+        self._spawn = spawn
+
+    def handle_commands(self, handler: CommandHandler) -> None:
+        """Run `handler(name, params)` for every `command` any node sends (this one
+        included); it must not block (spawn the work). Replaces the previous handler."""
+        self._on_command = handler
+
+    def answer(self, op: str, handler: SurveyHandler) -> None:
+        """Answer survey `op` with `handler(params)`; ops nobody answers get None."""
+        self._survey_handlers[op] = handler
 
     # Life cycle --------------------------------------------------------------
 

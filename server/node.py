@@ -18,9 +18,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from server import __version__
-from server.api.pattern import compile_pattern
-from server.auth.tokens import TokenVerifier
-from server.broker import create_broker
 from server.broker.base import (
     Broker,
     HistoryOptions,
@@ -28,21 +25,22 @@ from server.broker.base import (
     HistoryResult,
     PresenceManager,
 )
-from server.broker.memory import MemoryBroker, MemoryPresence
-from server.cluster import Cluster
+from server.broker_subscriptions import BrokerSubscriptions
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
 from server.logs import Repeated
-from server.metrics import Metrics
 from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
-    from server.durable import Durable
+    from server.auth.tokens import TokenVerifier
+    from server.channel_log import ChannelLog
+    from server.cluster import Cluster
+    from server.metrics import Metrics
     from server.session import Session
 
-__all__ = ["Node", "RPCHandler", "SendHandler"]
+__all__ = ["Node", "PublicationObserver", "RPCHandler", "SendHandler"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +48,8 @@ RPCHandler = Callable[["Session", Any], Awaitable[Any]]
 """Answers an `rpc` command: receives the session and the request data, returns reply data."""
 SendHandler = Callable[["Session", Any], Awaitable[None]]
 """Receives an asynchronous `send` message from a client."""
+PublicationObserver = Callable[[Publication], None]
+"""Sees each publication of one channel as it reaches this node; must not block or raise."""
 
 
 @contextmanager
@@ -68,27 +68,33 @@ def _broker_failure(failures: Repeated, action: str, channel: str) -> Iterator[N
 
 
 class Node:
+    """One server instance. It builds none of its dependencies: the composition root
+    (server/compose.py) makes them from settings and hands them in."""
+
     def __init__(
         self,
         settings: Settings,
-        broker: Broker | None = None,
-        presence: PresenceManager | None = None,
-        durable: Durable | None = None,
+        *,
+        broker: Broker,
+        presence: PresenceManager,
+        tokens: TokenVerifier,
+        metrics: Metrics,
+        cluster: Cluster,
+        durable: ChannelLog | None = None,
     ) -> None:
         self.settings = settings
-        self.durable = durable  # the MongoDB log; None keeps nothing beyond the broker
+        self.broker = broker
+        self.presence = presence
+        self.tokens = tokens
+        self.metrics = metrics
+        self.cluster = cluster
+        self.durable = durable  # the MongoDB channel log; None keeps nothing beyond the broker
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
         self.hub: Hub[Session] = Hub(settings.client.write_interval)
-        if broker is None and presence is None:
-            broker, presence = create_broker(settings)
-        # Given one half only (tests do), the other half stays in this process.
-        self.broker = broker or MemoryBroker()
-        self.presence = presence or MemoryPresence()
-        self.tokens = TokenVerifier.from_settings(settings.auth)
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
-        self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        self._observers: dict[str, PublicationObserver] = {}
         self._positions: dict[str, asyncio.Future[StreamPosition]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -100,19 +106,11 @@ class Node:
         # broker kept every publication it acknowledged; persisted publishes wait.
         self._broker_checked = asyncio.Event()
         self._broker_checked.set()
-        self.metrics = Metrics()
         self._broker_log = Repeated(log, settings.log.repeat_interval)
+        self._broker_subs = BrokerSubscriptions(broker, self._broker_log)
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
-        self.cluster = Cluster(
-            self.broker,
-            settings.api.node_info_interval,
-            self.info,
-            self._on_command,
-            {"channels": self._channels_answer},
-            self.spawn,
-            settings.log.repeat_interval,
-        )
+        cluster.attach(self.info, self.spawn)
 
     # Life cycle --------------------------------------------------------------
 
@@ -164,9 +162,26 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
+    @contextmanager
+    def broker_call(self, action: str, target: str) -> Iterator[None]:
+        """The node's one handling of broker trouble, for callers outside it: an
+        exception inside becomes ReplyError(100), logged as "<action> <target>
+        failed" at most once per `log.repeat_interval` (ReplyErrors pass through)."""
+        with _broker_failure(self._broker_log, action, target):
+            yield
+
+    @property
+    def broker_failures(self) -> Repeated:
+        """The rate-bounded log line of broker trouble `broker_call` writes to."""
+        return self._broker_log
+
     # Broker events -----------------------------------------------------------
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
+        if self._observers:  # the one check the delivery path pays when nothing observes
+            observer = self._observers.get(channel)
+            if observer is not None:
+                observer(pub)
         with self.metrics.timed(self.metrics.fanout):
             self.hub.broadcast_publication(channel, pub)
 
@@ -186,7 +201,7 @@ class Node:
         self.spawn(self._check_positions())
 
     async def _check_broker_kept_publications(self, attempts: int = 5) -> None:
-        """See `Durable.check_broker_lost_nothing`; persisted publishes wait for it
+        """See `ChannelLog.check_broker_lost_nothing`; persisted publishes wait for it
         (at most `redis.command_timeout`), so none reuses a lost offset."""
         assert self.durable is not None
         try:
@@ -276,34 +291,36 @@ class Node:
         undoes the local subscription and raises ReplyError(100).
         """
         self.hub.subscribe(channel, session)
-        future = self._broker_subs.get(channel)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._broker_subs[channel] = future
-            try:
-                await self.broker.subscribe([channel])
-            except Exception as exc:
-                self._broker_log("broker subscribe to %r failed: %s", channel, exc)
-                future.set_exception(ReplyError(ErrorCode.INTERNAL))
-                future.exception()  # observed here; waiters re-raise it
-                self._broker_subs.pop(channel, None)
-                self.hub.unsubscribe(channel, session)
-                raise ReplyError(ErrorCode.INTERNAL) from None
-            future.set_result(None)
-        elif not future.done():
-            try:
-                await asyncio.shield(future)
-            except ReplyError:
-                self.hub.unsubscribe(channel, session)
-                raise
+        try:
+            await self._broker_subs.acquire(channel)
+        except ReplyError:
+            self.hub.unsubscribe(channel, session)
+            raise
 
     async def remove_subscriber(self, channel: str, session: Session) -> None:
-        if self.hub.unsubscribe(channel, session):
-            self._broker_subs.pop(channel, None)
-            try:
-                await self.broker.unsubscribe([channel])
-            except Exception as exc:
-                self._broker_log("broker unsubscribe from %r failed: %s", channel, exc)
+        if self.hub.unsubscribe(channel, session) and channel not in self._observers:
+            await self._broker_subs.release(channel)
+
+    async def observe(self, channel: str, observer: PublicationObserver) -> None:
+        """Call `observer` with each publication of `channel` this node receives,
+        before its subscribers get it (one observer per channel; a second replaces
+        the first). Returns once the broker delivers the channel; ReplyError(100)
+        (and nothing observed) if the broker refuses."""
+        self._observers[channel] = observer
+        try:
+            await self._broker_subs.acquire(channel)
+        except ReplyError:
+            self._observers.pop(channel, None)
+            raise
+
+    async def unobserve(self, channel: str) -> None:
+        """Stop observing `channel` (also undoes an `observe` cut short); the broker
+        subscription ends unless local subscribers remain."""
+        if self._observers.pop(channel, None) is not None and not self.hub.has_subscribers(channel):
+            await self._broker_subs.release(channel)
+
+    def observes(self, channel: str) -> bool:
+        return channel in self._observers
 
     async def publish(
         self,
@@ -381,7 +398,7 @@ class Node:
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         """The channel's history; for persisted namespaces a `since` older than the
-        broker's window is served from the MongoDB log too (see `Durable.history`)."""
+        broker's window is served from the MongoDB log too (see `ChannelLog.history`)."""
         options = self.channel_options(channel)
         read = partial(self.broker.history, channel, options=self.history_options(options))
         with _broker_failure(self._broker_log, "history of", channel):
@@ -436,91 +453,7 @@ class Node:
         with _broker_failure(self._broker_log, "remove history of", channel):
             await self.broker.remove_history(channel)
 
-    def _sessions_of(self, user: str | None, client_id: str | None) -> list[Session]:
-        """This node's sessions of `user`, or its one session `client_id` (of `user`)."""
-        if client_id:
-            found = self.hub.session(client_id)
-            return [found] if found is not None and user in (None, found.user) else []
-        if user is not None:
-            return self.hub.user_sessions(user)
-        return []
-
-    async def unsubscribe(
-        self, channel: str, user: str | None = None, client_id: str | None = None
-    ) -> int:
-        """Unsubscribe this node's sessions of `user` (or one client) from `channel`.
-
-        Each gets an unsubscribe push (code 2000) and stops receiving the channel;
-        returns how many were subscribed.
-        """
-        done = 0
-        for session in self._sessions_of(user, client_id):
-            done += await session.server_unsubscribe(channel)
-        return done
-
     # Across the cluster --------------------------------------------------------
-
-    async def command(self, name: str, params: dict[str, Any]) -> None:
-        """Run a user command on every node (see `_run_command`); error 100 if the
-        broker cannot carry it."""
-        with _broker_failure(self._broker_log, "command", name):
-            await self.cluster.command(name, params)
-
-    def _on_command(self, name: str, params: dict[str, Any]) -> None:
-        self.spawn(self._run_command(name, params))
-
-    async def _run_command(self, name: str, params: dict[str, Any]) -> None:
-        """One node's share of a server API call aimed at users or clients."""
-        client = params.get("client") or None
-        user = params.get("user", "")
-        # With a client, an empty user means any user (it names the connection).
-        sessions = self._sessions_of((user or None) if client else user, client)
-        if name == "unsubscribe":
-            for session in sessions:
-                await session.server_unsubscribe(params["channel"])
-        elif name == "subscribe":
-            since = params.get("recover_since")
-            position = None if since is None else StreamPosition(since[0], since[1])
-            for session in sessions:
-                try:
-                    await session.server_subscribe(
-                        params["channel"], params.get("info"), params.get("data"), position
-                    )
-                except Exception as exc:  # one connection's failure is not the others'
-                    self._broker_log("server subscribe of %s failed: %s", session.client_id, exc)
-        elif name == "disconnect":
-            keep = set(params.get("whitelist") or ())
-            reason = Disconnect(params["code"], params["reason"])
-            for session in sessions:
-                if session.client_id not in keep:
-                    session.disconnect(reason)
-        elif name == "refresh":
-            for session in sessions:
-                session.server_refresh(params.get("expired", False), params.get("expire_at"))
-        else:
-            log.warning("unknown cluster command %r", name)
-
-    async def channels(self, pattern: str = "") -> dict[str, int]:
-        """Channels with subscribers on any node (matching `pattern`), with their
-        number of subscribers; nodes that do not answer in time are left out."""
-        with _broker_failure(self._broker_log, "survey", "channels"):
-            answers = await self.cluster.survey(
-                "channels", {"pattern": pattern}, self.settings.api.survey_timeout
-            )
-        total: dict[str, int] = {}
-        for answer in answers.values():
-            for channel, count in (answer or {}).items():
-                total[channel] = total.get(channel, 0) + int(count)
-        return total
-
-    def _channels_answer(self, params: dict[str, Any]) -> dict[str, int]:
-        pattern = str(params.get("pattern") or "")
-        matcher = compile_pattern(pattern) if pattern else None
-        return {
-            channel: self.hub.num_subscribers(channel)
-            for channel in self.hub.channels()
-            if matcher is None or matcher.fullmatch(channel)
-        }
 
     def info(self) -> dict[str, Any]:
         """What this node tells the cluster about itself."""

@@ -20,6 +20,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.web import Application
 
+from server.compose import build_node
 from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
@@ -56,7 +57,7 @@ def settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
 
 @pytest.fixture
 def node(settings: Settings, io_loop: IOLoop) -> Iterator[Node]:
-    node = Node(settings)
+    node = build_node(settings)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)

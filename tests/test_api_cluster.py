@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
 from server.cluster import ANNOUNCE
+from server.compose import build_node
 from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding, encode
@@ -66,7 +67,7 @@ def a(node: Node, http_server: HTTPServer, http_port: int, http_client: AsyncHTT
 @pytest.fixture
 def b(settings: Settings, io_loop: IOLoop, http_client: AsyncHTTPClient) -> Iterator[Instance]:
     """A second node on the same Redis, with its own HTTP server."""
-    node = Node(settings)
+    node = build_node(settings)
     io_loop.run_sync(node.start)
     sock, port = bind_unused_port()
     server = HTTPServer(make_app(node))
@@ -123,7 +124,7 @@ async def test_a_new_node_knows_the_cluster_without_waiting_for_an_interval(
     a: Instance, settings: Settings
 ) -> None:
     slow = settings.with_overrides(api={"node_info_interval": 60.0})
-    late = Node(slow)
+    late = build_node(slow)
     await late.start()
     try:
         known = {a.node.cluster.uid, late.cluster.uid}
@@ -204,7 +205,7 @@ async def test_an_idempotency_key_holds_across_nodes(a: Instance, b: Instance) -
 
 @pytest.mark.gen_test
 async def test_a_stopped_node_leaves_info_at_once(a: Instance, settings: Settings) -> None:
-    other = Node(settings.with_overrides(api={"node_info_interval": 60.0}))
+    other = build_node(settings.with_overrides(api={"node_info_interval": 60.0}))
     await other.start()
     await eventually(lambda: _known(a, 2))
     await other.close()

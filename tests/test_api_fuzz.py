@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.api.executor import METHODS, ApiExecutor
+from server.compose import build_node
 from server.config import load_settings
 from server.errors import ErrorCode, ReplyError
-from server.node import Node
 
 FUZZ = settings(
     max_examples=100,
@@ -98,7 +98,7 @@ bodies = st.fixed_dictionaries(
 
 
 async def call_all(params: Any) -> list[Any]:
-    node = Node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
+    node = build_node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
     await node.start()
     executor = ApiExecutor(node)
     answers: list[Any] = []

@@ -45,6 +45,16 @@ BOB = ClientInfo("bob", "c2")
 
 
 # ---------------------------------------------------------------------------
+# Readiness
+
+
+@pytest.mark.gen_test
+async def test_ping_returns_while_the_backend_answers(broker: Broker) -> None:
+    await broker.ping()
+    await broker.ping()
+
+
+# ---------------------------------------------------------------------------
 # Publishing and offsets
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,22 +12,22 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 from tornado.web import Application
 
-from server.backends import Backends
+from server.compose import build
 from server.config import Settings
 from server.embedded import EmbeddedServer
-from server.node import Node
-from server.web.app import make_app
+from server.facade import Server
 from tests.conftest import TIMEOUT_SCALE
 
 TEST_TIMEOUT = 15 * TIMEOUT_SCALE
 
 
 @pytest.fixture
-def backends(
-    request: pytest.FixtureRequest, settings: Settings, io_loop: IOLoop
-) -> Iterator[Backends]:
-    """Clients of the shared servers, or of the test's own `embedded_redis` / `embedded_mongo`
-    when the test asks for one (to stop or kill it)."""
+def server(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path, io_loop: IOLoop
+) -> Iterator[Server]:
+    """An instance from the composition root on Redis and MongoDB: the shared servers,
+    or the test's own `embedded_redis` / `embedded_mongo` when it asks for one (to
+    stop or kill it). /readyz checks them through the broker's and the store's ping."""
 
     def url(own: str, shared: str) -> str:
         if own in request.fixturenames:
@@ -34,16 +35,22 @@ def backends(
             return server.url
         return str(request.getfixturevalue(shared))
 
-    redis = url("embedded_redis", "redis_url")
-    mongo = url("embedded_mongo", "mongo_url")
-    backends = Backends(settings.with_overrides(redis={"url": redis}, mongo={"url": mongo}))
-    yield backends
-    io_loop.run_sync(backends.close)
+    server = build(
+        settings.with_overrides(
+            broker={"type": "redis"},
+            redis={"url": url("embedded_redis", "redis_url")},
+            mongo={"url": url("embedded_mongo", "mongo_url")},
+            persist={"spill_dir": str(tmp_path / "spill")},
+        )
+    )
+    io_loop.run_sync(server.start)
+    yield server
+    io_loop.run_sync(server.close)
 
 
 @pytest.fixture
-def app(node: Node, backends: Backends) -> Application:
-    return make_app(node, backends.checks())
+def app(server: Server) -> Application:
+    return server.application()
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from collections import Counter
 
 import pytest
 
+from server.compose import build_node
 from server.config import ConfigError, load_settings
 from server.embedded import EmbeddedServer
 from server.logs import JsonFormatter, Repeated
-from server.node import Node
-from server.stats import NodeStats
+from server.stats_channel import NodeStats
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 
@@ -108,7 +108,7 @@ def test_while_redis_is_down_each_failure_is_logged_at_a_bounded_rate_then_its_r
     caplog.set_level(logging.INFO)
 
     async def outage() -> tuple[list[logging.LogRecord], list[str]]:
-        node = Node(settings)
+        node = build_node(settings)
         await node.start()
         stats = NodeStats(node)
         await stats.start()

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from server.durable import Durable
-from server.node import Node
+from server.channel_log import ChannelLog
+from server.compose import build_node
 from server.store.mongo import MongoStore
 from tests.conftest import TIMEOUT_SCALE
 
@@ -26,7 +26,7 @@ async def test_every_acknowledged_publication_is_stored_once_across_a_mongodb_re
     settings, restartable_mongo, mongo_db_name, tmp_path
 ):
     store = MongoStore(restartable_mongo.url, mongo_db_name, timeout=0.3)
-    node = Node(settings, durable=Durable(store, settings.persist, tmp_path / "spill"))
+    node = build_node(settings, durable=ChannelLog(store, settings.persist, tmp_path / "spill"))
     await node.start()
     acked: list[int] = []
 
@@ -64,7 +64,7 @@ async def test_a_clean_shutdown_with_mongodb_down_spills_and_the_next_start_stor
     store = MongoStore(restartable_mongo.url, mongo_db_name, timeout=0.3)
     await store.ensure_indexes()
     await asyncio.to_thread(restartable_mongo.stop)
-    first = Node(settings, durable=Durable(store, settings.persist, tmp_path / "spill"))
+    first = build_node(settings, durable=ChannelLog(store, settings.persist, tmp_path / "spill"))
     await first.start()
     epoch = ""
     for n in range(50):
@@ -72,7 +72,7 @@ async def test_a_clean_shutdown_with_mongodb_down_spills_and_the_next_start_stor
     await first.close()  # flush fails: the queue goes to a spill file
     assert list((tmp_path / "spill").iterdir())
     await asyncio.to_thread(restartable_mongo.start)
-    second = Node(settings, durable=Durable(store, settings.persist, tmp_path / "spill"))
+    second = build_node(settings, durable=ChannelLog(store, settings.persist, tmp_path / "spill"))
     await second.start()
     await second.durable.writer.flush()
     stored = [doc["offset"] async for doc in store.publications.find({"epoch": epoch})]

@@ -1,4 +1,5 @@
-"""The node: shutdown, and the broker subscription shared by a channel's local subscribers."""
+"""The node: shutdown, and the broker subscription shared by a channel's local subscribers
+(and observers)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import pytest
 
 from server.broker.memory import MemoryBroker
+from server.compose import build_node
 from server.node import Node
+from tests.conftest import TIMEOUT_SCALE
 
 
 @pytest.mark.gen_test
@@ -43,27 +46,19 @@ async def test_disconnected_client_leaves_its_channels_and_presence(client, node
 
 
 @pytest.mark.gen_test
-async def test_server_unsubscribe_pushes_unsubscribe_and_stops_delivery(client, node: Node):
-    a, b = await client(), await client()
-    for c in (a, b):
-        await c.result("subscribe", {"channel": "news"})
-    assert await node.unsubscribe("news", client_id=a.client_id) == 1
-    unsubscribe = await a.push("unsubscribe", "news")
-    assert unsubscribe["unsubscribe"] == {"code": 2000, "reason": "server unsubscribe"}
-    await node.publish("news", "only b")
-    assert (await b.push("pub", "news"))["pub"]["data"] == "only b"
-    await a.result("subscribe", {"channel": "other"})
-    await node.publish("other", "a is still connected")
-    assert (await a.push("pub"))["channel"] == "other"
-
-
-@pytest.mark.gen_test
-async def test_server_unsubscribe_of_a_user_reaches_all_their_connections(client, node: Node):
-    a, b = await client(), await client()
-    for c in (a, b):
-        await c.result("subscribe", {"channel": "news"})
-    assert await node.unsubscribe("news", user="") == 2
-    assert await node.unsubscribe("news", user="") == 0
+async def test_an_observer_sees_publications_while_no_client_subscribes(client, node: Node):
+    seen: list[object] = []
+    await node.observe("news", lambda pub: seen.append(pub.data))
+    a = await client()
+    await a.result("subscribe", {"channel": "news"})
+    await a.result("unsubscribe", {"channel": "news"})  # the last subscriber leaves
+    await node.publish("news", 1)
+    deadline = asyncio.get_running_loop().time() + 5 * TIMEOUT_SCALE
+    while seen != [1]:
+        assert asyncio.get_running_loop().time() < deadline, seen
+        await asyncio.sleep(0.01)
+    await node.unobserve("news")
+    assert not node.observes("news") and not node.hub.has_subscribers("news")
 
 
 @pytest.mark.settings(redis={"max_connections": 2})
@@ -90,7 +85,7 @@ class CountingBroker(MemoryBroker):
 @pytest.mark.gen_test
 async def test_position_reads_in_one_loop_turn_share_one_broker_call(settings):
     broker = CountingBroker()
-    node = Node(settings, broker=broker)
+    node = build_node(settings, broker=broker)
     await node.start()
     await node.publish("news", "x")
     positions = await asyncio.gather(*(node.position("news") for _ in range(50)))

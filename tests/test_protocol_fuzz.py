@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
+from server.compose import build_node
 from server.config import load_settings
 from server.errors import ReplyError
 from server.node import Node
@@ -126,7 +127,7 @@ def test_command_validation_raises_only_protocol_errors(message: Any, request: t
 
 
 async def run_session(frame: bytes, encoding: Encoding) -> tuple[RecordingTransport, set[int]]:
-    node = Node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
+    node = build_node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
     await node.start()
     transport = RecordingTransport(encoding)
     session = Session(node, transport)
@@ -223,9 +224,9 @@ async def served_session(
     broker, or the Redis broker with `redis` settings)."""
     base = load_settings(env={})
     if redis is None:
-        node = Node(base.with_overrides(broker={"type": "memory"}))
+        node = build_node(base.with_overrides(broker={"type": "memory"}))
     else:
-        node = Node(base.with_overrides(broker={"type": "redis"}, redis=redis))
+        node = build_node(base.with_overrides(broker={"type": "redis"}, redis=redis))
     await node.start()
     app = make_app(node)
     server = HTTPServer(app)

@@ -19,6 +19,7 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
 )
+from server.compose import build_node
 from server.config import Settings
 from server.errors import Disconnect, DisconnectCode
 from server.node import Node
@@ -145,6 +146,9 @@ class SlowHistory(Broker):
     async def close(self) -> None:
         await self.inner.close()
 
+    async def ping(self) -> None:
+        await self.inner.ping()
+
     async def subscribe(self, channels: Sequence[str]) -> None:
         await self.inner.subscribe(channels)
 
@@ -181,7 +185,7 @@ class SlowHistory(Broker):
 @pytest.fixture
 def node(settings: Settings, io_loop: IOLoop):
     broker, presence = create_broker(settings)
-    node = Node(settings, broker=SlowHistory(broker), presence=presence)
+    node = build_node(settings, broker=SlowHistory(broker), presence=presence)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from server.api.cluster_commands import ClusterCommands
 from server.config import Settings, load_settings
 from server.embedded import EmbeddedValkey
 from server.errors import ReplyError
@@ -64,7 +65,7 @@ async def test_pooled_connections_idle_across_a_restart_do_not_fail_commands_aft
 async def test_the_control_stream_works_again_after_a_restart(valkey: EmbeddedValkey, node: Node):
     await restarted(valkey, node)
     assert [n["uid"] for n in node.cluster.nodes()] == [node.cluster.uid]
-    assert await node.channels() == {}  # the survey goes out and comes back
+    assert await ClusterCommands(node).channels() == {}  # the survey goes out and comes back
 
 
 @pytest.mark.parametrize("valkey", [True], indirect=True, ids=["persistent"])

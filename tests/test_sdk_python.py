@@ -23,6 +23,7 @@ from centrifuge import (
     SubscriptionState,
 )
 
+from server.api.cluster_commands import ClusterCommands
 from server.errors import Disconnect, DisconnectCode
 from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
@@ -233,6 +234,8 @@ async def test_force_disconnect_leaves_the_sdk_disconnected_without_reconnecting
 async def test_server_unsubscribe_leaves_the_sdk_subscription_unsubscribed(ws_url: str, node: Node):
     async with sdk_client(ws_url, node) as client:
         sub, _ = await subscribed(client)
-        assert await node.unsubscribe(CHANNEL, client_id=client.client_id) == 1
+        assert (
+            await ClusterCommands(node).unsubscribe_here(CHANNEL, client_id=client.client_id) == 1
+        )
         await until(lambda: sub.state is SubscriptionState.UNSUBSCRIBED)
         assert client.state is ClientState.CONNECTED

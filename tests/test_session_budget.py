@@ -17,6 +17,7 @@ import pytest
 
 from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
 from server.broker.memory import MemoryBroker
+from server.compose import build_node
 from server.config import load_settings
 from server.errors import ErrorCode
 from server.node import Node
@@ -261,7 +262,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
         broker={"type": "memory"}, client={"max_unsent_bytes": BUDGET}
     )
     broker = GatedBroker()
-    node = Node(settings, broker=broker)
+    node = build_node(settings, broker=broker)
     await node.start()
     try:
         transport = RecordingTransport()

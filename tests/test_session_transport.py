@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from server.compose import build_node
 from server.config import load_settings
 from server.node import Node
 from server.session import Session
@@ -21,7 +22,7 @@ class NoCloseFrameTransport(RecordingTransport):
 
 
 async def started_node() -> Node:
-    node = Node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
+    node = build_node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
     await node.start()
     return node
 

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from server.api.cluster_commands import ClusterCommands
 from server.api.requests import (
     BatchRequest,
     BroadcastRequest,
@@ -50,6 +51,7 @@ Result = dict[str, Any]
 class ApiExecutor:
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.commands = ClusterCommands(node)
         settings = node.settings
         self.limits = Limits(
             settings.client.max_data_depth,
@@ -141,7 +143,7 @@ class ApiExecutor:
         request: SubscribeRequest = self._parse(SubscribeRequest, params)
         self._channel(request.channel)
         since = request.recover_since
-        await self.node.command(
+        await self.commands.send(
             "subscribe",
             {
                 "user": request.user,
@@ -157,7 +159,7 @@ class ApiExecutor:
     async def unsubscribe(self, params: Any) -> Result:
         request: UnsubscribeRequest = self._parse(UnsubscribeRequest, params)
         self._channel(request.channel)
-        await self.node.command(
+        await self.commands.send(
             "unsubscribe",
             {"user": request.user, "client": request.client, "channel": request.channel},
         )
@@ -165,7 +167,7 @@ class ApiExecutor:
 
     async def disconnect(self, params: Any) -> Result:
         request: DisconnectRequest = self._parse(DisconnectRequest, params)
-        await self.node.command(
+        await self.commands.send(
             "disconnect",
             {
                 "user": request.user,
@@ -178,7 +180,7 @@ class ApiExecutor:
 
     async def refresh(self, params: Any) -> Result:
         request: RefreshRequest = self._parse(RefreshRequest, params)
-        await self.node.command(
+        await self.commands.send(
             "refresh",
             {
                 "user": request.user,
@@ -241,7 +243,7 @@ class ApiExecutor:
 
     async def channels(self, params: Any) -> Result:
         request: ChannelsRequest = self._parse(ChannelsRequest, params)
-        counts = await self.node.channels(request.pattern)
+        counts = await self.commands.channels(request.pattern)
         return {"channels": {ch: {"num_clients": n} for ch, n in sorted(counts.items())}}
 
     async def info(self, params: Any) -> Result:

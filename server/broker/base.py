@@ -114,6 +114,11 @@ class Broker(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
+    async def ping(self) -> None:
+        """Return once the backend answers; raise when it cannot be reached within
+        the broker's own command timeout (readiness checks use this)."""
+
+    @abstractmethod
     async def subscribe(self, channels: Sequence[str]) -> None:
         """Start delivering these channels' events to this node's handler."""
 

@@ -86,6 +86,9 @@ class MemoryBroker(Broker):
     async def close(self) -> None:
         self._subscribed.clear()
 
+    async def ping(self) -> None:
+        return None  # in this process: always there
+
     async def subscribe(self, channels: Sequence[str]) -> None:
         self._subscribed.update(channels)
 

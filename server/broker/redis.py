@@ -248,6 +248,10 @@ class RedisBroker(Broker):
         await self.client.aclose()
         await self._admin.aclose()
 
+    async def ping(self) -> None:
+        """PING over the command connections (bounded by their timeouts)."""
+        await self.client.ping()
+
     def reconnect_checked(self) -> None:
         self._restarts.confirm()
 

@@ -1,5 +1,5 @@
 // The cluster dashboard: a subscriber of the stats channel (sys:stats), where every
-// server instance publishes its numbers each second (see server/stats.py).
+// server instance publishes its numbers each second (see server/stats_channel.py).
 //
 // The page keeps each instance's latest report; every report that arrives adds one
 // point of cluster totals (the sum over instances heard from recently), so a history

@@ -6,8 +6,9 @@ every viewer through the broker, whichever instance the viewer is connected to.
 
 Fan-out latency is measured end to end on the real path: the time from this node
 starting to publish its stats message (broker script, Redis pub/sub or the memory
-broker) until its own hub hands that publication to its subscribers. The node
-subscribes to its stats channel through an internal subscriber to see that moment.
+broker) until it reaches its own node, just before the hub hands it to the
+channel's subscribers: the stats channel observes it there (`Node.observe`),
+without being a subscriber of its own.
 A message that never comes back leaves the next report's latency empty (`null`).
 
 One message (JSON object, keys stable):
@@ -23,51 +24,19 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from server.errors import Disconnect
 from server.logs import Repeated
-from server.protocol import Encoding, Publication, StreamPosition
+from server.protocol import Publication
 
 if TYPE_CHECKING:
     from server.node import Node
-    from server.session import Session
 
 __all__ = ["NodeStats"]
 
 log = logging.getLogger(__name__)
 
 PENDING_LIMIT = 16  # stats messages awaiting their return; older ones count as lost
-
-
-class _Listener:
-    """The node's own subscriber to its stats channel: it notes when a message returns.
-
-    It lives in the hub beside the sessions but is not one: it has no connection,
-    no presence entry and is never counted as a client.
-    """
-
-    user = ""
-    encoding = Encoding.JSON
-
-    def __init__(self, stats: NodeStats) -> None:
-        self.client_id = f"stats-{stats.id}"
-        self._stats = stats
-
-    def deliver_publication(self, channel: str, pub: Publication, data: bytes) -> None:
-        self._stats.returned(pub.data)
-
-    def deliver(self, channel: str, data: bytes) -> None:
-        pass
-
-    def disconnect(self, reason: Disconnect) -> None:
-        pass
-
-    def check_position(self, channel: str, position: StreamPosition) -> None:
-        pass  # a gap in stats only loses a latency sample
-
-    async def server_unsubscribe(self, channel: str, code: int = 0, reason: str = "") -> bool:
-        return False  # the server's own subscription ends only with NodeStats.close
 
 
 class NodeStats:
@@ -84,11 +53,10 @@ class NodeStats:
         self.interval = node.settings.stats.interval
         self.channel = node.settings.stats.channel
         self.latency: float | None = None  # seconds, of the last message that returned
-        self._listener = _Listener(self)
         self._pending: dict[int, float] = {}
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
-        self._subscribed = False
+        self._observing = False
         self._started_at = time.monotonic()
         self._last: tuple[float, int, int] | None = None  # (monotonic, in, out)
         self._failing = False
@@ -128,21 +96,16 @@ class NodeStats:
                 log.warning("stats task did not stop in time")
             elif not task.cancelled() and task.exception() is not None:
                 log.error("stats task failed", exc_info=task.exception())
-        # Also undoes a subscribe cut short by the cancellation (a no-op otherwise).
-        self._subscribed = False
-        await self.node.remove_subscriber(self.channel, self._as_session)
-
-    @property
-    def _as_session(self) -> Session:
-        # The node's subscriber bookkeeping only uses what _Listener has.
-        return cast("Session", self._listener)
+        # Also undoes an observe cut short by the cancellation (a no-op otherwise).
+        self._observing = False
+        await self.node.unobserve(self.channel)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not self._closing:
             next_at += self.interval
-            if not self._subscribed:
+            if not self._observing:
                 await self._subscribe()
             await self.publish_once()
             # Skip ticks missed behind a slow publish instead of bursting to catch up.
@@ -154,14 +117,14 @@ class NodeStats:
     async def _subscribe(self) -> None:
         """Listen for our own messages; if the broker refuses, publish without timing."""
         try:
-            await self.node.add_subscriber(self.channel, self._as_session)
+            await self.node.observe(self.channel, self._returned)
         except Exception as exc:
             self._subscribe_failures(
                 "stats: cannot subscribe to %r (%s); retrying next tick", self.channel, exc
             )
             return
         self._subscribe_failures.recovered("stats: subscribed to %r", self.channel)
-        self._subscribed = True
+        self._observing = True
 
     def sample(self) -> dict[str, Any]:
         """This node's numbers now; rates cover the time since the previous sample."""
@@ -171,8 +134,6 @@ class NodeStats:
         last = self._last or (self._started_at, 0, 0)
         elapsed = max(now - last[0], 1e-9)
         self._last = (now, msgs_in, msgs_out)
-        own_subs = 1 if self._subscribed else 0
-        stats_clients = len(hub.subscribers(self.channel)) - own_subs
         self._seq += 1
         return {
             "id": self.id,
@@ -183,8 +144,8 @@ class NodeStats:
             "uptime": round(now - self._started_at, 1),
             "connections": hub.num_clients,
             "users": hub.num_users,
-            "subscriptions": hub.num_subscriptions - own_subs,
-            "channels": hub.num_channels - (1 if own_subs and stats_clients == 0 else 0),
+            "subscriptions": hub.num_subscriptions,
+            "channels": hub.num_channels,
             "messages_in_per_sec": round((msgs_in - last[1]) / elapsed, 1),
             "messages_out_per_sec": round((msgs_out - last[2]) / elapsed, 1),
             "fanout_latency_ms": None if self.latency is None else round(self.latency * 1e3, 3),
@@ -210,8 +171,11 @@ class NodeStats:
             log.info("stats publishing to %r works again", self.channel)
         self._failing = False
 
+    def _returned(self, pub: Publication) -> None:
+        self.returned(pub.data)
+
     def returned(self, data: Any) -> None:
-        """A stats publication reached this node's hub; time it if it is one of ours."""
+        """A stats publication reached this node; time it if it is one of ours."""
         if not isinstance(data, dict) or data.get("id") != self.id:
             return
         sent = self._pending.pop(data.get("seq", -1), None)

@@ -15,8 +15,9 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryQuery
+from server.channel_log import ChannelLog
+from server.compose import build_node
 from server.config import Settings
-from server.durable import Durable
 from server.embedded import free_port
 from server.node import Node
 from server.protocol import Encoding, StreamPosition
@@ -31,13 +32,13 @@ pytestmark = pytest.mark.settings(
 
 
 @pytest.fixture
-def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> Durable:
-    return Durable(mongo_store, settings.persist, tmp_path / "spill")
+def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> ChannelLog:
+    return ChannelLog(mongo_store, settings.persist, tmp_path / "spill")
 
 
 @pytest.fixture
-def node(settings: Settings, durable: Durable, io_loop: IOLoop) -> Iterator[Node]:
-    node = Node(settings, durable=durable)
+def node(settings: Settings, durable: ChannelLog, io_loop: IOLoop) -> Iterator[Node]:
+    node = build_node(settings, durable=durable)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)
@@ -186,7 +187,7 @@ async def test_an_unreachable_mongodb_delays_neither_publishing_nor_history(
     client, settings, tmp_path
 ):
     dead = MongoStore(f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", "x", 0.2)
-    node = Node(settings, durable=Durable(dead, settings.persist, tmp_path / "spill"))
+    node = build_node(settings, durable=ChannelLog(dead, settings.persist, tmp_path / "spill"))
     await node.start()
     started = time.monotonic()
     epoch = await publish(node, "log:a", 10)

@@ -38,7 +38,7 @@ from server.store.mongo import MongoStore
 from server.store.records import LogRecord, RetainedState
 from server.store.writer import LogWriter, WriterStats
 
-__all__ = ["BrokerRead", "Durable", "LogOptions", "spill_dir"]
+__all__ = ["BrokerRead", "ChannelLog", "LogOptions", "spill_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ def _runs(offsets: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-class Durable:
+class ChannelLog:
+    """The MongoDB log of persisted channels, with retained state, as one node uses it."""
+
     def __init__(
         self,
         store: MongoStore,

@@ -1,4 +1,4 @@
-"""The durable log follows the broker (server/durable.py): nothing acknowledged is lost
+"""The durable log follows the broker (server/channel_log.py): nothing acknowledged is lost
 between the broker's window and MongoDB, whoever published it and whatever they saw.
 
 Tests run on the memory and the Redis broker with the session's real MongoDB; the
@@ -18,8 +18,9 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from server.broker.base import HistoryQuery
+from server.channel_log import ChannelLog
+from server.compose import build_node
 from server.config import Settings
-from server.durable import Durable
 from server.embedded import EmbeddedServer
 from server.errors import ErrorCode, ReplyError
 from server.node import Node
@@ -37,13 +38,13 @@ pytestmark = pytest.mark.settings(
 
 
 @pytest.fixture
-def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> Durable:
-    return Durable(mongo_store, settings.persist, tmp_path / "spill")
+def durable(settings: Settings, mongo_store: MongoStore, tmp_path: Path) -> ChannelLog:
+    return ChannelLog(mongo_store, settings.persist, tmp_path / "spill")
 
 
 @pytest.fixture
-def node(settings: Settings, durable: Durable, io_loop: IOLoop) -> Iterator[Node]:
-    node = Node(settings, durable=durable)
+def node(settings: Settings, durable: ChannelLog, io_loop: IOLoop) -> Iterator[Node]:
+    node = build_node(settings, durable=durable)
     io_loop.run_sync(node.start)
     yield node
     io_loop.run_sync(node.close)
@@ -61,7 +62,7 @@ async def logged_offsets(store: MongoStore, channel: str, epoch: str) -> list[in
 
 @pytest.mark.gen_test
 async def test_the_sweep_fills_the_log_with_a_publication_whose_answer_was_lost(
-    node: Node, durable: Durable, mongo_store: MongoStore
+    node: Node, durable: ChannelLog, mongo_store: MongoStore
 ) -> None:
     first = await node.publish("log:a", {"n": 1})
     lost = await publish_unrecorded(node, "log:a", {"n": 2})
@@ -78,7 +79,7 @@ async def test_the_sweep_fills_the_log_with_a_publication_whose_answer_was_lost(
 
 @pytest.mark.gen_test
 async def test_the_sweep_leaves_channels_alone_while_this_node_is_still_writing(
-    node: Node, durable: Durable
+    node: Node, durable: ChannelLog
 ) -> None:
     await publish_unrecorded(node, "log:a", {"n": 1})
     await node.publish("log:a", {"n": 2})  # queued, not written yet
@@ -106,7 +107,7 @@ async def test_recovery_across_the_window_gets_everything_while_the_log_trails(
     persist={"flush_interval": 30.0, "sweep_interval": 3600.0, "max_lag": 5},
 )
 async def test_publishing_past_max_lag_answers_100_until_the_log_catches_up(
-    node: Node, durable: Durable
+    node: Node, durable: ChannelLog
 ) -> None:
     for n in range(5):
         await node.publish("log:a", {"n": n})
@@ -149,8 +150,8 @@ async def test_shutdown_waits_for_a_publish_under_way_and_logs_it(
     settings: Settings, embedded_redis: EmbeddedServer, mongo_store: MongoStore, tmp_path: Path
 ) -> None:
     settings = settings.with_overrides(redis={"url": embedded_redis.url})
-    durable = Durable(mongo_store, settings.persist, tmp_path / "spill")
-    node = Node(settings, durable=durable)
+    durable = ChannelLog(mongo_store, settings.persist, tmp_path / "spill")
+    node = build_node(settings, durable=durable)
     await node.start()
     epoch = (await node.publish("log:a", {"n": 1})).epoch
     assert embedded_redis.pid is not None
@@ -193,7 +194,7 @@ async def test_a_broker_that_lost_acknowledged_publications_starts_a_new_epoch(
 
 @pytest.mark.gen_test
 async def test_data_json_allows_but_msgpack_does_not_reaches_the_log(
-    node: Node, durable: Durable, mongo_store: MongoStore
+    node: Node, durable: ChannelLog, mongo_store: MongoStore
 ) -> None:
     position = await node.publish("log:a", {"big": 2**70, "text": "\ud800"})
     await durable.writer.flush()
@@ -202,7 +203,7 @@ async def test_data_json_allows_but_msgpack_does_not_reaches_the_log(
 
 @pytest.mark.gen_test
 async def test_a_history_read_goes_on_when_the_window_moved_while_the_log_was_read(
-    node: Node, durable: Durable
+    node: Node, durable: ChannelLog
 ) -> None:
     first = await node.publish("log:a", {"n": 1})
     for n in range(2, 11):

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 from tornado.ioloop import IOLoop
 
+from server.compose import build_node
 from server.config import load_settings
 from server.node import Node
 from server.protocol import Encoding
-from server.stats import NodeStats
+from server.stats_channel import NodeStats
 from tests.conftest import TIMEOUT_SCALE
 
 STATS_KEYS = {
@@ -108,18 +109,18 @@ async def test_fanout_latency_is_timed_from_publish_to_the_nodes_own_hub(node, s
 @pytest.mark.settings(stats={"interval": 0.05})
 async def test_the_nodes_own_stats_subscription_is_not_counted_as_a_client_one(node, stats):
     await stats.start()
-    await wait_for(lambda: node.hub.has_subscribers("sys:stats"))
+    await wait_for(lambda: node.observes("sys:stats"))
     data = stats.sample()
     assert (data["connections"], data["subscriptions"], data["channels"]) == (0, 0, 0)
 
 
 @pytest.mark.gen_test
 @pytest.mark.settings(stats={"interval": 0.05})
-async def test_closing_stats_unsubscribes_the_node_from_its_stats_channel(node, stats):
+async def test_closing_stats_stops_the_node_observing_its_stats_channel(node, stats):
     await stats.start()
-    await wait_for(lambda: node.hub.has_subscribers("sys:stats"))
+    await wait_for(lambda: node.observes("sys:stats"))
     await stats.close()
-    assert not node.hub.has_subscribers("sys:stats")
+    assert not node.observes("sys:stats")
 
 
 @pytest.mark.gen_test
@@ -128,7 +129,7 @@ async def test_interval_zero_publishes_nothing(node, stats):
     await stats.start()
     assert not stats.enabled
     await asyncio.sleep(0.05)
-    assert not node.hub.has_subscribers("sys:stats")
+    assert not node.observes("sys:stats")
 
 
 @pytest.mark.gen_test
@@ -137,12 +138,12 @@ async def test_a_stats_channel_in_an_undeclared_namespace_publishes_nothing(node
     await stats.start()
     assert not stats.enabled
     await asyncio.sleep(0.05)
-    assert not node.hub.has_subscribers("nowhere:stats")
+    assert not node.observes("nowhere:stats")
 
 
 @pytest.mark.gen_test(timeout=40 * TIMEOUT_SCALE)
 async def test_a_broker_outage_is_logged_once_and_stats_resume_after_it(embedded_redis, caplog):
-    caplog.set_level(logging.INFO, logger="server.stats")
+    caplog.set_level(logging.INFO, logger="server.stats_channel")
     settings = load_settings(env={}).with_overrides(
         broker={"type": "redis"},
         redis={
@@ -154,7 +155,7 @@ async def test_a_broker_outage_is_logged_once_and_stats_resume_after_it(embedded
         },
         stats={"interval": 0.05},
     )
-    node = Node(settings)
+    node = build_node(settings)
     await node.start()
     stats = NodeStats(node)
     await stats.start()

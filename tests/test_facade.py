@@ -1,0 +1,123 @@
+"""The public facade (server/facade.py) and the composition root (server/compose.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tornado.ioloop import IOLoop
+from tornado.web import Application
+
+import server as package
+from server.compose import build
+from server.config import Settings
+from server.embedded import free_port
+from server.errors import ReplyError
+from server.facade import Server
+from server.protocol import Encoding
+from tests.client import ProtoClient
+from tests.conftest import Opener
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture
+def server(settings: Settings, io_loop: IOLoop) -> Iterator[Server]:
+    server = build(settings, app="the application")
+    io_loop.run_sync(server.start)
+    yield server
+    io_loop.run_sync(server.close)
+
+
+@pytest.fixture
+def app(server: Server) -> Application:
+    """What conftest's `http_server` serves (and `open_client` connects to)."""
+    return server.application()
+
+
+async def connected(open_client: Opener) -> ProtoClient:
+    client = await open_client(Encoding.JSON)
+    await client.connect()
+    return client
+
+
+def test_the_package_exports_build_and_server():
+    assert package.build is build and package.Server is Server
+
+
+def test_the_application_object_is_kept_for_the_hooks_to_come(server: Server):
+    assert server.app == "the application"
+
+
+def test_the_readme_embedding_example_runs(io_loop: IOLoop, capsys: pytest.CaptureFixture[str]):
+    text = README.read_text()
+    section = text[text.index("### Embedding") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    io_loop.run_sync(lambda: namespace["main"](free_port()))  # type: ignore[operator]
+    assert "{}" in capsys.readouterr().out
+
+
+@pytest.mark.gen_test
+async def test_publish_reaches_a_subscriber_and_history_keeps_it(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await client.result("subscribe", {"channel": "news"})
+    position = await server.publish("news", {"n": 1})
+    assert (await client.push("pub", "news"))["pub"]["data"] == {"n": 1}
+    history = await server.history("news")
+    assert [(p.offset, p.data) for p in history.publications][-1] == (position.offset, {"n": 1})
+
+
+@pytest.mark.gen_test
+async def test_history_of_an_undeclared_namespace_answers_102(server: Server):
+    with pytest.raises(ReplyError) as raised:
+        await server.history("nowhere:x")
+    assert raised.value.code == 102
+
+
+@pytest.mark.gen_test
+async def test_presence_channels_and_info_describe_the_subscribers(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await client.result("subscribe", {"channel": "news"})
+    assert set(await server.presence("news")) == {client.client_id}
+    stats = await server.presence_stats("news")
+    assert (stats.num_clients, stats.num_users) == (1, 1)
+    assert await server.channels() == {"news": 1}
+    assert await server.channels("chat:*") == {}
+    (info,) = server.info()
+    assert info["name"] == server.name and info["num_clients"] == 1
+
+
+@pytest.mark.gen_test
+async def test_a_malformed_channel_pattern_answers_107(server: Server):
+    with pytest.raises(ReplyError) as raised:
+        await server.channels("{a")
+    assert raised.value.code == 107
+
+
+@pytest.mark.gen_test
+async def test_unsubscribe_and_disconnect_reach_the_users_connections(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await client.result("subscribe", {"channel": "news"})
+    await server.unsubscribe("", "news")
+    assert (await client.push("unsubscribe", "news"))["unsubscribe"]["code"] == 2000
+    await server.disconnect("", 3503, "go away")
+    disconnect = (await client.push("disconnect"))["disconnect"]
+    assert (disconnect["code"], disconnect["reason"]) == (3503, "go away")
+
+
+@pytest.mark.gen_test
+async def test_a_disconnect_code_outside_3000_to_4999_answers_107(server: Server):
+    with pytest.raises(ReplyError) as raised:
+        await server.disconnect("alice", 1000)
+    assert raised.value.code == 107

@@ -1,0 +1,89 @@
+"""Dependencies point one way: web -> api -> node -> hub / broker / store -> protocol /
+errors / config. The core imports neither the server API nor the web layer; only the
+composition root (server/compose.py), the facade and the command line sit above both.
+
+Imports are read with `ast`, so those under `if TYPE_CHECKING:` count too.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SERVER = Path(__file__).resolve().parent.parent / "server"
+
+CORE = [
+    "node.py",
+    "hub.py",
+    "session.py",
+    "session/*.py",
+    "session_*.py",
+    "broker/*.py",
+    "store/*.py",
+    "protocol.py",
+    "errors.py",
+    "config.py",
+    "frames.py",
+    "transport.py",
+    "channel_log.py",
+    "stats_channel.py",
+    "cluster.py",
+    "broker_subscriptions.py",
+    "replies.py",
+]
+"""Globs under server/; a name that does not exist (yet) matches nothing."""
+
+ABOVE_THE_CORE = ("server.api", "server.web")
+
+
+def core_modules() -> list[Path]:
+    found = {path for pattern in CORE for path in SERVER.glob(pattern)}
+    return sorted(found)
+
+
+def imported(path: Path) -> set[str]:
+    """Every module `path` imports, absolute names (`from server import web` gives
+    `server.web`)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_core_module_list_finds_the_modules_it_names():
+    names = {p.relative_to(SERVER).as_posix() for p in core_modules()}
+    assert {"node.py", "hub.py", "protocol.py", "broker/base.py", "store/mongo.py"} <= names
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.relative_to(SERVER).as_posix())
+def test_core_module_imports_neither_the_api_nor_the_web_layer(path: Path):
+    wrong = sorted(
+        name
+        for name in imported(path)
+        if any(name == top or name.startswith(top + ".") for top in ABOVE_THE_CORE)
+    )
+    assert wrong == [], f"server/{path.relative_to(SERVER)} imports {wrong}"
+
+
+def test_importing_the_node_loads_neither_the_api_nor_the_web_layer():
+    """The package's own `__init__` must not pull them in behind the node's back."""
+    code = (
+        "import sys, server.node; "
+        "print(sorted(m for m in sys.modules if m.startswith(('server.api', 'server.web'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=SERVER.parent,
+    ).stdout.strip()
+    assert out == "[]"
