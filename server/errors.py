@@ -14,6 +14,9 @@ __all__ = [
     "CUSTOM_DISCONNECT_CODES",
     "HTTP_ERROR_CODES",
     "HTTP_MESSAGES",
+    "NO_CLOSE_FRAME",
+    "NO_RECONNECT_FROM",
+    "RESUBSCRIBE_CODES",
     "CloseCode",
     "Disconnect",
     "DisconnectCode",
@@ -183,6 +186,18 @@ def valid_close_code(code: int) -> bool:
 CUSTOM_DISCONNECT_CODES = range(3000, 5000)
 """Codes an application may choose (the server API's disconnect): the SDKs reconnect
 after 3000-3499 and 4000-4499, not after 3500-3999 and 4500-4999."""
+
+
+NO_CLOSE_FRAME = 1006
+"""The close code a WebSocket client reports when the connection ended without a
+close frame (RFC 6455 section 7.1.5). Never sent, so not a `CloseCode`."""
+
+NO_RECONNECT_FROM = DisconnectCode.INVALID_TOKEN.value
+"""3500: the SDKs do not reconnect after a close code from here to 3999 (nor from
+4500 to 4999); the load tester reconnects only below it."""
+
+RESUBSCRIBE_CODES = range(UnsubscribeCode.INSUFFICIENT_STATE.value, 3000)
+"""Unsubscribe push codes after which the SDKs resubscribe (see `UnsubscribeCode`)."""
 
 
 class Disconnect(Exception):

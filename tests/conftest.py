@@ -25,8 +25,8 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
 from server.web.app import make_app
+from server.web.endpoint import close_websockets
 from server.web.upgrade import Listener
-from server.web.websocket import close_websockets
 from tests.client import ProtoClient
 
 pytest_plugins = ["tests.conftest_embedded", "tests.broker_fixtures"]

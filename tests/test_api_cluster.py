@@ -20,7 +20,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding, encode
 from server.web.app import make_app
-from server.web.websocket import close_websockets
+from server.web.endpoint import close_websockets
 from tests.api_client import ApiCaller
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE

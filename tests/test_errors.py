@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.errors import (
+    NO_CLOSE_FRAME,
+    NO_RECONNECT_FROM,
+    RESUBSCRIBE_CODES,
+    Disconnect,
+    DisconnectCode,
+    ErrorCode,
+    ReplyError,
+    UnsubscribeCode,
+    valid_close_code,
+)
 
 # ---------------------------------------------------------------------------
 # Reply errors
@@ -219,3 +232,78 @@ def test_every_http_status_the_api_answers_has_an_error_code() -> None:
     assert HTTP_ERROR_CODES[401] is ErrorCode.UNAUTHORIZED
     assert HTTP_ERROR_CODES[503] is ErrorCode.INTERNAL
     assert all(isinstance(code, ErrorCode) for code in HTTP_ERROR_CODES.values())
+
+
+# ---------------------------------------------------------------------------
+# One table of codes
+
+SERVER = Path(__file__).resolve().parent.parent / "server"
+CODE_TAKERS = frozenset(
+    {"Disconnect", "ReplyError", "FrameError", "close", "close_frame", "_fail", "closed"}
+)
+"""Callables whose arguments are reply, close or disconnect codes."""
+
+
+def _is_code(value: object) -> bool:
+    """Whether `value` looks like a reply (100-112), RFC 6455 close (1000-1015),
+    unsubscribe (2000-2999) or disconnect (3000-4999) code."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return 100 <= value <= 112 or 1000 <= value <= 1015 or 2000 <= value < 5000
+
+
+def _literal_codes(source: str) -> list[tuple[int, str, int]]:
+    """(line, callee, value) of each int literal that looks like a code and is passed
+    to one of CODE_TAKERS, or to any callable as `code=`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        args = list(node.args) if name in CODE_TAKERS else []
+        args += [k.value for k in node.keywords if k.arg == "code" or name in CODE_TAKERS]
+        found += [
+            (arg.lineno, name, arg.value)
+            for arg in args
+            if isinstance(arg, ast.Constant) and _is_code(arg.value)
+        ]
+    return found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "self._fail(1011, 'internal error')",
+        "raise FrameError(1002, 'reserved bits set')",
+        "raise Disconnect(3504)",
+        "transport.write(close_frame(1000))",
+        "push(code=2500)",
+    ],
+)
+def test_the_scan_finds_a_literal_code(source: str) -> None:
+    assert _literal_codes(source)
+
+
+def test_the_scan_leaves_named_codes_and_other_numbers_alone() -> None:
+    source = "self._fail(CloseCode.INTERNAL_ERROR, 'x')\nfield(default=1000)\nsleep(3600)"
+    assert _literal_codes(source) == []
+
+
+def test_no_module_but_errors_passes_a_literal_code() -> None:
+    stray = {
+        f"{path.relative_to(SERVER.parent)}:{line} {name}({value})"
+        for path in SERVER.rglob("*.py")
+        if path.name != "errors.py" or path.parent != SERVER
+        for line, name, value in _literal_codes(path.read_text())
+    }
+    assert not stray, "use the names in server/errors.py"
+
+
+def test_the_load_testers_code_ranges_are_the_protocols() -> None:
+    assert NO_CLOSE_FRAME == 1006 and not valid_close_code(NO_CLOSE_FRAME)
+    assert NO_RECONNECT_FROM == 3500 and not Disconnect(NO_RECONNECT_FROM).reconnect
+    assert Disconnect(NO_RECONNECT_FROM - 1).reconnect
+    assert (RESUBSCRIBE_CODES.start, RESUBSCRIBE_CODES.stop) == (2500, 3000)
+    assert UnsubscribeCode.SERVER not in RESUBSCRIBE_CODES
+    assert UnsubscribeCode.INSUFFICIENT_STATE in RESUBSCRIBE_CODES

@@ -47,8 +47,8 @@ from server.protocol import (
 )
 from server.session import Session
 from server.web.app import make_app
+from server.web.endpoint import close_websockets
 from server.web.upgrade import Listener
-from server.web.websocket import close_websockets
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
 from tests.transports import RecordingTransport

@@ -1,5 +1,6 @@
-"""The WebSocket handshake (server/web/websocket.py): what is refused, with which
-HTTP status, and what a valid upgrade answers (RFC 6455 section 4.2)."""
+"""The WebSocket handshake (server/web/handshake.py, and its Tornado handler in
+server/web/websocket.py): what is refused, with which HTTP status, and what a
+valid upgrade answers (RFC 6455 section 4.2)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from server.web.websocket import accept_key, valid_key
+from server.auth.origin import OriginPolicy
+from server.node import Node
+from server.protocol import Encoding
+from server.web.endpoint import Endpoint
+from server.web.handshake import (
+    accept_key,
+    handshake_problem,
+    negotiated_encoding,
+    upgrade_headers,
+    valid_key,
+)
 
 UPGRADE = {
     "Upgrade": "websocket",
@@ -89,3 +100,58 @@ async def test_a_key_that_is_not_base64_of_16_bytes_gets_400(ws_url: str, key: s
 )
 def test_valid_key_is_base64_of_exactly_16_bytes(key: str | None, valid: bool) -> None:
     assert valid_key(key) is valid
+
+
+@pytest.mark.parametrize(
+    ("offered", "encoding"),
+    [
+        (None, Encoding.JSON),
+        ("", Encoding.JSON),
+        ("json", Encoding.JSON),
+        ("msgpack", Encoding.MSGPACK),
+        ("centrifuge-json, msgpack", Encoding.MSGPACK),
+        ("msgpack-v2", Encoding.JSON),
+    ],
+)
+def test_msgpack_is_negotiated_only_when_offered_by_name(
+    offered: str | None, encoding: Encoding
+) -> None:
+    assert negotiated_encoding(offered) is encoding
+
+
+def test_the_upgrade_answer_names_msgpack_only_when_negotiated() -> None:
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    expected = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+    ]
+    assert upgrade_headers(key, Encoding.JSON) == expected
+    assert upgrade_headers(key, Encoding.MSGPACK) == [
+        *expected,
+        ("Sec-WebSocket-Protocol", "msgpack"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, None),
+        ({"Origin": "http://h"}, None),  # same origin
+        ({"Origin": "http://elsewhere"}, 403),
+        ({"Upgrade": "h2c"}, 400),
+        ({"Connection": "keep-alive"}, 400),
+        ({"Sec-WebSocket-Version": "12"}, 426),
+        ({"Sec-WebSocket-Key": "short"}, 400),
+    ],
+    ids=["valid", "same-origin", "cross-origin", "upgrade", "connection", "version", "key"],
+)
+def test_handshake_problem_names_the_status_of_each_refusal(
+    node: Node, headers: dict[str, str], status: int | None
+) -> None:
+    request = {**UPGRADE, "Host": "h", **headers}
+    lower = {name.lower(): value for name, value in request.items()}
+    problem = handshake_problem(
+        Endpoint(node, OriginPolicy()), lambda name: lower.get(name.lower()), "127.0.0.1"
+    )
+    assert (None if problem is None else problem[0]) == status

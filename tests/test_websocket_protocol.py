@@ -1,4 +1,4 @@
-"""RFC 6455 over a real socket (server/web/websocket.py): close codes, fragments,
+"""RFC 6455 over a real socket (server/web/websocket_transport.py): close codes, fragments,
 pings and the frame budget, as a client sees them."""
 
 from __future__ import annotations

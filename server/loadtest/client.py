@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
 
+from server.errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM, RESUBSCRIBE_CODES
 from server.loadtest.metrics import Histogram, Recorder
 from server.loadtest.wire import CONNECT_ID, SUBSCRIBE_ID, Codec
 
@@ -29,7 +30,6 @@ __all__ = ["Pool", "Stats", "Subscriber"]
 
 RECONNECT_DELAY = (0.2, 1.0)  # seconds, jittered, after a drop we did not ask for
 RECONNECT_ATTEMPTS = 5
-NO_RECONNECT_FROM = 3500  # close codes from here on say "do not reconnect"
 
 
 class Stats:
@@ -118,9 +118,9 @@ class Subscriber(WSListener):
         if self.leaving or pool.stopping:
             return
         handshake = transport.close_handshake
-        code = handshake.recv.code.value if handshake and handshake.recv else 1006
+        code = handshake.recv.code.value if handshake and handshake.recv else NO_CLOSE_FRAME
         if handshake is None or handshake.recv is None:
-            stats.closed(1006)
+            stats.closed(NO_CLOSE_FRAME)
         if code < NO_RECONNECT_FROM:
             pool.reconnect_later(self)
 
@@ -218,7 +218,7 @@ class Subscriber(WSListener):
         stats.latency.record(now, step, latency)
 
     def unsubscribed(self, transport: WSTransport, body: dict[str, Any], now: int) -> None:
-        """The server ended the subscription; codes 2500..2999 ask for a resubscribe,
+        """The server ended the subscription; RESUBSCRIBE_CODES ask for a resubscribe,
         which recovers from the last offset seen like a reconnect does."""
         stats = self.pool.stats
         code = int(body.get("code", 0))
@@ -226,7 +226,7 @@ class Subscriber(WSListener):
         if self.subscribed:
             self.subscribed = False
             stats.subscribed -= 1
-        if 2500 <= code < 3000 and not self.pool.stopping:
+        if code in RESUBSCRIBE_CODES and not self.pool.stopping:
             self.recovering = self.resubscribing = self.positioned
             self.started = now
             position = (self.offset, self.epoch) if self.recovering else None

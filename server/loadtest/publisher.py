@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
+from server.errors import NO_CLOSE_FRAME
 from server.loadtest.options import Options
 from server.loadtest.wire import CONNECT_ID, Codec, mint_token, padding, payload
 from server.loadtest.worker import STATUS_INTERVAL, WorkerIO
@@ -164,7 +165,7 @@ class _WSPublisher(WSListener):
         if self.closing:
             return
         handshake = transport.close_handshake
-        code = handshake.recv.code.value if handshake and handshake.recv else 1006
+        code = handshake.recv.code.value if handshake and handshake.recv else NO_CLOSE_FRAME
         self.ledger.error(f"publisher closed {code}")
         for key, entry in list(self.ledger.pending.items()):
             if entry[2] == self.index:

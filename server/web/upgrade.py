@@ -32,37 +32,33 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import resource
 import socket
-from collections.abc import Awaitable
-from typing import Any, cast
+from http import HTTPStatus
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
 from tornado.web import Application
 
-from server.auth.proxies import TrustedProxies
 from server.config import Settings
 from server.logs import Repeated
+from server.web.endpoint import Endpoint, endpoint_of
+from server.web.handshake import handshake_problem, negotiated_encoding, upgrade_headers
+from server.web.held_stream import HeldStream
 from server.web.pending import PendingConnections
-from server.web.websocket import (
-    WEBSOCKET_PATH,
-    Endpoint,
-    adopt,
-    endpoint_of,
-    handshake_problem,
-    negotiated_encoding,
-    upgrade_headers,
+from server.web.request_head import (
+    HEAD_END,
+    MAX_HEAD,
+    client_address,
+    head_arrived,
+    parse_upgrade,
 )
+from server.web.websocket_transport import adopt
 
-__all__ = ["Listener", "client_address", "make_server", "parse_upgrade"]
+__all__ = ["Listener", "make_server"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 8192
-"""Bytes peeked at for the request head; a longer head goes to Tornado."""
 ACCEPT_BATCH = 128
 """Connections accepted per readiness event (as Tornado's accept handler)."""
 ACCEPT_PAUSE = 0.1
@@ -73,7 +69,8 @@ own limit once the key is checked): no other route takes a body, so one that com
 is refused (400) before it is read."""
 FD_RESERVE = 64
 """Descriptors besides connections: listening sockets, Redis, MongoDB, files."""
-_HEAD_END = re.compile(rb"\r?\n\r?\n")  # as Tornado finds the end of a head
+_SWITCHING = HTTPStatus.SWITCHING_PROTOCOLS
+_SWITCHING_PROTOCOLS = f"HTTP/1.1 {_SWITCHING.value} {_SWITCHING.phrase}"
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -116,35 +113,6 @@ def _ensure_open_files(wanted: int) -> None:
             soft,
             FD_RESERVE,
         )
-
-
-def parse_upgrade(data: bytes, path: str = WEBSOCKET_PATH) -> tuple[dict[str, str], int] | None:
-    """The headers (names lower-cased, repeats comma-joined) and head length of a
-    complete `GET path` HTTP/1.1 request at the start of `data`, or None."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = data[:end].decode("latin-1").split("\r\n")
-    request = lines[0].split(" ")
-    if len(request) != 3 or request[0] != "GET" or request[2] != "HTTP/1.1":
-        return None
-    if request[1].partition("?")[0] != path:
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            return None  # let Tornado judge anything unusual
-        key, value = name.lower(), value.strip()
-        headers[key] = f"{headers[key]},{value}" if key in headers else value
-    return headers, end + 4
-
-
-def client_address(headers: dict[str, str], peer: str, proxies: TrustedProxies) -> str:
-    """The client's address: from a trusted proxy X-Real-Ip, else the last
-    X-Forwarded-For entry (as Tornado's xheaders mode reads them); from anyone
-    else, or when that is not an IP, the peer's."""
-    return proxies.client_address(lambda name: headers.get(name.lower()), peer)
 
 
 class Listener:
@@ -245,7 +213,7 @@ class Listener:
             if spare_batch and key in self._batch:
                 return False
             arrival = self._arrivals.get(key)  # type: ignore[call-overload]
-            if arrival is None or not _head_arrived(arrival.sock):
+            if arrival is None or not head_arrived(arrival.sock):
                 pending.drop(key)
                 return True
             self._readable(arrival)  # served (or found closed): it waits no more
@@ -284,7 +252,7 @@ class Listener:
         if pending.count >= pending.limit:
             # A newcomer whose request is all there is a client, not a slowloris:
             # it may take the place of one that said nothing, however young.
-            if not self._make_room(spare_batch=not _head_arrived(conn)):
+            if not self._make_room(spare_batch=not head_arrived(conn)):
                 self.refused += 1
                 self._shed_log(
                     "%d connections not upgraded yet (server.max_pending_connections), "
@@ -326,7 +294,7 @@ class Listener:
         if not data:  # closed before saying anything
             self._drop_early(conn)
             return
-        if arrival.seen < len(data) < MAX_HEAD and _HEAD_END.search(data) is None:
+        if arrival.seen < len(data) < MAX_HEAD and HEAD_END.search(data) is None:
             # Not all there yet: be woken only once more than this has arrived.
             arrival.seen = len(data)
             with contextlib.suppress(OSError):  # then the next wake-up shows no progress
@@ -346,7 +314,7 @@ class Listener:
         if upgrade is not None and self._upgrade(conn, address, *upgrade):
             self.pending.remove(conn)  # a WebSocket now (or gone)
             return
-        complete = _HEAD_END.search(data) is not None
+        complete = HEAD_END.search(data) is not None
         self._to_tornado(conn, address, arrival.deadline, complete)
 
     def _upgrade(
@@ -361,7 +329,7 @@ class Listener:
         encoding = negotiated_encoding(headers.get("sec-websocket-protocol"))
         key = headers["sec-websocket-key"]
         lines = [f"{name}: {value}" for name, value in upgrade_headers(key, encoding)]
-        answer = "\r\n".join(["HTTP/1.1 101 Switching Protocols", *lines, "", ""])
+        answer = "\r\n".join([_SWITCHING_PROTOCOLS, *lines, "", ""])
         wire = answer.encode("latin-1")
         try:
             conn.recv(size)  # the head peeked at above
@@ -382,12 +350,13 @@ class Listener:
         """Tornado serves `conn` from here; `complete`: its whole head has arrived
         (so it is busy with a request, else it still waits for its head)."""
         http = self._http
-        stream: _HeldStream | None = None
+        stream: HeldStream | None = None
         try:
-            stream = _HeldStream(
+            stream = HeldStream(
                 conn,
-                self,
+                self.pending,
                 deadline,
+                self.idle_timeout,
                 max_buffer_size=http.max_buffer_size,
                 read_chunk_size=http.read_chunk_size,
             )
@@ -422,59 +391,6 @@ class _Arrival:
         self.deadline = deadline
         self.seen = 0  # bytes of the head peeked at so far
         self.timer: asyncio.TimerHandle | None = None
-
-
-class _HeldStream(IOStream):
-    """A pending connection Tornado serves. Each request head it waits for has a
-    deadline: the first `deadline` (head_timeout after the accept), later ones
-    idle_timeout after Tornado starts waiting. Closing it ends its pending count.
-
-    Tornado's HTTP/1 connection reads every request head with `read_until_regex`
-    (and nothing else with it), which is what this hooks.
-    """
-
-    def __init__(
-        self, sock: socket.socket, listener: Listener, deadline: float, **kwargs: Any
-    ) -> None:
-        super().__init__(sock, **kwargs)
-        self._key = sock
-        self._listener = listener
-        self._first_deadline: float | None = deadline
-
-    def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
-        future = cast("asyncio.Future[bytes]", super().read_until_regex(regex, max_bytes))
-        pending = self._listener.pending
-        if future.done():
-            pending.busy(self._key)
-            return future
-        loop = asyncio.get_running_loop()  # its clock, as the first deadline's
-        deadline, self._first_deadline = self._first_deadline, None
-        if deadline is None:
-            deadline = loop.time() + self._listener.idle_timeout
-        pending.wait(self._key, self.close)
-        timer = loop.call_at(deadline, self.close)
-
-        def arrived(_: object) -> None:
-            timer.cancel()
-            pending.busy(self._key)
-
-        future.add_done_callback(arrived)
-        return future
-
-    def close(self, exc_info: Any = False) -> None:
-        super().close(exc_info)
-        self._listener.pending.remove(self._key)
-
-
-def _head_arrived(sock: socket.socket) -> bool:
-    """Whether a whole request head (or all MAX_HEAD bytes, or the end) is waiting on `sock`."""
-    try:
-        data = sock.recv(MAX_HEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # `_readable` finds out and closes it
-    return not data or len(data) >= MAX_HEAD or _HEAD_END.search(data) is not None
 
 
 def _open_files_limit() -> int:

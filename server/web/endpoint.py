@@ -1,0 +1,76 @@
+"""What the WebSocket endpoint shares between its handshake paths and its
+connections: the node, the origin policy, the per-address cap, and the registry
+of open connections that shutdown closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tornado.web import Application
+
+from server.auth.limits import ConnectionCounter
+from server.auth.origin import OriginPolicy
+from server.auth.proxies import TrustedProxies
+from server.node import Node
+
+if TYPE_CHECKING:
+    from server.web.websocket_transport import Connection
+
+__all__ = ["Endpoint", "LiveConnections", "close_websockets", "endpoint_of"]
+
+
+class LiveConnections:
+    """An app's open WebSocket connections: after the handshake Tornado no longer
+    knows them, so shutdown closes them through this."""
+
+    def __init__(self) -> None:
+        self._live: set[Connection] = set()
+
+    def add(self, connection: Connection) -> None:
+        self._live.add(connection)
+
+    def discard(self, connection: Connection) -> None:
+        self._live.discard(connection)
+
+    async def close_all(self, grace: float = 1.0) -> None:
+        """Give close handshakes under way `grace` seconds, then drop what is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._live and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self._live):
+            connection.abort()
+        await asyncio.sleep(0)  # aborted transports close their sockets on the next pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What the WebSocket endpoint needs, shared by its handler and the fast path
+    (server.web.upgrade); an app keeps it in its settings as `websocket_endpoint`.
+    `proxies` are the node's `server.trusted_proxies`."""
+
+    node: Node
+    origins: OriginPolicy
+    connections: ConnectionCounter = field(default_factory=lambda: ConnectionCounter(0))
+    live: LiveConnections = field(default_factory=LiveConnections)
+    proxies: TrustedProxies = field(init=False)
+
+    def __post_init__(self) -> None:
+        proxies = TrustedProxies(self.node.settings.server.trusted_proxies)
+        object.__setattr__(self, "proxies", proxies)  # frozen: set once, here
+
+
+def endpoint_of(app: object) -> Endpoint | None:
+    """The WebSocket endpoint of `app` (an HTTPServer's request callback), if any."""
+    endpoint = app.settings.get("websocket_endpoint") if isinstance(app, Application) else None
+    return endpoint if isinstance(endpoint, Endpoint) else None
+
+
+async def close_websockets(app: object, grace: float = 1.0) -> None:
+    """Close the WebSocket connections `app` still holds; see LiveConnections."""
+    endpoint = endpoint_of(app)
+    if endpoint is not None:
+        await endpoint.live.close_all(grace)
