@@ -9,6 +9,7 @@ Messages are generic on purpose: internal details never reach the peer.
 from __future__ import annotations
 
 from enum import IntEnum
+from http import HTTPStatus
 
 __all__ = [
     "CUSTOM_DISCONNECT_CODES",
@@ -155,23 +156,23 @@ class UnsubscribeCode(IntEnum):
 
 
 HTTP_ERROR_CODES: dict[int, ErrorCode] = {
-    400: ErrorCode.BAD_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.PERMISSION_DENIED,
-    404: ErrorCode.METHOD_NOT_FOUND,
-    413: ErrorCode.LIMIT_EXCEEDED,
-    503: ErrorCode.INTERNAL,
+    HTTPStatus.BAD_REQUEST: ErrorCode.BAD_REQUEST,
+    HTTPStatus.UNAUTHORIZED: ErrorCode.UNAUTHORIZED,
+    HTTPStatus.FORBIDDEN: ErrorCode.PERMISSION_DENIED,
+    HTTPStatus.NOT_FOUND: ErrorCode.METHOD_NOT_FOUND,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ErrorCode.LIMIT_EXCEEDED,
+    HTTPStatus.SERVICE_UNAVAILABLE: ErrorCode.INTERNAL,
 }
 """The error code the server API's body carries with each HTTP status it answers."""
 
 HTTP_MESSAGES: dict[int, str] = {
-    400: "bad request",
-    401: "unauthorized: missing or wrong API key",
-    404: "method not found",
-    405: "method not allowed: use POST",
-    413: "request body too large",
-    500: "internal server error",
-    503: "API key store unavailable",
+    HTTPStatus.BAD_REQUEST: "bad request",
+    HTTPStatus.UNAUTHORIZED: "unauthorized: missing or wrong API key",
+    HTTPStatus.NOT_FOUND: "method not found",
+    HTTPStatus.METHOD_NOT_ALLOWED: "method not allowed: use POST",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "request body too large",
+    HTTPStatus.INTERNAL_SERVER_ERROR: "internal server error",
+    HTTPStatus.SERVICE_UNAVAILABLE: "API key store unavailable",
 }
 """The server API's default message for each HTTP status."""
 

@@ -14,6 +14,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def main(argv: list[str]) -> int:
         print(f"cannot reach {url}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     error = answer.get("error") if isinstance(answer, dict) else None
-    if status != 200 or error:
+    if status != HTTPStatus.OK or error:
         detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
         print(f"publish failed (HTTP {status}): {detail}", file=sys.stderr)
         return EXIT_FAILED

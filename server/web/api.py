@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import msgpack
@@ -96,22 +97,22 @@ class ApiHandler(RequestHandler):
             self.encoding = Encoding.MSGPACK
         if self.executor.node.draining:  # shutting down: nothing new may start
             self.set_header("Retry-After", str(DRAIN_RETRY_AFTER))
-            self._fail(503, "shutting down: retry (another instance)")
+            self._fail(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down: retry (another instance)")
             return
         try:
             accepted = await self.keys.check(self._given_key(), self.path_args[0])
         except PermissionError:
-            self._fail(403, f"this key may not call {self.path_args[0][:64]!r}")
+            self._fail(HTTPStatus.FORBIDDEN, f"this key may not call {self.path_args[0][:64]!r}")
             return
         except Exception as exc:
             log.warning("API key lookup failed: %s", type(exc).__name__)
-            self._fail(503)
+            self._fail(HTTPStatus.SERVICE_UNAVAILABLE)
             return
         if not accepted:
-            self._fail(401)
+            self._fail(HTTPStatus.UNAUTHORIZED)
             return
         if not self.executor.has(self.path_args[0]):
-            self._fail(404, f"method not found: {self.path_args[0][:64]!r}")
+            self._fail(HTTPStatus.NOT_FOUND, f"method not found: {self.path_args[0][:64]!r}")
             return
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -139,10 +140,10 @@ class ApiHandler(RequestHandler):
         try:
             params = _decode(b"".join(self._chunks), self.encoding)
         except ValueError as exc:
-            self._fail(400, str(exc))
+            self._fail(HTTPStatus.BAD_REQUEST, str(exc))
             return
         if not isinstance(params, dict):
-            self._fail(400, "body must be a map (a JSON object)")
+            self._fail(HTTPStatus.BAD_REQUEST, "body must be a map (a JSON object)")
             return
         if method == "batch":
             try:
@@ -165,7 +166,10 @@ class ApiHandler(RequestHandler):
         self.finish(encode(body, self.encoding))
 
     def _too_large(self) -> None:
-        self._fail(413, f"request body larger than {self.max_body_bytes} bytes")
+        self._fail(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"request body larger than {self.max_body_bytes} bytes",
+        )
 
     def _fail(self, status: int, message: str | None = None) -> None:
         """An HTTP-level refusal, with a body saying why in the request's encoding."""
@@ -177,7 +181,11 @@ class ApiHandler(RequestHandler):
         # Tornado's own refusals (405, a failure in a handler) in our format.
         message = HTTP_MESSAGES.get(status_code, "error")
         exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, HTTPError) and exc.log_message and status_code < 500:
+        if (
+            isinstance(exc, HTTPError)
+            and exc.log_message
+            and status_code < HTTPStatus.INTERNAL_SERVER_ERROR
+        ):
             message = exc.log_message
         code = HTTP_ERROR_CODES.get(status_code, ErrorCode.INTERNAL)
         self._answer({"error": {"code": int(code), "message": message}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from tornado.web import RequestHandler
@@ -42,7 +43,7 @@ class ReadyHandler(RequestHandler):
 
     async def get(self) -> None:
         if self.draining is not None and self.draining():
-            self._answer(503, {"status": "draining"})
+            self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "draining"})
             return
         results: dict[str, str] = {}
 
@@ -56,4 +57,4 @@ class ReadyHandler(RequestHandler):
         await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
         ready = all(v == "ok" for v in results.values())
         body = {"status": "ok" if ready else "unavailable", "checks": results}
-        self._answer(200 if ready else 503, body)
+        self._answer(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body)
