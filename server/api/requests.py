@@ -196,7 +196,9 @@ class DisconnectRequest:
             raise bad_request("disconnect", "expected a map with code and reason")
         code = self.disconnect.get("code")
         if type(code) is not int or code not in CUSTOM_DISCONNECT_CODES:
-            raise bad_request("disconnect.code", "expected an integer from 3000 to 4999")
+            codes = CUSTOM_DISCONNECT_CODES
+            expected = f"expected an integer from {codes.start} to {codes.stop - 1}"
+            raise bad_request("disconnect.code", expected)
         reason = self.disconnect.get("reason", "")
         if not isinstance(reason, str):
             raise bad_request("disconnect.reason", "expected a string")
