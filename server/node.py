@@ -27,6 +27,7 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     PresenceManager,
+    PresenceStats,
 )
 from server.broker.memory import MemoryBroker, MemoryPresence
 from server.cluster import Cluster
@@ -40,7 +41,8 @@ from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
     from server.durable import Durable
-    from server.session import Session
+    from server.hub import Outlet
+    from server.session import ChannelSubscriber, ClientSession, Session
 
 __all__ = ["Node", "RPCHandler", "SendHandler"]
 
@@ -79,7 +81,7 @@ class Node:
         self.durable = durable  # the MongoDB log; None keeps nothing beyond the broker
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
-        self.hub: Hub[Session] = Hub(settings.client.write_interval)
+        self.hub: Hub[ClientSession, ChannelSubscriber] = Hub(settings.client.write_interval)
         if broker is None and presence is None:
             broker, presence = create_broker(settings)
         # Given one half only (tests do), the other half stays in this process.
@@ -269,7 +271,7 @@ class Node:
             return ("",)
         return tuple(f"{ns}:" for ns, o in self.settings.namespaces.items() if o.persist)
 
-    async def add_subscriber(self, channel: str, session: Session) -> None:
+    async def add_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
         """Make `session` a local subscriber; returns once the broker delivers the channel.
 
         Concurrent first subscribers share one broker subscription; a broker failure
@@ -297,7 +299,7 @@ class Node:
                 self.hub.unsubscribe(channel, session)
                 raise
 
-    async def remove_subscriber(self, channel: str, session: Session) -> None:
+    async def remove_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
         if self.hub.unsubscribe(channel, session):
             self._broker_subs.pop(channel, None)
             try:
@@ -436,7 +438,7 @@ class Node:
         with _broker_failure(self._broker_log, "remove history of", channel):
             await self.broker.remove_history(channel)
 
-    def _sessions_of(self, user: str | None, client_id: str | None) -> list[Session]:
+    def _sessions_of(self, user: str | None, client_id: str | None) -> list[ClientSession]:
         """This node's sessions of `user`, or its one session `client_id` (of `user`)."""
         if client_id:
             found = self.hub.session(client_id)
@@ -536,8 +538,44 @@ class Node:
 
     # Sessions ----------------------------------------------------------------
 
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: ClientSession) -> None:
         self.hub.add_session(session)
 
-    def remove_session(self, session: Session) -> None:
+    def remove_session(self, session: ClientSession) -> None:
         self.hub.remove_session(session)
+
+    # The session's port (server/session/port.py) ---------------------------------
+    # What sessions ask of the node beyond the members above; broker and presence
+    # failures become error 100 through `_broker_failure`, logged in one line.
+
+    @property
+    def want_flush(self) -> Callable[[Outlet], None]:
+        """Schedules an outbox's flush: the hub's flush pass (bound once per session)."""
+        return self.hub.want_flush
+
+    def count_user_sessions(self, user: str) -> int:
+        return len(self.hub.user_sessions(user))
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "adding presence to", channel):
+            await self.presence.add_presence(channel, client_id, info)
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        with _broker_failure(self._broker_log, "removing presence from", channel):
+            await self.presence.remove_presence(channel, client_id)
+
+    async def channel_presence(self, channel: str) -> dict[str, ClientInfo]:
+        with _broker_failure(self._broker_log, "presence of", channel):
+            return await self.presence.presence(channel)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        with _broker_failure(self._broker_log, "presence stats of", channel):
+            return await self.presence.presence_stats(channel)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "publishing the join to", channel):
+            await self.broker.publish_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "publishing the leave to", channel):
+            await self.broker.publish_leave(channel, info)

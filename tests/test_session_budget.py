@@ -275,7 +275,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
             node.handle_publication("news", Publication({"i": i, "pad": "x" * 900}, 0))
         broker.gate.set()
         await asyncio.wait_for(subscribing, TIMEOUT)
-        session.flush()
+        session.outbox.flush()
         return transport.closed, b"\n".join(transport.frames).split(b"\n")
     finally:
         await node.close()

@@ -59,7 +59,7 @@ async def test_replies_queued_in_one_turn_leave_in_one_write():
         transport = RecordingTransport()
         session = Session(node, transport)
         await session.handle_frame(b'{"id":1,"connect":{}}\n{"id":2,"presence":{"channel":"x"}}')
-        session.flush()
+        session.outbox.flush()
         assert len(transport.frames) == 1
         replies = [json.loads(line) for line in transport.frames[0].split(b"\n")]
         assert [r["id"] for r in replies] == [1, 2]
