@@ -1,16 +1,20 @@
 """A connection's subscriptions (server/session/subscriptions.py), in process on a
 real node: offsets continue the subscribe reply with no gap and no duplicate,
 a stream that moved on unsubscribes with 2500, and a presence failure while
-subscribing undoes the subscription, answered 100 and logged by the node once."""
+subscribing undoes the subscription, answered 100 and logged by the node once;
+a channel is answered once even when the server API subscribes it mid-connect."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
-from server.broker.memory import MemoryPresence
+from server.auth.cli import mint
+from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
+from server.broker.memory import MemoryBroker, MemoryPresence
 from server.config import load_settings
 from server.node import Node
 from server.protocol import ClientInfo, Publication, StreamPosition
@@ -133,5 +137,51 @@ async def test_a_presence_failure_while_subscribing_is_answered_100_and_undone(c
         failures = [r for r in caplog.records if "presence" in r.getMessage()]
         assert len(failures) == 1 and failures[0].name == "server.node"
         assert failures[0].levelno == logging.WARNING and not failures[0].exc_info
+    finally:
+        await node.close()
+
+
+class GatedHistory(MemoryBroker):
+    """The memory broker, with `gated` channel's history reads waiting for the gate."""
+
+    def __init__(self, gated: str) -> None:
+        super().__init__()
+        self.gated = gated
+        self.reading = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult:
+        if channel == self.gated:
+            self.reading.set()
+            await self.gate.wait()
+        return await super().history(channel, query, options)
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_token_channel_the_server_api_subscribed_during_connect_is_answered_once():
+    settings = load_settings(env={}).with_overrides(broker={"type": "memory"}, namespaces=HISTORY)
+    broker = GatedHistory("r:a")
+    node = Node(settings, broker=broker)
+    await node.start()
+    try:
+        transport = RecordingTransport()
+        session = new_session(node, transport)
+        token = mint(settings.auth.hmac_secret, "alice", channels=["r:a", "b"])
+        connecting = asyncio.ensure_future(
+            session.handle_frame(f'{{"id":1,"connect":{{"token":"{token}"}}}}')
+        )
+        await asyncio.wait_for(broker.reading.wait(), TIMEOUT)  # connect waits on r:a
+        assert await session.server_subscribe("b")
+        broker.gate.set()
+        await asyncio.wait_for(connecting, TIMEOUT)
+        session.outbox.flush()
+        sent = messages(transport)
+        in_reply = [m for m in sent if m.get("id") == 1 and "b" in m["connect"].get("subs", {})]
+        pushed = [
+            m for m in sent if "subscribe" in m.get("push", {}) and m["push"]["channel"] == "b"
+        ]
+        assert len(in_reply) + len(pushed) == 1, sent
     finally:
         await node.close()

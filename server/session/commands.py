@@ -140,6 +140,8 @@ async def _server_subscriptions(
     started = []
     encoding = session.encoding
     for channel, options, recovery in server_subs:
+        if channel in session.subscriptions:
+            continue  # the server API subscribed it meanwhile: its push answered already
         # What the reply holds so far, and this channel's key in `subs`.
         base = len(encode_reply(command.id, "connect", result, encoding))
         base += len(encode(channel, encoding)) + 1
