@@ -119,7 +119,7 @@ async def fanout(node: Node, channel: str, subscribers: int, count: int) -> dict
     transports = [CountingTransport() for _ in range(subscribers)]
     sessions = []  # closed by node.close() at the end
     for t in transports:
-        s = Session(node, t)
+        s = Session(node, t, settings=node.settings, metrics=node.metrics, tokens=node.tokens)
         await s.handle_frame(b'{"id":1,"connect":{}}')
         await s.handle_frame(f'{{"id":2,"subscribe":{{"channel":"{channel}"}}}}'.encode())
         sessions.append(s)

@@ -3,8 +3,9 @@
 It owns fan-out: a publication is encoded and framed once per variant (encoding
 and framing, see server/transport.py) present among the channel's subscribers,
 and the same `Frame` is handed to each subscriber of that variant.
-Handing over never awaits: a session queues the frame and asks the hub for a
-flush, and the hub flushes every session that queued anything in one callback.
+Handing over never awaits: a subscriber queues the frame in its connection's
+outbox, which asks the hub for a flush, and the hub flushes every outbox that
+queued anything in one callback (down to the transport's write).
 A flush that wrote to many connections (a fan-out, `BIG_FLUSH` or more) holds
 the next one back until `write_interval` has passed since it started: under
 load messages gather in between and each connection's leave as one WebSocket
@@ -20,11 +21,10 @@ import math
 from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.errors import Disconnect
 from server.protocol import ClientInfo, Publication, encode, push
 from server.transport import Frame, Variant
 
-__all__ = ["BIG_FLUSH", "Hub", "Subscriber"]
+__all__ = ["BIG_FLUSH", "Connection", "Hub", "Outlet", "Subscriber"]
 
 BIG_FLUSH = 64
 """Connections a flush must write to for `write_interval` to hold back the next."""
@@ -32,46 +32,58 @@ BIG_FLUSH = 64
 log = logging.getLogger(__name__)
 
 
-class Subscriber(Protocol):
-    """What the hub needs of a connection."""
+class Connection(Protocol):
+    """A connection as the hub registers it (by client id and by user)."""
 
     client_id: str
     user: str
+
+
+class Subscriber(Protocol):
+    """What fan-out needs of a channel's subscriber: its variant, and two
+    deliveries that never await (they queue, and may ask `want_flush`)."""
+
     variant: Variant
 
     def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None: ...
 
     def deliver(self, channel: str, frame: Frame) -> None: ...
 
+
+class Outlet(Protocol):
+    """What a flush pass needs of a connection's outgoing queue."""
+
+    client_id: str
+
     def flush(self) -> None:
-        """Write what was queued since the last flush (called by `Hub.want_flush`)."""
+        """Write what was queued since the last flush (called after `Hub.want_flush`)."""
         ...
 
-    def disconnect(self, reason: Disconnect) -> None: ...
 
-
+C = TypeVar("C", bound=Connection)
 S = TypeVar("S", bound=Subscriber)
 
 
-class Hub(Generic[S]):
-    """Generic over the session type, so the node gets its own sessions back."""
+class Hub(Generic[C, S]):
+    """Generic over the connection type (`C`) and the channel subscriber type
+    (`S`), so the node gets its own objects back."""
 
     def __init__(self, write_interval: float = 0.0) -> None:
         self._channels: dict[str, dict[S, None]] = {}
-        self._sessions: dict[str, S] = {}
-        self._users: dict[str, dict[S, None]] = {}
+        self._sessions: dict[str, C] = {}
+        self._users: dict[str, dict[C, None]] = {}
         self._write_interval = write_interval
-        self._dirty: list[S] = []
+        self._dirty: list[Outlet] = []
         self._flush_scheduled = False
         self._last_flush = -math.inf  # loop time of the latest big flush's start
 
     # Connections -------------------------------------------------------------
 
-    def add_session(self, session: S) -> None:
+    def add_session(self, session: C) -> None:
         self._sessions[session.client_id] = session
         self._users.setdefault(session.user, {})[session] = None
 
-    def remove_session(self, session: S) -> None:
+    def remove_session(self, session: C) -> None:
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
         users = self._users.get(session.user)
@@ -80,32 +92,32 @@ class Hub(Generic[S]):
             if not users:
                 del self._users[session.user]
 
-    def session(self, client_id: str) -> S | None:
+    def session(self, client_id: str) -> C | None:
         return self._sessions.get(client_id)
 
-    def user_sessions(self, user: str) -> list[S]:
+    def user_sessions(self, user: str) -> list[C]:
         return list(self._users.get(user, ()))
 
-    def sessions(self) -> Iterator[S]:
+    def sessions(self) -> Iterator[C]:
         return iter(list(self._sessions.values()))
 
     # Subscriptions -------------------------------------------------------------
 
-    def subscribe(self, channel: str, session: S) -> bool:
+    def subscribe(self, channel: str, subscriber: S) -> bool:
         """Add a local subscriber; True when it is the channel's first on this node."""
         subs = self._channels.get(channel)
         if subs is None:
-            self._channels[channel] = {session: None}
+            self._channels[channel] = {subscriber: None}
             return True
-        subs[session] = None
+        subs[subscriber] = None
         return False
 
-    def unsubscribe(self, channel: str, session: S) -> bool:
+    def unsubscribe(self, channel: str, subscriber: S) -> bool:
         """Remove a local subscriber; True when the channel has none left here."""
         subs = self._channels.get(channel)
-        if subs is None or session not in subs:
+        if subs is None or subscriber not in subs:
             return False
-        del subs[session]
+        del subs[subscriber]
         if subs:
             return False
         del self._channels[channel]
@@ -135,29 +147,29 @@ class Hub(Generic[S]):
         return self._fan_out(channel, push(channel, kind, body), None)
 
     def _fan_out(self, channel: str, message: dict[str, Any], pub: Publication | None) -> int:
-        # Iterate over a copy: a delivery may end a slow session, which unsubscribes it.
+        # Iterate over a copy: a delivery may end a slow connection, which unsubscribes it.
         subs = tuple(self._channels[channel])
         frames: dict[Variant, Frame] = {}
-        for session in subs:
-            frame = frames.get(session.variant)
+        for subscriber in subs:
+            frame = frames.get(subscriber.variant)
             if frame is None:
-                variant = session.variant
+                variant = subscriber.variant
                 frame = frames[variant] = variant.frame((encode(message, variant.encoding),))
             if pub is None:
-                session.deliver(channel, frame)
+                subscriber.deliver(channel, frame)
             else:
-                session.deliver_publication(channel, pub, frame)
+                subscriber.deliver_publication(channel, pub, frame)
         return len(subs)
 
     # Flushing ----------------------------------------------------------------
 
-    def want_flush(self, session: S) -> None:
-        """`session` queued its first message since its last flush: flush it soon.
+    def want_flush(self, outlet: Outlet) -> None:
+        """`outlet` queued its first message since its last flush: flush it soon.
 
-        One callback flushes every such session, instead of one callback per
-        session, and what a session queues before it runs leaves as one frame.
+        One callback flushes every such outlet, instead of one callback per
+        connection, and what an outlet queues before it runs leaves as one frame.
         """
-        self._dirty.append(session)
+        self._dirty.append(outlet)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
@@ -172,11 +184,11 @@ class Hub(Generic[S]):
         dirty, self._dirty = self._dirty, []
         if len(dirty) >= BIG_FLUSH:
             self._last_flush = asyncio.get_running_loop().time()
-        for session in dirty:
+        for outlet in dirty:
             try:
-                session.flush()
+                outlet.flush()
             except Exception:  # one broken connection must not stop the others' writes
-                log.exception("flushing client %s failed", session.client_id)
+                log.exception("flushing client %s failed", outlet.client_id)
 
     def broadcast_join(self, channel: str, info: ClientInfo) -> None:
         self.broadcast(channel, "join", {"info": info.to_dict()})

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     PresenceManager,
+    PresenceStats,
 )
 from server.broker_subscriptions import BrokerSubscriptions
 from server.config import ChannelOptions, Settings
@@ -37,17 +38,15 @@ if TYPE_CHECKING:
     from server.auth.tokens import TokenVerifier
     from server.channel_log import ChannelLog
     from server.cluster import Cluster
+    from server.hub import Outlet
     from server.metrics import Metrics
-    from server.session import Session
+    from server.session import ChannelSubscriber, ClientSession
+    from server.session.port import RPCHandler, SendHandler
 
-__all__ = ["Node", "PublicationObserver", "RPCHandler", "SendHandler"]
+__all__ = ["Node", "PublicationObserver"]
 
 log = logging.getLogger(__name__)
 
-RPCHandler = Callable[["Session", Any], Awaitable[Any]]
-"""Answers an `rpc` command: receives the session and the request data, returns reply data."""
-SendHandler = Callable[["Session", Any], Awaitable[None]]
-"""Receives an asynchronous `send` message from a client."""
 PublicationObserver = Callable[[Publication], None]
 """Sees each publication of one channel as it reaches this node; must not block or raise."""
 
@@ -91,7 +90,7 @@ class Node:
         self.durable = durable  # the MongoDB channel log; None keeps nothing beyond the broker
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
-        self.hub: Hub[Session] = Hub(settings.client.write_interval)
+        self.hub: Hub[ClientSession, ChannelSubscriber] = Hub(settings.client.write_interval)
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._observers: dict[str, PublicationObserver] = {}
@@ -284,7 +283,7 @@ class Node:
             return ("",)
         return tuple(f"{ns}:" for ns, o in self.settings.namespaces.items() if o.persist)
 
-    async def add_subscriber(self, channel: str, session: Session) -> None:
+    async def add_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
         """Make `session` a local subscriber; returns once the broker delivers the channel.
 
         Concurrent first subscribers share one broker subscription; a broker failure
@@ -297,7 +296,7 @@ class Node:
             self.hub.unsubscribe(channel, session)
             raise
 
-    async def remove_subscriber(self, channel: str, session: Session) -> None:
+    async def remove_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
         if self.hub.unsubscribe(channel, session) and channel not in self._observers:
             await self._broker_subs.release(channel)
 
@@ -469,8 +468,44 @@ class Node:
 
     # Sessions ----------------------------------------------------------------
 
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: ClientSession) -> None:
         self.hub.add_session(session)
 
-    def remove_session(self, session: Session) -> None:
+    def remove_session(self, session: ClientSession) -> None:
         self.hub.remove_session(session)
+
+    # The session's port (server/session/port.py) ---------------------------------
+    # What sessions ask of the node beyond the members above; broker and presence
+    # failures become error 100 through `_broker_failure`, logged in one line.
+
+    @property
+    def want_flush(self) -> Callable[[Outlet], None]:
+        """Schedules an outbox's flush: the hub's flush pass (bound once per session)."""
+        return self.hub.want_flush
+
+    def count_user_sessions(self, user: str) -> int:
+        return len(self.hub.user_sessions(user))
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "adding presence to", channel):
+            await self.presence.add_presence(channel, client_id, info)
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        with _broker_failure(self._broker_log, "removing presence from", channel):
+            await self.presence.remove_presence(channel, client_id)
+
+    async def channel_presence(self, channel: str) -> dict[str, ClientInfo]:
+        with _broker_failure(self._broker_log, "presence of", channel):
+            return await self.presence.presence(channel)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        with _broker_failure(self._broker_log, "presence stats of", channel):
+            return await self.presence.presence_stats(channel)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "publishing the join to", channel):
+            await self.broker.publish_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        with _broker_failure(self._broker_log, "publishing the leave to", channel):
+            await self.broker.publish_leave(channel, info)

@@ -45,13 +45,12 @@ from server.protocol import (
     parse_command,
     parse_request,
 )
-from server.session import Session
 from server.web.app import make_app
 from server.web.endpoint import close_websockets
 from server.web.upgrade import Listener
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
-from tests.transports import RecordingTransport
+from tests.transports import RecordingTransport, new_session
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -130,7 +129,7 @@ async def run_session(frame: bytes, encoding: Encoding) -> tuple[RecordingTransp
     node = build_node(load_settings(env={}).with_overrides(broker={"type": "memory"}))
     await node.start()
     transport = RecordingTransport(encoding)
-    session = Session(node, transport)
+    session = new_session(node, transport)
     await session.handle_frame(frame if encoding is Encoding.MSGPACK else frame.decode())
     await asyncio.sleep(0)
     answered = {

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
+from server.compose import build_node
+from server.config import load_settings
 from server.frames import WEBSOCKET
+from server.node import Node
 from server.protocol import Encoding
+from server.session import Session
 from server.transport import Frame, variant
 
-__all__ = ["RecordingTransport"]
+__all__ = ["RecordingTransport", "messages", "new_session", "started_node"]
 
 
 class RecordingTransport:
@@ -32,3 +38,27 @@ class RecordingTransport:
 
     def close(self, code: int, reason: str) -> None:
         self.closed = code
+
+
+async def started_node(**overrides: Any) -> Node:
+    """A started node on the memory broker, with `overrides` to its settings."""
+    settings = load_settings(env={}).with_overrides(broker={"type": "memory"}, **overrides)
+    node = build_node(settings)
+    await node.start()
+    return node
+
+
+def new_session(node: Node, transport: Any = None) -> Session:
+    """A session of `node` on `transport` (a new RecordingTransport by default)."""
+    return Session(
+        node,
+        transport if transport is not None else RecordingTransport(),
+        settings=node.settings,
+        metrics=node.metrics,
+        tokens=node.tokens,
+    )
+
+
+def messages(transport: RecordingTransport) -> list[dict[str, Any]]:
+    """Every JSON message written so far, in order."""
+    return [json.loads(line) for frame in transport.frames for line in frame.split(b"\n")]

@@ -22,7 +22,7 @@ from server.protocol import StreamPosition
 
 if TYPE_CHECKING:
     from server.node import Node
-    from server.session import Session
+    from server.session import ClientSession
 
 __all__ = ["COMMANDS", "ClusterCommands", "Command"]
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 CHANNELS_SURVEY = "channels"
 
-Command = Callable[["ClusterCommands", list["Session"], dict[str, Any]], Awaitable[None]]
+Command = Callable[["ClusterCommands", list["ClientSession"], dict[str, Any]], Awaitable[None]]
 """One node's share of a command: acts on the sessions it names on this node."""
 
 
@@ -69,7 +69,7 @@ class ClusterCommands:
 
     # Running, on this node -----------------------------------------------------
 
-    def sessions_of(self, user: str | None, client_id: str | None) -> list[Session]:
+    def sessions_of(self, user: str | None, client_id: str | None) -> list[ClientSession]:
         """This node's sessions of `user`, or its one session `client_id` (of `user`)."""
         hub = self.node.hub
         if client_id:
@@ -118,14 +118,14 @@ class ClusterCommands:
 
 
 async def _unsubscribe(
-    commands: ClusterCommands, sessions: list[Session], params: dict[str, Any]
+    commands: ClusterCommands, sessions: list[ClientSession], params: dict[str, Any]
 ) -> None:
     for session in sessions:
         await session.server_unsubscribe(params["channel"])
 
 
 async def _subscribe(
-    commands: ClusterCommands, sessions: list[Session], params: dict[str, Any]
+    commands: ClusterCommands, sessions: list[ClientSession], params: dict[str, Any]
 ) -> None:
     since = params.get("recover_since")
     position = None if since is None else StreamPosition(since[0], since[1])
@@ -141,7 +141,7 @@ async def _subscribe(
 
 
 async def _disconnect(
-    commands: ClusterCommands, sessions: list[Session], params: dict[str, Any]
+    commands: ClusterCommands, sessions: list[ClientSession], params: dict[str, Any]
 ) -> None:
     keep = set(params.get("whitelist") or ())
     reason = Disconnect(params["code"], params["reason"])
@@ -151,7 +151,7 @@ async def _disconnect(
 
 
 async def _refresh(
-    commands: ClusterCommands, sessions: list[Session], params: dict[str, Any]
+    commands: ClusterCommands, sessions: list[ClientSession], params: dict[str, Any]
 ) -> None:
     for session in sessions:
         session.server_refresh(params.get("expired", False), params.get("expire_at"))

@@ -141,7 +141,15 @@ class Connection(asyncio.Protocol):
             limit = Disconnect(DisconnectCode.CONNECTION_LIMIT)
             self.close(int(limit.code), limit.reason)
             return
-        self.session = Session(self._endpoint.node, self, self._address)
+        node = self._endpoint.node
+        self.session = Session(
+            node,
+            self,
+            self._address,
+            settings=node.settings,
+            metrics=node.metrics,
+            tokens=node.tokens,
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._task is not None or self._throttle is not None:

@@ -1,4 +1,7 @@
-"""One budget per connection (server/session.py): everything held for a client
+"""The outbox (server/session/outbox.py): one queue and one budget per connection.
+
+Its contract directly (a recording transport whose socket can fall behind),
+then the budget end to end: everything held for a client
 counts against `client.max_unsent_bytes`, and answers a client chooses the size
 of stop at `client.reply_bytes`.
 
@@ -20,6 +23,7 @@ from server.broker.memory import MemoryBroker
 from server.compose import build_node
 from server.config import load_settings
 from server.errors import ErrorCode
+from server.metrics import Metrics
 from server.node import Node
 from server.protocol import (
     Encoding,
@@ -29,9 +33,9 @@ from server.protocol import (
     push,
     reply,
 )
-from server.session import Session
+from server.session.outbox import Outbox
 from tests.conftest import TIMEOUT_SCALE
-from tests.transports import RecordingTransport
+from tests.transports import RecordingTransport, new_session
 
 BUDGET = 4096
 REPLY = 2048
@@ -51,6 +55,111 @@ async def subscribed(client: Any, channel: str = "news", **params: Any) -> Any:
     await c.result("subscribe", {"channel": channel, **params})
     await c.push("join", channel)  # its own join, so nothing else is on the way
     return c
+
+
+# The outbox's contract, directly --------------------------------------------------
+
+
+class LaggingTransport(RecordingTransport):
+    """A socket that has `behind` bytes it has not taken yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.behind = 0
+
+    def unsent_bytes(self) -> int:
+        return self.behind
+
+
+class Recorded:
+    """An outbox on a lagging transport, with what it asked of its owner."""
+
+    def __init__(self, budget: int = 100) -> None:
+        self.transport = LaggingTransport()
+        self.flushes_wanted: list[Outbox] = []
+        self.overflows: list[int] = []
+        self.metrics = Metrics()
+        self.outbox = Outbox(
+            self.transport,
+            budget,
+            self.metrics,
+            self.flushes_wanted.append,
+            self.overflows.append,
+            "c1",
+        )
+
+
+def test_the_first_message_since_a_flush_asks_for_one_flush():
+    r = Recorded()
+    r.outbox.queue(b"a")
+    r.outbox.queue(b"b")
+    assert r.flushes_wanted == [r.outbox]
+    r.outbox.flush()
+    r.outbox.queue(b"c")
+    assert r.flushes_wanted == [r.outbox, r.outbox]
+
+
+def test_a_flush_writes_everything_queued_as_one_write():
+    r = Recorded()
+    r.outbox.queue(b"a")
+    r.outbox.queue(b"b")
+    r.outbox.flush()
+    assert r.transport.frames == [b"a\nb"]
+    assert r.metrics.messages_out == 2
+    r.outbox.flush()  # nothing queued: nothing written
+    assert len(r.transport.frames) == 1
+
+
+def test_a_socket_behind_holds_the_queue_until_writable():
+    r = Recorded()
+    r.transport.behind = 10
+    r.outbox.queue(b"a")
+    r.outbox.flush()
+    assert r.transport.frames == []
+    r.outbox.queue(b"b")
+    r.transport.behind = 0
+    r.outbox.writable()
+    assert r.flushes_wanted == [r.outbox, r.outbox]
+    r.outbox.flush()
+    assert r.transport.frames == [b"a\nb"]  # what waited leaves as one write
+
+
+def test_queued_held_and_unsent_bytes_share_the_budget():
+    r = Recorded(budget=100)
+    r.outbox.hold(60)
+    r.transport.behind = 30
+    r.outbox.queue(b"x")
+    r.outbox.flush()  # behind: 60 held + 30 unsent + 1 queued fit
+    assert r.overflows == []
+    r.outbox.queue(b"y" * 10)
+    assert r.overflows == [101]
+
+
+def test_released_bytes_leave_the_budget():
+    r = Recorded(budget=100)
+    r.outbox.hold(90)
+    r.outbox.release(90)
+    r.outbox.queue(b"x" * 100)
+    assert r.overflows == []
+
+
+def test_a_closing_message_passes_the_budget_and_a_forced_flush_writes_it():
+    r = Recorded(budget=10)
+    r.transport.behind = 5
+    r.outbox.queue_last(b"x" * 50)
+    r.outbox.flush(force=True)
+    assert r.overflows == []
+    assert r.transport.frames == [b"x" * 50]
+
+
+def test_a_closed_outbox_drops_what_it_held_and_what_comes_later():
+    r = Recorded()
+    r.outbox.queue(b"a")
+    r.outbox.close()
+    r.outbox.queue(b"b")
+    r.outbox.flush()
+    assert r.transport.frames == []
+    assert r.outbox.held_bytes == 0
 
 
 # The outgoing budget ------------------------------------------------------------
@@ -266,7 +375,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
     await node.start()
     try:
         transport = RecordingTransport()
-        session = Session(node, transport)
+        session = new_session(node, transport)
         await session.handle_frame('{"id":1,"connect":{}}')
         subscribing = asyncio.ensure_future(
             session.handle_frame('{"id":2,"subscribe":{"channel":"news"}}')
@@ -276,7 +385,7 @@ async def gated_subscribe(publications: int) -> tuple[int | None, list[bytes]]:
             node.handle_publication("news", Publication({"i": i, "pad": "x" * 900}, 0))
         broker.gate.set()
         await asyncio.wait_for(subscribing, TIMEOUT)
-        session.flush()
+        session.outbox.flush()
         return transport.closed, b"\n".join(transport.frames).split(b"\n")
     finally:
         await node.close()

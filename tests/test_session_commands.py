@@ -1,5 +1,6 @@
-"""Every command id gets exactly one reply (server/session.py), under real broker
-faults: a Valkey of the test's own that refuses PUBLISH (an ACL rule, so joins
+"""The command handlers (server/session/commands.py): their answers directly, in
+process on a real node; and every command id gets exactly one reply under real
+broker faults: a Valkey of the test's own that refuses PUBLISH (an ACL rule, so joins
 fail after the subscribe reply is queued) or that is stopped outright.
 
 Absence of a second reply is proven without waiting: commands of a connection
@@ -24,6 +25,7 @@ from server.embedded import EmbeddedServer
 from server.node import Node
 from server.protocol import Encoding
 from tests.client import ProtoClient
+from tests.transports import RecordingTransport, messages, new_session, started_node
 
 SENTINEL = 999
 
@@ -133,3 +135,61 @@ async def test_every_method_gets_exactly_one_reply_while_valkey_is_stopped(
     fresh = await client(connect=False)
     assert await answers(fresh, {"id": 1, "connect": {}}) == Counter({1: 1, SENTINEL: 1})
     no_errors_logged(caplog)
+
+
+# The handlers' answers, in process -----------------------------------------------
+
+
+async def answered(frame: str, *settings: Any) -> list[dict[str, Any]]:
+    """Every message a fresh session on a memory-broker node sends for `frame`."""
+    node = await started_node(namespaces={"quiet": {"presence": False}})
+    try:
+        transport = RecordingTransport()
+        session = new_session(node, transport)
+        await session.handle_frame(frame)
+        session.outbox.flush()
+        return messages(transport)
+    finally:
+        await node.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_command_before_connect_is_answered_101():
+    assert (await answered('{"id":1,"presence":{"channel":"a"}}'))[0]["error"]["code"] == 101
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_unknown_method_is_answered_104():
+    sent = await answered('{"id":1,"connect":{}}\n{"id":2,"method":99}')
+    assert sent[1]["error"]["code"] == 104
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_connect_answers_with_the_client_id_and_ping_interval():
+    result = (await answered('{"id":1,"connect":{}}'))[0]["connect"]
+    assert result["client"] and result["pong"] is True and result["ping"] >= 1
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_second_subscribe_to_a_channel_is_answered_105():
+    sent = await answered(
+        '{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"a"}}\n'
+        '{"id":3,"subscribe":{"channel":"a"}}'
+    )
+    assert [m.get("id") for m in sent if "id" in m][:3] == [1, 2, 3]
+    assert next(m for m in sent if m.get("id") == 3)["error"]["code"] == 105
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_presence_of_a_channel_that_keeps_none_is_answered_108():
+    sent = await answered('{"id":1,"connect":{}}\n{"id":2,"presence":{"channel":"quiet:a"}}')
+    assert sent[1]["error"]["code"] == 108
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_publish_is_answered_once_the_broker_took_it():
+    sent = await answered(
+        '{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"a"}}\n'
+        '{"id":3,"publish":{"channel":"a","data":{"x":1}}}'
+    )
+    assert {"id": 3, "publish": {}} in sent

@@ -1,0 +1,317 @@
+"""The eleven client commands, one handler each (`HANDLERS`).
+
+A handler receives the session and the parsed command and returns its result,
+an `Answer` (a result and the work that must follow its reply), or raises
+ReplyError (an error reply) or Disconnect (the connection closes). Handlers
+never reply themselves: the session's dispatcher alone does, so every command
+with an id gets exactly one reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from server.auth import access
+from server.auth.tokens import ConnectionClaims
+from server.config import ChannelOptions
+from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.protocol import (
+    Command,
+    ConnectRequest,
+    HistoryRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    PublishRequest,
+    RefreshRequest,
+    RPCRequest,
+    SendRequest,
+    Spliced,
+    SubRefreshRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+    encode,
+    encode_reply,
+    parse_request,
+    reply_overhead,
+    validate_channel,
+)
+from server.replies import ReplyBounds
+from server.session.subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from server.session.session import Session
+
+__all__ = ["HANDLERS", "Answer", "Handler"]
+
+log = logging.getLogger(__name__)
+
+
+class Answer(NamedTuple):
+    """A handler's result, and what to do once the reply is queued."""
+
+    result: dict[str, Any]
+    then: Callable[[], Awaitable[None]]
+
+
+Handler = Callable[["Session", Command], Awaitable[dict[str, Any] | Answer | None]]
+
+
+def _parse(session: Session, request_type: type[Any], command: Command) -> Any:
+    return parse_request(request_type, command.params, session.settings.client.max_data_depth)
+
+
+def _channel(session: Session, channel: str) -> ChannelOptions:
+    validate_channel(channel, session.settings.client.max_channel_length)
+    return session.node.channel_options(channel)
+
+
+def _check_allowed(session: Session, channel: str, options: ChannelOptions, allowed: bool) -> None:
+    """Error 103 unless the namespace allows it; in a namespace that requires
+    subscription tokens, only to a client subscribed (with one) to `channel`."""
+    if options.require_sub_token:
+        if not allowed or session.subscriptions.active(channel) is None:
+            raise ReplyError(ErrorCode.PERMISSION_DENIED)
+    elif not allowed or (not session.user and not options.allow_anonymous):
+        raise ReplyError(ErrorCode.PERMISSION_DENIED)
+
+
+# Connecting ---------------------------------------------------------------------
+
+
+async def connect(session: Session, command: Command) -> dict[str, Any] | Answer | None:
+    """Connect, with a token or anonymously; the token's `channels` become
+    server-side subscriptions, reported in the reply's `subs` map (recovered
+    from the positions the client sends back in its own `subs` on reconnect,
+    within one reply budget for them all). Once connected, a failure closes
+    the connection (3004) rather than answering."""
+    if session.is_connected:
+        raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
+    request: ConnectRequest = _parse(session, ConnectRequest, command)
+    client_settings = session.settings.client
+    if request.token:
+        claims = access.connection_claims(session.tokens, request.token, session.client_id)
+    elif client_settings.allow_anonymous:
+        claims = ConnectionClaims("", None, None, ())
+    else:
+        raise ReplyError(ErrorCode.UNAUTHORIZED)
+    user, channels = claims.user, claims.channels
+    per_user = client_settings.max_connections_per_user
+    if user and per_user and session.node.count_user_sessions(user) >= per_user:
+        raise Disconnect(DisconnectCode.CONNECTION_LIMIT)
+    if len(channels) > client_settings.max_channels:
+        raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
+    server_subs = [
+        (ch, _channel(session, ch), _recovery(session, request.subs, ch)) for ch in channels
+    ]
+    session.accept(user, claims.info, request.name)
+    result: dict[str, Any] = {
+        "client": session.client_id,
+        "version": session.node.version,
+        "ping": max(1, math.ceil(client_settings.ping_interval)),
+        "pong": True,
+    }
+    result.update(session.expiry.set(claims.expires_at))
+    if not server_subs:
+        return result
+    try:
+        return await _server_subscriptions(session, command, Spliced(result), server_subs)
+    except Disconnect:
+        raise
+    except ReplyError:
+        raise Disconnect(DisconnectCode.INTERNAL) from None
+    except Exception:
+        log.exception("client %s: server-side subscriptions failed", session.client_id)
+        raise Disconnect(DisconnectCode.INTERNAL) from None
+
+
+async def _server_subscriptions(
+    session: Session,
+    command: Command,
+    result: Spliced,
+    server_subs: list[tuple[str, ChannelOptions, SubscribeRequest]],
+) -> Answer | None:
+    """The connect reply's `subs` (None if the connection ended meanwhile)."""
+    subs = result["subs"] = Spliced()
+    started = []
+    encoding = session.encoding
+    for channel, options, recovery in server_subs:
+        if channel in session.subscriptions:
+            continue  # the server API subscribed it meanwhile: its push answered already
+        # What the reply holds so far, and this channel's key in `subs`.
+        base = len(encode_reply(command.id, "connect", result, encoding))
+        base += len(encode(channel, encoding)) + 1
+        done = await session.subscriptions.start(channel, options, recovery, base=base)
+        if done is None:
+            return None
+        started.append((channel, done.sub))
+        subs[channel] = done.result
+    return Answer(result, partial(_finish_subscriptions, session, started))
+
+
+async def _finish_subscriptions(session: Session, started: list[tuple[str, Subscription]]) -> None:
+    for channel, sub in started:
+        await session.subscriptions.finish(channel, sub)
+
+
+def _recovery(session: Session, subs: Any, channel: str) -> SubscribeRequest:
+    """The subscribe request for a server-side subscription: where the client
+    says it stopped (its connect `subs`), if it says so."""
+    params = subs.get(channel) if isinstance(subs, dict) else None
+    if not isinstance(params, dict):
+        params = {}
+    max_depth = session.settings.client.max_data_depth
+    return parse_request(SubscribeRequest, {**params, "channel": channel}, max_depth)
+
+
+async def refresh(session: Session, command: Command) -> dict[str, Any]:
+    """A new connection token for the same user: a new expiry, and new `info`."""
+    request: RefreshRequest = _parse(session, RefreshRequest, command)
+    claims = access.refreshed_claims(session.tokens, request.token, session.user, session.client_id)
+    result = session.expiry.set(claims.expires_at)
+    if claims.info != session.conn_info:
+        session.conn_info = claims.info
+        await session.subscriptions.reidentify(claims.info)
+    return result
+
+
+# Subscriptions ------------------------------------------------------------------
+
+
+async def subscribe(session: Session, command: Command) -> Answer | None:
+    """A valid subscription token grants the subscription whatever the
+    namespace's other permissions; without one, the namespace decides."""
+    request: SubscribeRequest = _parse(session, SubscribeRequest, command)
+    channel = request.channel
+    options = _channel(session, channel)
+    claims = None
+    if request.token:
+        claims = access.subscription_claims(
+            session.tokens, request.token, channel, session.user, session.client_id
+        )
+    elif options.require_sub_token:
+        raise ReplyError(ErrorCode.PERMISSION_DENIED)
+    else:
+        _check_allowed(session, channel, options, options.allow_subscribe)
+    subscriptions = session.subscriptions
+    if channel in subscriptions:
+        raise ReplyError(ErrorCode.ALREADY_SUBSCRIBED)
+    if len(subscriptions) >= session.settings.client.max_channels:
+        raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
+    base = reply_overhead(command.id, "subscribe", session.encoding)
+    done = await subscriptions.start(channel, options, request, claims, base=base)
+    if done is None:
+        return None
+    return Answer(done.result, partial(subscriptions.finish, channel, done.sub))
+
+
+async def unsubscribe(session: Session, command: Command) -> dict[str, Any]:
+    request: UnsubscribeRequest = _parse(session, UnsubscribeRequest, command)
+    await session.subscriptions.unsubscribe(request.channel)
+    return {}
+
+
+async def sub_refresh(session: Session, command: Command) -> dict[str, Any]:
+    """A new subscription token for a channel subscribed to: a new expiry and `chan_info`."""
+    request: SubRefreshRequest = _parse(session, SubRefreshRequest, command)
+    channel = request.channel
+    subscriptions = session.subscriptions
+    sub = subscriptions.active(channel)
+    if sub is None:
+        raise ReplyError(ErrorCode.PERMISSION_DENIED, "not subscribed")
+    claims = access.subscription_claims(
+        session.tokens, request.token, channel, session.user, session.client_id, ErrorCode.EXPIRED
+    )
+    result = subscriptions.expire(channel, sub, claims.expires_at)
+    if claims.info != sub.info.chan_info:
+        sub.info = replace(sub.info, chan_info=claims.info)
+        await subscriptions.update_presence(channel, sub)
+    return result
+
+
+# Channels -------------------------------------------------------------------------
+
+
+async def publish(session: Session, command: Command) -> dict[str, Any]:
+    request: PublishRequest = _parse(session, PublishRequest, command)
+    options = _channel(session, request.channel)
+    _check_allowed(session, request.channel, options, options.allow_publish)
+    info = session.subscriptions.info_in(request.channel)
+    await session.node.publish(request.channel, request.data, info)
+    return {}
+
+
+async def history(session: Session, command: Command) -> dict[str, Any]:
+    request: HistoryRequest = _parse(session, HistoryRequest, command)
+    options = _channel(session, request.channel)
+    _check_allowed(session, request.channel, options, options.allow_history)
+    bounds = ReplyBounds(
+        session.encoding,
+        reply_overhead(command.id, "history", session.encoding),
+        session.settings.client.reply_bytes,
+        session.outbox.budget,
+    )
+    return await session.node.history_reply(request, bounds)
+
+
+def _presence_channel(session: Session, channel: str) -> None:
+    options = _channel(session, channel)
+    if not options.presence:
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
+    _check_allowed(session, channel, options, options.allow_presence)
+
+
+async def presence(session: Session, command: Command) -> dict[str, Any]:
+    request: PresenceRequest = _parse(session, PresenceRequest, command)
+    _presence_channel(session, request.channel)
+    clients = await session.node.channel_presence(request.channel)
+    return {"presence": {cid: info.to_dict() for cid, info in clients.items()}}
+
+
+async def presence_stats(session: Session, command: Command) -> dict[str, Any]:
+    request: PresenceStatsRequest = _parse(session, PresenceStatsRequest, command)
+    _presence_channel(session, request.channel)
+    stats = await session.node.presence_stats(request.channel)
+    return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+
+# The application's handlers -----------------------------------------------------
+
+
+async def rpc(session: Session, command: Command) -> dict[str, Any]:
+    request: RPCRequest = _parse(session, RPCRequest, command)
+    handler = session.node.rpc_handlers.get(request.method)
+    if handler is None:
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "no rpc handler for this method")
+    data = await handler(session, request.data)
+    return {} if data is None else {"data": data}
+
+
+async def send(session: Session, command: Command) -> dict[str, Any] | None:
+    request: SendRequest = _parse(session, SendRequest, command)
+    handler = session.node.send_handler
+    if handler is None:
+        if command.id:
+            raise ReplyError(ErrorCode.NOT_AVAILABLE, "no send handler")
+        return None
+    await handler(session, request.data)
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "connect": connect,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "publish": publish,
+    "history": history,
+    "presence": presence,
+    "presence_stats": presence_stats,
+    "refresh": refresh,
+    "sub_refresh": sub_refresh,
+    "rpc": rpc,
+    "send": send,
+}

@@ -1,0 +1,140 @@
+"""The seam between sessions and the node, typed both ways.
+
+`NodePort` is all a session asks of the node (which implements it);
+`ChannelSubscriber` and `ClientSession` are all the node (and the server API's
+commands, through the hub) ask of a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from server.broker.base import HistoryQuery, HistoryResult, PresenceStats
+from server.config import ChannelOptions
+from server.errors import Disconnect, UnsubscribeCode
+from server.hub import Connection, Outlet, Subscriber
+from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
+from server.replies import ReplyBounds
+
+if TYPE_CHECKING:
+    from server.session.session import Session
+
+__all__ = ["ChannelSubscriber", "ClientSession", "NodePort", "RPCHandler", "SendHandler"]
+
+RPCHandler = Callable[["Session", Any], Awaitable[Any]]
+"""Answers an `rpc` command: receives the session and the request data, returns reply data."""
+SendHandler = Callable[["Session", Any], Awaitable[None]]
+"""Receives an asynchronous `send` message from a client."""
+
+
+class ChannelSubscriber(Subscriber, Protocol):
+    """A connection's subscriptions as the hub's channels hold them."""
+
+    def check_position(self, channel: str, position: StreamPosition) -> None:
+        """Compare with the stream's position after a broker outage (the node's
+        check): a subscriber that fell behind is told to resubscribe."""
+        ...
+
+
+class ClientSession(Connection, Protocol):
+    """A connection as the node and the server API's commands act on it."""
+
+    def presence_entries(self) -> list[tuple[str, ClientInfo]]:
+        """This connection's presence in channels that keep it (refreshed by the node)."""
+        ...
+
+    async def server_subscribe(
+        self,
+        channel: str,
+        chan_info: Any = None,
+        data: Any = None,
+        recover_since: StreamPosition | None = None,
+    ) -> bool: ...
+
+    async def server_unsubscribe(
+        self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = "server unsubscribe"
+    ) -> bool: ...
+
+    def server_refresh(self, expired: bool = False, expire_at: float | None = None) -> None: ...
+
+    def disconnect(self, reason: Disconnect) -> None: ...
+
+
+class NodePort(Protocol):
+    """What a session needs of the node.
+
+    Every call that reaches the broker, presence or the log fails as
+    ReplyError(100) (temporary), logged by the node in one rate-limited line;
+    other ReplyErrors (102 for an unknown namespace, 108, 112) are answers.
+    """
+
+    version: str
+
+    @property
+    def rpc_handlers(self) -> Mapping[str, RPCHandler]: ...
+
+    @property
+    def send_handler(self) -> SendHandler | None: ...
+
+    def channel_options(self, channel: str) -> ChannelOptions:
+        """The channel's namespace options; ReplyError(102) for an unknown namespace."""
+        ...
+
+    @property
+    def want_flush(self) -> Callable[[Outlet], None]:
+        """Schedules an outbox's flush (the hub's flush pass)."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run background work whose failure the node logs."""
+        ...
+
+    # Connections
+
+    def add_session(self, session: ClientSession) -> None: ...
+
+    def remove_session(self, session: ClientSession) -> None: ...
+
+    def count_user_sessions(self, user: str) -> int:
+        """How many connections of `user` this node holds."""
+        ...
+
+    # Channels
+
+    async def add_subscriber(self, channel: str, subscriber: ChannelSubscriber) -> None:
+        """Returns once the broker delivers `channel` to `subscriber`."""
+        ...
+
+    async def remove_subscriber(self, channel: str, subscriber: ChannelSubscriber) -> None:
+        """Never raises: a broker failure is logged."""
+        ...
+
+    async def publish(
+        self, channel: str, data: Any, info: ClientInfo | None = None
+    ) -> StreamPosition: ...
+
+    async def position(self, channel: str) -> StreamPosition: ...
+
+    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult: ...
+
+    async def history_reply(
+        self, request: HistoryRequest, bounds: ReplyBounds | None = None
+    ) -> dict[str, Any]: ...
+
+    async def retained_state(self, channel: str) -> Publication | None: ...
+
+    # Presence and join/leave
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
+
+    async def remove_presence(self, channel: str, client_id: str) -> None: ...
+
+    async def channel_presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    async def presence_stats(self, channel: str) -> PresenceStats: ...
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
