@@ -26,11 +26,13 @@ from server.broker.base import (
     PresenceManager,
     PresenceStats,
 )
+from server.broker_recovery import BrokerRecovery
 from server.broker_subscriptions import BrokerSubscriptions
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
 from server.logs import Repeated
+from server.positions import SharedPositions
 from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 from server.replies import ReplyBounds
 
@@ -94,17 +96,22 @@ class Node:
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._observers: dict[str, PublicationObserver] = {}
-        self._positions: dict[str, asyncio.Future[StreamPosition]] = {}
+        self._positions = SharedPositions(self._read_position, self.spawn)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._started = False
         self._publishing = 0  # publishes waiting for the broker
         self._publishes_done = asyncio.Event()
         self._publishes_done.set()
-        # Cleared after a broker reconnect until the durable log checked that the
-        # broker kept every publication it acknowledged; persisted publishes wait.
-        self._broker_checked = asyncio.Event()
-        self._broker_checked.set()
+        self._recovery = BrokerRecovery(
+            settings,
+            broker,
+            durable,
+            self.hub.channels,
+            self.hub.subscribers,
+            self.position,
+            self.spawn,
+        )
         self._broker_log = Repeated(log, settings.log.repeat_interval)
         self._broker_subs = BrokerSubscriptions(broker, self._broker_log)
         self.draining = False  # set when shutdown begins: /readyz answers 503
@@ -192,54 +199,10 @@ class Node:
 
     def handle_broker_reconnect(self) -> None:
         self.metrics.broker_reconnects.inc()
-        if self.durable is None:
-            self.broker.reconnect_checked()
-        elif self._broker_checked.is_set():
-            self._broker_checked.clear()
-            self.spawn(self._check_broker_kept_publications())
-        self.spawn(self._check_positions())
-
-    async def _check_broker_kept_publications(self, attempts: int = 5) -> None:
-        """See `ChannelLog.check_broker_lost_nothing`; persisted publishes wait for it
-        (at most `redis.command_timeout`), so none reuses a lost offset."""
-        assert self.durable is not None
-        try:
-            for attempt in range(attempts):
-                try:
-                    await self.durable.check_broker_lost_nothing()
-                    return
-                except Exception as exc:
-                    log.info("checking the broker after a reconnect failed: %s", exc)
-                    await asyncio.sleep(0.1 * (attempt + 1))
-        finally:
-            self._broker_checked.set()
-            self.broker.reconnect_checked()
+        self._recovery.reconnected()
 
     def handle_control(self, data: bytes) -> None:
         self.cluster.handle(data)
-
-    async def _check_positions(self, attempts: int = 5) -> None:
-        """After the broker was cut off, subscribers that missed publications of a
-        recoverable channel are told to resubscribe (and so recover them).
-
-        Reads are retried a few times: right after a reconnect the command
-        connections may still be stale. If the broker stays away, the next
-        reconnect checks again.
-        """
-        for channel in self.hub.channels():
-            options = self.settings.channel_options(channel)
-            if options is None or not options.recoverable:
-                continue
-            for attempt in range(attempts):
-                try:
-                    position = await self.position(channel)
-                    break
-                except ReplyError:
-                    await asyncio.sleep(0.1 * (attempt + 1))
-            else:
-                return
-            for session in self.hub.subscribers(channel):
-                session.check_position(channel, position)
 
     async def _refresh_presence(self) -> None:
         """Keep this node's presence entries alive while their connections are."""
@@ -337,13 +300,8 @@ class Node:
         options = self.channel_options(channel)
         history = HistoryOptions(0) if skip_history else self.history_options(options)
         logged = history.log_lag > 0
-        if logged and not self._broker_checked.is_set():
-            try:
-                await asyncio.wait_for(
-                    asyncio.shield(self._broker_checked.wait()), self.settings.redis.command_timeout
-                )
-            except TimeoutError:
-                raise ReplyError(ErrorCode.INTERNAL) from None
+        if logged:
+            await self._recovery.wait_checked()  # after a broker reconnect
         self._publishing += 1
         self._publishes_done.clear()
         try:
@@ -369,31 +327,12 @@ class Node:
         return position
 
     async def position(self, channel: str) -> StreamPosition:
-        """The channel's current stream position.
+        """The channel's current stream position (one broker read per event-loop
+        turn, however many ask: see server/positions.py)."""
+        return await self._positions.get(channel)
 
-        Reads asked for in the same event-loop turn share one broker call (a burst
-        of subscribers needs one read, not one each). The shared read starts after
-        every caller asked, so each caller's earlier steps happened before it.
-        """
-        future = self._positions.get(channel)
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = self._positions[channel] = loop.create_future()
-            loop.call_soon(self._read_position, channel, future)
-        return await asyncio.shield(future)
-
-    def _read_position(self, channel: str, future: asyncio.Future[StreamPosition]) -> None:
-        if self._positions.get(channel) is future:
-            del self._positions[channel]
-
-        async def read() -> None:
-            try:
-                future.set_result((await self.history(channel, HistoryQuery())).position)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # observed by the callers; silence if none is left
-
-        self.spawn(read())
+    async def _read_position(self, channel: str) -> StreamPosition:
+        return (await self.history(channel, HistoryQuery())).position
 
     async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
         """The channel's history; for persisted namespaces a `since` older than the

@@ -70,6 +70,11 @@ hmac_secret = "faults-suite-secret-of-thirty-two-bytes-or-more"
 [log]
 level = "warning"  # not one access line per publish: the server's CPU goes to the load
 
+[redis]
+# The pub/sub connection retries within half a second: a delivery that resumes
+# only after `Load.settle`'s quiet spell would read as lost.
+reconnect_delay_max = 0.5
+
 [client]
 # Above any gap the scenarios make (a few thousand publications while a subscriber
 # waits for its instance): a recovered:false is then a failure, never the limit.
