@@ -13,8 +13,7 @@ Promises:
   logged there, once; a failed join or leave never undoes the client's
   subscribe or unsubscribe.
 
-This object is what the hub's channels hold: the hub hands it publications,
-and it queues them in the connection's outbox.
+The hub's channels hold this object; it queues what the hub hands it in the outbox.
 """
 
 from __future__ import annotations
