@@ -135,23 +135,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True, help="results directory")
     parser.add_argument("--quick", action="store_true", help="1 s steps: a smoke run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no runs: the report of the before_N / after_N folders in --out",
+    )
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = parser.parse_args(argv)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    results = args.out.resolve()  # each run's cwd is its own tree
     runs: dict[str, list[dict[str, float | None]]] = {"before": [], "after": []}
     labels: list[str] = []
     for i in range(1, args.runs + 1):
         order = ("before", "after") if i % 2 else ("after", "before")
         for side in order:
-            out = args.out / f"{side}_{i}"
-            seconds = run_once(trees[side], out, args.scenarios, args.quick)
+            out = results / f"{side}_{i}"
+            if args.report_only:
+                seconds = 0.0
+            else:
+                seconds = run_once(trees[side], out, args.scenarios, args.quick)
             runs[side].append(figures_of(out))
             labels.append(f"{side}_{i}")
             print(f"{side} run {i}: {seconds:.0f} s {runs[side][-1]}", flush=True)
     ordered = sorted(labels, key=lambda x: (x.rsplit("_", 1)[1], labels.index(x)))
     table, data = report(runs, ordered)
-    (args.out / "COMPARISON.md").write_text(table)
-    (args.out / "comparison.json").write_text(json.dumps(data, indent=2) + "\n")
+    (results / "COMPARISON.md").write_text(table)
+    (results / "comparison.json").write_text(json.dumps(data, indent=2) + "\n")
     print(table)
     return 0
 
