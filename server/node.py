@@ -93,6 +93,7 @@ class Node:
         self.name = settings.server.name or f"{socket.gethostname()}:{os.getpid()}"
         self.version = __version__
         self.hub: Hub[ClientSession, ChannelSubscriber] = Hub(settings.client.write_interval)
+        self._want_flush = self.hub.want_flush
         self.rpc_handlers: dict[str, RPCHandler] = {}
         self.send_handler: SendHandler | None = None
         self._observers: dict[str, PublicationObserver] = {}
@@ -419,8 +420,9 @@ class Node:
 
     @property
     def want_flush(self) -> Callable[[Outlet], None]:
-        """Schedules an outbox's flush: the hub's flush pass (bound once per session)."""
-        return self.hub.want_flush
+        """Schedules an outbox's flush: the hub's flush pass (one bound method for
+        every session, not one object each)."""
+        return self._want_flush
 
     def count_user_sessions(self, user: str) -> int:
         return len(self.hub.user_sessions(user))
