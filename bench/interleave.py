@@ -46,6 +46,14 @@ def _storm(result: Result) -> float | None:
     return None if value is None else float(value)
 
 
+def _server(key: str) -> Callable[[Result], float | None]:
+    def read(result: Result) -> float | None:
+        value = (result.get("server") or {}).get(key)
+        return None if value is None else float(value)
+
+    return read
+
+
 # name -> (scenario, figure from its result, unit, higher is better)
 FIGURES: dict[str, tuple[str, Callable[[Result], float | None], str, bool]] = {
     "CPU per delivery, 1k subs, 20 pubs/s": ("fanout_redis", cpu_per_delivery, "us", False),
@@ -64,6 +72,13 @@ FIGURES: dict[str, tuple[str, Callable[[Result], float | None], str, bool]] = {
     ),
     "broadcast 10k: capacity": ("capacity_10k", lambda r: _figure_value(capacity(r)), "/s", True),
     "connection storm: connections/s": ("connection_storm", _storm, "/s", True),
+    "connection storm: server CPU per connection": (
+        "connection_storm",
+        _server("cpu_us_per_connection"),
+        "us",
+        False,
+    ),
+    "KB per idle connection, 10k subs": ("capacity_10k", _server("kb_per_connection"), "KB", False),
     "raw picows CPU per delivery, 1k subs": ("picows_1k", cpu_per_delivery, "us", False),
 }
 
