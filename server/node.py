@@ -415,13 +415,11 @@ class Node:
         self.hub.remove_session(session)
 
     # The session's port (server/session/port.py) ---------------------------------
-    # What sessions ask of the node beyond the members above; broker and presence
-    # failures become error 100 through `_broker_failure`, logged in one line.
+    # Broker and presence failures here become error 100, logged once (`_broker_failure`).
 
     @property
     def want_flush(self) -> Callable[[Outlet], None]:
-        """Schedules an outbox's flush: the hub's flush pass (one bound method for
-        every session, not one object each)."""
+        """Schedules an outbox's flush: the hub's (one bound method for every session)."""
         return self._want_flush
 
     def count_user_sessions(self, user: str) -> int:
