@@ -23,10 +23,10 @@ from tornado.web import Application
 from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
 from server.api.pattern import compile_pattern
-from server.broker.base import HistoryQuery, HistoryResult, PresenceStats
-from server.errors import DisconnectCode, ErrorCode, ReplyError
+from server.broker.base import HistoryResult, PresenceStats
+from server.errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
 from server.node import Node
-from server.protocol import ClientInfo, StreamPosition
+from server.protocol import ClientInfo, HistoryRequest, StreamPosition
 from server.web.app import make_app
 from server.web.health import ReadinessCheck
 from server.web.websocket import close_websockets
@@ -134,23 +134,18 @@ class Server:
         `reverse`), at most `limit` and `client.history_max_limit` (-1: as many as
         that allows; 0: only the position). 108 where none are kept; 112 when
         `since` cannot be served exactly."""
-        if self.node.channel_options(channel).history_size <= 0:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
-        most = self.settings.client.history_max_limit
-        query = HistoryQuery(since, most if limit < 0 else min(limit, most), reverse)
+        query = self.node.history_query(HistoryRequest(channel, limit, since, reverse))
         return await self.node.history(channel, query)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         """Who is subscribed to `channel` on any node, by client id."""
         self._presence_options(channel)
-        with self.node.broker_call("presence of", channel):
-            return await self.node.presence.presence(channel)
+        return await self.node.channel_presence(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
         """How many clients and distinct users are subscribed to `channel`."""
         self._presence_options(channel)
-        with self.node.broker_call("presence stats of", channel):
-            return await self.node.presence.presence_stats(channel)
+        return await self.node.presence_stats(channel)
 
     def _presence_options(self, channel: str) -> None:
         if not self.node.channel_options(channel).presence:
@@ -191,8 +186,10 @@ class Server:
         """Close `user`'s connections (or only `client_id`) on every node with
         `code` (3000-4999: below 3500 the SDKs reconnect; 107 otherwise). Returns
         once sent."""
-        if not 3000 <= code <= 4999:
-            raise ReplyError(ErrorCode.BAD_REQUEST, "code: expected an integer from 3000 to 4999")
+        if code not in CUSTOM_DISCONNECT_CODES:
+            codes = CUSTOM_DISCONNECT_CODES
+            expected = f"code: expected an integer from {codes.start} to {codes.stop - 1}"
+            raise ReplyError(ErrorCode.BAD_REQUEST, expected)
         await self._commands.send(
             "disconnect",
             {

@@ -366,18 +366,22 @@ class Node:
             self._broker_log("storing the state of %r failed: %s", channel, exc)
             raise ReplyError(ErrorCode.INTERNAL) from None
 
-    async def history_reply(
-        self, request: HistoryRequest, bounds: ReplyBounds | None = None
-    ) -> dict[str, Any]:
-        """The answer to a history request (a client's or the server API's): at most
-        `client.history_max_limit` publications; error 108 where none are kept.
-        With `bounds` (a client's request) it is read page by page and stops before
-        the reply would pass them (see server/replies.py)."""
+    def history_query(self, request: HistoryRequest) -> HistoryQuery:
+        """The query a history request makes: at most `client.history_max_limit`
+        publications (-1: that many); ReplyError(108) where none are kept."""
         if self.channel_options(request.channel).history_size <= 0:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
         most = self.settings.client.history_max_limit
         limit = most if request.limit < 0 else min(request.limit, most)
-        query = HistoryQuery(request.since, limit, request.reverse)
+        return HistoryQuery(request.since, limit, request.reverse)
+
+    async def history_reply(
+        self, request: HistoryRequest, bounds: ReplyBounds | None = None
+    ) -> dict[str, Any]:
+        """The answer to a history request (a client's or the server API's), as
+        `history_query` bounds it; with `bounds` (a client's) read page by page up
+        to the reply's byte budget (see server/replies.py)."""
+        query = self.history_query(request)
         if bounds is not None:
             return await bounds.history(partial(self.history, request.channel), query)
         history = await self.history(request.channel, query)
@@ -391,8 +395,6 @@ class Node:
         self.channel_options(channel)
         with _broker_failure(self._broker_log, "remove history of", channel):
             await self.broker.remove_history(channel)
-
-    # Across the cluster --------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """What this node tells the cluster about itself."""
