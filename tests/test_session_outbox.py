@@ -84,9 +84,12 @@ class Recorded:
             budget,
             self.metrics,
             self.flushes_wanted.append,
-            self.overflows.append,
+            self,
             "c1",
         )
+
+    def overflowed(self, held: int) -> None:
+        self.overflows.append(held)
 
 
 def test_the_first_message_since_a_flush_asks_for_one_flush():

@@ -7,7 +7,7 @@ Promises:
 - One budget, `client.max_unsent_bytes`, bounds everything held for the peer:
   queued messages, publications held back during a subscribe (`hold`), and
   what the socket has not taken. Past it the outbox calls its `overflow`
-  (the session closes with 3008) and what was held is dropped.
+  (its owner, the session, closes with 3008) and what was held is dropped.
 
 The path of a message is downward: `queue` -> (first message since the last
 flush) the hub's `want_flush` -> the hub calls `flush` -> `Transport.write`.
@@ -18,21 +18,29 @@ which asks the hub for a flush again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from server.metrics import Metrics
 from server.protocol import Encoding, encode
 from server.transport import Frame, Transport
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "OutboxOwner"]
+
+
+class OutboxOwner(Protocol):
+    """Whom an outbox tells that it passed its budget (the session)."""
+
+    def overflowed(self, held: int) -> None:
+        """The budget was passed with `held` bytes held: close the connection."""
 
 
 class Outbox:
     """What waits to be written to one connection, within `budget` bytes.
 
     `want_flush(outbox)` is called once for the first message queued since the
-    last flush (the hub's `want_flush`); `overflow(held)` once the budget is
-    passed, with the bytes held then.
+    last flush (the hub's `want_flush`); `owner.overflowed(held)` once the budget
+    is passed, with the bytes held then. (An owner, not a callback: a bound
+    method would be one more object per connection.)
     """
 
     __slots__ = (
@@ -40,7 +48,7 @@ class Outbox:
         "_held",
         "_metrics",
         "_out",
-        "_overflow",
+        "_owner",
         "_queued",
         "_shared",
         "_transport",
@@ -59,7 +67,7 @@ class Outbox:
         budget: int,
         metrics: Metrics,
         want_flush: Callable[[Outbox], None],
-        overflow: Callable[[int], None],
+        owner: OutboxOwner,
         client_id: str,
     ) -> None:
         self._transport = transport
@@ -68,7 +76,7 @@ class Outbox:
         self.budget = budget
         self._metrics = metrics
         self._want_flush = want_flush
-        self._overflow = overflow
+        self._owner = owner
         self.client_id = client_id  # named in the hub's log when a flush fails
         self.closed = False
         self._out: list[bytes] = []
@@ -97,7 +105,7 @@ class Outbox:
         out.append(data)
         self._queued += len(data)
         if self._queued + self._unsent + self._held > self.budget:
-            self._overflow(self._queued + self._unsent + self._held)
+            self._owner.overflowed(self._queued + self._unsent + self._held)
             return
         if len(out) == 1:
             self._shared = shared
@@ -171,4 +179,4 @@ class Outbox:
 
     def _check_budget(self) -> None:
         if self._queued + self._unsent + self._held > self.budget:
-            self._overflow(self._queued + self._unsent + self._held)
+            self._owner.overflowed(self._queued + self._unsent + self._held)

@@ -125,12 +125,10 @@ class Session:
             limits.max_unsent_bytes,
             metrics,
             node.want_flush,
-            self._too_slow,
+            self,
             self.client_id,
         )
-        self.subscriptions = Subscriptions(
-            node, self.outbox, settings, ClientInfo("", self.client_id)
-        )
+        self.subscriptions = Subscriptions(node, self.outbox, settings, self.client_id)
         self._loop = asyncio.get_running_loop()
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
@@ -270,7 +268,7 @@ class Session:
         """The connect command succeeded: the connection is connected (registered
         with the node, pinged from now on)."""
         self.user, self.conn_info, self.name = user, conn_info, name
-        self.subscriptions.identity = ClientInfo(user, self.client_id, conn_info)
+        self.subscriptions.identify(user, conn_info)
         self.state = State.CONNECTED
         self._cancel(self._stale_handle)
         self._stale_handle = None
@@ -380,7 +378,7 @@ class Session:
         self._closed()
         self.transport.close(int(reason.code), reason.reason)
 
-    def _too_slow(self, held: int) -> None:
+    def overflowed(self, held: int) -> None:
         """The outbox passed `client.max_unsent_bytes`: close with 3008."""
         if self.state is State.CLOSED:
             return

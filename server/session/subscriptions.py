@@ -84,27 +84,25 @@ class Subscriptions:
         "_loop",
         "_node",
         "_outbox",
-        "_queue",
         "_recovery_max",
         "_reply_limit",
         "_subs",
         "client_id",
         "closed",
+        "conn_info",
         "encoding",
-        "identity",
+        "user",
         "variant",
     )
 
-    def __init__(
-        self, node: NodePort, outbox: Outbox, settings: Settings, identity: ClientInfo
-    ) -> None:
+    def __init__(self, node: NodePort, outbox: Outbox, settings: Settings, client_id: str) -> None:
         self._node = node
         self._outbox = outbox
-        self._queue = outbox.queue  # bound once: the delivery path calls it per publication
         self.encoding = outbox.encoding
         self.variant = outbox.variant
-        self.client_id = identity.client
-        self.identity = identity  # the connection's user and conn_info (the session sets it)
+        self.client_id = client_id
+        self.user = ""  # the connection's user and conn_info (see `identify`)
+        self.conn_info: Any = None
         self._subs: dict[str, Subscription] = {}
         self._loop = asyncio.get_running_loop()
         self._grace = settings.auth.expired_close_delay
@@ -131,11 +129,15 @@ class Subscriptions:
         """Who publishes to `channel`: the subscription's info (with its
         `chan_info`) where subscribed, else the connection's."""
         sub = self._subs.get(channel)
-        return sub.info if sub else self.identity
+        return sub.info if sub else ClientInfo(self.user, self.client_id, self.conn_info)
+
+    def identify(self, user: str, conn_info: Any) -> None:
+        """The connection connected as `user` with `conn_info` (its subscriptions' info)."""
+        self.user, self.conn_info = user, conn_info
 
     @property
     def _log_context(self) -> dict[str, str]:
-        return {"client": self.client_id, "user": self.identity.user}
+        return {"client": self.client_id, "user": self.user}
 
     # Subscribing --------------------------------------------------------------
 
@@ -158,7 +160,7 @@ class Subscriptions:
         """
         if claims is not None:
             chan_info = claims.info
-        info = ClientInfo(self.identity.user, self.client_id, self.identity.conn_info, chan_info)
+        info = ClientInfo(self.user, self.client_id, self.conn_info, chan_info)
         sub = self._subs[channel] = Subscription(options, info)
         node = self._node
         try:
@@ -332,7 +334,7 @@ class Subscriptions:
     async def reidentify(self, conn_info: Any) -> None:
         """The connection's `conn_info` changed (a refresh): every subscription's
         info and presence follow."""
-        self.identity = replace(self.identity, conn_info=conn_info)
+        self.conn_info = conn_info
         for channel, sub in list(self._subs.items()):  # presence updates await
             sub.info = replace(sub.info, conn_info=conn_info)
             await self.update_presence(channel, sub)
@@ -442,9 +444,9 @@ class Subscriptions:
                 # else: already sent in the subscribe reply
                 return
             sub.offset = offset
-        self._queue(frame.payload, frame)
+        self._outbox.queue(frame.payload, frame)
 
     def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)
         if sub is not None and sub.pending is None:
-            self._queue(frame.payload, frame)
+            self._outbox.queue(frame.payload, frame)
