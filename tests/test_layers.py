@@ -36,6 +36,7 @@ CORE = [
     "cluster.py",
     "broker_subscriptions.py",
     "replies.py",
+    "app/*.py",
 ]
 """Globs under server/; a name that does not exist (yet) matches nothing."""
 

@@ -4,6 +4,7 @@
 from server.config.loading import DEFAULT_CONFIG, ENV_PREFIX, load_settings
 from server.config.settings import (
     ApiSettings,
+    AppSettings,
     AuthSettings,
     BrokerSettings,
     ChannelOptions,
@@ -13,6 +14,7 @@ from server.config.settings import (
     LogSettings,
     MongoSettings,
     PersistSettings,
+    ProxySettings,
     RedisSettings,
     ServerSettings,
     Settings,
@@ -23,6 +25,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "ApiSettings",
+    "AppSettings",
     "AuthSettings",
     "BrokerSettings",
     "ChannelOptions",
@@ -32,6 +35,7 @@ __all__ = [
     "LogSettings",
     "MongoSettings",
     "PersistSettings",
+    "ProxySettings",
     "RedisSettings",
     "ServerSettings",
     "Settings",

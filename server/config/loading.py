@@ -40,10 +40,13 @@ _NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 _STRINGS = tuple[str, ...]
+_STRING_MAP = Mapping[str, str]
 
 
 def _describe(kind: Any, meta: Mapping[str, Any]) -> str:
     names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
+    if kind == _STRING_MAP:
+        return "a table of strings"
     text = "a list of strings" if kind == _STRINGS else names[kind]
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
@@ -75,7 +78,23 @@ def _strings(value: Any) -> Any:
     return None
 
 
+def _string_map(value: Any) -> Any:
+    """A table of strings, read-only; an environment text is a TOML inline table."""
+    if isinstance(value, _EnvText):
+        value = value.parsed
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return MappingProxyType(dict(value))
+    return None
+
+
 def _value(path: str, kind: Any, meta: Mapping[str, Any], value: Any) -> Any:
+    if kind == _STRING_MAP:
+        table = _string_map(value)
+        if table is None:
+            raise ConfigError(f"{path}: expected {_describe(kind, meta)}, got {value!r}")
+        return table
     if kind == _STRINGS:
         strings = _strings(value)
         if strings is None:

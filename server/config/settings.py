@@ -15,6 +15,7 @@ __all__ = [
     "NAMESPACE_SEPARATOR",
     "SECTIONS",
     "ApiSettings",
+    "AppSettings",
     "AuthSettings",
     "BrokerSettings",
     "ChannelOptions",
@@ -24,6 +25,7 @@ __all__ = [
     "LogSettings",
     "MongoSettings",
     "PersistSettings",
+    "ProxySettings",
     "RedisSettings",
     "ServerSettings",
     "Settings",
@@ -143,6 +145,11 @@ class ChannelOptions:
     # Subscribing needs a subscription token for the channel and user; publish,
     # history and presence then need that subscription too.
     require_sub_token: bool = False
+    # The HTTP proxy's subscribe / publish / sub_refresh endpoint decides for
+    # these channels, whatever allow_subscribe / allow_publish say ([proxy]).
+    subscribe_proxy: bool = False
+    publish_proxy: bool = False
+    sub_refresh_proxy: bool = False
 
     @property
     def recoverable(self) -> bool:
@@ -267,6 +274,55 @@ class LogSettings:
     repeat_interval: float = field(default=10.0, metadata=_range(0.01))
 
 
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    """The application's Python hooks (server/app)."""
+
+    handlers: str = ""  # "package.module:object"; empty: no Python hooks
+    timeout: float = field(default=5.0, metadata=_range(0.001))  # one hook call, at most
+    # A channel's last subscriber left this long ago: channel_vacated.
+    vacate_delay: float = field(default=5.0, metadata=_range(0))
+    # A channel source's instance died: another runs it within this time.
+    source_takeover: float = field(default=10.0, metadata=_range(0.1))
+    # The event loop held this long by one step: the watchdog names the hook.
+    loop_lag_warning: float = field(default=0.5, metadata=_range(0.01))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """Centrifugo-compatible HTTP proxy hooks; an empty endpoint is not proxied."""
+
+    connect_endpoint: str = ""
+    refresh_endpoint: str = ""
+    subscribe_endpoint: str = ""
+    publish_endpoint: str = ""
+    sub_refresh_endpoint: str = ""
+    rpc_endpoint: str = ""
+    timeout: float = field(default=1.0, metadata=_range(0.001))  # every endpoint's default
+    # Per-endpoint timeouts; 0: `timeout`.
+    connect_timeout: float = field(default=0.0, metadata=_range(0))
+    refresh_timeout: float = field(default=0.0, metadata=_range(0))
+    subscribe_timeout: float = field(default=0.0, metadata=_range(0))
+    publish_timeout: float = field(default=0.0, metadata=_range(0))
+    sub_refresh_timeout: float = field(default=0.0, metadata=_range(0))
+    rpc_timeout: float = field(default=0.0, metadata=_range(0))
+    # Handshake headers forwarded to the backend, e.g. ["Cookie", "Authorization"].
+    http_headers: tuple[str, ...] = ()
+    # Headers sent with every proxy request, e.g. {"X-Api-Key" = "..."}.
+    static_http_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_connections: int = field(default=64, metadata=_range(1, 10000))  # concurrent requests
+    ca_file: str = ""  # extra CA bundle for https endpoints; empty: the system's
+    # A failed refresh is tried again after this long (the connection stays).
+    refresh_retry_interval: float = field(default=10.0, metadata=_range(0.01))
+
+    def timeout_of(self, point: str) -> float:
+        """The timeout of `point`'s endpoint ("connect", "sub_refresh", ...)."""
+        return float(getattr(self, f"{point}_timeout")) or self.timeout
+
+    def endpoint_of(self, point: str) -> str:
+        return str(getattr(self, f"{point}_endpoint"))
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "client": ClientSettings,
@@ -280,6 +336,8 @@ SECTIONS: dict[str, type] = {
     "stats": StatsSettings,
     "api": ApiSettings,
     "log": LogSettings,
+    "app": AppSettings,
+    "proxy": ProxySettings,
 }
 
 
@@ -298,6 +356,8 @@ class Settings:
     stats: StatsSettings = StatsSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    app: AppSettings = AppSettings()
+    proxy: ProxySettings = ProxySettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
         """Options of the channel's namespace; None when the namespace is unknown."""
