@@ -35,7 +35,8 @@ class CommandLimiter:
         self._last = now
         self._max_rejected = max_rejected
         self._window = window
-        self._rejected: deque[float] = deque()
+        # Made on the first rejection: an empty deque is 760 bytes, per connection.
+        self._rejected: deque[float] | None = None
 
     def check(self, now: float) -> Verdict:
         """Take one token for a command arriving at `now`."""
@@ -48,6 +49,8 @@ class CommandLimiter:
             self._tokens -= 1.0
             return Verdict.ALLOW
         rejected = self._rejected
+        if rejected is None:
+            rejected = self._rejected = deque()
         rejected.append(now)
         while rejected and rejected[0] <= now - self._window:
             rejected.popleft()
