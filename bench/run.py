@@ -66,6 +66,9 @@ class Scenario:
     instances: int = 1
     default: bool = True  # in the set run without names
     env: dict[str, str] = field(default_factory=dict)
+    # bench/proxy_backend.py runs beside the server (on the generator's CPUs), and
+    # these [proxy] endpoints point at it: ("connect", "publish", ...).
+    proxied: tuple[str, ...] = ()
 
 
 SCENARIOS = [
@@ -105,6 +108,27 @@ SCENARIOS = [
         "connection_storm",
         "5,000 clients connecting and subscribing as fast as they can, nothing published",
         {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+    ),
+    Scenario(
+        "connection_storm_hook",
+        "the connection storm, every connect answered by a Python connecting hook",
+        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+        default=False,
+        env={"WSFAN_APP__HANDLERS": "bench.hook_app:connecting_app"},
+    ),
+    Scenario(
+        "connection_storm_proxy",
+        "the connection storm, every connect sent to an HTTP connect proxy on loopback",
+        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+        default=False,
+        proxied=("connect",),
+    ),
+    Scenario(
+        "fanout_publish_hook",
+        "fanout_redis with every client publication allowed by a Python publishing hook",
+        FANOUT,
+        default=False,
+        env={"WSFAN_APP__HANDLERS": "bench.hook_app:publishing_app"},
     ),
     Scenario(
         "many_channels",
@@ -242,6 +266,17 @@ def servers(
             valkey = stack.enter_context(EmbeddedValkey(work / "valkey", persist=False))
             redis_url, valkey_pid = valkey.url, valkey.pid or 0
             pin_process(valkey_pid, cpus)
+        env = dict(scenario.env)
+        if scenario.proxied:
+            backend_port = free_port()
+            cmd = [sys.executable, str(ROOT / "bench" / "proxy_backend.py")]
+            cmd += ["--port", str(backend_port)]
+            backend = _spawn(cmd, dict(os.environ), work / "backend.log", None)
+            stack.callback(stop, backend)
+            for point in scenario.proxied:
+                env[f"WSFAN_PROXY__{point.upper()}_ENDPOINT"] = (
+                    f"http://127.0.0.1:{backend_port}/{point}"
+                )
         ports = [free_port() for _ in range(scenario.instances)]
         procs = []
         for i, port in enumerate(ports):
@@ -249,7 +284,7 @@ def servers(
             if scenario.server == "picows":
                 proc = start_picows(port, log, cpus)
             else:
-                proc = start_wsfan(port, scenario.broker, redis_url, log, scenario.env, cpus)
+                proc = start_wsfan(port, scenario.broker, redis_url, log, env, cpus)
             stack.callback(stop, proc)
             procs.append(proc)
         for port, proc in zip(ports, procs, strict=True):
