@@ -28,7 +28,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from server.auth.tokens import TokenVerifier
@@ -46,7 +45,6 @@ from server.logs import configure as configure_logging
 from server.loops import loop_factory
 from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from server.node import Node
-from server.web.upgrade import Listener, make_server
 from server.workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
@@ -214,12 +212,11 @@ async def serve(
     await server.start()
     if multiprocess_dir() is not None:
         syncer = loop.create_task(_sync_metrics(server.node))
-    http, listener = make_server(server.application(), settings)
     if sockets is None:
         sockets = bind_sockets(
             settings.server.port, settings.server.host, backlog=settings.server.backlog
         )
-    listener.add_sockets(sockets)
+    server.add_sockets(sockets)  # the server's own application, with the listener's guards
     log.info(
         "serving on http://%s:%d (node %s)", settings.server.host, settings.server.port, server.name
     )
@@ -229,12 +226,10 @@ async def serve(
         for task in (watcher, syncer):
             if task is not None:
                 task.cancel()
-        await _shut_down(settings, server, http, listener)
+        await _shut_down(settings, server)
 
 
-async def _shut_down(
-    settings: Settings, server: Server, http: HTTPServer, listener: Listener
-) -> None:
+async def _shut_down(settings: Settings, server: Server) -> None:
     """Drain, then close within `server.shutdown_timeout`.
 
     /readyz answers 503 "draining" at once; for `server.drain_delay` the process
@@ -248,13 +243,8 @@ async def _shut_down(
     deadline = asyncio.get_running_loop().time() + timeout
     if settings.server.drain_delay:
         await asyncio.sleep(settings.server.drain_delay)
-    listener.stop()
-
-    async def close() -> None:
-        await server.close()  # stats, node (clients get 3001), WebSockets left, MongoDB
-        await http.close_all_connections()
-
-    task = asyncio.ensure_future(close())
+    # Stops accepting, then: stats, node (clients get 3001), WebSockets left, HTTP, MongoDB.
+    task = asyncio.ensure_future(server.close())
     remaining = deadline - asyncio.get_running_loop().time()
     done, _ = await asyncio.wait([task], timeout=max(0.0, remaining))
     if not done:

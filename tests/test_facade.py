@@ -16,7 +16,7 @@ from server.config import Settings
 from server.embedded import free_port
 from server.errors import ReplyError
 from server.facade import Server
-from server.protocol import Encoding
+from server.protocol import Encoding, StreamPosition
 from tests.client import ProtoClient
 from tests.conftest import Opener
 
@@ -59,7 +59,8 @@ def test_the_readme_embedding_example_runs(io_loop: IOLoop, capsys: pytest.Captu
     namespace: dict[str, object] = {"__name__": "readme_example"}
     exec(compile(code.group(1), "README.md", "exec"), namespace)
     io_loop.run_sync(lambda: namespace["main"](free_port()))  # type: ignore[operator]
-    assert "{}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hello from the application" in out and "{}" in out
 
 
 @pytest.mark.gen_test
@@ -121,3 +122,89 @@ async def test_a_disconnect_code_outside_3000_to_4999_answers_107(server: Server
     with pytest.raises(ReplyError) as raised:
         await server.disconnect("alice", 1000)
     assert raised.value.code == 107
+
+
+@pytest.mark.gen_test
+async def test_a_publication_that_skips_history_is_delivered_without_an_offset(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await client.result("subscribe", {"channel": "news"})
+    position = await server.publish("news", {"n": 1}, skip_history=True)
+    assert position.offset == 0
+    assert (await client.push("pub", "news"))["pub"]["data"] == {"n": 1}
+    assert (await server.history("news")).publications == []
+
+
+@pytest.mark.gen_test
+async def test_a_channel_name_with_whitespace_answers_107(server: Server):
+    with pytest.raises(ReplyError) as raised:
+        await server.publish("bad name", {})
+    assert raised.value.code == 107
+
+
+@pytest.mark.settings(client={"max_channel_length": 8})
+@pytest.mark.gen_test
+async def test_a_channel_name_at_max_length_is_published_and_one_byte_more_answers_106(
+    server: Server,
+):
+    await server.publish("a" * 8, {})
+    with pytest.raises(ReplyError) as raised:
+        await server.publish("a" * 9, {})
+    assert raised.value.code == 106
+
+
+@pytest.mark.gen_test
+async def test_broadcast_answers_a_position_or_an_error_per_channel_in_order(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await client.result("subscribe", {"channel": "news"})
+    first, second = await server.broadcast(["news", "nowhere:x"], {"n": 1})
+    assert isinstance(first, StreamPosition) and first.offset == 1
+    assert isinstance(second, ReplyError) and second.code == 102
+    assert (await client.push("pub", "news"))["pub"]["data"] == {"n": 1}
+
+
+@pytest.mark.settings(api={"max_broadcast_channels": 2})
+@pytest.mark.gen_test
+async def test_a_broadcast_to_max_channels_is_sent_and_one_more_answers_106(server: Server):
+    assert len(await server.broadcast(["a", "b"], {})) == 2
+    with pytest.raises(ReplyError) as raised:
+        await server.broadcast(["a", "b", "c"], {})
+    assert raised.value.code == 106
+
+
+@pytest.mark.gen_test
+async def test_a_broadcast_to_no_channel_answers_107(server: Server):
+    with pytest.raises(ReplyError) as raised:
+        await server.broadcast([], {})
+    assert raised.value.code == 107
+
+
+@pytest.mark.gen_test
+async def test_history_remove_leaves_the_channel_without_publications(server: Server):
+    await server.publish("news", {"n": 1})
+    await server.history_remove("news")
+    assert (await server.history("news")).publications == []
+
+
+@pytest.mark.gen_test
+async def test_a_server_side_subscribe_reaches_the_users_connection(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await server.subscribe("", "news", client.client_id, data={"welcome": True})
+    subscribe = (await client.push("subscribe", "news"))["subscribe"]
+    assert subscribe["data"] == {"welcome": True}
+    await server.publish("news", {"n": 1})
+    assert (await client.push("pub", "news"))["pub"]["data"] == {"n": 1}
+
+
+@pytest.mark.gen_test
+async def test_a_refresh_with_expired_closes_the_users_connection_with_3005(
+    server: Server, open_client: Opener
+):
+    client = await connected(open_client)
+    await server.refresh("", client.client_id, expired=True)
+    assert (await client.closed())[0] == 3005

@@ -55,7 +55,7 @@ from server.web.request_head import (
 )
 from server.web.websocket_transport import adopt
 
-__all__ = ["Listener", "make_server"]
+__all__ = ["MAX_PLAIN_BODY", "Listener", "make_server"]
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,21 @@ _SWITCHING_PROTOCOLS = f"HTTP/1.1 {_SWITCHING.value} {_SWITCHING.phrase}"
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def make_server(app: Application, settings: Settings) -> tuple[HTTPServer, Listener]:
+def make_server(
+    app: Application,
+    settings: Settings,
+    endpoint: Endpoint | None = None,
+    max_body_size: int = MAX_PLAIN_BODY,
+) -> tuple[HTTPServer, Listener]:
     """The HTTP server for `app` and the Listener that accepts for it (`add_sockets`).
 
     Tornado gets the idle timeout (between keep-alive requests), the body timeout
-    (`server.idle_timeout` too) and no body for routes that take none; the
-    Listener the rest (see the module's docstring). Also raises the soft
-    open-files limit toward what the settings can use, and warns when it is lower.
+    (`server.idle_timeout` too) and `max_body_size` (the largest body it reads
+    for a route that does not stream its own; the server's routes take none);
+    the Listener the rest (see the module's docstring). `endpoint` is the
+    WebSocket endpoint mounted in `app` (default: the app's own, see
+    `endpoint_of`). Also raises the soft open-files limit toward what the
+    settings can use, and warns when it is lower.
     """
     server = settings.server
     http = HTTPServer(
@@ -88,10 +96,10 @@ def make_server(app: Application, settings: Settings) -> tuple[HTTPServer, Liste
         xheaders=True,
         idle_connection_timeout=server.idle_timeout,
         body_timeout=server.idle_timeout,
-        max_body_size=MAX_PLAIN_BODY,
+        max_body_size=max_body_size,
     )
     _ensure_open_files(server.max_connections + server.max_pending_connections + FD_RESERVE)
-    return http, Listener(http)
+    return http, Listener(http, endpoint)
 
 
 def _ensure_open_files(wanted: int) -> None:
@@ -119,8 +127,8 @@ class Listener:
     """Accepts on the server's sockets; upgrades directly what it can, hands the
     rest to Tornado, and keeps every connection not upgraded yet within bounds."""
 
-    def __init__(self, http: HTTPServer) -> None:
-        endpoint = endpoint_of(http.request_callback)
+    def __init__(self, http: HTTPServer, endpoint: Endpoint | None = None) -> None:
+        endpoint = endpoint or endpoint_of(http.request_callback)
         if endpoint is None:
             raise ValueError("the HTTP server's application has no WebSocket endpoint")
         self._http = http
