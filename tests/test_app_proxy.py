@@ -6,6 +6,7 @@ and a backend that is down, slow, or answering garbage."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,6 +33,7 @@ from server.app.hooks import (
 from server.app.proxy import ProxyError, ProxyHooks
 from server.config import load_settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from server.protocol import DEFAULT_MAX_DATA_DEPTH
 from tests.conftest import TIMEOUT_SCALE
 from tests.proxy_backend import POINTS, ProxyBackend, down_url
 
@@ -393,6 +395,34 @@ async def test_publish_and_rpc_are_never_retried(
     assert len(backend.requests(point)) == 1
 
 
+def nested(depth: int) -> Any:
+    """A list `depth` levels deep."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("b64", [False, True], ids=["data", "b64data"])
+@pytest.mark.gen_test
+async def test_answered_data_may_nest_as_deep_as_clients_data_and_no_deeper(
+    backend: ProxyBackend, io_loop: IOLoop, b64: bool
+) -> None:
+    endpoints = load_settings(env={}).with_overrides(proxy=backend.endpoints()).proxy
+    hooks = ProxyHooks(endpoints, max_data_depth=3)
+    try:
+        for depth, allowed in ((3, True), (4, False)):
+            encoded = base64.b64encode(json.dumps(nested(depth)).encode()).decode()
+            backend.allow("rpc", **({"b64data": encoded} if b64 else {"data": nested(depth)}))
+            if allowed:
+                assert (await ask(hooks, "rpc")).data == nested(depth)
+            else:
+                with pytest.raises(ProxyError, match="nested deeper than 3 levels"):
+                    await ask(hooks, "rpc")
+    finally:
+        await hooks.close()
+
+
 GARBAGE: dict[str, tuple[str, Any]] = {
     "not json": ("connect", b"<html>oops</html>"),
     "not utf-8": ("connect", b'{"result": {"user": "\xff"}}'),
@@ -419,6 +449,15 @@ GARBAGE: dict[str, tuple[str, Any]] = {
     "error temporary not a bool": ("subscribe", {"error": {"code": 103, "temporary": 1}}),
     "disconnect code not one": ("connect", {"disconnect": {"code": 1000}}),
     "disconnect reason not a string": ("connect", {"disconnect": {"code": 4000, "reason": []}}),
+    "nested past recursion": (
+        "rpc",
+        b'{"result": {"data": ' + b"[" * 100000 + b"]" * 100000 + b"}}",
+    ),
+    "data nested too deep": ("rpc", {"result": {"data": nested(DEFAULT_MAX_DATA_DEPTH + 1)}}),
+    "b64data nested too deep": (
+        "rpc",
+        {"result": {"b64data": base64.b64encode(json.dumps(nested(65)).encode()).decode()}},
+    ),
 }
 
 

@@ -103,7 +103,7 @@ async def test_max_connections_requests_reach_the_backend_at_once_and_the_next_w
         asyncio.ensure_future(client.post(backend.url("subscribe"), BODY, JSON, TIMEOUT))
         for _ in range(3)
     ]
-    await until(lambda: len(backend.received) == 2 and client.waiting == 1)
+    await until(lambda: len(backend.received) == 2 and client.waiting == 1, timeout=2)
     assert client.in_flight == 2
     assert len(backend.received) == 2  # the third is held back while it waits
     release.set()

@@ -25,8 +25,9 @@ The wire (Centrifugo's "Proxy events to the backend"):
 
 Failures raise `ProxyError` (logged by the layer, error 100 to the client): the
 backend down, slower than the point's timeout, answering a status other than
-200, or anything malformed: not JSON, wrong types, bad base64, a code that is
-no reply or disconnect code. Nothing is retried here.
+200, or anything malformed: not JSON, wrong types, bad base64, data nested
+deeper than clients' data may be, a code that is no reply or disconnect code.
+Nothing is retried here.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from server.app.hooks import (
@@ -56,7 +58,7 @@ from server.app.hooks import (
 from server.app.proxy_client import ProxyClient, ProxyError
 from server.config.settings import ProxySettings
 from server.errors import Disconnect, DisconnectCode, ReplyError
-from server.protocol import Encoding, encode
+from server.protocol import DEFAULT_MAX_DATA_DEPTH, Encoding, check_data, encode
 
 __all__ = ["ProxyError", "ProxyHooks"]
 
@@ -69,15 +71,19 @@ class ProxyHooks:
 
     name = "proxy"
 
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(
+        self, settings: ProxySettings, max_data_depth: int = DEFAULT_MAX_DATA_DEPTH
+    ) -> None:
         """ValueError naming the key when an endpoint is no http(s) URL or
-        `proxy.ca_file` cannot be read."""
+        `proxy.ca_file` cannot be read. Data and info in answers nest at most
+        `max_data_depth` levels (`client.max_data_depth`), as clients' data."""
         for point in HookPoint:
             url = settings.endpoint_of(point.proxy_name)
             if url and not url.startswith(("http://", "https://")):
                 key = f"proxy.{point.proxy_name}_endpoint"
                 raise ValueError(f"{key} {url!r} is not an http:// or https:// URL")
         self.settings = settings
+        self._max_data_depth = max_data_depth
         self.client = ProxyClient(
             settings.max_connections, settings.ca_file, settings.max_response_bytes
         )
@@ -130,7 +136,7 @@ class ProxyHooks:
         request: dict[str, Any],
         handshake: Mapping[str, str] | None,
         client: Client,
-        to_result: Callable[[dict[str, Any] | None, Client], _Result],
+        to_result: Callable[[dict[str, Any] | None, _Reader], _Result],
     ) -> _Result:
         """The answer's result as `to_result` maps it; raises the answer's
         disconnect or error, or ProxyError naming the endpoint."""
@@ -141,7 +147,7 @@ class ProxyHooks:
         timeout = self.settings.timeout_of(point.proxy_name)
         raw = await self.client.post(url, encode(request, Encoding.JSON), headers, timeout)
         try:
-            return to_result(_outcome(raw), client)
+            return to_result(_outcome(raw), _Reader(client, self._max_data_depth))
         except ProxyError as exc:
             raise ProxyError(f"{url}: {exc}") from None
 
@@ -183,55 +189,55 @@ def _put_data(request: dict[str, Any], client: Client, data: Any) -> None:
 # Each maps an answer's `result` (None when it has none) for one point.
 
 
-def _connected(result: dict[str, Any] | None, client: Client) -> ConnectResult:
+def _connected(result: dict[str, Any] | None, read: _Reader) -> ConnectResult:
     if result is None:  # as centrifuge: a connect with no credentials is refused
         raise Disconnect(DisconnectCode.BAD_REQUEST, "no credentials")
     return ConnectResult(
         user=_string(result, "user"),
-        info=_payload(result, "info", client)[1],
-        data=_payload(result, "data", client)[1],
+        info=read.payload(result, "info")[1],
+        data=read.payload(result, "data")[1],
         channels=_strings(result, "channels"),
         expire_at=_expire_at(result),
     )
 
 
-def _refreshed(result: dict[str, Any] | None, client: Client) -> RefreshResult:
+def _refreshed(result: dict[str, Any] | None, read: _Reader) -> RefreshResult:
     if result is None or _flag(result, "expired"):
         return RefreshResult(expired=True)
-    return RefreshResult(expire_at=_expire_at(result), info=_payload(result, "info", client)[1])
+    return RefreshResult(expire_at=_expire_at(result), info=read.payload(result, "info")[1])
 
 
-def _subscribed(result: dict[str, Any] | None, client: Client) -> SubscribeResult:
+def _subscribed(result: dict[str, Any] | None, read: _Reader) -> SubscribeResult:
     if result is None:
         return SubscribeResult()
     return SubscribeResult(
-        info=_payload(result, "info", client)[1],
-        data=_payload(result, "data", client)[1],
+        info=read.payload(result, "info")[1],
+        data=read.payload(result, "data")[1],
         expire_at=_expire_at(result),
     )
 
 
-def _sub_refreshed(result: dict[str, Any] | None, client: Client) -> SubRefreshResult:
+def _sub_refreshed(result: dict[str, Any] | None, read: _Reader) -> SubRefreshResult:
     if result is None or _flag(result, "expired"):
         return SubRefreshResult(expired=True)
-    info = _payload(result, "info", client)[1]
+    info = read.payload(result, "info")[1]
     return SubRefreshResult(expire_at=_expire_at(result), info=info)
 
 
-def _published(result: dict[str, Any] | None, client: Client) -> PublishResult:
+def _published(result: dict[str, Any] | None, read: _Reader) -> PublishResult:
     if result is None:
         return PublishResult()
     skip_history = _flag(result, "skip_history")
-    replaced, data = _payload(result, "data", client)
+    replaced, data = read.payload(result, "data")
     if replaced:
         return PublishResult(data=data, skip_history=skip_history)
     return PublishResult(skip_history=skip_history)
 
 
-def _answered(result: dict[str, Any] | None, client: Client) -> RPCResult:
+def _answered(result: dict[str, Any] | None, read: _Reader) -> RPCResult:
     if result is None:
         return RPCResult()
-    return RPCResult(data=_payload(result, "data", client)[1])
+    return RPCResult(data=read.payload(result, "data")[1])
 
 
 # Answers ----------------------------------------------------------------------------
@@ -245,10 +251,7 @@ _decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def _outcome(raw: bytes) -> dict[str, Any] | None:
-    try:
-        answer = _decode_json(raw.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ProxyError("the answer is not JSON") from None
+    answer = _json(raw, "the answer")
     if not isinstance(answer, dict):
         raise ProxyError("the answer is not a JSON object")
     if answer.get("disconnect") is not None:
@@ -259,6 +262,13 @@ def _outcome(raw: bytes) -> dict[str, Any] | None:
     if result is not None and not isinstance(result, dict):
         raise ProxyError("result is not an object")
     return result
+
+
+def _json(raw: bytes, what: str) -> Any:
+    try:
+        return _decode_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        raise ProxyError(f"{what} is not JSON") from None
 
 
 def _reply_error(error: Any) -> ReplyError:
@@ -330,22 +340,34 @@ def _expire_at(result: dict[str, Any]) -> int | None:
     return expire_at or None
 
 
-def _payload(result: dict[str, Any], key: str, client: Client) -> tuple[bool, Any]:
-    """(whether the result carries `key`, its value): `b64<key>` when non-empty
-    (bytes for a msgpack client, parsed JSON for a JSON client), else `<key>`."""
-    encoded = result.get("b64" + key)
-    if encoded is not None and encoded != "":
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """Reads an answer's data for one client."""
+
+    client: Client
+    max_depth: int
+
+    def payload(self, result: dict[str, Any], key: str) -> tuple[bool, Any]:
+        """(whether the result carries `key`, its value): `b64<key>` when non-empty
+        (bytes for a msgpack client, parsed JSON for a JSON client), else `<key>`."""
+        encoded = result.get("b64" + key)
+        if encoded is None or encoded == "":
+            value = result.get(key)
+            return value is not None, self._checked(f"result.{key}", value)
         if not isinstance(encoded, str):
             raise ProxyError(f"result.b64{key} is not a string")
         try:
             raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ProxyError(f"result.b64{key} is not base64") from None
-        if client.encoding == Encoding.MSGPACK:
+        if self.client.encoding == Encoding.MSGPACK:
             return True, raw
+        name = f"result.b64{key}"
+        return True, self._checked(name, _json(raw, f"{name} (for a JSON client)"))
+
+    def _checked(self, name: str, value: Any) -> Any:
         try:
-            return True, _decode_json(raw.decode("utf-8"))
-        except ValueError:
-            raise ProxyError(f"result.b64{key} is not JSON, as a JSON client needs") from None
-    value = result.get(key)
-    return value is not None, value
+            check_data(name, value, self.max_depth)
+        except ReplyError as exc:
+            raise ProxyError(exc.message) from None
+        return value
