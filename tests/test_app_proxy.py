@@ -1,15 +1,12 @@
 """Centrifugo's HTTP proxy hooks (server/app/proxy.py), called directly against a real
 Tornado backend: the requests Centrifugo sends, its answers mapped to results,
-errors and disconnects, forwarded and static headers, b64data for msgpack clients,
-and a backend that is down, slow, or answering garbage."""
+errors and disconnects, forwarded and static headers, b64data for msgpack clients.
+Failures (down, slow, garbage): test_app_proxy_failures.py."""
 
 from __future__ import annotations
 
 import base64
-import json
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,72 +14,38 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from server.app.hooks import (
-    Client,
-    ConnectContext,
     ConnectResult,
     HookPoint,
     PublishContext,
-    RefreshContext,
     RefreshResult,
     RPCContext,
-    SubRefreshContext,
     SubRefreshResult,
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.proxy import ProxyError, ProxyHooks
+from server.app.proxy import ProxyHooks
 from server.config import load_settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
-from server.protocol import DEFAULT_MAX_DATA_DEPTH
-from tests.conftest import TIMEOUT_SCALE
-from tests.proxy_backend import POINTS, ProxyBackend, down_url
-
-HANDSHAKE = {"Cookie": "session=abc", "Authorization": "Bearer t", "X-Other": "kept here"}
-ALICE = Client("c1", "alice", "websocket", "json", remote_addr="192.0.2.1", headers=HANDSHAKE)
-ALICE_MSGPACK = replace(ALICE, encoding="msgpack")
-BASE = {"client": "c1", "transport": "websocket", "protocol": "json", "encoding": "json"}
-
-MakeHooks = Callable[..., ProxyHooks]
+from tests.proxy_backend import POINTS, ProxyBackend
+from tests.proxy_calls import (
+    ALICE,
+    ALICE_MSGPACK,
+    BASE,
+    MakeHooks,
+    ask,
+    hooks_maker,
+    serve_backend,
+)
 
 
 @pytest.fixture
 def backend(io_loop: IOLoop) -> Iterator[ProxyBackend]:
-    backend = ProxyBackend()
-    backend.start()
-    yield backend
-    io_loop.run_sync(backend.stop)
+    yield from serve_backend(io_loop)
 
 
 @pytest.fixture
 def make_hooks(io_loop: IOLoop, backend: ProxyBackend) -> Iterator[MakeHooks]:
-    """ProxyHooks on settings loaded like any config: every point sent to `backend`."""
-    made: list[ProxyHooks] = []
-
-    def make(**proxy: Any) -> ProxyHooks:
-        keys = {**backend.endpoints(), "timeout": 2.0 * TIMEOUT_SCALE, **proxy}
-        hooks = ProxyHooks(load_settings(env={}).with_overrides(proxy=keys).proxy)
-        made.append(hooks)
-        return hooks
-
-    yield make
-    for hooks in made:
-        io_loop.run_sync(hooks.close)
-
-
-def ask(hooks: ProxyHooks, point: str, client: Client = ALICE) -> Awaitable[Any]:
-    """One call of `point` with typical arguments."""
-    if point == "connect":
-        ctx = ConnectContext(client, "py", "1.0", {"a": 1}, HANDSHAKE, {"session": "abc"})
-        return hooks.connecting(ctx)
-    if point == "refresh":
-        return hooks.refresh(RefreshContext(client))
-    if point == "subscribe":
-        return hooks.subscribing(SubscribeContext(client, "chat:1", {"a": 1}))
-    if point == "sub_refresh":
-        return hooks.sub_refresh(SubRefreshContext(client, "chat:1"))
-    if point == "publish":
-        return hooks.publishing(PublishContext(client, "chat:1", {"text": "hi"}))
-    return hooks.rpc(RPCContext(client, "echo", {"a": 1}))
+    yield from hooks_maker(io_loop, backend)
 
 
 def test_provides_exactly_the_points_whose_endpoint_is_set() -> None:
@@ -348,124 +311,3 @@ async def test_b64data_for_a_json_client_is_json_text(
 ) -> None:
     backend.allow("rpc", b64data=base64.b64encode(b'{"a": [1]}').decode())
     assert (await ask(make_hooks(), "rpc")).data == {"a": [1]}
-
-
-# Failures: ProxyError, for the layer to answer 100 ----------------------------------
-
-
-@pytest.mark.parametrize("point", POINTS)
-@pytest.mark.gen_test
-async def test_a_backend_that_is_down_is_a_proxy_error(make_hooks: MakeHooks, point: str) -> None:
-    hooks = make_hooks(**{f"{point}_endpoint": down_url(point)})
-    with pytest.raises(ProxyError):
-        await ask(hooks, point)
-
-
-@pytest.mark.parametrize("point", POINTS)
-@pytest.mark.gen_test
-async def test_a_backend_slower_than_the_points_timeout_is_a_proxy_error_at_it(
-    backend: ProxyBackend, make_hooks: MakeHooks, point: str
-) -> None:
-    backend.slow(point)
-    hooks = make_hooks(**{f"{point}_timeout": 0.2})  # the others keep the long default
-    started = time.monotonic()
-    with pytest.raises(ProxyError, match=r"no answer within 0\.2s"):
-        await ask(hooks, point)
-    assert time.monotonic() - started < 0.2 + 1.0 * TIMEOUT_SCALE
-
-
-@pytest.mark.parametrize("status", [204, 301, 403, 500, 503])
-@pytest.mark.gen_test
-async def test_a_status_other_than_200_is_a_proxy_error(
-    backend: ProxyBackend, make_hooks: MakeHooks, status: int
-) -> None:
-    backend.answer("subscribe", {"result": {}}, status=status)
-    with pytest.raises(ProxyError):
-        await ask(make_hooks(), "subscribe")
-
-
-@pytest.mark.parametrize("point", ["publish", "rpc"])
-@pytest.mark.gen_test
-async def test_publish_and_rpc_are_never_retried(
-    backend: ProxyBackend, make_hooks: MakeHooks, point: str
-) -> None:
-    backend.answer(point, {"result": {}}, status=502)
-    with pytest.raises(ProxyError):
-        await ask(make_hooks(), point)
-    assert len(backend.requests(point)) == 1
-
-
-def nested(depth: int) -> Any:
-    """A list `depth` levels deep."""
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-@pytest.mark.parametrize("b64", [False, True], ids=["data", "b64data"])
-@pytest.mark.gen_test
-async def test_answered_data_may_nest_as_deep_as_clients_data_and_no_deeper(
-    backend: ProxyBackend, io_loop: IOLoop, b64: bool
-) -> None:
-    endpoints = load_settings(env={}).with_overrides(proxy=backend.endpoints()).proxy
-    hooks = ProxyHooks(endpoints, max_data_depth=3)
-    try:
-        for depth, allowed in ((3, True), (4, False)):
-            encoded = base64.b64encode(json.dumps(nested(depth)).encode()).decode()
-            backend.allow("rpc", **({"b64data": encoded} if b64 else {"data": nested(depth)}))
-            if allowed:
-                assert (await ask(hooks, "rpc")).data == nested(depth)
-            else:
-                with pytest.raises(ProxyError, match="nested deeper than 3 levels"):
-                    await ask(hooks, "rpc")
-    finally:
-        await hooks.close()
-
-
-GARBAGE: dict[str, tuple[str, Any]] = {
-    "not json": ("connect", b"<html>oops</html>"),
-    "not utf-8": ("connect", b'{"result": {"user": "\xff"}}'),
-    "NaN": ("connect", b'{"result": {"expire_at": NaN}}'),
-    "a list": ("connect", [1, 2]),
-    "result not an object": ("connect", {"result": "yes"}),
-    "user not a string": ("connect", {"result": {"user": 42}}),
-    "channels not a list": ("connect", {"result": {"user": "a", "channels": "news"}}),
-    "channels not strings": ("connect", {"result": {"user": "a", "channels": ["a", 1]}}),
-    "expire_at a string": ("connect", {"result": {"user": "a", "expire_at": "soon"}}),
-    "expire_at a bool": ("refresh", {"result": {"expire_at": True}}),
-    "expire_at negative": ("refresh", {"result": {"expire_at": -5}}),
-    "expired not a bool": ("refresh", {"result": {"expired": "no"}}),
-    "b64data not base64": ("rpc", {"result": {"b64data": "***"}}),
-    "b64data not a string": ("rpc", {"result": {"b64data": 12}}),
-    "b64data not json for json": ("rpc", {"result": {"b64data": "AAE="}}),
-    "b64info not base64": ("subscribe", {"result": {"b64info": "a"}}),
-    "skip_history not a bool": ("publish", {"result": {"skip_history": 1}}),
-    "error not an object": ("subscribe", {"error": "denied"}),
-    "error code not an int": ("subscribe", {"error": {"code": "103"}}),
-    "error code unknown": ("subscribe", {"error": {"code": 99}}),
-    "error code too big": ("subscribe", {"error": {"code": 5000}}),
-    "error message not a string": ("subscribe", {"error": {"code": 103, "message": 1}}),
-    "error temporary not a bool": ("subscribe", {"error": {"code": 103, "temporary": 1}}),
-    "disconnect code not one": ("connect", {"disconnect": {"code": 1000}}),
-    "disconnect reason not a string": ("connect", {"disconnect": {"code": 4000, "reason": []}}),
-    "nested past recursion": (
-        "rpc",
-        b'{"result": {"data": ' + b"[" * 100000 + b"]" * 100000 + b"}}",
-    ),
-    "data nested too deep": ("rpc", {"result": {"data": nested(DEFAULT_MAX_DATA_DEPTH + 1)}}),
-    "b64data nested too deep": (
-        "rpc",
-        {"result": {"b64data": base64.b64encode(json.dumps(nested(65)).encode()).decode()}},
-    ),
-}
-
-
-@pytest.mark.parametrize(("point", "answer"), list(GARBAGE.values()), ids=list(GARBAGE))
-@pytest.mark.gen_test
-async def test_a_malformed_answer_is_a_proxy_error(
-    backend: ProxyBackend, make_hooks: MakeHooks, point: str, answer: Any
-) -> None:
-    backend.answer(point, answer)
-    with pytest.raises(ProxyError, match=re.escape(backend.url(point))):
-        await ask(make_hooks(), point)
