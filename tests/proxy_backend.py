@@ -55,6 +55,7 @@ class Answer:
     body: bytes = b'{"result": {}}'
     status: int = 200
     hold: asyncio.Event | None = None  # answers only once set: a slow backend
+    midway: bool = False  # with `hold`: sends the headers and half the body first
     headers: tuple[tuple[str, str], ...] = ()
     chunked: bool = False  # no Content-Length: the body in chunks
 
@@ -71,6 +72,12 @@ class _Endpoint(RequestHandler):
         peer = self.request.connection.context.address
         self.backend.received.append(Received(point, body, self.request.headers, peer))
         answer = self.backend.answers.get(point, Answer())
+        body = answer.body
+        if answer.hold is not None and answer.midway:
+            self.set_header("Content-Length", str(len(body)))
+            self.write(body[: len(body) // 2])
+            await self.flush()
+            body = body[len(body) // 2 :]
         if answer.hold is not None:
             await answer.hold.wait()
         self.set_status(answer.status)
@@ -78,10 +85,10 @@ class _Endpoint(RequestHandler):
         for name, value in answer.headers:
             self.add_header(name, value)
         if not answer.chunked:
-            self.write(answer.body)
+            self.write(body)
             return
-        for start in range(0, len(answer.body), 100):
-            self.write(answer.body[start : start + 100])
+        for start in range(0, len(body), 100):
+            self.write(body[start : start + 100])
             await self.flush()
 
 
@@ -140,10 +147,11 @@ class ProxyBackend:
     def disconnect(self, point: str, code: int, reason: str = "") -> None:
         self.answer(point, {"disconnect": {"code": code, "reason": reason}})
 
-    def slow(self, point: str) -> asyncio.Event:
-        """Holds `point`'s answers until the returned event is set (or the backend stops)."""
+    def slow(self, point: str, midway: bool = False) -> asyncio.Event:
+        """Holds `point`'s answers until the returned event is set (or the backend
+        stops); `midway`: after the headers and half the body."""
         hold = asyncio.Event()
-        self.answers[point] = Answer(hold=hold)
+        self.answers[point] = Answer(hold=hold, midway=midway)
         return hold
 
 

@@ -81,11 +81,12 @@ async def test_a_backend_that_is_down_is_a_proxy_error(make_client: MakeClient) 
         await make_client().post(down_url("connect"), BODY, JSON, TIMEOUT)
 
 
+@pytest.mark.parametrize("midway", [False, True], ids=["before-headers", "mid-body"])
 @pytest.mark.gen_test
 async def test_a_slow_backend_is_a_proxy_error_at_the_timeout(
-    backend: ProxyBackend, make_client: MakeClient
+    backend: ProxyBackend, make_client: MakeClient, midway: bool
 ) -> None:
-    backend.slow("rpc")
+    backend.slow("rpc", midway=midway)
     started = time.monotonic()
     with pytest.raises(ProxyError, match=r"no answer within 0\.2s"):
         await make_client().post(backend.url("rpc"), BODY, JSON, 0.2)
