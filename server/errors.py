@@ -13,6 +13,7 @@ from http import HTTPStatus
 
 __all__ = [
     "CUSTOM_DISCONNECT_CODES",
+    "CUSTOM_ERROR_CODES",
     "HTTP_ERROR_CODES",
     "HTTP_MESSAGES",
     "NO_CLOSE_FRAME",
@@ -46,7 +47,7 @@ class ErrorCode(IntEnum):
     UNRECOVERABLE_POSITION = 112
 
 
-_ERROR_MESSAGES = {
+_ERROR_MESSAGES: dict[int, str] = {
     ErrorCode.INTERNAL: "internal server error",
     ErrorCode.UNAUTHORIZED: "unauthorized",
     ErrorCode.UNKNOWN_CHANNEL: "unknown channel",
@@ -66,16 +67,31 @@ _ERROR_MESSAGES = {
 _TEMPORARY = {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS}
 
 
+CUSTOM_ERROR_CODES = range(400, 2000)
+"""Reply error codes an application may choose (a hook, a proxy backend), passed
+to the client unchanged; Centrifugo keeps 400-1999 for them."""
+
+
 class ReplyError(Exception):
     """An error reply to one command: `{"id": N, "error": {"code", "message"}}`.
 
-    `message` defaults to the protocol's wording for the code; a more precise
-    message may name what was wrong with the request, never server internals.
+    `code` is an `ErrorCode`, or any other code in `CUSTOM_ERROR_CODES` (kept as
+    a plain int); anything else raises ValueError. `message` defaults to the
+    protocol's wording for the code; a more precise message may name what was
+    wrong with the request, never server internals.
     """
 
-    def __init__(self, code: ErrorCode, message: str | None = None, temporary: bool | None = None):
-        self.code = ErrorCode(code)
-        self.message = message or _ERROR_MESSAGES[self.code]
+    def __init__(
+        self, code: ErrorCode | int, message: str | None = None, temporary: bool | None = None
+    ):
+        self.code: ErrorCode | int
+        if code in ErrorCode._value2member_map_:
+            self.code = ErrorCode(code)
+        elif code in CUSTOM_ERROR_CODES:
+            self.code = int(code)
+        else:
+            raise ValueError(f"{code!r} is not a reply error code")
+        self.message = message or _ERROR_MESSAGES.get(self.code, "error")
         self.temporary = self.code in _TEMPORARY if temporary is None else temporary
         super().__init__(f"{int(self.code)}: {self.message}")
 

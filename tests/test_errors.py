@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.errors import (
+    CUSTOM_ERROR_CODES,
     NO_CLOSE_FRAME,
     NO_RECONNECT_FROM,
     RESUBSCRIBE_CODES,
@@ -77,6 +78,21 @@ def test_default_message_is_the_centrifugo_wording(code: ErrorCode, message: str
 def test_reply_error_accepts_a_plain_integer_code() -> None:
     error = ReplyError(103)  # type: ignore[arg-type]
     assert error.code is ErrorCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("code", [CUSTOM_ERROR_CODES.start, 1000, CUSTOM_ERROR_CODES.stop - 1])
+def test_an_application_error_code_is_kept_as_it_is(code: int) -> None:
+    error = ReplyError(code, "not today")
+    assert type(error.code) is int and error.code == code
+    assert error.to_dict() == {"code": code, "message": "not today"}
+
+
+@pytest.mark.parametrize(
+    "code", [0, 99, 113, CUSTOM_ERROR_CODES.start - 1, CUSTOM_ERROR_CODES.stop]
+)
+def test_a_code_that_is_neither_the_protocols_nor_an_applications_is_refused(code: int) -> None:
+    with pytest.raises(ValueError, match="not a reply error code"):
+        ReplyError(code)
 
 
 def test_reply_error_with_an_unknown_code_raises_value_error() -> None:

@@ -97,6 +97,9 @@ class Client:
     encoding: str  # "json" or "msgpack"
     remote_addr: str = ""
     conn_info: Any = None  # the connection's info, once connected
+    # The handshake's headers (names case-insensitive): the proxy forwards those
+    # named in `proxy.http_headers` with every request, as Centrifugo does.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 # Contexts: what each point is asked ------------------------------------------------

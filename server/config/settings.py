@@ -312,6 +312,8 @@ class ProxySettings:
     static_http_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_connections: int = field(default=64, metadata=_range(1, 10000))  # concurrent requests
     ca_file: str = ""  # extra CA bundle for https endpoints; empty: the system's
+    # A longer answer from the backend is a failure (error 100), read no further.
+    max_response_bytes: int = field(default=1048576, metadata=_range(64))
     # A failed refresh is tried again after this long (the connection stays).
     refresh_retry_interval: float = field(default=10.0, metadata=_range(0.01))
 
