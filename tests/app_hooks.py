@@ -8,7 +8,7 @@ from server.app.python_hooks import PythonHooks
 from server.errors import ErrorCode
 from server.node import Node
 
-__all__ = ["NOT_AN_APP", "CookieApp", "install"]
+__all__ = ["NOT_AN_APP", "CookieApp", "NeedsArguments", "install"]
 
 
 def install(node: Node, app: object) -> AppLayer:
@@ -30,6 +30,13 @@ class CookieApp:
         if not user:
             raise ReplyError(ErrorCode.UNAUTHORIZED)
         return ConnectResult(user)
+
+
+class NeedsArguments:
+    """A class `[app] handlers` cannot instantiate."""
+
+    def __init__(self, required: str) -> None:
+        self.required = required
 
 
 NOT_AN_APP = 42

@@ -167,13 +167,14 @@ async def test_the_python_sdk_connects_by_cookie_and_subscribes_where_the_hook_a
 # The command line -----------------------------------------------------------------------
 
 
-def _server_exit(tmp_path: Path, config: str) -> tuple[int, str]:
+def _server_exit(tmp_path: Path, config: str, **env_vars: str) -> tuple[int, str]:
     path = tmp_path / "app.toml"
     path.write_text(config)
     env = clean_env(
         WSFAN_EMBEDDED__ENABLED="false",
         WSFAN_BROKER__TYPE="memory",
         WSFAN_SERVER__PORT=str(free_port()),
+        **env_vars,
     )
     result = run_to_exit(["--config", str(path)], env)
     return result.returncode, result.stderr
@@ -196,3 +197,9 @@ def test_a_bad_app_handlers_exits_2_naming_the_key(tmp_path: Path, handlers: str
     code, stderr = _server_exit(tmp_path, f'[app]\nhandlers = "{handlers}"\n')
     assert code == 2, stderr
     assert "configuration error: app.handlers" in stderr
+
+
+def test_app_handlers_is_read_from_the_environment_too(tmp_path: Path):
+    code, stderr = _server_exit(tmp_path, "", WSFAN_APP__HANDLERS="tests.app_hooks:Missing")
+    assert code == 2, stderr
+    assert "configuration error: app.handlers" in stderr and "'Missing'" in stderr

@@ -14,7 +14,8 @@ from server.app import (
     SubscribeResult,
 )
 from server.app.python_hooks import PythonHooks, load_app
-from server.config import ConfigError
+from server.compose import build_node
+from server.config import ConfigError, load_settings
 from tests.app_hooks import CookieApp
 
 
@@ -87,7 +88,25 @@ async def test_calls_the_objects_method_with_the_context():
 
 
 def test_load_app_finds_the_object_a_spec_names():
-    assert load_app("tests.app_hooks:CookieApp") is CookieApp
+    assert load_app("tests.app_hooks:NOT_AN_APP") == 42
+
+
+def test_load_app_instantiates_a_class_it_names():
+    assert isinstance(load_app("tests.app_hooks:CookieApp"), CookieApp)
+
+
+def test_a_class_that_cannot_be_instantiated_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"app\.handlers: cannot instantiate 'NeedsArguments'"):
+        load_app("tests.app_hooks:NeedsArguments")
+
+
+def test_a_node_takes_its_hooks_from_app_handlers():
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "memory"}, app={"handlers": "tests.app_hooks:CookieApp"}
+    )
+    node = build_node(settings)
+    assert node.app.python is not None and isinstance(node.app.python.app, CookieApp)
+    assert node.app.wants_handshake
 
 
 def test_load_app_follows_dotted_attributes_after_the_colon():

@@ -46,7 +46,8 @@ _KEY = "app.handlers"
 
 def load_app(spec: str) -> object:
     """The object `spec` ("package.module:object", dots allowed after the colon)
-    names; ConfigError naming `app.handlers` when it cannot be found or imported."""
+    names (a class is instantiated, without arguments); ConfigError naming
+    `app.handlers` when it cannot be found, imported or instantiated."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise ConfigError(f"{_KEY}: expected 'package.module:object', got {spec!r}")
@@ -59,6 +60,11 @@ def load_app(spec: str) -> object:
             target = getattr(target, name)
         except AttributeError:
             raise ConfigError(f"{_KEY}: {module_name!r} has no {attribute!r}") from None
+    if isinstance(target, type):
+        try:
+            target = target()
+        except Exception as exc:
+            raise ConfigError(f"{_KEY}: cannot instantiate {attribute!r}: {exc}") from None
     return target
 
 
