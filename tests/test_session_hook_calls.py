@@ -556,3 +556,22 @@ async def test_a_connection_that_never_connected_gets_no_notification():
         peer.session.on_transport_closed()
         await asyncio.sleep(0.01)
         assert app.events == []
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_server_side_subscriptions_are_notified_too():
+    class App(Notified):
+        async def connecting(self, ctx: ConnectContext) -> ConnectResult:
+            return ConnectResult("alice", channels=["open:a"])
+
+    app = App()
+    async with hooked(app) as node:
+        peer = Peer(node)
+        await peer.call("connect")
+        await peer.session.server_subscribe("open:b")
+        await until(lambda: len(app.events) == 3)
+        assert app.events == [
+            ("connected", "alice"),
+            ("subscribed", "open:a"),
+            ("subscribed", "open:b"),
+        ]

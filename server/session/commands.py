@@ -180,8 +180,11 @@ async def _server_subscriptions(
 
 
 async def _finish_subscriptions(session: Session, started: list[tuple[str, Subscription]]) -> None:
+    app = session.node.app
     for channel, sub in started:
         await session.subscriptions.finish(channel, sub)
+        if app.notifies("subscribed"):
+            app.notify("subscribed", client_of(session), channel)
 
 
 def _recovery(session: Session, subs: Any, channel: str) -> SubscribeRequest:

@@ -306,7 +306,10 @@ class Session:
         limit do not apply."""
         if self.state is not State.CONNECTED:
             return False
-        return await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
+        done = await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
+        if done and self.node.app.notifies("subscribed"):
+            self.node.app.notify("subscribed", client_of(self), channel)
+        return done
 
     async def server_unsubscribe(
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = "server unsubscribe"
