@@ -575,3 +575,43 @@ async def test_server_side_subscriptions_are_notified_too():
             ("subscribed", "open:a"),
             ("subscribed", "open:b"),
         ]
+
+
+class Leaving:
+    """Hooks during which the client goes away."""
+
+    def __init__(self) -> None:
+        self.peer: Peer | None = None
+
+    async def connecting(self, ctx: ConnectContext) -> ConnectResult:
+        assert self.peer is not None
+        self.peer.session.on_transport_closed()
+        return ConnectResult("alice")
+
+    async def subscribing(self, ctx: SubscribeContext) -> SubscribeResult:
+        assert self.peer is not None
+        self.peer.session.on_transport_closed()
+        return SubscribeResult()
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_client_gone_during_the_connecting_hook_is_not_registered():
+    app = Leaving()
+    async with hooked(app) as node:
+        app.peer = peer = Peer(node)
+        assert await peer.call("connect") == {}
+        assert list(node.hub.sessions()) == [] and not peer.session.is_connected
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_client_gone_during_the_subscribing_hook_leaves_no_subscriber():
+    class App(Leaving):
+        async def connecting(self, ctx: ConnectContext) -> ConnectResult:
+            return ConnectResult("alice")
+
+    app = App()
+    async with hooked(app) as node:
+        app.peer = peer = Peer(node)
+        await peer.call("connect")
+        assert await peer.call("subscribe", {"channel": "open:a"}) == {}
+        assert not node.hub.has_subscribers("open:a") and peer.session.channels == []

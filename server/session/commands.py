@@ -113,6 +113,8 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
     connect_data = None
     if hooks is not None:
         answer = await app.connecting(hooks, connect_context(session, request, claims))
+        if session.is_closed:  # the client left while the hook ran
+            return None
         claims = ConnectionClaims(
             answer.user, answer.expire_at, answer.info, tuple(answer.channels)
         )
@@ -241,6 +243,8 @@ async def subscribe(session: Session, command: Command) -> Answer | None:
     else:
         context = SubscribeContext(client_of(session), channel, request.data, request.token)
         answer = await app.subscribing(hooks, context)
+        if subscriptions.closed or channel in subscriptions:  # changed while the hook ran
+            return None
         done = await subscriptions.start(
             channel, options, request, chan_info=answer.info, base=base
         )

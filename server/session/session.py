@@ -177,6 +177,10 @@ class Session:
     def is_connected(self) -> bool:
         return self.state is State.CONNECTED
 
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED
+
     # Incoming ----------------------------------------------------------------
 
     async def handle_frame(self, data: bytes | str) -> None:
