@@ -31,7 +31,7 @@ from typing import Any
 from tornado.netutil import bind_sockets
 
 from server.auth.tokens import TokenVerifier
-from server.compose import build
+from server.compose import build, python_hooks
 from server.config import ConfigError, Settings, load_settings
 from server.embedded import (
     EmbeddedServerError,
@@ -84,6 +84,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config, flags=flags)
     configure_logging(settings.log)  # before the checks below, which may warn
     _check_urls(settings)
+    python_hooks(settings)  # [app] handlers imports, and agrees with [proxy]
     if (
         not TokenVerifier.from_settings(settings.auth).enabled
         and not settings.client.allow_anonymous

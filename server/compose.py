@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
+from server.app.hooks import Hooks
+from server.app.layer import AppLayer, check_points
+from server.app.python_hooks import PythonHooks, load_app
 from server.auth.tokens import TokenVerifier
 from server.broker import create_broker
 from server.broker.base import Broker, PresenceManager
@@ -29,7 +32,7 @@ from server.store.keys import KeyStore
 from server.store.mongo import MongoStore
 from server.web.health import ReadinessCheck
 
-__all__ = ["READINESS_TIMEOUT", "build", "build_node"]
+__all__ = ["READINESS_TIMEOUT", "app_layer", "build", "build_node", "python_hooks"]
 
 READINESS_TIMEOUT = 1.0
 """MongoDB's server-selection and connect timeout: shorter than /readyz's own
@@ -41,13 +44,19 @@ def build_node(
     broker: Broker | None = None,
     presence: PresenceManager | None = None,
     durable: ChannelLog | None = None,
+    app: object | None = None,
+    proxy: Hooks | None = None,
 ) -> Node:
     """A node whose dependencies come from settings, not started.
 
     `broker` and `presence` replace the ones `broker.type` names; given one half
     only, the other is the in-process one (MemoryBroker / MemoryPresence).
     `durable` is the MongoDB channel log (None: nothing is kept beyond the broker).
+    `app` and `proxy`: see `app_layer`. ConfigError for a bad `[app] handlers`,
+    or a Python hook and a proxy endpoint for the same point.
     """
+    metrics = Metrics()
+    layer = app_layer(settings, metrics, app, proxy)
     if broker is None and presence is None:
         broker, presence = create_broker(settings)
     broker = broker or MemoryBroker()
@@ -56,20 +65,41 @@ def build_node(
         broker=broker,
         presence=presence or MemoryPresence(),
         tokens=TokenVerifier.from_settings(settings.auth),
-        metrics=Metrics(),
+        metrics=metrics,
         cluster=Cluster(broker, settings.api.node_info_interval, settings.log.repeat_interval),
+        app=layer,
         durable=durable,
     )
     ClusterCommands(node).register()
     return node
 
 
+def app_layer(
+    settings: Settings, metrics: Metrics, app: object | None = None, proxy: Hooks | None = None
+) -> AppLayer:
+    """The application layer: Python hooks from `app` (an object passed when
+    embedding) or else the object `[app] handlers` names; `proxy`, the HTTP
+    proxy's hooks (None: no proxy; the proxy is built from `[proxy]` here)."""
+    return AppLayer(python_hooks(settings, app), proxy, settings, metrics)
+
+
+def python_hooks(settings: Settings, app: object | None = None) -> PythonHooks | None:
+    """The hooks of `app`, or of the object `[app] handlers` names (None: neither);
+    ConfigError for a bad `[app] handlers` or a point also given a proxy endpoint."""
+    if app is None and settings.app.handlers:
+        app = load_app(settings.app.handlers)
+    python = PythonHooks(app) if app is not None else None
+    check_points(python, settings)
+    return python
+
+
 def build(settings: Settings, app: object | None = None) -> Server:
     """One server instance, not started: the node, its stats channel and, when
     `mongo.url` is set, the MongoDB store with the channel log and stored API keys.
 
-    `app` is reserved for the application layer (hooks that are yet to come);
-    it is kept on the facade as `Server.app` and not used otherwise.
+    `app` is the application object whose methods are hooks (server.app); without
+    it, `[app] handlers` names one. It is kept on the facade as `Server.app`.
+    ConfigError: see `build_node`.
     """
     store = durable = None
     if settings.mongo.url:
@@ -77,7 +107,8 @@ def build(settings: Settings, app: object | None = None) -> Server:
         durable = ChannelLog(
             store, settings.persist, spill_dir(settings), settings.log.repeat_interval
         )
-    node = build_node(settings, durable=durable)
+    proxy = None  # the HTTP proxy's hooks (server/app/proxy.py) are built here from [proxy]
+    node = build_node(settings, durable=durable, app=app, proxy=proxy)
     readiness: dict[str, ReadinessCheck] = {}
     if settings.broker.type == "redis":
         readiness["redis"] = node.broker.ping
@@ -90,5 +121,5 @@ def build(settings: Settings, app: object | None = None) -> Server:
         store=store,
         readiness=readiness,
         api_keys=ApiKeyChecker(settings.api.keys, lookup),
-        app=app,
+        app=node.app.python.app if node.app.python is not None else None,
     )

@@ -12,6 +12,7 @@ from enum import IntEnum
 from http import HTTPStatus
 
 __all__ = [
+    "CONNECTION_CLOSED",
     "CUSTOM_DISCONNECT_CODES",
     "CUSTOM_ERROR_CODES",
     "HTTP_ERROR_CODES",
@@ -203,6 +204,10 @@ def valid_close_code(code: int) -> bool:
 CUSTOM_DISCONNECT_CODES = range(3000, 5000)
 """Codes an application may choose (the server API's disconnect): the SDKs reconnect
 after 3000-3499 and 4000-4499, not after 3500-3999 and 4500-4999."""
+
+CONNECTION_CLOSED = 3000
+"""What a `disconnected` hook is told when the client went away (Centrifugo's
+"connection closed"); never sent, there being no one to send it to."""
 
 
 NO_CLOSE_FRAME = 1006

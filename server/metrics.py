@@ -98,6 +98,18 @@ class Metrics:
             "Handshakes refused with 503 (server.max_connections).",
             registry=r,
         )
+        self.hook_calls = Counter(
+            "wsfan_hook_calls",
+            "Application hook calls, by point and implementation (python, proxy).",
+            ["point", "implementation"],
+            registry=r,
+        )
+        self.hook_failures = Counter(
+            "wsfan_hook_failures",
+            "Hook calls that failed (raised, timed out, or answered garbage): error 100.",
+            ["point", "implementation"],
+            registry=r,
+        )
         self._messages_in = Counter("wsfan_messages_in", "Client messages received.", registry=r)
         self._messages_out = Counter("wsfan_messages_out", "Messages sent to clients.", registry=r)
         self._bytes_in = Counter("wsfan_bytes_in", "Frame bytes received.", registry=r)

@@ -37,13 +37,14 @@ from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosit
 from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
+    from server.app.layer import AppLayer
     from server.auth.tokens import TokenVerifier
     from server.channel_log import ChannelLog
     from server.cluster import Cluster
     from server.hub import Outlet
     from server.metrics import Metrics
     from server.session import ChannelSubscriber, ClientSession
-    from server.session.port import RPCHandler, SendHandler
+    from server.session.port import SendHandler
 
 __all__ = ["Node", "PublicationObserver"]
 
@@ -81,6 +82,7 @@ class Node:
         tokens: TokenVerifier,
         metrics: Metrics,
         cluster: Cluster,
+        app: AppLayer,
         durable: ChannelLog | None = None,
     ) -> None:
         self.settings = settings
@@ -94,7 +96,7 @@ class Node:
         self.version = __version__
         self.hub: Hub[ClientSession, ChannelSubscriber] = Hub(settings.client.write_interval)
         self._want_flush = self.hub.want_flush
-        self.rpc_handlers: dict[str, RPCHandler] = {}
+        self.app = app  # the application's hooks (server/app/layer.py)
         self.send_handler: SendHandler | None = None
         self._observers: dict[str, PublicationObserver] = {}
         self._positions = SharedPositions(self._read_position, self.spawn)
@@ -118,6 +120,7 @@ class Node:
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
         cluster.attach(self.info, self.spawn)
+        app.attach(self.spawn)
 
     # Life cycle --------------------------------------------------------------
 
@@ -131,6 +134,7 @@ class Node:
             await self.cluster.start()
             if self.presence.ttl is not None:
                 self._refresher = self.spawn(self._refresh_presence())
+            self.app.start()
 
     async def close(self) -> None:
         """Shut down in order: tell every client to reconnect elsewhere (3001), so no
@@ -155,6 +159,7 @@ class Node:
         if self.durable is not None:
             await self.durable.close()
         await self.broker.close()
+        await self.app.close()
         self._started = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

@@ -9,12 +9,12 @@ the variant the same `Frame`: a fan-out frames once, not once per connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from server.protocol import Encoding
 
-__all__ = ["Frame", "Framing", "Transport", "Variant", "variant"]
+__all__ = ["Frame", "Framing", "Handshake", "Headers", "Transport", "Variant", "variant"]
 
 
 class Frame:
@@ -100,3 +100,53 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None:
         """End the connection with `code` (a close frame where the transport has one)."""
         ...
+
+
+class Headers(Mapping[str, str]):
+    """A request's headers, looked up case-insensitively; a repeated header's
+    values joined with ", "."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        by_name: dict[str, str] = {}
+        for name, value in pairs:
+            key = name.lower()
+            by_name[key] = f"{by_name[key]}, {value}" if key in by_name else value
+        self._by_name = by_name
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_name[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+class Handshake:
+    """What a connection's opening request said, for the connecting hooks: its
+    headers and cookies. A transport keeps one only while a connecting hook
+    exists (`AppLayer.wants_handshake`), and the session drops it once connected."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: Iterable[tuple[str, str]]) -> None:
+        self.headers = Headers(headers)
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """The Cookie header's cookies by name (a malformed pair is skipped)."""
+        cookies: dict[str, str] = {}
+        for pair in self.headers.get("cookie", "").replace(",", ";").split(";"):
+            name, eq, value = pair.strip().partition("=")
+            if name and eq:
+                value = value.strip()
+                if len(value) > 1 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                cookies.setdefault(name, value)
+        return cookies

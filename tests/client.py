@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 import msgpack
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from server.protocol import Encoding
@@ -29,9 +30,19 @@ class ProtoClient:
         self.client_id = ""
 
     @classmethod
-    async def open(cls, url: str, encoding: Encoding, timeout: float = 5.0) -> ProtoClient:
+    async def open(
+        cls,
+        url: str,
+        encoding: Encoding,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> ProtoClient:
+        """Connected to `url`; `headers`: extra handshake headers (e.g. a Cookie)."""
         subprotocols = ["msgpack"] if encoding is Encoding.MSGPACK else None
-        conn = await asyncio.wait_for(websocket_connect(url, subprotocols=subprotocols), timeout)
+        request = HTTPRequest(url, headers=headers) if headers else url
+        conn = await asyncio.wait_for(
+            websocket_connect(request, subprotocols=subprotocols), timeout
+        )
         return cls(conn, encoding, timeout)
 
     # Sending -------------------------------------------------------------------

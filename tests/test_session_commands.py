@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from server.app import RPCContext, RPCResult
 from server.auth.cli import mint
 from server.config import Settings, load_settings
 from server.embedded import EmbeddedServer
 from server.node import Node
 from server.protocol import Encoding
+from tests.app_hooks import install
 from tests.client import ProtoClient
 from tests.transports import RecordingTransport, messages, new_session, started_node
 
@@ -101,13 +103,15 @@ async def test_joins_that_fail_after_the_connect_reply_add_no_second_reply(
 async def test_every_method_gets_exactly_one_reply_while_valkey_is_stopped(
     client, node: Node, embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ):
-    async def publishes(session: Any, data: Any) -> Any:
-        await node.publish("news", data)
+    class App:
+        async def rpc(self, ctx: RPCContext) -> RPCResult:
+            await node.publish("news", ctx.data)
+            return RPCResult()
 
     async def received(session: Any, data: Any) -> None:
         await node.publish("news", data)
 
-    node.rpc_handlers["publish"] = publishes
+    install(node, App())
     node.send_handler = received
     c = await client(token=token(node))
     sub_token = token(node, channel="before", info={"v": 1})

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from server.app import RPCContext, RPCResult
 from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
 from server.broker.memory import MemoryBroker
 from server.compose import build_node
@@ -34,6 +35,7 @@ from server.protocol import (
     reply,
 )
 from server.session.outbox import Outbox
+from tests.app_hooks import install
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, new_session
 
@@ -201,7 +203,7 @@ async def test_a_push_one_byte_over_the_budget_closes_with_3008(client, node: No
 async def test_a_reply_of_exactly_the_budget_is_sent(client, node: Node, encoding):
     c = await client()
     data = sized(BUDGET, lambda d: len(encode(reply(50, "rpc", {"data": d}), encoding)))
-    node.rpc_handlers["big"] = lambda session, _: asyncio.sleep(0, data)
+    install(node, Answers(data))
     await c.send({"id": 50, "rpc": {"method": "big"}})
     assert (await c.reply(50))["rpc"]["data"] == data
 
@@ -213,10 +215,20 @@ async def test_a_reply_larger_than_the_budget_answers_106_and_the_connection_sta
 ):
     c = await client()
     data = sized(BUDGET + 1, lambda d: len(encode(reply(50, "rpc", {"data": d}), encoding)))
-    node.rpc_handlers["big"] = lambda session, _: asyncio.sleep(0, data)
+    install(node, Answers(data))
     await c.send({"id": 50, "rpc": {"method": "big"}})
     assert (await c.reply(50))["error"]["code"] == ErrorCode.LIMIT_EXCEEDED
     assert await c.result("presence_stats", {"channel": "news"}) is not None
+
+
+class Answers:
+    """An application whose rpc hook answers `data`."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    async def rpc(self, ctx: RPCContext) -> RPCResult:
+        return RPCResult(self.data)
 
 
 # History answers ---------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from server.app import RPCContext, RPCResult
 from server.node import Node
 from server.protocol import Encoding
+from tests.app_hooks import install
 
 LIVE = {"live": {"history_size": 0, "allow_publish": True, "allow_anonymous": True}}
 CLOSED = {"closed": {"allow_anonymous": True}}
@@ -177,11 +179,12 @@ async def test_rpc_without_handler_is_not_available(client):
 
 
 @pytest.mark.gen_test
-async def test_rpc_is_answered_by_configured_handler(client, node: Node):
-    async def total(session, data):
-        return {"sum": sum(data), "client": session.client_id}
+async def test_rpc_is_answered_by_the_rpc_hook(client, node: Node):
+    class App:
+        async def rpc(self, ctx: RPCContext) -> RPCResult:
+            return RPCResult({"sum": sum(ctx.data), "client": ctx.client.client_id})
 
-    node.rpc_handlers["sum"] = total
+    install(node, App())
     c = await client()
     result = await c.result("rpc", {"method": "sum", "data": [1, 2]})
     assert result == {"data": {"sum": 3, "client": c.client_id}}

@@ -16,6 +16,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from server.app.hooks import HookPoint, PublishContext, RPCContext, SubscribeContext
 from server.auth import access
 from server.auth.tokens import ConnectionClaims
 from server.config import ChannelOptions
@@ -41,6 +42,12 @@ from server.protocol import (
     validate_channel,
 )
 from server.replies import ReplyBounds
+from server.session.hook_calls import (
+    client_of,
+    connect_context,
+    refresh_connection,
+    refresh_subscription,
+)
 from server.session.subscriptions import Subscription
 
 if TYPE_CHECKING:
@@ -84,21 +91,35 @@ def _check_allowed(session: Session, channel: str, options: ChannelOptions, allo
 
 
 async def connect(session: Session, command: Command) -> dict[str, Any] | Answer | None:
-    """Connect, with a token or anonymously; the token's `channels` become
-    server-side subscriptions, reported in the reply's `subs` map (recovered
-    from the positions the client sends back in its own `subs` on reconnect,
-    within one reply budget for them all). Once connected, a failure closes
-    the connection (3004) rather than answering."""
+    """Connect, with a token or anonymously, or as a connecting hook says (it
+    is asked with the token's verified claims, when one was sent); the token's
+    (or hook's) `channels` become server-side subscriptions, reported in the
+    reply's `subs` map (recovered from the positions the client sends back in
+    its own `subs` on reconnect, within one reply budget for them all). Once
+    connected, a failure closes the connection (3004) rather than answering."""
     if session.is_connected:
         raise Disconnect(DisconnectCode.BAD_REQUEST, "already connected")
     request: ConnectRequest = _parse(session, ConnectRequest, command)
     client_settings = session.settings.client
+    app = session.node.app
+    hooks = app.hook_for(HookPoint.CONNECTING, token=bool(request.token))
+    claims: ConnectionClaims | None = None
     if request.token:
         claims = access.connection_claims(session.tokens, request.token, session.client_id)
-    elif client_settings.allow_anonymous:
+    elif hooks is None and client_settings.allow_anonymous:
         claims = ConnectionClaims("", None, None, ())
-    else:
+    elif hooks is None:
         raise ReplyError(ErrorCode.UNAUTHORIZED)
+    connect_data = None
+    if hooks is not None:
+        answer = await app.connecting(hooks, connect_context(session, request, claims))
+        if session.is_closed:  # the client left while the hook ran
+            return None
+        claims = ConnectionClaims(
+            answer.user, answer.expire_at, answer.info, tuple(answer.channels)
+        )
+        connect_data = answer.data
+    assert claims is not None
     user, channels = claims.user, claims.channels
     per_user = client_settings.max_connections_per_user
     if user and per_user and session.node.count_user_sessions(user) >= per_user:
@@ -109,13 +130,20 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         (ch, _channel(session, ch), _recovery(session, request.subs, ch)) for ch in channels
     ]
     session.accept(user, claims.info, request.name)
+    session.handshake = None  # the connecting hook had it: no longer kept
     result: dict[str, Any] = {
         "client": session.client_id,
         "version": session.node.version,
         "ping": max(1, math.ceil(client_settings.ping_interval)),
         "pong": True,
     }
+    if connect_data is not None:
+        result["data"] = connect_data
+    if hooks is not None and claims.expires_at is not None:
+        refresh_connection(session)  # the server refreshes, when a refresh hook exists
     result.update(session.expiry.set(claims.expires_at))
+    if app.notifies("connected"):
+        app.notify("connected", client_of(session))
     if not server_subs:
         return result
     try:
@@ -154,8 +182,11 @@ async def _server_subscriptions(
 
 
 async def _finish_subscriptions(session: Session, started: list[tuple[str, Subscription]]) -> None:
+    app = session.node.app
     for channel, sub in started:
         await session.subscriptions.finish(channel, sub)
+        if app.notifies("subscribed"):
+            app.notify("subscribed", client_of(session), channel)
 
 
 def _recovery(session: Session, subs: Any, channel: str) -> SubscribeRequest:
@@ -183,19 +214,23 @@ async def refresh(session: Session, command: Command) -> dict[str, Any]:
 
 
 async def subscribe(session: Session, command: Command) -> Answer | None:
-    """A valid subscription token grants the subscription whatever the
-    namespace's other permissions; without one, the namespace decides."""
+    """A subscribing hook that decides the channel grants or refuses it whatever
+    the namespace says (asked with the verified subscription token, if sent);
+    else a valid subscription token grants it whatever the namespace's other
+    permissions; without one, the namespace decides."""
     request: SubscribeRequest = _parse(session, SubscribeRequest, command)
     channel = request.channel
     options = _channel(session, channel)
+    app = session.node.app
+    hooks = app.hook_for(HookPoint.SUBSCRIBING, options, token=bool(request.token))
     claims = None
     if request.token:
         claims = access.subscription_claims(
             session.tokens, request.token, channel, session.user, session.client_id
         )
-    elif options.require_sub_token:
-        raise ReplyError(ErrorCode.PERMISSION_DENIED)
-    else:
+    elif hooks is None:
+        if options.require_sub_token:
+            raise ReplyError(ErrorCode.PERMISSION_DENIED)
         _check_allowed(session, channel, options, options.allow_subscribe)
     subscriptions = session.subscriptions
     if channel in subscriptions:
@@ -203,15 +238,35 @@ async def subscribe(session: Session, command: Command) -> Answer | None:
     if len(subscriptions) >= session.settings.client.max_channels:
         raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
     base = reply_overhead(command.id, "subscribe", session.encoding)
-    done = await subscriptions.start(channel, options, request, claims, base=base)
+    if hooks is None:
+        done = await subscriptions.start(channel, options, request, claims, base=base)
+    else:
+        context = SubscribeContext(client_of(session), channel, request.data, request.token)
+        answer = await app.subscribing(hooks, context)
+        if subscriptions.closed or channel in subscriptions:  # changed while the hook ran
+            return None
+        done = await subscriptions.start(
+            channel, options, request, chan_info=answer.info, base=base
+        )
+        if done is not None and answer.data is not None:
+            done.result["data"] = answer.data
+        if done is not None and answer.expire_at is not None:
+            refresh_subscription(session, channel, done.sub, options)
+            done.result.update(subscriptions.expire(channel, done.sub, answer.expire_at))
     if done is None:
         return None
+    if app.notifies("subscribed"):
+        app.notify("subscribed", client_of(session), channel)
     return Answer(done.result, partial(subscriptions.finish, channel, done.sub))
 
 
 async def unsubscribe(session: Session, command: Command) -> dict[str, Any]:
     request: UnsubscribeRequest = _parse(session, UnsubscribeRequest, command)
+    subscribed = request.channel in session.subscriptions
     await session.subscriptions.unsubscribe(request.channel)
+    app = session.node.app
+    if subscribed and app.notifies("unsubscribed"):
+        app.notify("unsubscribed", client_of(session), request.channel)
     return {}
 
 
@@ -237,11 +292,21 @@ async def sub_refresh(session: Session, command: Command) -> dict[str, Any]:
 
 
 async def publish(session: Session, command: Command) -> dict[str, Any]:
+    """A publishing hook that decides the channel allows or refuses it whatever
+    the namespace says, and may replace the data or skip history (no offset)."""
     request: PublishRequest = _parse(session, PublishRequest, command)
-    options = _channel(session, request.channel)
-    _check_allowed(session, request.channel, options, options.allow_publish)
-    info = session.subscriptions.info_in(request.channel)
-    await session.node.publish(request.channel, request.data, info)
+    channel, data, skip_history = request.channel, request.data, False
+    options = _channel(session, channel)
+    app = session.node.app
+    hooks = app.hook_for(HookPoint.PUBLISHING, options)
+    if hooks is None:
+        _check_allowed(session, channel, options, options.allow_publish)
+    else:
+        answer = await app.publishing(hooks, PublishContext(client_of(session), channel, data))
+        data = answer.data if answer.replaces_data else data
+        skip_history = answer.skip_history
+    info = session.subscriptions.info_in(channel)
+    await session.node.publish(channel, data, info, skip_history=skip_history)
     return {}
 
 
@@ -283,12 +348,14 @@ async def presence_stats(session: Session, command: Command) -> dict[str, Any]:
 
 
 async def rpc(session: Session, command: Command) -> dict[str, Any]:
+    """Answered by the rpc hook (error 108 without one)."""
     request: RPCRequest = _parse(session, RPCRequest, command)
-    handler = session.node.rpc_handlers.get(request.method)
-    if handler is None:
-        raise ReplyError(ErrorCode.NOT_AVAILABLE, "no rpc handler for this method")
-    data = await handler(session, request.data)
-    return {} if data is None else {"data": data}
+    app = session.node.app
+    hooks = app.hook_for(HookPoint.RPC)
+    if hooks is None:
+        raise ReplyError(ErrorCode.NOT_AVAILABLE, "no rpc handler")
+    answer = await app.rpc(hooks, RPCContext(client_of(session), request.method, request.data))
+    return {} if answer.data is None else {"data": answer.data}
 
 
 async def send(session: Session, command: Command) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ commands, through the hub) ask of a session.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.broker.base import HistoryQuery, HistoryResult, PresenceStats
@@ -19,12 +19,11 @@ from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosit
 from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
+    from server.app.layer import AppLayer
     from server.session.session import Session
 
-__all__ = ["ChannelSubscriber", "ClientSession", "NodePort", "RPCHandler", "SendHandler"]
+__all__ = ["ChannelSubscriber", "ClientSession", "NodePort", "SendHandler"]
 
-RPCHandler = Callable[["Session", Any], Awaitable[Any]]
-"""Answers an `rpc` command: receives the session and the request data, returns reply data."""
 SendHandler = Callable[["Session", Any], Awaitable[None]]
 """Receives an asynchronous `send` message from a client."""
 
@@ -71,9 +70,8 @@ class NodePort(Protocol):
     """
 
     version: str
-
-    @property
-    def rpc_handlers(self) -> Mapping[str, RPCHandler]: ...
+    app: AppLayer
+    """The application's hooks, as the command handlers call them."""
 
     @property
     def send_handler(self) -> SendHandler | None: ...
@@ -112,7 +110,12 @@ class NodePort(Protocol):
         ...
 
     async def publish(
-        self, channel: str, data: Any, info: ClientInfo | None = None
+        self,
+        channel: str,
+        data: Any,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
     ) -> StreamPosition: ...
 
     async def position(self, channel: str) -> StreamPosition: ...

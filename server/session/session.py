@@ -32,7 +32,14 @@ from server.auth import access
 from server.auth.limits import CommandLimiter, Verdict
 from server.auth.tokens import TokenVerifier
 from server.config import Settings
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError, UnsubscribeCode
+from server.errors import (
+    CONNECTION_CLOSED,
+    Disconnect,
+    DisconnectCode,
+    ErrorCode,
+    ReplyError,
+    UnsubscribeCode,
+)
 from server.metrics import Metrics
 from server.protocol import (
     PING,
@@ -48,14 +55,18 @@ from server.protocol import (
     push,
 )
 from server.session.commands import HANDLERS, Answer
+from server.session.hook_calls import client_of
 from server.session.outbox import Outbox
 from server.session.port import NodePort
 from server.session.subscriptions import Subscriptions
-from server.transport import Transport
+from server.transport import Handshake, Transport
 
 __all__ = ["Session", "State"]
 
 log = logging.getLogger(__name__)
+
+
+_PEER_CLOSED = Disconnect(CONNECTION_CLOSED, "connection closed")
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,6 +93,7 @@ class Session:
         "conn_info",
         "encoding",
         "expiry",
+        "handshake",
         "metrics",
         "name",
         "node",
@@ -105,7 +117,9 @@ class Session:
         settings: Settings,
         metrics: Metrics,
         tokens: TokenVerifier,
+        handshake: Handshake | None = None,
     ) -> None:
+        """`handshake`: the opening request, kept for a connecting hook until connected."""
         self.node = node
         self.settings = settings
         self.metrics = metrics
@@ -114,6 +128,7 @@ class Session:
         self.variant = transport.variant
         self.encoding = transport.variant.encoding
         self.remote_addr = remote_addr
+        self.handshake = handshake
         self.client_id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: Any = None
@@ -161,6 +176,10 @@ class Session:
     @property
     def is_connected(self) -> bool:
         return self.state is State.CONNECTED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is State.CLOSED
 
     # Incoming ----------------------------------------------------------------
 
@@ -291,7 +310,10 @@ class Session:
         limit do not apply."""
         if self.state is not State.CONNECTED:
             return False
-        return await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
+        done = await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
+        if done and self.node.app.notifies("subscribed"):
+            self.node.app.notify("subscribed", client_of(self), channel)
+        return done
 
     async def server_unsubscribe(
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = "server unsubscribe"
@@ -301,7 +323,10 @@ class Session:
         Codes below 2500 leave the client unsubscribed; from 2500 the SDKs
         resubscribe (with recovery where they can).
         """
-        return await self.subscriptions.server_unsubscribe(channel, code, reason)
+        ended = await self.subscriptions.server_unsubscribe(channel, code, reason)
+        if ended and self.node.app.notifies("unsubscribed"):
+            self.node.app.notify("unsubscribed", client_of(self), channel)
+        return ended
 
     def presence_entries(self) -> list[tuple[str, ClientInfo]]:
         """This connection's presence in channels that keep it."""
@@ -358,7 +383,7 @@ class Session:
 
     def on_transport_closed(self) -> None:
         """The peer went away (or the close handshake finished)."""
-        self._closed()
+        self._closed(_PEER_CLOSED)
 
     # Closing -----------------------------------------------------------------
 
@@ -375,7 +400,7 @@ class Session:
             body["reconnect"] = reason.reconnect
             self.outbox.queue_last(encode(push("", "disconnect", body), self.encoding))
         self.outbox.flush(force=True)
-        self._closed()
+        self._closed(reason)
         self.transport.close(int(reason.code), reason.reason)
 
     def overflowed(self, held: int) -> None:
@@ -389,10 +414,10 @@ class Session:
             extra=self._log_context,
         )
         self.metrics.disconnects.labels(int(DisconnectCode.SLOW)).inc()
-        self._closed()
+        self._closed(Disconnect(DisconnectCode.SLOW))
         self.transport.close(int(DisconnectCode.SLOW), "slow")
 
-    def _closed(self) -> None:
+    def _closed(self, reason: Disconnect) -> None:
         if self.state is State.CLOSED:
             return
         was_connected = self.state is State.CONNECTED
@@ -409,4 +434,8 @@ class Session:
         self.expiry.cancel()
         if was_connected:
             self.node.remove_session(self)
+            if self.node.app.notifies("disconnected"):
+                self.node.app.notify(
+                    "disconnected", client_of(self), int(reason.code), reason.reason
+                )
         self.subscriptions.close()

@@ -316,11 +316,11 @@ class Subscriptions:
         the reply fields that tell the SDKs when to refresh."""
         if sub.expiry is None:
             sub.expiry = access.Expiry(
-                self._loop, self._grace, lambda: self._on_expired(channel, sub)
+                self._loop, self._grace, lambda: self.end_expired(channel, sub)
             )
         return sub.expiry.set(expires_at)
 
-    def _on_expired(self, channel: str, sub: Subscription) -> None:
+    def end_expired(self, channel: str, sub: Subscription) -> None:
         if self._subs.get(channel) is sub:
             ended = self._end(channel, UnsubscribeCode.EXPIRED, "subscription expired")
             if ended is not None:

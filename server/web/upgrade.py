@@ -42,6 +42,7 @@ from tornado.web import Application
 
 from server.config import Settings
 from server.logs import Repeated
+from server.transport import Handshake
 from server.web.endpoint import Endpoint, endpoint_of
 from server.web.handshake import handshake_problem, negotiated_encoding, upgrade_headers
 from server.web.held_stream import HeldStream
@@ -349,7 +350,8 @@ class Listener:
             return True
         self.upgraded += 1
         ip = client_address(headers, peer, endpoint.proxies) if self._http.xheaders else peer
-        asyncio.get_running_loop().create_task(adopt(conn, endpoint, encoding, ip))
+        handshake = Handshake(headers.items()) if endpoint.node.app.wants_handshake else None
+        asyncio.get_running_loop().create_task(adopt(conn, endpoint, encoding, ip, handshake))
         return True
 
     def _to_tornado(

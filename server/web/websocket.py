@@ -14,6 +14,7 @@ from http import HTTPStatus
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
+from server.transport import Handshake
 from server.web.endpoint import Endpoint, close_websockets
 from server.web.handshake import (
     SUPPORTED_VERSIONS,
@@ -85,7 +86,8 @@ class ClientWebSocketHandler(RequestHandler):
             stream.close()
             return
         stream.close()
-        await adopt(sock, self.endpoint, encoding, address)
+        handshake = Handshake(headers.get_all()) if self.node.app.wants_handshake else None
+        await adopt(sock, self.endpoint, encoding, address, handshake)
 
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)

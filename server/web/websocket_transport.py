@@ -31,7 +31,7 @@ from server.frames import (
 )
 from server.protocol import Encoding
 from server.session import Session
-from server.transport import Frame, variant
+from server.transport import Frame, Handshake, variant
 from server.web.endpoint import Endpoint
 
 __all__ = ["CLOSE_TIMEOUT", "FRAMES_PER_TURN", "Connection", "adopt"]
@@ -45,13 +45,20 @@ FRAMES_PER_TURN = 256
 pass, so one connection's flood of tiny frames cannot hold the loop."""
 
 
-async def adopt(sock: socket.socket, endpoint: Endpoint, encoding: Encoding, address: str) -> None:
-    """Run the WebSocket on `sock` (the handshake answered) as a `Connection`."""
+async def adopt(
+    sock: socket.socket,
+    endpoint: Endpoint,
+    encoding: Encoding,
+    address: str,
+    handshake: Handshake | None = None,
+) -> None:
+    """Run the WebSocket on `sock` (the handshake answered) as a `Connection`;
+    `handshake` goes to its session (for a connecting hook)."""
     counted = endpoint.connections.acquire(address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: Connection(endpoint, encoding, address, counted), sock=sock
+            lambda: Connection(endpoint, encoding, address, counted, handshake), sock=sock
         )
     except OSError as exc:
         log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
@@ -91,6 +98,7 @@ class Connection(asyncio.Protocol):
         "_closing",
         "_counted",
         "_endpoint",
+        "_handshake",
         "_inbox",
         "_loop",
         "_paused",
@@ -106,10 +114,19 @@ class Connection(asyncio.Protocol):
 
     sends_close_frame = True
 
-    def __init__(self, endpoint: Endpoint, encoding: Encoding, address: str, counted: bool) -> None:
-        """`counted`: whether `address` got a place under the per-address cap."""
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        encoding: Encoding,
+        address: str,
+        counted: bool,
+        handshake: Handshake | None = None,
+    ) -> None:
+        """`counted`: whether `address` got a place under the per-address cap;
+        `handshake`: for the session (kept only while a connecting hook exists)."""
         client = endpoint.node.settings.client
         self._endpoint = endpoint
+        self._handshake = handshake
         self.variant = variant(encoding, WEBSOCKET)
         self._address = address
         self._counted = counted
@@ -150,7 +167,9 @@ class Connection(asyncio.Protocol):
             settings=node.settings,
             metrics=node.metrics,
             tokens=node.tokens,
+            handshake=self._handshake,
         )
+        self._handshake = None
 
     def data_received(self, data: bytes) -> None:
         if self._task is not None or self._throttle is not None:
