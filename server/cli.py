@@ -31,7 +31,7 @@ from typing import Any
 from tornado.netutil import bind_sockets
 
 from server.auth.tokens import TokenVerifier
-from server.compose import build, python_hooks
+from server.compose import build, proxy_hooks, python_hooks
 from server.config import ConfigError, Settings, load_settings
 from server.embedded import (
     EmbeddedServerError,
@@ -85,6 +85,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     configure_logging(settings.log)  # before the checks below, which may warn
     _check_urls(settings)
     python_hooks(settings)  # [app] handlers imports, and agrees with [proxy]
+    proxy_hooks(settings)  # [proxy] endpoints are http(s) URLs, its CA file reads
     if (
         not TokenVerifier.from_settings(settings.auth).enabled
         and not settings.client.allow_anonymous

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
-from server.app.hooks import Hooks
+from server.app.hooks import HookPoint, Hooks
 from server.app.layer import AppLayer, check_points
+from server.app.proxy import ProxyHooks
 from server.app.python_hooks import PythonHooks, load_app
 from server.auth.tokens import TokenVerifier
 from server.broker import create_broker
@@ -23,7 +24,7 @@ from server.broker.base import Broker, PresenceManager
 from server.broker.memory import MemoryBroker, MemoryPresence
 from server.channel_log import ChannelLog, spill_dir
 from server.cluster import Cluster
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.facade import Server
 from server.metrics import Metrics
 from server.node import Node
@@ -32,7 +33,14 @@ from server.store.keys import KeyStore
 from server.store.mongo import MongoStore
 from server.web.health import ReadinessCheck
 
-__all__ = ["READINESS_TIMEOUT", "app_layer", "build", "build_node", "python_hooks"]
+__all__ = [
+    "READINESS_TIMEOUT",
+    "app_layer",
+    "build",
+    "build_node",
+    "proxy_hooks",
+    "python_hooks",
+]
 
 READINESS_TIMEOUT = 1.0
 """MongoDB's server-selection and connect timeout: shorter than /readyz's own
@@ -79,7 +87,7 @@ def app_layer(
 ) -> AppLayer:
     """The application layer: Python hooks from `app` (an object passed when
     embedding) or else the object `[app] handlers` names; `proxy`, the HTTP
-    proxy's hooks (None: no proxy; the proxy is built from `[proxy]` here)."""
+    proxy's hooks (None: no proxy; `build` makes them from `[proxy]`: `proxy_hooks`)."""
     return AppLayer(python_hooks(settings, app), proxy, settings, metrics)
 
 
@@ -91,6 +99,18 @@ def python_hooks(settings: Settings, app: object | None = None) -> PythonHooks |
     python = PythonHooks(app) if app is not None else None
     check_points(python, settings)
     return python
+
+
+def proxy_hooks(settings: Settings) -> ProxyHooks | None:
+    """The HTTP proxy's hooks when any `[proxy] <point>_endpoint` is set (else
+    None); ConfigError naming the key for an endpoint or CA file that cannot be used."""
+    proxy = settings.proxy
+    if not any(proxy.endpoint_of(point.proxy_name) for point in HookPoint):
+        return None
+    try:
+        return ProxyHooks(proxy, settings.client.max_data_depth)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build(settings: Settings, app: object | None = None) -> Server:
@@ -107,8 +127,7 @@ def build(settings: Settings, app: object | None = None) -> Server:
         durable = ChannelLog(
             store, settings.persist, spill_dir(settings), settings.log.repeat_interval
         )
-    proxy = None  # the HTTP proxy's hooks (server/app/proxy.py) are built here from [proxy]
-    node = build_node(settings, durable=durable, app=app, proxy=proxy)
+    node = build_node(settings, durable=durable, app=app, proxy=proxy_hooks(settings))
     readiness: dict[str, ReadinessCheck] = {}
     if settings.broker.type == "redis":
         readiness["redis"] = node.broker.ping

@@ -52,6 +52,7 @@ from server.errors import ErrorCode
 from server.logs import Repeated
 from server.metrics import Metrics
 from server.protocol import Encoding, encode
+from server.transport import Handshake
 
 __all__ = ["AppLayer", "Spawn", "check_points", "running_hook"]
 
@@ -96,9 +97,19 @@ class AppLayer:
             for p in DECISION_POINTS
             if proxy is not None and settings.proxy.endpoint_of(p.proxy_name)
         )
-        # Whether a connecting hook exists: only then do transports keep the
-        # handshake's headers and cookies (until the connect command).
-        self.wants_handshake = HookPoint.CONNECTING in self._python_points | self._proxy_points
+        # The handshake headers the proxy forwards with every request (as
+        # Centrifugo does): kept for the connection's life, only these.
+        self.forwarded_headers = (
+            tuple(name.lower() for name in settings.proxy.http_headers)
+            if self._proxy_points
+            else ()
+        )
+        # Whether a transport keeps the handshake's headers and cookies at all:
+        # for a connecting hook (until the connect command), or forwarded headers.
+        self.wants_handshake = bool(
+            HookPoint.CONNECTING in self._python_points | self._proxy_points
+            or self.forwarded_headers
+        )
         self._python_timeout = settings.app.timeout
         self._proxy_timeouts = {p: settings.proxy.timeout_of(p.proxy_name) for p in DECISION_POINTS}
         self._metrics = metrics
@@ -116,6 +127,15 @@ class AppLayer:
         )
 
     # Which implementation answers ----------------------------------------------
+
+    def kept_handshake(self, handshake: Handshake | None) -> Handshake | None:
+        """What a connected session keeps of its handshake: the forwarded headers
+        only (None when there are none)."""
+        if handshake is None or not self.forwarded_headers:
+            return None
+        headers = handshake.headers
+        kept = [(name, headers[name]) for name in self.forwarded_headers if name in headers]
+        return Handshake(kept)
 
     def provides(self, point: HookPoint) -> bool:
         """Whether any implementation answers `point` (on some channels, for some clients)."""

@@ -130,7 +130,7 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         (ch, _channel(session, ch), _recovery(session, request.subs, ch)) for ch in channels
     ]
     session.accept(user, claims.info, request.name)
-    session.handshake = None  # the connecting hook had it: no longer kept
+    session.handshake = app.kept_handshake(session.handshake)  # the proxy's headers, if any
     result: dict[str, Any] = {
         "client": session.client_id,
         "version": session.node.version,

@@ -37,7 +37,9 @@ _NO_HEADERS = Headers(())
 
 
 def client_of(session: Session) -> Client:
-    """The connection as hooks see it, now."""
+    """The connection as hooks see it, now (with the headers it kept: all of the
+    handshake's until connected, then those the proxy forwards)."""
+    handshake = session.handshake
     return Client(
         session.client_id,
         session.user,
@@ -45,6 +47,7 @@ def client_of(session: Session) -> Client:
         session.encoding,
         session.remote_addr,
         session.conn_info,
+        handshake.headers if handshake is not None else _NO_HEADERS,
     )
 
 
