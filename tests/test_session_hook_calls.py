@@ -538,6 +538,33 @@ async def test_notifications_follow_the_connections_life():
 
 
 @pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_subscriptions_held_when_the_connection_closes_are_unsubscribed_too():
+    app = Notified()
+    async with hooked(app) as node:
+        peer = Peer(node)
+        await peer.call("connect")
+        await peer.call("subscribe", {"channel": "open:a"})
+        peer.session.disconnect(Disconnect(4000, "bye"))
+        await until(lambda: len(app.events) == 4)
+        assert app.events[2:] == [("disconnected", 4000, "bye"), ("unsubscribed", "open:a")]
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_subscription_that_expires_is_unsubscribed():
+    app = Notified()
+    async with hooked(app) as node:
+        peer = Peer(node)
+        await peer.call("connect")
+        await peer.call("subscribe", {"channel": "open:a"})
+        subscriptions = peer.session.subscriptions
+        sub = subscriptions.active("open:a")
+        assert sub is not None
+        subscriptions.end_expired("open:a", sub)
+        await until(lambda: len(app.events) == 3)
+        assert app.events[2] == ("unsubscribed", "open:a")
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
 async def test_a_client_that_goes_away_is_disconnected_with_3000():
     app = Notified()
     async with hooked(app) as node:

@@ -262,11 +262,7 @@ async def subscribe(session: Session, command: Command) -> Answer | None:
 
 async def unsubscribe(session: Session, command: Command) -> dict[str, Any]:
     request: UnsubscribeRequest = _parse(session, UnsubscribeRequest, command)
-    subscribed = request.channel in session.subscriptions
     await session.subscriptions.unsubscribe(request.channel)
-    app = session.node.app
-    if subscribed and app.notifies("unsubscribed"):
-        app.notify("unsubscribed", client_of(session), request.channel)
     return {}
 
 

@@ -293,6 +293,13 @@ class Session:
         self._stale_handle = None
         self.node.add_session(self)
         self._ping_handle = self._loop.call_later(self.settings.client.ping_interval, self._ping)
+        if self.node.app.notifies("unsubscribed"):
+            self.subscriptions.ended = self._unsubscribed
+
+    def _unsubscribed(self, channel: str) -> None:
+        """One of this connection's subscriptions ended, whatever ended it (the
+        client, the server, its expiry, a gap, the connection's close)."""
+        self.node.app.notify("unsubscribed", client_of(self), channel)
 
     # What the node and the server API do to a connection -----------------------
 
@@ -323,10 +330,7 @@ class Session:
         Codes below 2500 leave the client unsubscribed; from 2500 the SDKs
         resubscribe (with recovery where they can).
         """
-        ended = await self.subscriptions.server_unsubscribe(channel, code, reason)
-        if ended and self.node.app.notifies("unsubscribed"):
-            self.node.app.notify("unsubscribed", client_of(self), channel)
-        return ended
+        return await self.subscriptions.server_unsubscribe(channel, code, reason)
 
     def presence_entries(self) -> list[tuple[str, ClientInfo]]:
         """This connection's presence in channels that keep it."""

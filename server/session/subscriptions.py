@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from functools import partial
@@ -34,6 +35,7 @@ from server.protocol import (
     FLAG_REJECT_UNRECOVERED,
     ClientInfo,
     Encoded,
+    Encoding,
     Publication,
     Spliced,
     StreamPosition,
@@ -81,7 +83,6 @@ class Subscriptions:
 
     __slots__ = (
         "_grace",
-        "_loop",
         "_node",
         "_outbox",
         "_recovery_max",
@@ -90,7 +91,7 @@ class Subscriptions:
         "client_id",
         "closed",
         "conn_info",
-        "encoding",
+        "ended",
         "user",
         "variant",
     )
@@ -98,13 +99,14 @@ class Subscriptions:
     def __init__(self, node: NodePort, outbox: Outbox, settings: Settings, client_id: str) -> None:
         self._node = node
         self._outbox = outbox
-        self.encoding = outbox.encoding
         self.variant = outbox.variant
         self.client_id = client_id
         self.user = ""  # the connection's user and conn_info (see `identify`)
         self.conn_info: Any = None
         self._subs: dict[str, Subscription] = {}
-        self._loop = asyncio.get_running_loop()
+        # Told the channel of each subscription that ends once it was established
+        # (the session's `unsubscribed` notification; None: nobody listens).
+        self.ended: Callable[[str], None] | None = None
         self._grace = settings.auth.expired_close_delay
         self._recovery_max = settings.client.recovery_max_limit
         self._reply_limit = settings.client.reply_bytes
@@ -112,6 +114,10 @@ class Subscriptions:
 
     def __len__(self) -> int:
         return len(self._subs)
+
+    @property
+    def encoding(self) -> Encoding:
+        return self.variant.encoding
 
     def __contains__(self, channel: str) -> bool:
         return channel in self._subs
@@ -316,7 +322,7 @@ class Subscriptions:
         the reply fields that tell the SDKs when to refresh."""
         if sub.expiry is None:
             sub.expiry = access.Expiry(
-                self._loop, self._grace, lambda: self.end_expired(channel, sub)
+                asyncio.get_running_loop(), self._grace, lambda: self.end_expired(channel, sub)
             )
         return sub.expiry.set(expires_at)
 
@@ -390,6 +396,8 @@ class Subscriptions:
         """Undo a subscription everywhere; failures are logged, the client is already out."""
         if sub.expiry is not None:
             sub.expiry.cancel()
+        if self.ended is not None and sub.pending is None:
+            self.ended(channel)
         node = self._node
         try:
             await node.remove_subscriber(channel, self)
