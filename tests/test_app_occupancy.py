@@ -15,7 +15,8 @@ from tornado.ioloop import IOLoop
 from server.app.channel_services import ChannelServices, attach
 from server.broker.redis import RedisBroker
 from server.compose import build_node
-from server.config import Settings
+from server.config import ConfigError, Settings, load_settings
+from server.embedded import EmbeddedServer
 from server.node import Node
 from tests.app_channels import Events, Subscriber, wait_until
 
@@ -48,14 +49,14 @@ async def occupy(node: Node, channel: str = "news") -> Subscriber:
     return subscriber
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_the_first_subscriber_occupies_the_channel(node, services, events):
     await occupy(node)
     await occupy(node)
     await wait_until(lambda: events.of("news") == ["occupied"])
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_the_channel_is_vacated_vacate_delay_after_its_last_subscriber_left(
     node, services, events
 ):
@@ -68,7 +69,7 @@ async def test_the_channel_is_vacated_vacate_delay_after_its_last_subscriber_lef
     assert asyncio.get_running_loop().time() - left >= FAST["vacate_delay"]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_subscriber_back_within_the_delay_keeps_the_channel_occupied(
     node, services, events
 ):
@@ -82,7 +83,7 @@ async def test_a_subscriber_back_within_the_delay_keeps_the_channel_occupied(
     assert events.of("news") == ["occupied"]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_handler_that_raises_is_logged_in_one_line_and_the_events_go_on(
     node: Node, events: Events, caplog: pytest.LogCaptureFixture
 ):
@@ -104,7 +105,7 @@ async def test_a_handler_that_raises_is_logged_in_one_line_and_the_events_go_on(
     assert lines[0].exc_info is None  # one line, no traceback
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_handler_that_hangs_is_cancelled_after_app_timeout(node: Node, events: Events):
     cancelled = asyncio.Event()
 
@@ -126,7 +127,7 @@ async def test_a_handler_that_hangs_is_cancelled_after_app_timeout(node: Node, e
         await services.close()
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_nothing_registered_attaches_nothing(node: Node):
     assert attach(node) is None
     assert attach(node, sources={}) is None
@@ -174,7 +175,7 @@ async def marker_cycle(node: Node, log: list[tuple[str, ...]]) -> None:
 
 
 @ON_VALKEY
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_each_event_is_called_on_exactly_one_of_two_nodes_and_they_alternate(two):
     ((a, _), (b, _)), log = two
     for done in range(1, 4):
@@ -188,7 +189,7 @@ async def test_each_event_is_called_on_exactly_one_of_two_nodes_and_they_alterna
 
 
 @ON_VALKEY
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_node_that_closes_has_its_channels_vacated_by_the_other(two):
     ((a, a_services), _), log = two
     await occupy(a)
@@ -225,7 +226,7 @@ async def subscribe_cost(node: Node, channel: str) -> dict[str, int]:
 
 @ON_VALKEY
 @pytest.mark.settings(app=FAST, api={"node_info_interval": 3600})
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_with_nothing_registered_a_subscribe_runs_no_extra_redis_command(node: Node):
     assert await subscribe_cost(node, "plain") == {"subscribe": 1, "unsubscribe": 1}
     services = attach(node, Events().occupied)
@@ -235,3 +236,70 @@ async def test_with_nothing_registered_a_subscribe_runs_no_extra_redis_command(n
         assert await subscribe_cost(node, "watched") != {"subscribe": 1, "unsubscribe": 1}
     finally:
         await services.close()
+
+
+# Limits and failures ----------------------------------------------------------------
+
+
+@pytest.mark.settings(app={**FAST, "vacate_delay": 0})
+@pytest.mark.gen_test(timeout=30)
+async def test_with_no_vacate_delay_the_channel_is_vacated_as_its_last_subscriber_leaves(
+    node, services, events
+):
+    sub = await occupy(node)
+    await wait_until(lambda: events.of("news") == ["occupied"])
+    await node.remove_subscriber("news", sub)  # type: ignore[arg-type]
+    took = await wait_until(lambda: events.of("news") == ["occupied", "vacated"])
+    assert took < FAST["occupancy_sweep_interval"] * 4  # not left to a sweep or a lease
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("occupancy_lease", 0.02), ("occupancy_sweep_interval", 0.005), ("vacate_delay", -1)],
+)
+def test_occupancy_settings_below_their_range_are_refused_naming_the_key(key: str, value: float):
+    with pytest.raises(ConfigError, match=rf"app\.{key}"):
+        load_settings(env={}).with_overrides(app={key: value})
+
+
+@pytest.fixture
+def own_valkey_node(
+    embedded_redis: EmbeddedServer, redis_prefix: str, io_loop: IOLoop
+) -> Iterator[Node]:
+    """A started node on a Valkey of this test's own (to stop and start again)."""
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "redis"},
+        redis={"url": embedded_redis.url, "prefix": redis_prefix, "command_timeout": 0.5},
+        app=FAST,
+    )
+    node = build_node(settings)
+    io_loop.run_sync(node.start)
+    yield node
+    io_loop.run_sync(node.close)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_through_a_redis_outage_the_service_logs_and_repairs_its_leases(
+    own_valkey_node: Node, embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
+):
+    node, events = own_valkey_node, Events()
+    services = attach(node, events.occupied, events.vacated)
+    assert services is not None
+    await services.start()
+    try:
+        sub = await occupy(node)
+        await wait_until(lambda: events.of("news") == ["occupied"])
+        await asyncio.to_thread(embedded_redis.stop)
+
+        def failures() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "channel occupancy" in r.getMessage()]
+
+        await wait_until(lambda: len(failures()) == 1, 10)  # renewals fail: one line
+        await asyncio.to_thread(embedded_redis.start)  # empty: it kept nothing
+        # A renewal joins again; the state was lost, so occupied comes again (README).
+        await wait_until(lambda: events.of("news") == ["occupied", "occupied"], 20)
+        await node.remove_subscriber("news", sub)  # type: ignore[arg-type]
+        await wait_until(lambda: events.of("news") == ["occupied", "occupied", "vacated"], 20)
+    finally:
+        await services.close()
+    assert len(failures()) == 1  # within log.repeat_interval

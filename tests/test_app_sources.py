@@ -79,7 +79,7 @@ async def top(node: Node, channel: str = "ticker:eur") -> int:
     return (await node.history(channel, HistoryQuery())).position.offset
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_runs_while_its_channel_has_subscribers_publishing_what_it_yields(
     node, services, feed
 ):
@@ -93,7 +93,7 @@ async def test_a_source_runs_while_its_channel_has_subscribers_publishing_what_i
     assert feed.starts == [("ticker:eur", None)]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_stops_when_its_channels_last_subscriber_leaves(node, services, feed):
     a, b = await occupy(node), await occupy(node)
     await wait_until(lambda: feed.running == 1)
@@ -103,7 +103,7 @@ async def test_a_source_stops_when_its_channels_last_subscriber_leaves(node, ser
     await wait_until(lambda: feed.running == 0 and feed.stops == 1)
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_starting_source_is_given_the_channels_last_publication(node, services, feed):
     await node.publish("ticker:eur", {"price": 7})
     await node.publish("ticker:eur", {"price": 8})
@@ -111,7 +111,7 @@ async def test_a_starting_source_is_given_the_channels_last_publication(node, se
     await wait_until(lambda: feed.starts == [("ticker:eur", {"price": 8})])
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_of_a_channel_without_history_is_given_none(node, feed):
     services = attach(node, sources={"live:*": feed})
     assert services is not None
@@ -123,7 +123,7 @@ async def test_a_source_of_a_channel_without_history_is_given_none(node, feed):
         await services.close()
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_that_raises_is_logged_and_started_again_from_its_last_publication(
     node, services, feed, caplog
 ):
@@ -136,7 +136,7 @@ async def test_a_source_that_raises_is_logged_and_started_again_from_its_last_pu
     assert len(lines) == 1 and "ticker:eur" in lines[0]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_an_item_that_cannot_be_published_restarts_the_source(node, services, feed):
     await occupy(node)
     feed.items.put_nowait({1, 2})  # a set: neither JSON nor msgpack
@@ -144,7 +144,7 @@ async def test_an_item_that_cannot_be_published_restarts_the_source(node, servic
     assert await top(node) == 0
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_channel_no_pattern_matches_runs_no_source(node, services, feed):
     await occupy(node, "quotes")
     await occupy(node, "ticker:usd")
@@ -152,7 +152,7 @@ async def test_a_channel_no_pattern_matches_runs_no_source(node, services, feed)
     assert [channel for channel, _ in feed.starts] == ["ticker:usd"]
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_malformed_pattern_is_refused_when_attaching(node, feed):
     with pytest.raises(ValueError, match=r"'ticker:\['"):
         attach(node, sources={"ticker:[": feed})
@@ -168,7 +168,7 @@ async def steal(node: Node, channel: str) -> None:
         await node.broker.client.set(key, "thief", px=60_000)
 
 
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_whose_lease_was_taken_publishes_nothing_more_and_stops(
     node, services, feed
 ):
@@ -204,7 +204,7 @@ def pair(settings: Settings, io_loop: IOLoop) -> Iterator[list[tuple[Node, Feed]
 
 
 @pytest.mark.parametrize("broker_type", ["redis"])
-@pytest.mark.gen_test
+@pytest.mark.gen_test(timeout=30)
 async def test_a_source_runs_on_one_of_two_nodes_and_moves_when_its_subscribers_leave(pair):
     (a, a_feed), (b, b_feed) = pair
     a_sub = await occupy(a)
@@ -220,3 +220,38 @@ async def test_a_source_runs_on_one_of_two_nodes_and_moves_when_its_subscribers_
     assert b_feed.starts == [("ticker:eur", {"n": 1})]
     b_feed.items.put_nowait({"n": 2})
     await wait_until(lambda: [p.offset for p in b_sub.publications] == [1, 2])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_source_that_never_awaits_does_not_hold_the_event_loop(node: Node):
+    stopped = asyncio.Event()
+
+    async def flood(channel: str, last: Publication | None) -> AsyncIterator[int]:
+        n = 0
+        try:
+            while True:  # no await of its own
+                n += 1
+                yield n
+        finally:
+            stopped.set()
+
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    services = attach(node, sources={"ticker:*": flood})
+    assert services is not None
+    counting = asyncio.get_running_loop().create_task(count_turns())
+    try:
+        sub = await occupy(node)
+        await wait_until(lambda: len(sub.publications) >= 50)
+        assert turns >= len(sub.publications) // 2  # the loop turns between items
+        await node.remove_subscriber("ticker:eur", sub)  # type: ignore[arg-type]
+        await wait_until(stopped.is_set)
+    finally:
+        counting.cancel()
+        await services.close()

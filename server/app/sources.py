@@ -179,6 +179,7 @@ class SourceRunner:
                 async for item in items:
                     encode(item, Encoding.MSGPACK)  # TypeError before the broker keeps it
                     await self._node.publish(channel, item, fence=fence)
+                    await asyncio.sleep(0)  # a turn for the loop, from a source that never awaits
                     delay = RESTART_DELAY_MIN
                 log.info("channel source of %r ended; started again in %gs", channel, delay)
             except ReplyError as exc:
