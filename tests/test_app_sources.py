@@ -26,10 +26,8 @@ from tests.app_channels import Subscriber, wait_until
 from tests.conftest import TIMEOUT_SCALE
 
 TAKEOVER = 0.6
-pytestmark = pytest.mark.settings(
-    app={"source_takeover": TAKEOVER},
-    namespaces={"ticker": {"history_size": 100}, "live": {"history_size": 0}},
-)
+NAMESPACES = {"ticker": {"history_size": 100}, "live": {"history_size": 0}}
+pytestmark = pytest.mark.settings(app={"source_takeover": TAKEOVER}, namespaces=NAMESPACES)
 
 
 class Feed:
@@ -181,6 +179,20 @@ async def test_a_source_whose_lease_was_taken_publishes_nothing_more_and_stops(
     await wait_until(lambda: feed.running == 0)
     assert await top(node) == 1
     assert len(feed.starts) == 1  # not started again while another holds it
+
+
+@pytest.mark.settings(app={"source_takeover": 60}, namespaces=NAMESPACES)
+@pytest.mark.gen_test(timeout=30)
+async def test_a_stale_owners_next_publish_is_refused_by_the_fence_and_it_stops(
+    node, services, feed, caplog
+):
+    await occupy(node)
+    await wait_until(lambda: feed.running == 1)
+    await steal(node, "ticker:eur")  # its next renewal is 13 s away: only the fence stops it
+    feed.items.put_nowait(1)
+    await wait_until(lambda: feed.running == 0)
+    assert await top(node) == 0
+    assert any("another node holds it" in r.getMessage() for r in caplog.records)
 
 
 # Two nodes on one Valkey -------------------------------------------------------
