@@ -19,11 +19,17 @@ from server.broker.occupancy import NOTHING, OccupancyStore, Op, Timing
 
 __all__ = ["DUE", "FORGET", "STEP", "RedisOccupancy"]
 
-# KEYS: members, state. ARGV: op, member, member ttl, vacate delay, claim ttl (ms),
-# event acknowledged (ACK). Returns {event to deliver or -1, next deadline or -1}.
-STEP = """
+NOW = """
 local t = redis.call("time")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+"""Redis's own clock, in ms, as `now` (every node reads the same clock)."""
+
+# KEYS: members, state. ARGV: op, member, member ttl, vacate delay, claim ttl (ms),
+# event acknowledged (ACK). Returns {event to deliver or -1, next deadline or -1}.
+STEP = (
+    NOW
+    + """
 local op, member = ARGV[1], ARGV[2]
 if op == "join" then
   redis.call("zadd", KEYS[1], now + tonumber(ARGV[3]), member)
@@ -73,24 +79,27 @@ if not deadline then
 end
 return {deliver, deadline}
 """
+)
 
 # KEYS: the index. ARGV: limit. Returns the channels whose deadline has passed.
-DUE = """
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+DUE = (
+    NOW
+    + """
 return redis.call("zrangebyscore", KEYS[1], "-inf", now, "LIMIT", 0, tonumber(ARGV[1]))
 """
+)
 
 # KEYS: the index. ARGV: channel. Removed only while due (a newer deadline stays).
-FORGET = """
-local t = redis.call("time")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+FORGET = (
+    NOW
+    + """
 local at = redis.call("zscore", KEYS[1], ARGV[1])
 if at and tonumber(at) <= now then
   redis.call("zrem", KEYS[1], ARGV[1])
 end
 return 0
 """
+)
 
 
 def _ms(seconds: float) -> int:
