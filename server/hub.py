@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from server.protocol import ClientInfo, Publication, encode, push
 from server.transport import Frame, Variant
 
-__all__ = ["BIG_FLUSH", "Connection", "Hub", "Outlet", "Subscriber"]
+__all__ = ["BIG_FLUSH", "ChannelListener", "Connection", "Hub", "Outlet", "Subscriber"]
 
 BIG_FLUSH = 64
 """Connections a flush must write to for `write_interval` to hold back the next."""
@@ -60,6 +60,16 @@ class Outlet(Protocol):
         ...
 
 
+class ChannelListener(Protocol):
+    """Told when a channel gets its first subscriber in this process and when its
+    last one left (alternately, per channel), from inside `Hub.subscribe` and
+    `Hub.unsubscribe`: it must not block or raise (it spawns what it does)."""
+
+    def occupied_here(self, channel: str) -> None: ...
+
+    def vacated_here(self, channel: str) -> None: ...
+
+
 C = TypeVar("C", bound=Connection)
 S = TypeVar("S", bound=Subscriber)
 
@@ -76,6 +86,8 @@ class Hub(Generic[C, S]):
         self._dirty: list[Outlet] = []
         self._flush_scheduled = False
         self._last_flush = -math.inf  # loop time of the latest big flush's start
+        # Told of first and last local subscribers; None (the default) costs nothing.
+        self.channel_listener: ChannelListener | None = None
 
     # Connections -------------------------------------------------------------
 
@@ -108,6 +120,8 @@ class Hub(Generic[C, S]):
         subs = self._channels.get(channel)
         if subs is None:
             self._channels[channel] = {subscriber: None}
+            if self.channel_listener is not None:
+                self.channel_listener.occupied_here(channel)
             return True
         subs[subscriber] = None
         return False
@@ -121,6 +135,8 @@ class Hub(Generic[C, S]):
         if subs:
             return False
         del self._channels[channel]
+        if self.channel_listener is not None:
+            self.channel_listener.vacated_here(channel)
         return True
 
     def subscribers(self, channel: str) -> list[S]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from server import __version__
 from server.broker.base import (
     Broker,
+    Fence,
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
@@ -137,10 +138,9 @@ class Node:
             self.app.start()
 
     async def close(self) -> None:
-        """Shut down in order: tell every client to reconnect elsewhere (3001), so no
-        new command starts; let publishes already sent to the broker finish (they
-        are acknowledged, so they must reach the log); write or spill the log's
-        queue; then stop the broker."""
+        """Shut down in order: tell every client to reconnect elsewhere (3001), so no new
+        command starts; let publishes already sent to the broker finish (they are
+        acknowledged, so they must reach the log); write or spill the log; stop the broker."""
         self.draining = True
         for session in self.hub.sessions():
             session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))
@@ -236,9 +236,8 @@ class Node:
         """The broker options of a namespace: persisted ones (with a log configured)
         keep what the log has not stored, up to `persist.max_lag` publications."""
         lag = self.settings.persist.max_lag if options.persist and self.durable else 0
-        return HistoryOptions(
-            options.history_size, options.history_ttl, options.history_meta_ttl, lag
-        )
+        o = options
+        return HistoryOptions(o.history_size, o.history_ttl, o.history_meta_ttl, lag)
 
     def _log_options(self, channel: str) -> tuple[ChannelOptions, HistoryOptions] | None:
         options = self.settings.channel_options(channel)
@@ -254,10 +253,8 @@ class Node:
 
     async def add_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
         """Make `session` a local subscriber; returns once the broker delivers the channel.
-
         Concurrent first subscribers share one broker subscription; a broker failure
-        undoes the local subscription and raises ReplyError(100).
-        """
+        undoes the local subscription and raises ReplyError(100)."""
         self.hub.subscribe(channel, session)
         try:
             await self._broker_subs.acquire(channel)
@@ -298,11 +295,11 @@ class Node:
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str | None = None,
+        fence: Fence | None = None,
     ) -> StreamPosition:
-        """Publish through the broker (see `Broker.publish` for `idempotency_key`).
-
-        A persisted channel's publication is queued for the log before this returns
-        its position (the acknowledgement); shutdown waits for publishes under way."""
+        """Publish through the broker (see `Broker.publish` for `idempotency_key` and
+        `fence`). A persisted channel's publication is queued for the log before this
+        returns its position (the acknowledgement); shutdown waits for publishes under way."""
         options = self.channel_options(channel)
         history = HistoryOptions(0) if skip_history else self.history_options(options)
         logged = history.log_lag > 0
@@ -323,6 +320,7 @@ class Node:
                     tags,
                     idempotency_key=idempotency_key,
                     idempotency_window=self.settings.api.idempotency_window,
+                    fence=fence,
                 )
             if logged and self.durable is not None and position.offset:
                 self.durable.record(channel, options, position, data, info, tags)

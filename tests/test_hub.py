@@ -467,3 +467,29 @@ def test_a_flush_of_fewer_connections_does_not_hold_the_next_back() -> None:
         return late.flushes
 
     assert asyncio.run(scenario()) == 1
+
+
+class ChannelLog:
+    """A channel listener: records what the hub tells it, in order."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    def occupied_here(self, channel: str) -> None:
+        self.told.append(("occupied", channel))
+
+    def vacated_here(self, channel: str) -> None:
+        self.told.append(("vacated", channel))
+
+
+def test_the_channel_listener_hears_of_first_and_last_local_subscribers_only():
+    hub: Hub[Any, RecordingSubscriber] = Hub()
+    hub.channel_listener = listener = ChannelLog()
+    a, b = RecordingSubscriber("a"), RecordingSubscriber("b")
+    hub.subscribe("news", a)
+    hub.subscribe("news", b)
+    hub.unsubscribe("news", a)
+    hub.unsubscribe("news", a)  # not subscribed any more: nothing to tell
+    hub.unsubscribe("news", b)
+    hub.subscribe("news", a)
+    assert listener.told == [("occupied", "news"), ("vacated", "news"), ("occupied", "news")]

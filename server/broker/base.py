@@ -17,8 +17,10 @@ from typing import Any, Protocol
 from server.protocol import ClientInfo, Publication, StreamPosition
 
 __all__ = [
+    "FENCED",
     "Broker",
     "BrokerEventHandler",
+    "Fence",
     "HistoryOptions",
     "HistoryQuery",
     "HistoryResult",
@@ -61,6 +63,21 @@ class HistoryOptions:
     ttl: float = 300.0
     meta_ttl: float = 30 * 86400.0
     log_lag: int = 0
+
+
+FENCED = "the channel's lease is held by another owner"
+"""The message of the ReplyError(INTERNAL) a fenced publish raises once the
+lease it names is no longer held with its token."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A publish made only while the channel's lease `name` is held with `token`
+    (see server/broker/leases.py): checked in the same atomic step as the
+    publish, so a stale holder cannot publish alongside the new one."""
+
+    name: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +152,15 @@ class Broker(ABC):
         tags: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
+        fence: Fence | None = None,
     ) -> StreamPosition:
         """Publish; returns the new publication's position (offset 0 without history).
 
         With an `idempotency_key`, a publish to the same channel with the same key
         within `idempotency_window` seconds of the first is not delivered or kept:
         it returns the first one's position. Check and publish are one atomic step.
+        With a `fence`, nothing is published unless the channel's lease is held
+        with the fence's token: ReplyError(INTERNAL, FENCED) (one atomic step too).
         """
 
     @abstractmethod

@@ -15,14 +15,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.broker.base import (
+    FENCED,
     Broker,
     BrokerEventHandler,
+    Fence,
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
     LogState,
     PresenceManager,
 )
+from server.broker.leases import MemoryLeases
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
 
@@ -79,6 +82,7 @@ class MemoryBroker(Broker):
         self._streams: dict[str, _Stream] = {}
         # (channel, idempotency key) -> (first result, expires at), oldest first
         self._idempotent: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
+        self.leases = MemoryLeases(clock)  # what fenced publishes are checked against
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -115,7 +119,10 @@ class MemoryBroker(Broker):
         tags: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
+        fence: Fence | None = None,
     ) -> StreamPosition:
+        if fence is not None and not self.leases.admits(channel, fence):
+            raise ReplyError(ErrorCode.INTERNAL, FENCED)
         if idempotency_key is not None:
             seen = self._seen(channel, idempotency_key)
             if seen is not None:

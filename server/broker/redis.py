@@ -31,8 +31,10 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from server.broker.base import (
+    FENCED,
     Broker,
     BrokerEventHandler,
+    Fence,
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
@@ -40,6 +42,7 @@ from server.broker.base import (
     PresenceManager,
 )
 from server.broker.memory import LOG_BEHIND, new_epoch
+from server.broker.redis_leases import lease_key
 from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
 from server.broker.redis_scripts import (
     HISTORY,
@@ -310,9 +313,10 @@ class RedisBroker(Broker):
         tags: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
+        fence: Fence | None = None,
     ) -> StreamPosition:
         body = encode(Publication(data, 0, info, tags).to_dict(), Encoding.MSGPACK)
-        if options.size <= 0 and idempotency_key is None:
+        if options.size <= 0 and idempotency_key is None and fence is None:
             message = b"\x94" + _NO_POSITION + body
             await self.client.publish(self._pubsub_channel(channel), message)
             return StreamPosition(0, "")
@@ -327,6 +331,8 @@ class RedisBroker(Broker):
         else:
             keys.append(self._idempotency(channel, idempotency_key))
             window = _ms(idempotency_window)
+        if fence is not None:
+            keys.append(lease_key(self.prefix, channel, fence.name))
         offset, epoch = await self._publish(
             keys=keys,
             args=[
@@ -337,10 +343,11 @@ class RedisBroker(Broker):
                 new_epoch(),
                 window,
                 options.log_lag,
+                *([] if fence is None else [fence.token]),
             ],
         )
         if offset < 0:
-            raise ReplyError(ErrorCode.INTERNAL, LOG_BEHIND)
+            raise ReplyError(ErrorCode.INTERNAL, LOG_BEHIND if offset == -1 else FENCED)
         return StreamPosition(int(offset), epoch.decode())
 
     async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:

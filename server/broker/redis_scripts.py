@@ -19,15 +19,19 @@ from __future__ import annotations
 
 __all__ = ["HISTORY", "LOGGED", "NEW_EPOCH", "PRESENCE_GET", "PUBLISH"]
 
-# KEYS: meta, stream, pubsub channel, idempotency key
+# KEYS: meta, stream, pubsub channel, idempotency key[, fence lease]
 # ARGV: publication map (msgpack bytes), history size (0: none), history ttl (ms),
 #       meta ttl (ms), epoch to use if the channel has none,
 #       idempotency window (ms; 0: no idempotency key),
-#       log lag limit (0: the channel is not logged)
+#       log lag limit (0: the channel is not logged)[, fence token]
 # Returns: {offset, epoch}; for a key seen within the window, the first result
 # (stored as "offset:epoch") and nothing is published; {-1, epoch} when the
-# channel's log trails its stream by the lag limit (nothing is published).
+# channel's log trails its stream by the lag limit, {-2, ""} when the fence
+# lease is not held by the fence token (nothing is published).
 PUBLISH = """
+if KEYS[5] and redis.call("get", KEYS[5]) ~= ARGV[8] then
+  return {-2, ""}
+end
 local window = tonumber(ARGV[6])
 if window > 0 then
   local seen = redis.call("get", KEYS[4])

@@ -284,6 +284,10 @@ class AppSettings:
     vacate_delay: float = field(default=5.0, metadata=_range(0))
     # A channel source's instance died: another runs it within this time.
     source_takeover: float = field(default=10.0, metadata=_range(0.1))
+    # A node's claim on its channels' occupancy, renewed every third of it: a node
+    # that died has its channels vacated within this + vacate_delay + 2 sweeps.
+    occupancy_lease: float = field(default=10.0, metadata=_range(0.03))
+    occupancy_sweep_interval: float = field(default=1.0, metadata=_range(0.01))
     # The event loop held this long by one step: the watchdog names the hook.
     loop_lag_warning: float = field(default=0.5, metadata=_range(0.01))
 
