@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
+from server.app.channel_services import attach
 from server.app.hooks import HookPoint, Hooks
 from server.app.layer import AppLayer, check_points
 from server.app.proxy import ProxyHooks
@@ -79,6 +80,14 @@ def build_node(
         durable=durable,
     )
     ClusterCommands(node).register()
+    python = layer.python
+    if python is not None:
+        try:
+            layer.services = attach(
+                node, python.channel_occupied, python.channel_vacated, python.sources
+            )
+        except ValueError as exc:  # a malformed source pattern
+            raise ConfigError(f"app.handlers: {exc}") from None
     return node
 
 

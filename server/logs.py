@@ -12,13 +12,15 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from server.config import LogSettings
+from server.errors import ErrorCode, ReplyError
 
-__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "Repeated", "configure"]
+__all__ = ["CONTEXT_FIELDS", "JsonFormatter", "Repeated", "configure", "temporary_failure"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("client", "user", "request", "node")
@@ -104,3 +106,18 @@ class Repeated:
         if self.total:
             self._log.info(f"{message} (after {self.total} failures)", *args)
         self._last, self._suppressed, self.total = None, 0, 0
+
+
+@contextmanager
+def temporary_failure(failures: Repeated, action: str, target: str) -> Iterator[None]:
+    """Broker (or store) trouble becomes error 100 (temporary); the details stay in the log,
+    at most one line per `log.repeat_interval` while it lasts."""
+    try:
+        yield
+    except ReplyError:
+        raise
+    except Exception as exc:
+        failures("%s %r failed: %s", action, target, exc)
+        raise ReplyError(ErrorCode.INTERNAL) from None
+    if failures.failing:
+        failures.recovered("broker calls succeed again", quiet=failures.interval)

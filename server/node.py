@@ -12,8 +12,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from server.broker_subscriptions import BrokerSubscriptions
 from server.config import ChannelOptions, Settings
 from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
-from server.logs import Repeated
+from server.logs import Repeated, temporary_failure
 from server.positions import SharedPositions
 from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
 from server.replies import ReplyBounds
@@ -53,21 +53,6 @@ log = logging.getLogger(__name__)
 
 PublicationObserver = Callable[[Publication], None]
 """Sees each publication of one channel as it reaches this node; must not block or raise."""
-
-
-@contextmanager
-def _broker_failure(failures: Repeated, action: str, channel: str) -> Iterator[None]:
-    """Broker trouble becomes error 100 (temporary); the details stay in the log,
-    at most one line per `log.repeat_interval` while it lasts."""
-    try:
-        yield
-    except ReplyError:
-        raise
-    except Exception as exc:
-        failures("%s %r failed: %s", action, channel, exc)
-        raise ReplyError(ErrorCode.INTERNAL) from None
-    if failures.failing:
-        failures.recovered("broker calls succeed again", quiet=failures.interval)
 
 
 class Node:
@@ -136,12 +121,14 @@ class Node:
             if self.presence.ttl is not None:
                 self._refresher = self.spawn(self._refresh_presence())
             self.app.start()
+            await self.app.start_services()
 
     async def close(self) -> None:
         """Shut down in order: tell every client to reconnect elsewhere (3001), so no new
         command starts; let publishes already sent to the broker finish (they are
         acknowledged, so they must reach the log); write or spill the log; stop the broker."""
         self.draining = True
+        await self.app.close_services()  # sources stop publishing; channels vacated at once
         for session in self.hub.sessions():
             session.disconnect(Disconnect(DisconnectCode.SHUTDOWN))
         if self._refresher is not None:
@@ -174,13 +161,11 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
-    @contextmanager
-    def broker_call(self, action: str, target: str) -> Iterator[None]:
+    def broker_call(self, action: str, target: str) -> AbstractContextManager[None]:
         """The node's one handling of broker trouble, for callers outside it: an
         exception inside becomes ReplyError(100), logged as "<action> <target>
         failed" at most once per `log.repeat_interval` (ReplyErrors pass through)."""
-        with _broker_failure(self._broker_log, action, target):
-            yield
+        return temporary_failure(self._broker_log, action, target)
 
     @property
     def broker_failures(self) -> Repeated:
@@ -309,7 +294,7 @@ class Node:
         self._publishes_done.clear()
         try:
             with (
-                _broker_failure(self._broker_log, "publish to", channel),
+                temporary_failure(self._broker_log, "publish to", channel),
                 self.metrics.timed(self.metrics.broker_publish),
             ):
                 position = await self.broker.publish(
@@ -343,7 +328,7 @@ class Node:
         broker's window is served from the MongoDB log too (see `ChannelLog.history`)."""
         options = self.channel_options(channel)
         read = partial(self.broker.history, channel, options=self.history_options(options))
-        with _broker_failure(self._broker_log, "history of", channel):
+        with temporary_failure(self._broker_log, "history of", channel):
             if options.persist and self.durable is not None:
                 return await self.durable.history(channel, query, read)
             return await read(query)
@@ -354,7 +339,7 @@ class Node:
         if not options.retained or self.durable is None:
             return None
         read = partial(self.broker.history, channel, options=self.history_options(options))
-        with _broker_failure(self._broker_log, "state of", channel):
+        with temporary_failure(self._broker_log, "state of", channel):
             return await self.durable.state(channel, read)
 
     async def set_retained_state(self, channel: str, data: Any) -> None:
@@ -396,7 +381,7 @@ class Node:
 
     async def remove_history(self, channel: str) -> None:
         self.channel_options(channel)
-        with _broker_failure(self._broker_log, "remove history of", channel):
+        with temporary_failure(self._broker_log, "remove history of", channel):
             await self.broker.remove_history(channel)
 
     def info(self) -> dict[str, Any]:
@@ -420,7 +405,7 @@ class Node:
         self.hub.remove_session(session)
 
     # The session's port (server/session/port.py) ---------------------------------
-    # Broker and presence failures here become error 100, logged once (`_broker_failure`).
+    # Broker and presence failures here become error 100, logged once (`temporary_failure`).
 
     @property
     def want_flush(self) -> Callable[[Outlet], None]:
@@ -431,25 +416,25 @@ class Node:
         return len(self.hub.user_sessions(user))
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
-        with _broker_failure(self._broker_log, "adding presence to", channel):
+        with temporary_failure(self._broker_log, "adding presence to", channel):
             await self.presence.add_presence(channel, client_id, info)
 
     async def remove_presence(self, channel: str, client_id: str) -> None:
-        with _broker_failure(self._broker_log, "removing presence from", channel):
+        with temporary_failure(self._broker_log, "removing presence from", channel):
             await self.presence.remove_presence(channel, client_id)
 
     async def channel_presence(self, channel: str) -> dict[str, ClientInfo]:
-        with _broker_failure(self._broker_log, "presence of", channel):
+        with temporary_failure(self._broker_log, "presence of", channel):
             return await self.presence.presence(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
-        with _broker_failure(self._broker_log, "presence stats of", channel):
+        with temporary_failure(self._broker_log, "presence stats of", channel):
             return await self.presence.presence_stats(channel)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        with _broker_failure(self._broker_log, "publishing the join to", channel):
+        with temporary_failure(self._broker_log, "publishing the join to", channel):
             await self.broker.publish_join(channel, info)
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        with _broker_failure(self._broker_log, "publishing the leave to", channel):
+        with temporary_failure(self._broker_log, "publishing the leave to", channel):
             await self.broker.publish_leave(channel, info)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import FrameType
 from typing import Any, NoReturn
 
+from server.app.channel_services import ChannelServices
 from server.app.hooks import (
     DECISION_POINTS,
     ConnectContext,
@@ -120,6 +121,9 @@ class AppLayer:
             python.notifications if python is not None else {}
         )
         self.refresh_retry_interval = settings.proxy.refresh_retry_interval
+        # Channel occupancy and sources (server/app/channel_services.py), when the
+        # application registers any; the composition root attaches them.
+        self.services: ChannelServices | None = None
         self.watchdog = (
             LoopWatchdog(settings.app.loop_lag_warning, running_hook)
             if python is not None
@@ -251,6 +255,16 @@ class AppLayer:
         """Start the loop-lag watchdog (with Python hooks only)."""
         if self.watchdog is not None:
             self.watchdog.start()
+
+    async def start_services(self) -> None:
+        """Start the channel occupancy and sources services (once the broker is up)."""
+        if self.services is not None:
+            await self.services.start()
+
+    async def close_services(self) -> None:
+        """Stop them, leaving every channel at once (before the node closes)."""
+        if self.services is not None:
+            await self.services.close()
 
     async def close(self) -> None:
         if self.watchdog is not None:
