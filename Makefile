@@ -31,8 +31,8 @@ vendor:
 	static/vendor/refresh.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server tests run.py bench
-	$(VENV)/bin/ruff format --check server tests run.py bench
+	$(VENV)/bin/ruff check server tests examples run.py bench
+	$(VENV)/bin/ruff format --check server tests examples run.py bench
 	$(VENV)/bin/mypy
 
 clean:
