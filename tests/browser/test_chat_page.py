@@ -1,4 +1,5 @@
-"""The chat demo at /: messages, history, presence and recovery, in a real browser."""
+"""The chat demo at /: messages, history, presence, recovery and names from the
+connecting hook (examples/chat_app.py, loaded as `make run` does), in a real browser."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_pages_on_two_instances_exchange_messages(cluster, open_page, screenshot
 
 
 def test_joining_a_room_shows_its_history(cluster, open_page, screenshot):
-    with protocol_client(cluster[1]) as other:
+    with protocol_client(cluster[1], "carol") as other:
         for i in range(3):
             other.publish("chat:history", chat_message("carol", f"earlier {i}"))
     page = open_page(base_url(cluster[0]) + "/#history")
@@ -69,6 +70,29 @@ def test_presence_and_join_leave_travel_between_pages(cluster, open_page, screen
     screenshot(alice, "bob-left")
 
 
+def test_names_come_from_the_connecting_hook_not_from_a_hello_publication(
+    cluster, open_page, screenshot
+):
+    alice = open_page(base_url(cluster[0]) + "/")
+    bob = open_page(base_url(cluster[1]) + "/")
+    join_room(alice, "Alice Liddell", "named")
+    join_room(bob, "bob", "named")
+    expect(bob.locator("#presence li")).to_have_text(["Alice Liddell", "bob"])
+    expect(alice.locator("#messages li.system").last).to_have_text("bob joined")
+    send(alice, "hi bob")
+    expect(bob.locator("#messages li.msg .who")).to_have_text(["Alice Liddell"])
+    # A message's own `name` does not override the name the server gave its sender.
+    with protocol_client(cluster[1], "carol") as carol:
+        carol.publish("chat:named", chat_message("mallory", "who am I?"))
+        expect(bob.locator("#messages li.msg .who")).to_have_text(["Alice Liddell", "carol"])
+        presence = carol.call("presence", {"channel": "chat:named"})["presence"]
+        history = carol.history("chat:named")
+    names = sorted(entry["conn_info"]["name"] for entry in presence.values())
+    assert names == ["Alice Liddell", "bob"]
+    assert [pub["data"]["type"] for pub in history] == ["msg", "msg"]  # no hello
+    screenshot(bob, "named")
+
+
 def restart_while_others_publish(
     cluster, env, tmp_path: Path, open_page, missed: list[str], room: str
 ):
@@ -82,7 +106,7 @@ def restart_while_others_publish(
         expect(texts(page)).to_have_text(["before the restart"])
         x.kill()
         expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
-        with protocol_client(cluster[0]) as other:
+        with protocol_client(cluster[0], "bob") as other:
             for text in missed:
                 other.publish(f"chat:{room}", chat_message("bob", text))
         port = x.port
