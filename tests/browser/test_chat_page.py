@@ -3,6 +3,7 @@ connecting hook (examples/chat_app.py, loaded as `make run` does), in a real bro
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,28 @@ def test_names_come_from_the_connecting_hook_not_from_a_hello_publication(
     assert names == ["Alice Liddell", "bob"]
     assert [pub["data"]["type"] for pub in history] == ["msg", "msg"]  # no hello
     screenshot(bob, "named")
+
+
+def test_without_the_hook_the_page_still_works_with_guest_names(
+    cluster_env, tmp_path, open_page, screenshot
+):
+    env = {**cluster_env, "WSFAN_APP__HANDLERS": ""}  # as `python run.py` ships
+    with running(tmp_path, env, ("--workers", "1"), name="no-hook") as server:
+        server.wait_ready()
+        pages = []
+        for name in ("alice", "bob"):
+            page = open_page(base_url(server) + "/", allow_console=(WS_CONNECT_FAILED,))
+            page.fill("#name", name)
+            page.fill("#room", "guests")
+            page.click("#join button")
+            page.wait_for_selector("#status[data-state=connected]")
+            pages.append(page)
+        alice, bob = pages
+        expect(alice.locator("#presence li")).to_have_count(2)
+        expect(alice.locator("#presence li").first).to_have_text(re.compile(r"^guest-\w{4}$"))
+        send(alice, "hello without a hook")
+        expect(bob.locator("#messages li.msg .who")).to_have_text(["alice"])  # the message's
+        screenshot(bob, "guests")
 
 
 def restart_while_others_publish(
