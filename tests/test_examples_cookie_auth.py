@@ -22,7 +22,8 @@ from centrifuge import (
     SubscriptionState,
     UnsubscribedContext,
 )
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
 
 from server.embedded import free_port
 from server.errors import ErrorCode
@@ -145,6 +146,18 @@ async def test_no_or_an_unknown_session_cookie_is_refused_with_101(
         await until(lambda: bool(events.codes))
         assert events.codes == [ErrorCode.UNAUTHORIZED]
         assert client.state is ClientState.DISCONNECTED
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_another_sites_page_sending_the_cookie_is_refused_with_403(example: Server):
+    cookie = await log_in(example, "alice")
+    request = HTTPRequest(
+        f"ws://127.0.0.1:{example.port}/connection/websocket",
+        headers={"Cookie": cookie, "Origin": "https://elsewhere.example"},
+    )
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(request)
+    assert refused.value.code == 403
 
 
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
