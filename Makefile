@@ -14,6 +14,9 @@ $(STAMP): setup.cfg
 
 venv: $(STAMP)
 
+# The chat demo names people through a connecting hook (examples/chat_app.py);
+# only here, not in config/default.toml. A caller's own WSFAN_APP__HANDLERS wins.
+run: export WSFAN_APP__HANDLERS ?= examples.chat_app:app
 run: $(STAMP)
 	$(PY) run.py $(ARGS)
 
@@ -31,8 +34,8 @@ vendor:
 	static/vendor/refresh.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server tests run.py bench
-	$(VENV)/bin/ruff format --check server tests run.py bench
+	$(VENV)/bin/ruff check server tests examples run.py bench
+	$(VENV)/bin/ruff format --check server tests examples run.py bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -1,9 +1,11 @@
 // The chat demo: one room is one channel "<namespace>:<room>" on the official SDK.
 //
-// Messages are publications {type: "msg", name, text, ts}. Anonymous clients have
-// no user name on the server, so each page announces its name once per subscribe
-// with {type: "hello", name, again}; presence entries (client ids) are named from
-// those, or from the user id a connection token carries.
+// Messages are publications {type: "msg", name, text, ts}. The page sends its name
+// as the connect data ({name}); the server's connecting hook (examples/chat_app.py,
+// loaded by `make run`) makes it the connection's info, so messages, presence and
+// join/leave name people by their connection's info, then by their user (a
+// token's), then as guest-<client id>. A message's own `name` is only a fallback
+// (a server without the hook, or history from before it).
 // Recovery is the SDK's: a recoverable subscription resubscribes after a reconnect
 // from its last offset; when the server cannot give back what was missed, the page
 // says so and reloads the latest history instead.
@@ -21,12 +23,10 @@
   let client = null;
   let sub = null;
   let myName = '';
-  let announced = false; // said hello in this room already (later hellos are silent)
   let everConnected = false;
   let recovering = null; // {count} while recovered publications are being delivered
   const myClients = new Set(); // our own client ids, one per connection
   let currentClient = '';
-  const names = new Map(); // client id -> announced name
   const present = new Map(); // client id -> ClientInfo
   const shown = new Set(); // offsets rendered (current epoch)
 
@@ -52,9 +52,16 @@
     return String(value || '').trim().slice(0, NAME_MAX);
   }
 
-  function nameOf(info) {
-    if (!info) return 'server';
-    return cleanName(info.user) || names.get(info.client) || `guest-${String(info.client).slice(0, 4)}`;
+  // The name the server gave a connection (ClientInfo: the SDK's `connInfo`, or
+  // `conn_info` as presence has it).
+  function connName(info) {
+    const connInfo = info.connInfo || info.conn_info;
+    return connInfo && typeof connInfo === 'object' ? cleanName(connInfo.name) : '';
+  }
+
+  function nameOf(info, fallback) {
+    if (!info) return cleanName(fallback) || 'server';
+    return connName(info) || cleanName(fallback) || cleanName(info.user) || `guest-${String(info.client).slice(0, 4)}`;
   }
 
   // Messages -------------------------------------------------------------------
@@ -97,20 +104,13 @@
       if (shown.has(pub.offset)) return;
       shown.add(pub.offset);
     }
-    if (data.type === 'hello') {
-      const name = cleanName(data.name);
-      if (pub.info && name) names.set(pub.info.client, name);
-      if (!data.again) systemLine(`${name || nameOf(pub.info)} joined`, pub.offset);
-      renderPresence();
-      return;
-    }
-    if (data.type !== 'msg') return;
+    if (data.type !== 'msg') return; // e.g. the {type: "hello"} of older pages
     const li = document.createElement('li');
     li.className = 'msg';
     if (pub.info && myClients.has(pub.info.client)) li.classList.add('mine');
     const who = document.createElement('span');
     who.className = 'who';
-    who.textContent = cleanName(data.name) || nameOf(pub.info);
+    who.textContent = nameOf(pub.info, data.name);
     const time = document.createElement('time');
     time.textContent = timeText(data.ts);
     const text = document.createElement('span');
@@ -186,11 +186,17 @@
       await loadHistory();
     }
     await loadPresence();
-    await sub.publish({ type: 'hello', name: myName, again: announced });
-    announced = true;
+  }
+
+  // "<name> joined" and "<name> left" only when no other connection here has that
+  // name (a second tab, a reconnect), by the names the server gave.
+  function othersNamed(name, client) {
+    return [...present].some(([id, info]) => id !== client && nameOf(info) === name);
   }
 
   function onJoin(ctx) {
+    const name = nameOf(ctx.info);
+    if (!othersNamed(name, ctx.info.client)) systemLine(`${name} joined`, 0);
     present.set(ctx.info.client, ctx.info);
     renderPresence();
   }
@@ -198,8 +204,7 @@
   function onLeave(ctx) {
     const name = nameOf(ctx.info);
     present.delete(ctx.info.client);
-    const still = [...present.values()].some((info) => nameOf(info) === name);
-    if (!still) systemLine(`${name} left`, 0);
+    if (!othersNamed(name, ctx.info.client)) systemLine(`${name} left`, 0);
     renderPresence();
   }
 
@@ -214,9 +219,7 @@
 
   function join(name, room) {
     myName = name;
-    announced = false;
     everConnected = false;
-    names.clear();
     present.clear();
     clearMessages();
     $('room-title').textContent = `#${room}`;
@@ -224,7 +227,8 @@
     $('chat').hidden = false;
     $('notice').hidden = true;
 
-    client = new Centrifuge(wsURL, { token, name: 'wsfan-chat', maxReconnectDelay: 5000 });
+    // `data` is sent with every connect: the server's hook names us from it.
+    client = new Centrifuge(wsURL, { token, data: { name }, name: 'wsfan-chat', maxReconnectDelay: 5000 });
     client.on('connecting', () => setStatus('connecting', everConnected ? 'reconnecting…' : 'connecting…'));
     client.on('connected', (ctx) => {
       everConnected = true;

@@ -56,13 +56,18 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+CHAT_HOOKS = "examples.chat_app:app"  # as `make run` loads them: names from a hook
+
+
 def backing_env(redis_url: str, mongo_url: str, prefix: str, **extra: str) -> dict[str, str]:
+    """Environment of a server for the pages: the backing servers, its own Redis
+    prefix, and the chat demo's hooks (`extra` may replace any of it)."""
     return clean_env(
         REDIS_URL=redis_url,
         MONGO_URL=mongo_url,
         WSFAN_REDIS__PREFIX=prefix,
         WSFAN_LOG__LEVEL="warning",
-        **extra,
+        **{"WSFAN_APP__HANDLERS": CHAT_HOOKS, **extra},
     )
 
 
@@ -210,15 +215,20 @@ class ProtocolClient:
     def publish(self, channel: str, data: Any) -> None:
         self.call("publish", {"channel": channel, "data": data})
 
+    def history(self, channel: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The channel's latest publications, oldest first."""
+        return self.call("history", {"channel": channel, "limit": limit}).get("publications", [])
+
 
 @contextmanager
-def protocol_client(server: Server) -> Iterator[ProtocolClient]:
-    """A connected ProtocolClient to `server`, closed after."""
+def protocol_client(server: Server, name: str = "") -> Iterator[ProtocolClient]:
+    """A connected ProtocolClient to `server`, closed after; `name` goes in the
+    connect data, as the chat page sends it (the chat hook names it so)."""
     from websockets.sync.client import connect
 
     with connect(f"ws://127.0.0.1:{server.port}/connection/websocket") as ws:
         client = ProtocolClient(ws)
-        client.call("connect", {})
+        client.call("connect", {"data": {"name": name}} if name else {})
         yield client
 
 
@@ -238,7 +248,7 @@ def publisher_thread() -> Iterator[Callable[[Server, str, float], threading.Even
 
         def run() -> None:
             try:
-                with protocol_client(server) as client:
+                with protocol_client(server, "publisher") as client:
                     client.call("subscribe", {"channel": channel})
                     n = 0
                     while not stop.wait(1 / rate):

@@ -1,7 +1,9 @@
-"""The chat demo at /: messages, history, presence and recovery, in a real browser."""
+"""The chat demo at /: messages, history, presence, recovery and names from the
+connecting hook (examples/chat_app.py, loaded as `make run` does), in a real browser."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,7 @@ def test_pages_on_two_instances_exchange_messages(cluster, open_page, screenshot
 
 
 def test_joining_a_room_shows_its_history(cluster, open_page, screenshot):
-    with protocol_client(cluster[1]) as other:
+    with protocol_client(cluster[1], "carol") as other:
         for i in range(3):
             other.publish("chat:history", chat_message("carol", f"earlier {i}"))
     page = open_page(base_url(cluster[0]) + "/#history")
@@ -69,6 +71,51 @@ def test_presence_and_join_leave_travel_between_pages(cluster, open_page, screen
     screenshot(alice, "bob-left")
 
 
+def test_names_come_from_the_connecting_hook_not_from_a_hello_publication(
+    cluster, open_page, screenshot
+):
+    alice = open_page(base_url(cluster[0]) + "/")
+    bob = open_page(base_url(cluster[1]) + "/")
+    join_room(alice, "Alice Liddell", "named")
+    join_room(bob, "bob", "named")
+    expect(bob.locator("#presence li")).to_have_text(["Alice Liddell", "bob"])
+    expect(alice.locator("#messages li.system").last).to_have_text("bob joined")
+    send(alice, "hi bob")
+    expect(bob.locator("#messages li.msg .who")).to_have_text(["Alice Liddell"])
+    # A message's own `name` does not override the name the server gave its sender.
+    with protocol_client(cluster[1], "carol") as carol:
+        carol.publish("chat:named", chat_message("mallory", "who am I?"))
+        expect(bob.locator("#messages li.msg .who")).to_have_text(["Alice Liddell", "carol"])
+        presence = carol.call("presence", {"channel": "chat:named"})["presence"]
+        history = carol.history("chat:named")
+    names = sorted(entry["conn_info"]["name"] for entry in presence.values())
+    assert names == ["Alice Liddell", "bob"]
+    assert [pub["data"]["type"] for pub in history] == ["msg", "msg"]  # no hello
+    screenshot(bob, "named")
+
+
+def test_without_the_hook_the_page_still_works_with_guest_names(
+    cluster_env, tmp_path, open_page, screenshot
+):
+    env = {**cluster_env, "WSFAN_APP__HANDLERS": ""}  # as `python run.py` ships
+    with running(tmp_path, env, ("--workers", "1"), name="no-hook") as server:
+        server.wait_ready()
+        pages = []
+        for name in ("alice", "bob"):
+            page = open_page(base_url(server) + "/", allow_console=(WS_CONNECT_FAILED,))
+            page.fill("#name", name)
+            page.fill("#room", "guests")
+            page.click("#join button")
+            page.wait_for_selector("#status[data-state=connected]")
+            pages.append(page)
+        alice, bob = pages
+        expect(alice.locator("#presence li")).to_have_count(2)
+        expect(alice.locator("#presence li").first).to_have_text(re.compile(r"^guest-\w{4}$"))
+        send(alice, "hello without a hook")
+        expect(bob.locator("#messages li.msg .who")).to_have_text(["alice"])  # the message's
+        screenshot(bob, "guests")
+
+
 def restart_while_others_publish(
     cluster, env, tmp_path: Path, open_page, missed: list[str], room: str
 ):
@@ -82,7 +129,7 @@ def restart_while_others_publish(
         expect(texts(page)).to_have_text(["before the restart"])
         x.kill()
         expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
-        with protocol_client(cluster[0]) as other:
+        with protocol_client(cluster[0], "bob") as other:
             for text in missed:
                 other.publish(f"chat:{room}", chat_message("bob", text))
         port = x.port

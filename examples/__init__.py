@@ -1,0 +1,1 @@
+"""Example applications embedding the server: `python -m examples.<name>`."""
