@@ -57,8 +57,8 @@ class Server:
     """One server instance: its node, stats channel, MongoDB store and Tornado routes.
 
     `node` is the internal node, for the command line and tests; it is not part
-    of the stable surface. `app` is reserved for the application layer (hooks):
-    whatever `build` was given, kept and not used yet.
+    of the stable surface. `app` is the application object whose methods are the
+    hooks (the one `build` was given, or the one `[app] handlers` names; None).
     """
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
@@ -23,9 +24,18 @@ from tests.conftest import Opener
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+class HookedApp:
+    """An application object with one hook."""
+
+    async def rpc(self, ctx: Any) -> Any: ...
+
+
+APPLICATION = HookedApp()
+
+
 @pytest.fixture
 def server(settings: Settings, io_loop: IOLoop) -> Iterator[Server]:
-    server = build(settings, app="the application")
+    server = build(settings, app=APPLICATION)
     io_loop.run_sync(server.start)
     yield server
     io_loop.run_sync(server.close)
@@ -47,8 +57,9 @@ def test_the_package_exports_build_and_server():
     assert package.build is build and package.Server is Server
 
 
-def test_the_application_object_is_kept_for_the_hooks_to_come(server: Server):
-    assert server.app == "the application"
+def test_the_application_object_whose_hooks_run_is_the_servers_app(server: Server):
+    assert server.app is APPLICATION
+    assert server.node.app.python is not None and server.node.app.python.app is APPLICATION
 
 
 def test_the_readme_embedding_example_runs(io_loop: IOLoop, capsys: pytest.CaptureFixture[str]):
