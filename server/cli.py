@@ -30,6 +30,7 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
+from server import gc_tuning
 from server.auth.tokens import TokenVerifier
 from server.compose import build, proxy_hooks, python_hooks
 from server.config import ConfigError, Settings, load_settings
@@ -212,6 +213,7 @@ async def serve(
     syncer = None
     server = build(settings)
     await server.start()
+    gc_tuning.tune(settings.server)  # what start-up made is frozen out of the collector's walks
     if multiprocess_dir() is not None:
         syncer = loop.create_task(_sync_metrics(server.node))
     if sockets is None:

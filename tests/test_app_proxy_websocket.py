@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, run_to_exit
-from tests.proxy_backend import ProxyBackend, down_url
+from tests.proxy_backend import ProxyBackend, down_url, until
 
 TIMEOUT = 5 * TIMEOUT_SCALE
 TEST_TIMEOUT = 20 * TIMEOUT_SCALE
@@ -35,6 +36,7 @@ NAMESPACES = {
         **CLOSED,
         "subscribe_proxy": True,
         "publish_proxy": True,
+        "sub_refresh_proxy": True,
         "history_size": 10,
         "history_ttl": 60.0,
     },
@@ -54,6 +56,7 @@ def backend(node: Node, io_loop: IOLoop) -> Iterator[ProxyBackend]:
             **backend.endpoints(),
             "http_headers": ["Cookie", "Authorization"],
             "timeout": 1.0 * TIMEOUT_SCALE,
+            "refresh_retry_interval": 0.1,
         }
     )
     hooks = proxy_hooks(settings)
@@ -215,6 +218,77 @@ async def test_binary_rpc_data_of_a_msgpack_client_travels_as_b64data(
         result = await client.result("rpc", {"method": "echo", "data": b"\xff\x00"})
         assert result["data"] == b"\x00\x01\x02"
         assert backend.last("rpc").body["b64data"] == "/wA="
+    finally:
+        client.close()
+
+
+# Refresh and sub_refresh -----------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_refresh_proxy_extends_a_connection_the_connect_proxy_limited(
+    ws_url: str, node: Node, backend: ProxyBackend
+):
+    backend.allow("connect", user="alice", expire_at=int(time.time()) + 1)
+    backend.allow("refresh", expire_at=int(time.time()) + 3600, info={"fresh": True})
+    client = await _open(ws_url)
+    try:
+        result = await client.connect()
+        assert "expires" not in result  # the server refreshes, not the client
+        await until(lambda: len(backend.requests("refresh")) == 1)
+        asked = backend.last("refresh")
+        assert asked.body["user"] == "alice" and asked.body["client"] == result["client"]
+        assert asked.headers["Cookie"] == "session=s3cret"
+        session = node.hub.session(result["client"])
+        await until(lambda: session is not None and session.conn_info == {"fresh": True})
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_refresh_proxy_saying_expired_closes_with_3005(
+    ws_url: str, backend: ProxyBackend
+):
+    backend.allow("connect", user="alice", expire_at=int(time.time()) + 1)
+    backend.allow("refresh", expired=True)
+    client = await _open(ws_url)
+    try:
+        await client.connect()
+        code, _ = await client.closed()
+        assert code == 3005
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_refresh_proxy_that_is_down_is_asked_again_and_the_connection_stays(
+    ws_url: str, node: Node, backend: ProxyBackend
+):
+    backend.allow("connect", user="alice", expire_at=int(time.time()) + 1)
+    backend.answer("refresh", b"garbage")
+    client = await _open(ws_url)
+    try:
+        result = await client.connect()
+        await until(lambda: len(backend.requests("refresh")) >= 2, 15)
+        session = node.hub.session(result["client"])
+        assert session is not None and session.is_connected
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_sub_refresh_proxy_ends_a_subscription_with_2501(
+    ws_url: str, backend: ProxyBackend
+):
+    backend.allow("subscribe", expire_at=int(time.time()) + 1)
+    backend.allow("sub_refresh", expired=True)
+    client = await _open(ws_url)
+    try:
+        await client.connect()
+        await client.result("subscribe", {"channel": "proxied:room"})
+        push = await client.push("unsubscribe", "proxied:room")
+        assert push["unsubscribe"]["code"] == 2501
+        assert backend.last("sub_refresh").body["channel"] == "proxied:room"
     finally:
         client.close()
 

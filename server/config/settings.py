@@ -58,6 +58,11 @@ class ServerSettings:
     drain_delay: float = field(default=0.0, metadata=_range(0))  # /readyz 503 before closing
     # auto: uvloop when installed (the `fast` extra), else asyncio's own loop.
     event_loop: str = field(default="auto", metadata={"choices": LOOP_CHOICES})
+    # The cyclic garbage collector (server/gc_tuning.py): objects made at start-up
+    # are frozen out of its walks, and it runs every `gc_threshold` net
+    # allocations (Python's default: 700; 0 keeps Python's).
+    gc_freeze: bool = True
+    gc_threshold: int = field(default=10000, metadata=_range(0, 10_000_000))
     # Seconds a new connection may take to send its whole request head (then closed).
     head_timeout: float = field(default=10.0, metadata=_range(0.01))
     # Seconds a keep-alive HTTP connection may sit idle between requests (and a
