@@ -39,16 +39,15 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     LogState,
-    PresenceManager,
 )
 from server.broker.memory import LOG_BEHIND, new_epoch
 from server.broker.redis_leases import lease_key
+from server.broker.redis_presence import RedisPresence
 from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
 from server.broker.redis_scripts import (
     HISTORY,
     LOGGED,
     NEW_EPOCH,
-    PRESENCE_GET,
     PUBLISH,
 )
 from server.errors import ErrorCode, ReplyError
@@ -432,42 +431,3 @@ class RedisBroker(Broker):
 
     async def publish_control(self, data: bytes) -> None:
         await self.client.publish(self._control, data)
-
-
-class RedisPresence(PresenceManager):
-    """Presence entries expire `ttl` seconds after their last refresh, so the clients
-    of a node that died disappear without anyone removing them."""
-
-    def __init__(self, client: Redis, prefix: str = "wsfan", ttl: float = 60.0) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.ttl = ttl
-        self._ttl_ms = _ms(ttl)
-        self._get = client.register_script(PRESENCE_GET)
-
-    def _keys(self, channel: str) -> tuple[str, str]:
-        return f"{self.prefix}.presence.{{{channel}}}", f"{self.prefix}.presence.z.{{{channel}}}"
-
-    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
-        data, expiry = self._keys(channel)
-        ttl = self._ttl_ms
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(data, client_id, msgpack.packb(info.to_dict(), use_bin_type=True))
-            pipe.zadd(expiry, {client_id: int(time.time() * 1000) + ttl})
-            pipe.pexpire(data, ttl)
-            pipe.pexpire(expiry, ttl)
-            await pipe.execute()
-
-    async def remove_presence(self, channel: str, client_id: str) -> None:
-        data, expiry = self._keys(channel)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(data, client_id)
-            pipe.zrem(expiry, client_id)
-            await pipe.execute()
-
-    async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        flat = await self._get(keys=list(self._keys(channel)), args=[int(time.time() * 1000)])
-        return {
-            flat[i].decode(): ClientInfo.from_dict(_unpack(flat[i + 1]))
-            for i in range(0, len(flat), 2)
-        }

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 from server.auth import access
 from server.auth.tokens import SubscriptionClaims
@@ -46,36 +46,12 @@ from server.protocol import (
 from server.replies import read_within
 from server.session.outbox import Outbox
 from server.session.port import NodePort
+from server.session.subscription_state import Started, Subscription
 from server.transport import Frame
 
 __all__ = ["Started", "Subscription", "Subscriptions"]
 
 log = logging.getLogger(__name__)
-
-
-class Subscription:
-    """Per-channel state; `pending` holds live publications while the subscribe runs
-    (`held`: their bytes, counted in the connection's budget)."""
-
-    __slots__ = ("epoch", "expiry", "held", "info", "offset", "options", "pending", "recoverable")
-
-    def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
-        self.options = options
-        self.info = info
-        self.recoverable = False
-        self.offset = 0
-        self.epoch = ""
-        self.pending: list[tuple[Publication, Frame]] | None = []
-        self.held = 0
-        self.expiry: access.Expiry | None = None  # of its subscription token, if any
-
-
-class Started(NamedTuple):
-    """A subscription registered and positioned (see `Subscriptions.start`)."""
-
-    sub: Subscription
-    result: dict[str, Any]
-    publications: list[Publication]  # recovered, or the retained state
 
 
 class Subscriptions:

@@ -1,0 +1,59 @@
+"""Presence in Redis: one hash of entries and one sorted set of their deadlines per
+channel, both under the channel's hash tag."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+
+from server.broker.base import PresenceManager
+from server.broker.redis_scripts import PRESENCE_GET
+from server.protocol import ClientInfo
+
+__all__ = ["RedisPresence"]
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class RedisPresence(PresenceManager):
+    """Presence entries expire `ttl` seconds after their last refresh, so the clients
+    of a node that died disappear without anyone removing them."""
+
+    def __init__(self, client: Redis, prefix: str = "wsfan", ttl: float = 60.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._get = client.register_script(PRESENCE_GET)
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self.prefix}.presence.{{{channel}}}", f"{self.prefix}.presence.z.{{{channel}}}"
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        data, expiry = self._keys(channel)
+        ttl = self._ttl_ms
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(data, client_id, msgpack.packb(info.to_dict(), use_bin_type=True))
+            pipe.zadd(expiry, {client_id: int(time.time() * 1000) + ttl})
+            pipe.pexpire(data, ttl)
+            pipe.pexpire(expiry, ttl)
+            await pipe.execute()
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        data, expiry = self._keys(channel)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hdel(data, client_id)
+            pipe.zrem(expiry, client_id)
+            await pipe.execute()
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        flat = await self._get(keys=list(self._keys(channel)), args=[int(time.time() * 1000)])
+        return {
+            flat[i].decode(): ClientInfo.from_dict(_unpack(flat[i + 1]))
+            for i in range(0, len(flat), 2)
+        }
