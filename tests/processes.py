@@ -49,6 +49,20 @@ def run_to_exit(args: list[str], env: Mapping[str, str]) -> subprocess.Completed
     )
 
 
+def config_exit(directory: Path, config: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    """run.py with `config` as its --config file, alone on a free port with the memory
+    broker (should validation wrongly pass, it serves until EXIT_TIMEOUT)."""
+    path = directory / "config.toml"
+    path.write_text(config)
+    env = clean_env(
+        WSFAN_EMBEDDED__ENABLED="false",
+        WSFAN_BROKER__TYPE="memory",
+        WSFAN_SERVER__PORT=str(free_port()),
+        **env_vars,
+    )
+    return run_to_exit(["--config", str(path)], env)
+
+
 def get(port: int, path: str) -> tuple[int, dict[str, object]]:
     """(status, JSON body) of GET http://127.0.0.1:port/path; raises OSError if nothing answers."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3 * TIMEOUT_SCALE)

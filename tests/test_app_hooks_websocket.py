@@ -23,7 +23,6 @@ from server.app import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.embedded import free_port
 from server.errors import ErrorCode
 from server.node import Node
 from server.protocol import Encoding
@@ -33,7 +32,7 @@ from server.web.websocket import close_websockets
 from tests.app_hooks import install
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import clean_env, run_to_exit
+from tests.processes import config_exit
 
 TIMEOUT = 5 * TIMEOUT_SCALE
 TEST_TIMEOUT = 20 * TIMEOUT_SCALE
@@ -168,15 +167,7 @@ async def test_the_python_sdk_connects_by_cookie_and_subscribes_where_the_hook_a
 
 
 def _server_exit(tmp_path: Path, config: str, **env_vars: str) -> tuple[int, str]:
-    path = tmp_path / "app.toml"
-    path.write_text(config)
-    env = clean_env(
-        WSFAN_EMBEDDED__ENABLED="false",
-        WSFAN_BROKER__TYPE="memory",
-        WSFAN_SERVER__PORT=str(free_port()),
-        **env_vars,
-    )
-    result = run_to_exit(["--config", str(path)], env)
+    result = config_exit(tmp_path, config, **env_vars)
     return result.returncode, result.stderr
 
 

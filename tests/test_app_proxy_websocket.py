@@ -19,12 +19,11 @@ from server.app.layer import AppLayer
 from server.app.proxy import ProxyHooks
 from server.compose import proxy_hooks
 from server.config import ConfigError, load_settings
-from server.embedded import free_port
 from server.node import Node
 from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import clean_env, run_to_exit
+from tests.processes import config_exit
 from tests.proxy_backend import ProxyBackend, down_url, until
 
 TIMEOUT = 5 * TIMEOUT_SCALE
@@ -380,15 +379,7 @@ def test_no_endpoint_builds_no_proxy():
 
 
 def test_the_command_line_exits_2_for_an_unreadable_ca_file(tmp_path: Path):
-    path = tmp_path / "proxy.toml"
-    path.write_text(
-        f'[proxy]\nconnect_endpoint = "{down_url()}"\nca_file = "{tmp_path / "missing.pem"}"\n'
-    )
-    env = clean_env(
-        WSFAN_EMBEDDED__ENABLED="false",
-        WSFAN_BROKER__TYPE="memory",
-        WSFAN_SERVER__PORT=str(free_port()),
-    )
-    result = run_to_exit(["--config", str(path)], env)
+    config = f'[proxy]\nconnect_endpoint = "{down_url()}"\nca_file = "{tmp_path / "x.pem"}"\n'
+    result = config_exit(tmp_path, config)
     assert result.returncode == 2, result.stderr
     assert "proxy.ca_file" in result.stderr

@@ -11,9 +11,8 @@ import pytest
 from server.auth.cli import main
 from server.auth.tokens import TokenVerifier
 from server.config import load_settings
-from server.embedded import free_port
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import clean_env, run_to_exit, running
+from tests.processes import clean_env, config_exit, run_to_exit, running
 
 
 @pytest.fixture
@@ -108,15 +107,7 @@ def test_run_py_token_prints_one_token_the_default_server_accepts(verifier):
 def test_server_with_unusable_token_settings_exits_2_naming_the_key(
     tmp_path: Path, config: str, key: str
 ):
-    path = tmp_path / "auth.toml"
-    path.write_text(config)
-    # Should validation wrongly pass, the server would listen on a free port, alone.
-    env = clean_env(
-        WSFAN_EMBEDDED__ENABLED="false",
-        WSFAN_BROKER__TYPE="memory",
-        WSFAN_SERVER__PORT=str(free_port()),
-    )
-    result = run_to_exit(["--config", str(path)], env)
+    result = config_exit(tmp_path, config)
     assert result.returncode == 2, result.stderr
     assert key in result.stderr and "configuration error" in result.stderr
     assert "too-short" not in result.stderr
