@@ -98,6 +98,30 @@ async def test_a_connect_without_a_token_is_decided_by_the_backend(
 
 
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_the_connect_proxys_subs_become_server_side_subscriptions_with_info_and_data(
+    ws_url: str, node: Node, backend: ProxyBackend
+):
+    backend.allow(
+        "connect",
+        user="alice",
+        channels=["plain:news"],
+        subs={"proxied:room": {"info": {"role": "owner"}, "data": {"motd": "hi"}}},
+    )
+    client = await _open(ws_url)
+    try:
+        result = await client.connect()
+        assert set(result["subs"]) == {"plain:news", "proxied:room"}
+        assert result["subs"]["proxied:room"]["data"] == {"motd": "hi"}
+        assert "data" not in result["subs"]["plain:news"]
+        session = node.hub.session(result["client"])
+        assert session is not None
+        sub = session.subscriptions.active("proxied:room")
+        assert sub is not None and sub.info.chan_info == {"role": "owner"}
+    finally:
+        client.close()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_a_backend_error_code_reaches_the_client_unchanged(
     ws_url: str, backend: ProxyBackend
 ):

@@ -204,6 +204,26 @@ async def test_a_connecting_hooks_channels_become_server_side_subscriptions():
         assert peer.session.channels == ["open:a"]
 
 
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_connecting_hooks_subs_carry_each_subscriptions_info_and_data():
+    subs = {"open:b": SubscribeResult(info={"seat": 4}, data={"welcome": True})}
+    async with hooked(Connecting(ConnectResult("alice", channels=["open:a"], subs=subs))) as node:
+        peer = Peer(node)
+        reply = await peer.call("connect")
+        assert list(reply["connect"]["subs"]) == ["open:a", "open:b"]
+        assert reply["connect"]["subs"]["open:b"]["data"] == {"welcome": True}
+        sub = peer.session.subscriptions.active("open:b")
+        assert sub is not None and sub.info.chan_info == {"seat": 4}
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_connecting_hooks_subs_that_are_no_subscribe_results_are_a_failure():
+    bad = ConnectResult("alice", subs={"open:b": {"info": 1}})  # type: ignore[dict-item]
+    async with hooked(Connecting(bad)) as node:
+        reply = await Peer(node).call("connect")
+        assert reply["error"]["code"] == 100
+
+
 # refresh --------------------------------------------------------------------------------
 
 

@@ -166,13 +166,18 @@ class ConnectResult:
 
     `channels` become server-side subscriptions (as a token's `channels`);
     `expire_at` (unix seconds) is when the refresh hook is asked next (None:
-    never); `data` reaches the client in the connect reply."""
+    never); `data` reaches the client in the connect reply. `subs` (channel ->
+    SubscribeResult) are server-side subscriptions too, with their own info and
+    data; their `expire_at` is not used."""
 
     user: str
     info: Any = None
     data: Any = None
     channels: Sequence[str] = ()
     expire_at: int | None = None
+    # More server-side subscriptions, each with its own chan_info (`info`) and
+    # `data` (in the connect reply's `subs`), as Centrifugo's connect `subs`.
+    subs: Mapping[str, SubscribeResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,13 +315,30 @@ def _malformed(result: Any, point: HookPoint, encoding: str) -> str | None:
         channels = result.channels
         if not isinstance(channels, list | tuple) or not all(isinstance(c, str) for c in channels):
             return "channels is not a sequence of channel names"
+        subs = result.subs
+        if not isinstance(subs, Mapping) or not all(
+            isinstance(c, str) and isinstance(o, SubscribeResult) for c, o in subs.items()
+        ):
+            return "subs is not a mapping of channel names to SubscribeResult"
+        for options in subs.values():
+            for value in (options.info, options.data):
+                problem = _unencodable(value, encoding)
+                if problem is not None:
+                    return problem
     data = getattr(result, "data", None)
     if isinstance(result, PublishResult) and not result.replaces_data:
         data = None
     for value in (data, getattr(result, "info", None)):
-        if value is not None:
-            try:
-                encode(value, Encoding(encoding))
-            except Exception as exc:
-                return f"returned data the client's encoding cannot carry: {exc!r}"
+        problem = _unencodable(value, encoding)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _unencodable(value: Any, encoding: str) -> str | None:
+    if value is not None:
+        try:
+            encode(value, Encoding(encoding))
+        except Exception as exc:
+            return f"returned data the client's encoding cannot carry: {exc!r}"
     return None

@@ -198,7 +198,25 @@ def _connected(result: dict[str, Any] | None, read: _Reader) -> ConnectResult:
         data=read.payload(result, "data")[1],
         channels=_strings(result, "channels"),
         expire_at=_expire_at(result),
+        subs=_subs(result, read),
     )
+
+
+def _subs(result: dict[str, Any], read: _Reader) -> dict[str, SubscribeResult]:
+    """A connect result's `subs`: channel -> its subscription's info and data
+    (their other options, such as `override`, are not supported and ignored)."""
+    subs = result.get("subs")
+    if subs is None:
+        return {}
+    if not isinstance(subs, dict):
+        raise ProxyError("result.subs is not an object")
+    out = {}
+    for channel, options in subs.items():
+        if not isinstance(options, dict):
+            raise ProxyError(f"result.subs.{channel} is not an object")
+        info, data = read.payload(options, "info")[1], read.payload(options, "data")[1]
+        out[channel] = SubscribeResult(info=info, data=data)
+    return out
 
 
 def _refreshed(result: dict[str, Any] | None, read: _Reader) -> RefreshResult:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from server.app.hooks import HookPoint, PublishContext, RPCContext, SubscribeContext
+from server.app.hooks import (
+    HookPoint,
+    PublishContext,
+    RPCContext,
+    SubscribeContext,
+    SubscribeResult,
+)
 from server.auth import access
 from server.auth.tokens import ConnectionClaims
 from server.config import ChannelOptions
@@ -111,13 +117,14 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
     elif hooks is None:
         raise ReplyError(ErrorCode.UNAUTHORIZED)
     connect_data = None
+    hooked_subs: Mapping[str, SubscribeResult] = {}
     if hooks is not None:
         answer = await app.connecting(hooks, connect_context(session, request, claims))
         if session.is_closed:  # the client left while the hook ran
             return None
-        claims = ConnectionClaims(
-            answer.user, answer.expire_at, answer.info, tuple(answer.channels)
-        )
+        hooked_subs = answer.subs
+        channels = tuple(dict.fromkeys([*answer.channels, *hooked_subs]))
+        claims = ConnectionClaims(answer.user, answer.expire_at, answer.info, channels)
         connect_data = answer.data
     assert claims is not None
     user, channels = claims.user, claims.channels
@@ -127,7 +134,8 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
     if len(channels) > client_settings.max_channels:
         raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
     server_subs = [
-        (ch, _channel(session, ch), _recovery(session, request.subs, ch)) for ch in channels
+        (ch, _channel(session, ch), _recovery(session, request.subs, ch), hooked_subs.get(ch))
+        for ch in channels
     ]
     session.accept(user, claims.info, request.name)
     session.handshake = app.kept_handshake(session.handshake)  # the proxy's headers, if any
@@ -161,22 +169,29 @@ async def _server_subscriptions(
     session: Session,
     command: Command,
     result: Spliced,
-    server_subs: list[tuple[str, ChannelOptions, SubscribeRequest]],
+    server_subs: list[tuple[str, ChannelOptions, SubscribeRequest, SubscribeResult | None]],
 ) -> Answer | None:
-    """The connect reply's `subs` (None if the connection ended meanwhile)."""
+    """The connect reply's `subs` (None if the connection ended meanwhile); a
+    connecting hook's `subs` give a channel its chan_info and reply `data`."""
     subs = result["subs"] = Spliced()
     started = []
     encoding = session.encoding
-    for channel, options, recovery in server_subs:
+    for channel, options, recovery, hooked in server_subs:
         if channel in session.subscriptions:
             continue  # the server API subscribed it meanwhile: its push answered already
         # What the reply holds so far, and this channel's key in `subs`.
         base = len(encode_reply(command.id, "connect", result, encoding))
         base += len(encode(channel, encoding)) + 1
-        done = await session.subscriptions.start(channel, options, recovery, base=base)
+        chan_info = hooked.info if hooked is not None else None
+        if hooked is not None and hooked.data is not None:
+            base += len(encode({"data": hooked.data}, encoding))
+        start = session.subscriptions.start
+        done = await start(channel, options, recovery, chan_info=chan_info, base=base)
         if done is None:
             return None
         started.append((channel, done.sub))
+        if hooked is not None and hooked.data is not None:
+            done.result["data"] = hooked.data
         subs[channel] = done.result
     return Answer(result, partial(_finish_subscriptions, session, started))
 
