@@ -102,7 +102,7 @@ class OccupancyService:
         for task in loops:
             task.cancel()
         if loops:
-            await asyncio.wait(loops)
+            await asyncio.wait(loops, timeout=timeout)
         for channel in list(self._local):
             self._enqueue(channel, Op.LEAVE)
         self._local.clear()
@@ -169,7 +169,7 @@ class OccupancyService:
 
     async def _renew(self) -> None:
         """Renew this node's leases (which also repairs what a failed step missed)."""
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._renew_interval)
             for channel in list(self._local):
                 if channel not in self._chains:  # no backlog: a busy one, at the next pass
@@ -178,11 +178,13 @@ class OccupancyService:
     async def _sweep(self) -> None:
         """Step the channels whose deadline passed: dead members, vacate delays,
         claims that ran out."""
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._sweep_interval)
             try:
                 due = await self._store.due(SWEEP_BATCH)
             except Exception as exc:
+                if self._closed:  # redis-py may turn the cancel into a connection error
+                    return
                 self._failures("channel occupancy sweep failed: %s", exc)
                 continue
             for channel in due:

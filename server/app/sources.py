@@ -127,7 +127,7 @@ class SourceRunner:
     ) -> None:
         if stopping is not None:
             await asyncio.wait([stopping])
-        while True:
+        while not _cancelling():
             token = f"{self._member}:{secrets.token_hex(8)}"
             if await self._acquire(channel, token):
                 try:
@@ -172,7 +172,7 @@ class SourceRunner:
     async def _run(self, channel: str, factory: SourceFactory, fence: Fence) -> None:
         """Start, publish, start again after a failure; return once fenced out."""
         delay = RESTART_DELAY_MIN
-        while True:
+        while not _cancelling():
             items: Any = None
             try:
                 items = factory(channel, await self._last_publication(channel))
@@ -209,3 +209,10 @@ async def _close(items: Any) -> None:
             await close()
         except Exception as exc:
             log.debug("closing a channel source failed: %r", exc)
+
+
+def _cancelling() -> bool:
+    """Whether this task was asked to stop: redis-py may turn a cancel that lands
+    inside a command into a connection error, which a loop here then catches."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
