@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -197,11 +196,8 @@ async def _server_subscriptions(
 
 
 async def _finish_subscriptions(session: Session, started: list[tuple[str, Subscription]]) -> None:
-    app = session.node.app
     for channel, sub in started:
         await session.subscriptions.finish(channel, sub)
-        if app.notifies("subscribed"):
-            app.notify("subscribed", client_of(session), channel)
 
 
 def _recovery(session: Session, subs: Any, channel: str) -> SubscribeRequest:
@@ -219,9 +215,7 @@ async def refresh(session: Session, command: Command) -> dict[str, Any]:
     request: RefreshRequest = _parse(session, RefreshRequest, command)
     claims = access.refreshed_claims(session.tokens, request.token, session.user, session.client_id)
     result = session.expiry.set(claims.expires_at)
-    if claims.info != session.conn_info:
-        session.conn_info = claims.info
-        await session.subscriptions.reidentify(claims.info)
+    await session.set_conn_info(claims.info)
     return result
 
 
@@ -270,8 +264,6 @@ async def subscribe(session: Session, command: Command) -> Answer | None:
             done.result.update(subscriptions.expire(channel, done.sub, answer.expire_at))
     if done is None:
         return None
-    if app.notifies("subscribed"):
-        app.notify("subscribed", client_of(session), channel)
     return Answer(done.result, partial(subscriptions.finish, channel, done.sub))
 
 
@@ -293,9 +285,7 @@ async def sub_refresh(session: Session, command: Command) -> dict[str, Any]:
         session.tokens, request.token, channel, session.user, session.client_id, ErrorCode.EXPIRED
     )
     result = subscriptions.expire(channel, sub, claims.expires_at)
-    if claims.info != sub.info.chan_info:
-        sub.info = replace(sub.info, chan_info=claims.info)
-        await subscriptions.update_presence(channel, sub)
+    await subscriptions.set_chan_info(channel, sub, claims.info)
     return result
 
 

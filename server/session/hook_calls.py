@@ -9,7 +9,6 @@ is made here: `AppLayer` picks the hook and bounds the call.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +80,7 @@ def refresh_connection(session: Session) -> bool:
     session.expiry = ServerRefresh(
         asyncio.get_running_loop(),
         ask,
-        partial(_new_conn_info, session),
+        session.set_conn_info,
         lambda: session.disconnect(Disconnect(DisconnectCode.EXPIRED)),
         lambda: session.is_connected,
         session.disconnect,
@@ -89,11 +88,6 @@ def refresh_connection(session: Session) -> bool:
         app.spawn,
     )
     return True
-
-
-async def _new_conn_info(session: Session, info: Any) -> None:
-    session.conn_info = info
-    await session.subscriptions.reidentify(info)
 
 
 def refresh_subscription(
@@ -110,16 +104,12 @@ def refresh_subscription(
     async def ask() -> Any:
         return await app.sub_refresh(hooks, SubRefreshContext(client_of(session), channel))
 
-    async def new_chan_info(info: Any) -> None:
-        sub.info = replace(sub.info, chan_info=info)
-        await subscriptions.update_presence(channel, sub)
-
     sub.expiry = ServerRefresh(
         asyncio.get_running_loop(),
         ask,
-        new_chan_info,
+        partial(subscriptions.set_chan_info, channel, sub),
         partial(subscriptions.end_expired, channel, sub),
-        lambda: subscriptions.info_in(channel) is sub.info,
+        lambda: subscriptions.active(channel) is sub,
         session.disconnect,
         app.refresh_retry_interval,
         app.spawn,

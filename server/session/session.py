@@ -10,10 +10,9 @@ commands.py; all it asks of the node is `NodePort` (port.py). Promises:
   dispatcher alone replies; work after a reply (a subscription's join) runs
   after it, and its failure is logged, never answered. A reply larger than the
   whole outgoing budget answers error 106 instead.
-- A connection that has not connected within `client.stale_timeout` closes
-  with 3502; one that does not answer a ping
-  within `client.pong_timeout` closes with 3012; one whose token runs out
-  unrefreshed closes with 3005 (after `auth.expired_close_delay`).
+- A connection that has not connected within `client.stale_timeout` closes with
+  3502; one that does not answer a ping within `client.pong_timeout` closes with
+  3012; one whose token runs out unrefreshed, 3005 (after `auth.expired_close_delay`).
 - Closing sends what was queued, then (where the transport has no close frame,
   or the client was connected) a disconnect push, then the close.
 """
@@ -293,12 +292,24 @@ class Session:
         self._stale_handle = None
         self.node.add_session(self)
         self._ping_handle = self._loop.call_later(self.settings.client.ping_interval, self._ping)
-        if self.node.app.notifies("unsubscribed"):
-            self.subscriptions.ended = self._unsubscribed
+        app = self.node.app
+        if app.notifies("subscribed") or app.notifies("unsubscribed"):
+            self.subscriptions.listener = self
 
-    def _unsubscribed(self, channel: str) -> None:
-        """One of this connection's subscriptions ended, whatever ended it (the
-        client, the server, its expiry, a gap, the connection's close)."""
+    async def set_conn_info(self, conn_info: Any) -> None:
+        """A refresh's new info: its subscriptions' info and presence follow."""
+        if conn_info != self.conn_info:
+            self.conn_info = conn_info
+            await self.subscriptions.reidentify(conn_info)
+
+    # The application's notifications (subscriptions tell them, see `accept`) -----
+
+    def subscribed(self, channel: str) -> None:
+        """A subscription was established (client, token or server side)."""
+        self.node.app.notify("subscribed", client_of(self), channel)
+
+    def unsubscribed(self, channel: str) -> None:
+        """A subscription ended: the client, the server, expiry, a gap, the close."""
         self.node.app.notify("unsubscribed", client_of(self), channel)
 
     # What the node and the server API do to a connection -----------------------
@@ -317,19 +328,13 @@ class Session:
         limit do not apply."""
         if self.state is not State.CONNECTED:
             return False
-        done = await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
-        if done and self.node.app.notifies("subscribed"):
-            self.node.app.notify("subscribed", client_of(self), channel)
-        return done
+        return await self.subscriptions.server_subscribe(channel, chan_info, data, recover_since)
 
     async def server_unsubscribe(
         self, channel: str, code: int = UnsubscribeCode.SERVER, reason: str = "server unsubscribe"
     ) -> bool:
-        """End a subscription from the server side with an unsubscribe push.
-
-        Codes below 2500 leave the client unsubscribed; from 2500 the SDKs
-        resubscribe (with recovery where they can).
-        """
+        """End a subscription from the server side with an unsubscribe push. Codes
+        below 2500 leave the client unsubscribed; from 2500 the SDKs resubscribe."""
         return await self.subscriptions.server_unsubscribe(channel, code, reason)
 
     def presence_entries(self) -> list[tuple[str, ClientInfo]]:

@@ -1,15 +1,16 @@
-"""One channel subscription's state, as a connection's `Subscriptions` keep it."""
+"""One channel subscription's state, as a connection's `Subscriptions` keep it,
+and who is told when one starts and ends."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from server.auth import access
 from server.config import ChannelOptions
 from server.protocol import ClientInfo, Publication
 from server.transport import Frame
 
-__all__ = ["Started", "Subscription"]
+__all__ = ["Started", "Subscription", "SubscriptionListener"]
 
 
 class Subscription:
@@ -35,3 +36,11 @@ class Started(NamedTuple):
     sub: Subscription
     result: dict[str, Any]
     publications: list[Publication]  # recovered, or the retained state
+
+
+class SubscriptionListener(Protocol):
+    """Told when a subscription is established and when it ends."""
+
+    def subscribed(self, channel: str) -> None: ...
+
+    def unsubscribed(self, channel: str) -> None: ...

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 from functools import partial
@@ -46,7 +45,7 @@ from server.protocol import (
 from server.replies import read_within
 from server.session.outbox import Outbox
 from server.session.port import NodePort
-from server.session.subscription_state import Started, Subscription
+from server.session.subscription_state import Started, Subscription, SubscriptionListener
 from server.transport import Frame
 
 __all__ = ["Started", "Subscription", "Subscriptions"]
@@ -67,7 +66,7 @@ class Subscriptions:
         "client_id",
         "closed",
         "conn_info",
-        "ended",
+        "listener",
         "user",
         "variant",
     )
@@ -80,9 +79,9 @@ class Subscriptions:
         self.user = ""  # the connection's user and conn_info (see `identify`)
         self.conn_info: Any = None
         self._subs: dict[str, Subscription] = {}
-        # Told the channel of each subscription that ends once it was established
-        # (the session's `unsubscribed` notification; None: nobody listens).
-        self.ended: Callable[[str], None] | None = None
+        # Told of each subscription once established and once it ends, whatever
+        # ended it (the session, for the application's notifications; None: nobody).
+        self.listener: SubscriptionListener | None = None
         self._grace = settings.auth.expired_close_delay
         self._recovery_max = settings.client.recovery_max_limit
         self._reply_limit = settings.client.reply_bytes
@@ -170,8 +169,10 @@ class Subscriptions:
 
     async def finish(self, channel: str, sub: Subscription) -> None:
         """After the subscribe's reply (or push) is queued: send what was held
-        back, then announce the join."""
+        back, tell the listener, then announce the join."""
         self._release(channel, sub)
+        if self.listener is not None and self._subs.get(channel) is sub:
+            self.listener.subscribed(channel)
         await self._join(channel, sub)
 
     async def server_subscribe(
@@ -313,6 +314,12 @@ class Subscriptions:
         if sub.options.presence and sub.pending is None and self._subs.get(channel) is sub:
             await self._node.add_presence(channel, self.client_id, sub.info)
 
+    async def set_chan_info(self, channel: str, sub: Subscription, chan_info: Any) -> None:
+        """A refresh gave the subscription new `chan_info`: its info and presence follow."""
+        if chan_info != sub.info.chan_info:
+            sub.info = replace(sub.info, chan_info=chan_info)
+            await self.update_presence(channel, sub)
+
     async def reidentify(self, conn_info: Any) -> None:
         """The connection's `conn_info` changed (a refresh): every subscription's
         info and presence follow."""
@@ -372,8 +379,8 @@ class Subscriptions:
         """Undo a subscription everywhere; failures are logged, the client is already out."""
         if sub.expiry is not None:
             sub.expiry.cancel()
-        if self.ended is not None and sub.pending is None:
-            self.ended(channel)
+        if self.listener is not None and sub.pending is None:
+            self.listener.unsubscribed(channel)
         node = self._node
         try:
             await node.remove_subscriber(channel, self)
