@@ -336,25 +336,12 @@ class Server:
         subscribe push with `data` (and what it missed since `recover_since`, where
         the channel recovers); `info` is its channel info in presence."""
         self._channel(channel)
-        since = None if recover_since is None else [recover_since.offset, recover_since.epoch]
-        await self._commands.send(
-            "subscribe",
-            {
-                "user": user,
-                "client": client_id,
-                "channel": channel,
-                "info": info,
-                "data": data,
-                "recover_since": since,
-            },
-        )
+        await self._commands.subscribe(user, client_id, channel, info, data, recover_since)
 
     async def unsubscribe(self, user: str, channel: str, client_id: str = "") -> None:
         """Unsubscribe `user`'s connections from `channel`; each gets an unsubscribe push."""
         self._channel(channel)
-        await self._commands.send(
-            "unsubscribe", {"user": user, "client": client_id, "channel": channel}
-        )
+        await self._commands.unsubscribe(user, client_id, channel)
 
     async def refresh(
         self,
@@ -366,10 +353,7 @@ class Server:
     ) -> None:
         """Set when `user`'s connections expire: `expired` closes them now (3005),
         `expire_at` (Unix seconds) then unless refreshed again; neither, never."""
-        await self._commands.send(
-            "refresh",
-            {"user": user, "client": client_id, "expired": expired, "expire_at": expire_at},
-        )
+        await self._commands.refresh(user, client_id, expired, expire_at)
 
     async def disconnect(
         self,
@@ -384,13 +368,4 @@ class Server:
             codes = CUSTOM_DISCONNECT_CODES
             expected = f"code: expected an integer from {codes.start} to {codes.stop - 1}"
             raise ReplyError(ErrorCode.BAD_REQUEST, expected)
-        await self._commands.send(
-            "disconnect",
-            {
-                "user": user,
-                "client": client_id,
-                "whitelist": [],
-                "code": int(code),
-                "reason": reason,
-            },
-        )
+        await self._commands.disconnect(user, client_id, code, reason)

@@ -53,6 +53,35 @@ class ClusterCommands:
         with self.node.broker_call("command", name):
             await self.node.cluster.command(name, params)
 
+    async def subscribe(
+        self,
+        user: str,
+        client: str,
+        channel: str,
+        info: Any = None,
+        data: Any = None,
+        recover_since: StreamPosition | None = None,
+    ) -> None:
+        """Subscribe the connections of `user` (or `client`) to `channel` server-side."""
+        since = None if recover_since is None else [recover_since.offset, recover_since.epoch]
+        params = {"channel": channel, "info": info, "data": data, "recover_since": since}
+        await self.send("subscribe", {"user": user, "client": client, **params})
+
+    async def unsubscribe(self, user: str, client: str, channel: str) -> None:
+        await self.send("unsubscribe", {"user": user, "client": client, "channel": channel})
+
+    async def refresh(
+        self, user: str, client: str, expired: bool = False, expire_at: float | None = None
+    ) -> None:
+        params = {"expired": expired, "expire_at": expire_at}
+        await self.send("refresh", {"user": user, "client": client, **params})
+
+    async def disconnect(
+        self, user: str, client: str, code: int, reason: str, whitelist: list[str] | None = None
+    ) -> None:
+        params = {"whitelist": whitelist or [], "code": int(code), "reason": reason}
+        await self.send("disconnect", {"user": user, "client": client, **params})
+
     async def channels(self, pattern: str = "") -> dict[str, int]:
         """Channels with subscribers on any node (matching `pattern`), with their
         number of subscribers; nodes that do not answer in time are left out.

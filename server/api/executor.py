@@ -142,52 +142,34 @@ class ApiExecutor:
     async def subscribe(self, params: Any) -> Result:
         request: SubscribeRequest = self._parse(SubscribeRequest, params)
         self._channel(request.channel)
-        since = request.recover_since
-        await self.commands.send(
-            "subscribe",
-            {
-                "user": request.user,
-                "client": request.client,
-                "channel": request.channel,
-                "info": request.info,
-                "data": request.data,
-                "recover_since": None if since is None else [since.offset, since.epoch],
-            },
+        await self.commands.subscribe(
+            request.user,
+            request.client,
+            request.channel,
+            request.info,
+            request.data,
+            request.recover_since,
         )
         return {}
 
     async def unsubscribe(self, params: Any) -> Result:
         request: UnsubscribeRequest = self._parse(UnsubscribeRequest, params)
         self._channel(request.channel)
-        await self.commands.send(
-            "unsubscribe",
-            {"user": request.user, "client": request.client, "channel": request.channel},
-        )
+        await self.commands.unsubscribe(request.user, request.client, request.channel)
         return {}
 
     async def disconnect(self, params: Any) -> Result:
         request: DisconnectRequest = self._parse(DisconnectRequest, params)
-        await self.commands.send(
-            "disconnect",
-            {
-                "user": request.user,
-                "client": request.client,
-                "whitelist": request.whitelist,
-                **request.disconnect,
-            },
+        reason = request.disconnect
+        await self.commands.disconnect(
+            request.user, request.client, reason["code"], reason["reason"], request.whitelist
         )
         return {}
 
     async def refresh(self, params: Any) -> Result:
         request: RefreshRequest = self._parse(RefreshRequest, params)
-        await self.commands.send(
-            "refresh",
-            {
-                "user": request.user,
-                "client": request.client,
-                "expired": request.expired,
-                "expire_at": request.expire_at or None,
-            },
+        await self.commands.refresh(
+            request.user, request.client, request.expired, request.expire_at or None
         )
         return {}
 
@@ -198,21 +180,11 @@ class ApiExecutor:
         return request.channel
 
     async def presence(self, params: Any) -> Result:
-        channel = self._presence_channel(params)
-        try:
-            clients = await self.node.presence.presence(channel)
-        except Exception as exc:
-            log.warning("presence of %r failed: %s", channel, exc)
-            raise ReplyError(ErrorCode.INTERNAL) from None
+        clients = await self.node.channel_presence(self._presence_channel(params))
         return {"presence": {cid: info.to_dict() for cid, info in clients.items()}}
 
     async def presence_stats(self, params: Any) -> Result:
-        channel = self._presence_channel(params)
-        try:
-            stats = await self.node.presence.presence_stats(channel)
-        except Exception as exc:
-            log.warning("presence stats of %r failed: %s", channel, exc)
-            raise ReplyError(ErrorCode.INTERNAL) from None
+        stats = await self.node.presence_stats(self._presence_channel(params))
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
     async def history(self, params: Any) -> Result:
