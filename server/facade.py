@@ -31,10 +31,9 @@ from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
 from server.api.pattern import compile_pattern
 from server.broker.base import HistoryResult, PresenceStats
-from server.config import ChannelOptions
 from server.errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
 from server.node import Node
-from server.protocol import ClientInfo, HistoryRequest, StreamPosition, validate_channel
+from server.protocol import ClientInfo, HistoryRequest, StreamPosition
 from server.web.app import make_app
 from server.web.health import ReadinessCheck
 from server.web.mount import Route, make_endpoint, mounted_endpoints, server_routes
@@ -206,11 +205,6 @@ class Server:
 
     # Channels ----------------------------------------------------------------
 
-    def _channel(self, channel: str) -> ChannelOptions:
-        """The options of a valid channel name (107, 106 too long, 102 no namespace)."""
-        validate_channel(channel, self.settings.client.max_channel_length)
-        return self.node.channel_options(channel)
-
     async def publish(
         self,
         channel: str,
@@ -225,7 +219,7 @@ class Server:
         `skip_history`). Returned means the broker took it and, for a persisted
         namespace, the log queued it. A repeated `idempotency_key` within
         `api.idempotency_window` returns the first one's position, delivered once."""
-        self._channel(channel)
+        self.node.checked_channel(channel)
         return await self.node.publish(
             channel,
             data,
@@ -278,13 +272,13 @@ class Server:
         `reverse`), at most `limit` and `client.history_max_limit` (-1: as many as
         that allows; 0: only the position). 108 where none are kept; 112 when
         `since` cannot be served exactly."""
-        self._channel(channel)
+        self.node.checked_channel(channel)
         query = self.node.history_query(HistoryRequest(channel, limit, since, reverse))
         return await self.node.history(channel, query)
 
     async def history_remove(self, channel: str) -> None:
         """Drop the publications the broker keeps for `channel`."""
-        self._channel(channel)
+        self.node.checked_channel(channel)
         await self.node.remove_history(channel)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
@@ -298,7 +292,7 @@ class Server:
         return await self.node.presence_stats(channel)
 
     def _presence_options(self, channel: str) -> None:
-        if not self._channel(channel).presence:
+        if not self.node.checked_channel(channel).presence:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
 
     async def channels(self, pattern: str = "") -> dict[str, int]:
@@ -335,12 +329,12 @@ class Server:
         """Subscribe `user`'s connections to `channel` (server-side): each gets a
         subscribe push with `data` (and what it missed since `recover_since`, where
         the channel recovers); `info` is its channel info in presence."""
-        self._channel(channel)
+        self.node.checked_channel(channel)
         await self._commands.subscribe(user, client_id, channel, info, data, recover_since)
 
     async def unsubscribe(self, user: str, channel: str, client_id: str = "") -> None:
         """Unsubscribe `user`'s connections from `channel`; each gets an unsubscribe push."""
-        self._channel(channel)
+        self.node.checked_channel(channel)
         await self._commands.unsubscribe(user, client_id, channel)
 
     async def refresh(

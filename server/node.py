@@ -34,7 +34,13 @@ from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from server.hub import Hub
 from server.logs import Repeated, temporary_failure
 from server.positions import SharedPositions
-from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
+from server.protocol import (
+    ClientInfo,
+    HistoryRequest,
+    Publication,
+    StreamPosition,
+    validate_channel,
+)
 from server.replies import ReplyBounds
 
 if TYPE_CHECKING:
@@ -217,6 +223,11 @@ class Node:
             raise ReplyError(ErrorCode.UNKNOWN_CHANNEL)
         return options
 
+    def checked_channel(self, channel: str) -> ChannelOptions:
+        """`channel_options` of a name from a client or the API (107, 106, 102)."""
+        validate_channel(channel, self.settings.client.max_channel_length)
+        return self.channel_options(channel)
+
     def history_options(self, options: ChannelOptions) -> HistoryOptions:
         """The broker options of a namespace: persisted ones (with a log configured)
         keep what the log has not stored, up to `persist.max_lag` publications."""
@@ -366,9 +377,8 @@ class Node:
     async def history_reply(
         self, request: HistoryRequest, bounds: ReplyBounds | None = None
     ) -> dict[str, Any]:
-        """The answer to a history request (a client's or the server API's), as
-        `history_query` bounds it; with `bounds` (a client's) read page by page up
-        to the reply's byte budget (see server/replies.py)."""
+        """The answer to a client's or the API's history request (`history_query`);
+        with a client's `bounds`, read page by page within them (server/replies.py)."""
         query = self.history_query(request)
         if bounds is not None:
             return await bounds.history(partial(self.history, request.channel), query)

@@ -34,9 +34,7 @@ from server.api.requests import (
     bad_request,
     parse,
 )
-from server.config import ChannelOptions
 from server.errors import ErrorCode, ReplyError
-from server.protocol import validate_channel
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -104,14 +102,10 @@ class ApiExecutor:
     def _parse(self, cls: type[Any], params: Any) -> Any:
         return parse(cls, params, self.limits)
 
-    def _channel(self, channel: str) -> ChannelOptions:
-        validate_channel(channel, self.node.settings.client.max_channel_length)
-        return self.node.channel_options(channel)
-
     # Methods -----------------------------------------------------------------
 
     async def _publish_to(self, channel: str, request: PublishRequest | BroadcastRequest) -> Result:
-        self._channel(channel)
+        self.node.checked_channel(channel)
         position = await self.node.publish(
             channel,
             request.data,
@@ -141,7 +135,7 @@ class ApiExecutor:
 
     async def subscribe(self, params: Any) -> Result:
         request: SubscribeRequest = self._parse(SubscribeRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         await self.commands.subscribe(
             request.user,
             request.client,
@@ -154,7 +148,7 @@ class ApiExecutor:
 
     async def unsubscribe(self, params: Any) -> Result:
         request: UnsubscribeRequest = self._parse(UnsubscribeRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         await self.commands.unsubscribe(request.user, request.client, request.channel)
         return {}
 
@@ -175,7 +169,7 @@ class ApiExecutor:
 
     def _presence_channel(self, params: Any) -> str:
         request: ChannelRequest = self._parse(ChannelRequest, params)
-        if not self._channel(request.channel).presence:
+        if not self.node.checked_channel(request.channel).presence:
             raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
         return request.channel
 
@@ -189,12 +183,12 @@ class ApiExecutor:
 
     async def history(self, params: Any) -> Result:
         request: HistoryRequest = self._parse(HistoryRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         return await self.node.history_reply(request)
 
     async def history_remove(self, params: Any) -> Result:
         request: ChannelRequest = self._parse(ChannelRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         await self.node.remove_history(request.channel)
         return {}
 
@@ -202,14 +196,14 @@ class ApiExecutor:
         """Our extension: the state new subscribers of a `retained` namespace get
         until the channel's next publication."""
         request: StateRequest = self._parse(StateRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         await self.node.set_retained_state(request.channel, request.data)
         return {}
 
     async def state_get(self, params: Any) -> Result:
         """Our extension: the retained state (`publication`, absent when none)."""
         request: ChannelRequest = self._parse(ChannelRequest, params)
-        self._channel(request.channel)
+        self.node.checked_channel(request.channel)
         state = await self.node.retained_state(request.channel)
         return {} if state is None else {"publication": state.to_dict()}
 

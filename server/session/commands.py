@@ -44,7 +44,6 @@ from server.protocol import (
     encode_reply,
     parse_request,
     reply_overhead,
-    validate_channel,
 )
 from server.replies import ReplyBounds
 from server.session.hook_calls import (
@@ -75,11 +74,6 @@ Handler = Callable[["Session", Command], Awaitable[dict[str, Any] | Answer | Non
 
 def _parse(session: Session, request_type: type[Any], command: Command) -> Any:
     return parse_request(request_type, command.params, session.settings.client.max_data_depth)
-
-
-def _channel(session: Session, channel: str) -> ChannelOptions:
-    validate_channel(channel, session.settings.client.max_channel_length)
-    return session.node.channel_options(channel)
 
 
 def _check_allowed(session: Session, channel: str, options: ChannelOptions, allowed: bool) -> None:
@@ -133,7 +127,12 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
     if len(channels) > client_settings.max_channels:
         raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
     server_subs = [
-        (ch, _channel(session, ch), _recovery(session, request.subs, ch), hooked_subs.get(ch))
+        (
+            ch,
+            session.node.checked_channel(ch),
+            _recovery(session, request.subs, ch),
+            hooked_subs.get(ch),
+        )
         for ch in channels
     ]
     session.accept(user, claims.info, request.name)
@@ -229,7 +228,7 @@ async def subscribe(session: Session, command: Command) -> Answer | None:
     permissions; without one, the namespace decides."""
     request: SubscribeRequest = _parse(session, SubscribeRequest, command)
     channel = request.channel
-    options = _channel(session, channel)
+    options = session.node.checked_channel(channel)
     app = session.node.app
     hooks = app.hook_for(HookPoint.SUBSCRIBING, options, token=bool(request.token))
     claims = None
@@ -297,7 +296,7 @@ async def publish(session: Session, command: Command) -> dict[str, Any]:
     the namespace says, and may replace the data or skip history (no offset)."""
     request: PublishRequest = _parse(session, PublishRequest, command)
     channel, data, skip_history = request.channel, request.data, False
-    options = _channel(session, channel)
+    options = session.node.checked_channel(channel)
     app = session.node.app
     hooks = app.hook_for(HookPoint.PUBLISHING, options)
     if hooks is None:
@@ -313,7 +312,7 @@ async def publish(session: Session, command: Command) -> dict[str, Any]:
 
 async def history(session: Session, command: Command) -> dict[str, Any]:
     request: HistoryRequest = _parse(session, HistoryRequest, command)
-    options = _channel(session, request.channel)
+    options = session.node.checked_channel(request.channel)
     _check_allowed(session, request.channel, options, options.allow_history)
     bounds = ReplyBounds(
         session.encoding,
@@ -325,7 +324,7 @@ async def history(session: Session, command: Command) -> dict[str, Any]:
 
 
 def _presence_channel(session: Session, channel: str) -> None:
-    options = _channel(session, channel)
+    options = session.node.checked_channel(channel)
     if not options.presence:
         raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no presence")
     _check_allowed(session, channel, options, options.allow_presence)

@@ -80,6 +80,10 @@ class NodePort(Protocol):
         """The channel's namespace options; ReplyError(102) for an unknown namespace."""
         ...
 
+    def checked_channel(self, channel: str) -> ChannelOptions:
+        """The options of a channel name a client sent (107, 106, 102 when not valid)."""
+        ...
+
     @property
     def want_flush(self) -> Callable[[Outlet], None]:
         """Schedules an outbox's flush (the hub's flush pass)."""
