@@ -16,15 +16,11 @@ from typing import TYPE_CHECKING
 from server.app.hooks import SourceFactory
 from server.app.occupancy import ChannelHandler, OccupancyService
 from server.app.sources import SourceRunner
-from server.broker.base import Broker
-from server.broker.leases import Leases
-from server.broker.memory import MemoryBroker
-from server.broker.occupancy import MemoryOccupancy, OccupancyStore
 
 if TYPE_CHECKING:
     from server.node import Node
 
-__all__ = ["ChannelServices", "attach", "backend_of"]
+__all__ = ["ChannelServices", "attach"]
 
 
 class ChannelServices:
@@ -57,20 +53,6 @@ class ChannelServices:
             await self.occupancy.close()
 
 
-def backend_of(broker: Broker) -> tuple[OccupancyStore, Leases]:
-    """The occupancy store and leases kept where `broker` keeps its channels."""
-    if isinstance(broker, MemoryBroker):
-        return MemoryOccupancy(), broker.leases
-    from server.broker.redis import RedisBroker
-    from server.broker.redis_leases import RedisLeases
-    from server.broker.redis_occupancy import RedisOccupancy
-
-    if isinstance(broker, RedisBroker):
-        client, prefix = broker.client, broker.prefix
-        return RedisOccupancy(client, prefix), RedisLeases(client, prefix)
-    raise TypeError(f"no channel occupancy on a {type(broker).__name__}")
-
-
 def attach(
     node: Node,
     on_occupied: ChannelHandler | None = None,
@@ -81,7 +63,7 @@ def attach(
     started); None when nothing is. ValueError names a malformed source pattern."""
     if on_occupied is None and on_vacated is None and not sources:
         return None
-    store, leases = backend_of(node.broker)
+    store, leases = node.broker.channel_stores()
     member = node.cluster.uid
     app = node.settings.app
     occupancy: OccupancyService | None = None

@@ -12,9 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.protocol import ClientInfo, Publication, StreamPosition
+
+if TYPE_CHECKING:
+    from server.broker.leases import Leases
+    from server.broker.occupancy import OccupancyStore
 
 __all__ = [
     "FENCED",
@@ -129,6 +133,12 @@ class Broker(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    def channel_stores(self) -> tuple[OccupancyStore, Leases]:
+        """Channel occupancy and channel leases, kept where this broker keeps its
+        channels (server/app/channel_services.py uses them); fenced publishes
+        check these leases. NotImplementedError where the broker keeps none."""
+        raise NotImplementedError(f"no channel occupancy on a {type(self).__name__}")
 
     @abstractmethod
     async def ping(self) -> None:

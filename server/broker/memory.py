@@ -25,7 +25,8 @@ from server.broker.base import (
     LogState,
     PresenceManager,
 )
-from server.broker.leases import MemoryLeases
+from server.broker.leases import Leases, MemoryLeases
+from server.broker.occupancy import MemoryOccupancy, OccupancyStore
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
 
@@ -92,6 +93,9 @@ class MemoryBroker(Broker):
 
     async def ping(self) -> None:
         return None  # in this process: always there
+
+    def channel_stores(self) -> tuple[OccupancyStore, Leases]:
+        return MemoryOccupancy(), self.leases
 
     async def subscribe(self, channels: Sequence[str]) -> None:
         self._subscribed.update(channels)

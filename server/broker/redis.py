@@ -40,8 +40,11 @@ from server.broker.base import (
     HistoryResult,
     LogState,
 )
+from server.broker.leases import Leases
 from server.broker.memory import LOG_BEHIND, new_epoch
-from server.broker.redis_leases import lease_key
+from server.broker.occupancy import OccupancyStore
+from server.broker.redis_leases import RedisLeases, lease_key
+from server.broker.redis_occupancy import RedisOccupancy
 from server.broker.redis_presence import RedisPresence
 from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
 from server.broker.redis_scripts import (
@@ -253,6 +256,9 @@ class RedisBroker(Broker):
     async def ping(self) -> None:
         """PING over the command connections (bounded by their timeouts)."""
         await self.client.ping()
+
+    def channel_stores(self) -> tuple[OccupancyStore, Leases]:
+        return RedisOccupancy(self.client, self.prefix), RedisLeases(self.client, self.prefix)
 
     def reconnect_checked(self) -> None:
         self._restarts.confirm()
