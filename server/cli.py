@@ -31,6 +31,7 @@ from typing import Any
 from tornado.netutil import bind_sockets
 
 from server import gc_tuning
+from server.app.layer import check_points
 from server.auth.tokens import TokenVerifier
 from server.compose import build, proxy_hooks, python_hooks
 from server.config import ConfigError, Settings, load_settings
@@ -85,7 +86,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config, flags=flags)
     configure_logging(settings.log)  # before the checks below, which may warn
     _check_urls(settings)
-    python_hooks(settings)  # [app] handlers imports, and agrees with [proxy]
+    check_points(python_hooks(settings), settings)  # [app] handlers imports, agrees with [proxy]
     proxy_hooks(settings)  # [proxy] endpoints are http(s) URLs, its CA file reads
     if (
         not TokenVerifier.from_settings(settings.auth).enabled

@@ -16,7 +16,7 @@ from server.api.cluster_commands import ClusterCommands
 from server.api.keys import ApiKeyChecker
 from server.app.channel_services import attach
 from server.app.hooks import HookPoint, Hooks
-from server.app.layer import AppLayer, check_points
+from server.app.layer import AppLayer
 from server.app.proxy import ProxyHooks
 from server.app.python_hooks import PythonHooks, load_app
 from server.auth.tokens import TokenVerifier
@@ -102,12 +102,11 @@ def app_layer(
 
 def python_hooks(settings: Settings, app: object | None = None) -> PythonHooks | None:
     """The hooks of `app`, or of the object `[app] handlers` names (None: neither);
-    ConfigError for a bad `[app] handlers` or a point also given a proxy endpoint."""
+    ConfigError for a bad `[app] handlers`. (`AppLayer` refuses a point also given
+    a proxy endpoint: `check_points`.)"""
     if app is None and settings.app.handlers:
         app = load_app(settings.app.handlers)
-    python = PythonHooks(app) if app is not None else None
-    check_points(python, settings)
-    return python
+    return PythonHooks(app) if app is not None else None
 
 
 def proxy_hooks(settings: Settings) -> ProxyHooks | None:

@@ -12,6 +12,7 @@ holds the notifications `app` has (`connected`, `disconnected`, `subscribed`,
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
@@ -44,10 +45,12 @@ Notification = Callable[..., Awaitable[Any]]
 _KEY = "app.handlers"
 
 
+@functools.cache
 def load_app(spec: str) -> object:
     """The object `spec` ("package.module:object", dots allowed after the colon)
-    names (a class is instantiated, without arguments); ConfigError naming
-    `app.handlers` when it cannot be found, imported or instantiated."""
+    names (a class is instantiated, without arguments: once per process, however
+    often it is asked for); ConfigError naming `app.handlers` when it cannot be
+    found, imported or instantiated."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise ConfigError(f"{_KEY}: expected 'package.module:object', got {spec!r}")
