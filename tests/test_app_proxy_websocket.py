@@ -42,6 +42,7 @@ NAMESPACES = {
     "plain": {"allow_anonymous": True, "allow_publish": True},
 }
 pytestmark = pytest.mark.settings(namespaces=NAMESPACES)
+BACKEND_REQUESTS = 4  # proxy.max_connections here
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ def backend(node: Node, io_loop: IOLoop) -> Iterator[ProxyBackend]:
             "http_headers": ["Cookie", "Authorization"],
             "timeout": 1.0 * TIMEOUT_SCALE,
             "refresh_retry_interval": 0.1,
+            "max_connections": BACKEND_REQUESTS,
         }
     )
     hooks = proxy_hooks(settings)
@@ -387,6 +389,31 @@ async def test_the_python_sdk_connects_subscribes_and_calls_through_the_proxy(
         assert [s.user for s in node.hub.sessions()] == ["bob"]
     finally:
         await client.disconnect()
+
+
+# Attacks --------------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_connect_storm_sends_the_backend_at_most_max_connections_requests_at_once(
+    ws_url: str, backend: ProxyBackend
+):
+    hold = backend.slow("connect")
+    clients = [await _open(ws_url) for _ in range(3 * BACKEND_REQUESTS)]
+    try:
+        for client in clients:
+            await client.send({"id": 1, "connect": {}})
+        await until(lambda: len(backend.requests("connect")) == BACKEND_REQUESTS)
+        await asyncio.sleep(0.2 * TIMEOUT_SCALE)  # the others wait for a slot
+        assert len(backend.requests("connect")) == BACKEND_REQUESTS
+        hold.set()
+        replies = [await client.reply(1) for client in clients]
+        assert all("error" not in reply for reply in replies), replies
+        assert len(backend.requests("connect")) == len(clients)
+    finally:
+        hold.set()
+        for client in clients:
+            client.close()
 
 
 # Start-up -------------------------------------------------------------------------------
