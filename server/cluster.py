@@ -13,6 +13,10 @@ Promises:
 - `survey(op, params, timeout)` asks every node (this one included) and
   returns the answers, keyed by node id, once every node known when it was
   asked has answered, or when `timeout` passes (with the answers so far).
+- `request(node, op, params, timeout)` asks one node (any node id, known here
+  or not) and returns its answer; TimeoutError when none came in time.
+- `heard_itself` turns true once this node's own announcement came back
+  through the broker: every node sharing it has heard it then (readiness).
 
 Messages are msgpack arrays `[kind, sender id, body]`. A message that cannot be
 read is logged and dropped: the control stream is shared, never trusted to crash
@@ -38,7 +42,7 @@ __all__ = ["Cluster", "CommandHandler", "SurveyHandler"]
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE, LEAVE, COMMAND, SURVEY, SURVEY_REPLY = range(5)
+ANNOUNCE, LEAVE, COMMAND, SURVEY, SURVEY_REPLY, REQUEST, REQUEST_REPLY = range(7)
 NODE_TTL_INTERVALS = 3
 
 SurveyHandler = Callable[[dict[str, Any]], Any]
@@ -83,6 +87,8 @@ class Cluster:
         self._spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]] = _create_task
         self._nodes: dict[str, tuple[dict[str, Any], float]] = {}  # uid -> (info, expires)
         self._surveys: dict[str, _Survey] = {}
+        self._requests: dict[str, asyncio.Future[Any]] = {}
+        self.heard_itself = False
         self._announcer: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -166,6 +172,26 @@ class Cluster:
         finally:
             del self._surveys[survey_id]
 
+    async def request(self, node: str, op: str, params: dict[str, Any], timeout: float) -> Any:
+        """Node `node`'s answer to `op` (see the module's promises)."""
+        request_id = uuid.uuid4().hex
+        answer = self._requests[request_id] = asyncio.get_running_loop().create_future()
+        try:
+            body = {"id": request_id, "to": node, "op": op, "params": params}
+            await self._send(REQUEST, body)
+            return await asyncio.wait_for(answer, timeout)
+        finally:
+            del self._requests[request_id]
+
+    async def check_heard(self) -> None:
+        """A readiness check: raises until this node's announcement came back."""
+        if not self.heard_itself:
+            raise LookupError("this node's announcement has not come back yet")
+
+    def knows(self, node: str) -> bool:
+        """Whether `node` is this node or one heard from lately."""
+        return node == self.uid or node in self._nodes
+
     # Receiving ---------------------------------------------------------------
 
     def handle(self, data: bytes) -> None:
@@ -179,7 +205,9 @@ class Cluster:
 
     def _dispatch(self, kind: int, sender: str, body: dict[str, Any]) -> None:
         if kind == ANNOUNCE:
-            if sender != self.uid:
+            if sender == self.uid:
+                self.heard_itself = True
+            else:
                 known = sender in self._nodes
                 self._nodes[sender] = (body, time.monotonic() + self._ttl)
                 if not known:
@@ -190,6 +218,13 @@ class Cluster:
             self._on_command(str(body["name"]), dict(body["params"]))
         elif kind == SURVEY:
             self._spawn(self._answer(sender, body))
+        elif kind == REQUEST:
+            if body.get("to") == self.uid:
+                self._spawn(self._answer(sender, body, REQUEST_REPLY))
+        elif kind == REQUEST_REPLY:
+            answer = self._requests.get(body.get("id", ""))
+            if answer is not None and body.get("to") == self.uid and not answer.done():
+                answer.set_result(body.get("result"))
         elif kind == SURVEY_REPLY:
             survey = self._surveys.get(body.get("id", ""))
             if survey is not None and body.get("to") == self.uid:
@@ -197,12 +232,12 @@ class Cluster:
                 if survey.expected <= survey.answers.keys():
                     survey.done.set()
 
-    async def _answer(self, sender: str, body: dict[str, Any]) -> None:
+    async def _answer(self, sender: str, body: dict[str, Any], kind: int = SURVEY_REPLY) -> None:
         handler = self._survey_handlers.get(body.get("op", ""))
         result = None if handler is None else handler(dict(body.get("params") or {}))
         reply = {"id": body.get("id", ""), "to": sender, "result": result}
         try:
-            await self._send(SURVEY_REPLY, reply)
+            await self._send(kind, reply)
         except Exception as exc:
             log.warning("survey answer not sent: %s", exc)
 

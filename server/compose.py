@@ -136,7 +136,8 @@ def build(settings: Settings, app: object | None = None) -> Server:
             store, settings.persist, spill_dir(settings), settings.log.repeat_interval
         )
     node = build_node(settings, durable=durable, app=app, proxy=proxy_hooks(settings))
-    readiness: dict[str, ReadinessCheck] = {}
+    # Known cluster-wide first: /emulation requests for this node are forwarded then.
+    readiness: dict[str, ReadinessCheck] = {"cluster": node.cluster.check_heard}
     if settings.broker.type == "redis":
         readiness["redis"] = node.broker.ping
     if store is not None:

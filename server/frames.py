@@ -59,6 +59,7 @@ class WebSocketFraming:
     text for JSON (newline-delimited when there are several)."""
 
     name = "websocket"
+    unidirectional = False
 
     def frame(self, messages: Sequence[bytes], encoding: Encoding) -> Frame:
         payload = messages[0] if len(messages) == 1 else join_frame(messages, encoding)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.protocol import ClientInfo, Publication, encode, push
+from server.protocol import ClientInfo, Encoding, Publication, encode, push
 from server.transport import Frame, Variant
 
 __all__ = ["BIG_FLUSH", "ChannelListener", "Connection", "Hub", "Outlet", "Subscriber"]
@@ -166,11 +166,15 @@ class Hub(Generic[C, S]):
         # Iterate over a copy: a delivery may end a slow connection, which unsubscribes it.
         subs = tuple(self._channels[channel])
         frames: dict[Variant, Frame] = {}
+        encoded: dict[Encoding, bytes] = {}  # variants of one encoding share its bytes
         for subscriber in subs:
             frame = frames.get(subscriber.variant)
             if frame is None:
                 variant = subscriber.variant
-                frame = frames[variant] = variant.frame((encode(message, variant.encoding),))
+                data = encoded.get(variant.encoding)
+                if data is None:
+                    data = encoded[variant.encoding] = encode(message, variant.encoding)
+                frame = frames[variant] = variant.frame((data,))
             if pub is None:
                 subscriber.deliver(channel, frame)
             else:

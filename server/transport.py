@@ -34,6 +34,10 @@ class Framing(Protocol):
     instance per kind, shared by every connection of that kind."""
 
     name: str
+    """The transport's name (also its metrics label): websocket, http_stream, sse, ..."""
+    unidirectional: bool
+    """Carries only pushes, unwrapped (Centrifugo's unidirectional protocol): the
+    session reads one connect request and answers it with a connect push."""
 
     def frame(self, messages: Sequence[bytes], encoding: Encoding) -> Frame:
         """`messages` (at least one, each encoded in `encoding`), in order, as one
@@ -85,6 +89,9 @@ class Transport(Protocol):
     """False for a transport that cannot say why it closes (SSE, HTTP streaming):
     the session then ends every connection with a disconnect push, even where a
     WebSocket would carry the code in its close frame alone."""
+
+    connect_fields: Mapping[str, str]
+    """Added to the connect reply: an emulated transport's `session` and `node`."""
 
     def write(self, messages: Sequence[bytes], framed: Frame | None = None) -> int:
         """Write encoded `messages` (not kept), in order, as `variant` frames them,

@@ -76,7 +76,7 @@ async def test_healthz_answers_ok(fetch: Any):
 async def test_readyz_answers_ok_when_redis_and_mongo_answer(fetch: Any):
     status, body = await fetch("/readyz")
     assert status == 200
-    assert body == {"status": "ok", "checks": {"redis": "ok", "mongo": "ok"}}
+    assert body == {"status": "ok", "checks": {"cluster": "ok", "redis": "ok", "mongo": "ok"}}
 
 
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)

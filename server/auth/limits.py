@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from enum import Enum
 
-__all__ = ["CommandLimiter", "ConnectionCounter", "Verdict"]
+__all__ = ["AddressRates", "CommandLimiter", "ConnectionCounter", "Verdict"]
 
 
 class Verdict(Enum):
@@ -83,3 +83,34 @@ class ConnectionCounter:
 
     def count(self, key: str) -> int:
         return self._counts.get(key, 0)
+
+
+class AddressRates:
+    """A token bucket per address: `rate` requests per second, bursts of `burst`
+    (0 rate: no limit). Addresses whose bucket is full again are forgotten, so
+    the table holds only those that sent lately (at most `max_addresses`; the
+    oldest is forgotten past it)."""
+
+    def __init__(self, rate: float, burst: int, max_addresses: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._max = max_addresses
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def allow(self, address: str, now: float) -> bool:
+        """Take one request for `address`; False when its bucket is empty."""
+        if not self.rate:
+            return True
+        tokens, at = self._buckets.pop(address, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if tokens < self.burst:  # a full bucket is the default: not kept
+            if len(self._buckets) >= self._max:
+                self._buckets.pop(next(iter(self._buckets)))
+            self._buckets[address] = (tokens, now)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -59,9 +59,13 @@ class OriginPolicy:
     def allows(self, origin: str, host: str | None, scheme: str = "http") -> bool:
         """Whether a handshake with `Origin: origin` may open, given the request's
         `Host` header and the scheme the client used."""
+        return self._any or self.credentials_for(origin, host, scheme)
+
+    def credentials_for(self, origin: str, host: str | None, scheme: str = "http") -> bool:
+        """Whether `origin` is allowed other than by `*` alone: the same origin,
+        or one the list names (exactly or by a pattern). CORS grants credentials
+        only to these (server.web.cors)."""
         origin = origin.strip().lower()
-        if self._any:
-            return True
         if host:
             scheme_of_origin, sep, netloc = origin.partition("://")
             mine = _origin_of(scheme.lower(), host.strip().lower())

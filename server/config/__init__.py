@@ -19,6 +19,7 @@ from server.config.settings import (
     ServerSettings,
     Settings,
     StatsSettings,
+    TransportsSettings,
 )
 
 __all__ = [
@@ -40,5 +41,6 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "StatsSettings",
+    "TransportsSettings",
     "load_settings",
 ]

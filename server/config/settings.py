@@ -334,6 +334,27 @@ class ProxySettings:
         return str(getattr(self, f"{point}_endpoint"))
 
 
+@dataclass(frozen=True, slots=True)
+class TransportsSettings:
+    """The endpoints besides `/connection/websocket` (server/web/streams.py).
+    The bidirectional ones (with `/emulation`) are on unless turned off; the
+    unidirectional ones are off unless turned on. All of them speak JSON only."""
+
+    http_stream: bool = True  # POST /connection/http_stream (+ /emulation)
+    sse: bool = True  # GET /connection/sse (+ /emulation)
+    uni_sse: bool = False  # GET /connection/uni_sse
+    uni_http_stream: bool = False  # POST /connection/uni_http_stream
+    uni_websocket: bool = False  # /connection/uni_websocket
+    # A connect body (http_stream, uni_http_stream) or an /emulation body over this: 413.
+    max_request_body_bytes: int = field(default=65536, metadata=_range(64, 16 * 1048576))
+    # /emulation requests per second from one address (a burst of twice that); 0: no limit.
+    emulation_rate: float = field(default=50.0, metadata=_range(0))
+    # One /emulation request waits this long for the instance holding its stream.
+    emulation_timeout: float = field(default=3.0, metadata=_range(0.01))
+    # CORS preflight answers may be cached by browsers this long (seconds).
+    cors_max_age: int = field(default=600, metadata=_range(0))
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "client": ClientSettings,
@@ -349,6 +370,7 @@ SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "app": AppSettings,
     "proxy": ProxySettings,
+    "transports": TransportsSettings,
 }
 
 
@@ -369,6 +391,7 @@ class Settings:
     log: LogSettings = LogSettings()
     app: AppSettings = AppSettings()
     proxy: ProxySettings = ProxySettings()
+    transports: TransportsSettings = TransportsSettings()
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
         """Options of the channel's namespace; None when the namespace is unknown."""

@@ -53,6 +53,7 @@ from server.session.hook_calls import (
     refresh_subscription,
 )
 from server.session.subscriptions import Subscription
+from server.session.unidirectional import requested_subscriptions
 
 if TYPE_CHECKING:
     from server.session.session import Session
@@ -121,6 +122,12 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         connect_data = answer.data
     assert claims is not None
     user, channels = claims.user, claims.channels
+    if session.variant.framing.unidirectional:  # its `subs` name channels to subscribe
+        requested = await requested_subscriptions(session, request.subs, user)
+        if session.is_closed:
+            return None
+        hooked_subs = {**requested, **hooked_subs}
+        channels = tuple(dict.fromkeys([*channels, *requested]))
     per_user = client_settings.max_connections_per_user
     if user and per_user and session.node.count_user_sessions(user) >= per_user:
         raise Disconnect(DisconnectCode.CONNECTION_LIMIT)
@@ -141,8 +148,10 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         "client": session.client_id,
         "version": session.node.version,
         "ping": max(1, math.ceil(client_settings.ping_interval)),
-        "pong": True,
+        **session.transport.connect_fields,
     }
+    if not session.variant.framing.unidirectional:
+        result["pong"] = True  # answer pings (a unidirectional client cannot)
     if connect_data is not None:
         result["data"] = connect_data
     if hooks is not None and claims.expires_at is not None:

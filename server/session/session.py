@@ -53,6 +53,7 @@ from server.protocol import (
     parse_command,
     push,
 )
+from server.session import unidirectional
 from server.session.commands import HANDLERS, Answer
 from server.session.hook_calls import client_of
 from server.session.outbox import Outbox
@@ -85,9 +86,8 @@ class Session:
     __slots__ = (
         "_limiter",
         "_loop",
-        "_ping_handle",
         "_pong_handle",
-        "_stale_handle",
+        "_timer",
         "client_id",
         "conn_info",
         "encoding",
@@ -144,11 +144,9 @@ class Session:
         )
         self.subscriptions = Subscriptions(node, self.outbox, settings, self.client_id)
         self._loop = asyncio.get_running_loop()
-        self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_handle: asyncio.TimerHandle | None = None
-        self._stale_handle: asyncio.TimerHandle | None = self._loop.call_later(
-            limits.stale_timeout, self._on_stale
-        )
+        # Connecting: the stale deadline; connected: the next ping.
+        self._timer = self._loop.call_later(limits.stale_timeout, self._on_stale)
         self.expiry = access.Expiry(
             self._loop,
             settings.auth.expired_close_delay,
@@ -187,7 +185,12 @@ class Session:
         if self.state is State.CLOSED:
             return
         try:
-            messages = decode_frame(data, self.encoding)
+            if not self.variant.framing.unidirectional:
+                messages = decode_frame(data, self.encoding)
+            elif self.state is State.CONNECTING:  # its one message; later ones are ignored
+                messages = [unidirectional.connect_message(data, self.encoding)]
+            else:
+                return
         except ProtocolError as exc:
             log.debug("client %s: %s", self.client_id, exc, extra=self._log_context)
             self.disconnect(Disconnect(DisconnectCode.BAD_REQUEST))
@@ -249,7 +252,10 @@ class Session:
             await self._after_reply(command, then)
 
     def _reply(self, command: Command, result: dict[str, Any]) -> None:
-        data = encode_reply(command.id, command.method, result, self.encoding)
+        if self.variant.framing.unidirectional:  # only ever the connect: as a push
+            data = unidirectional.connect_push(result, self.encoding)
+        else:
+            data = encode_reply(command.id, command.method, result, self.encoding)
         if len(data) > self.outbox.budget:  # it could never be sent: say so instead
             log.info(
                 "client %s: %s reply of %d bytes is over client.max_unsent_bytes",
@@ -265,7 +271,9 @@ class Session:
 
     def _reply_error(self, command: Command, method: str, error: ReplyError) -> None:
         self.metrics.command_errors.labels(method, int(error.code)).inc()
-        if command.id:
+        if self.variant.framing.unidirectional:  # no error replies: a disconnect push
+            self.disconnect(unidirectional.disconnect_for(error))
+        elif command.id:
             self.outbox.send(error_reply(command.id, error))
 
     async def _after_reply(self, command: Command, then: Callable[[], Awaitable[None]]) -> None:
@@ -288,10 +296,9 @@ class Session:
         self.user, self.conn_info, self.name = user, conn_info, name
         self.subscriptions.identify(user, conn_info)
         self.state = State.CONNECTED
-        self._cancel(self._stale_handle)
-        self._stale_handle = None
+        self._timer.cancel()
         self.node.add_session(self)
-        self._ping_handle = self._loop.call_later(self.settings.client.ping_interval, self._ping)
+        self._timer = self._loop.call_later(self.settings.client.ping_interval, self._ping)
         app = self.node.app
         if app.notifies("subscribed") or app.notifies("unsubscribed"):
             self.subscriptions.listener = self
@@ -355,29 +362,24 @@ class Session:
     # Liveness ----------------------------------------------------------------
 
     def _on_stale(self) -> None:
-        self._stale_handle = None
         if self.state is State.CONNECTING:
             self.disconnect(Disconnect(DisconnectCode.STALE))
 
     def _ping(self) -> None:
         interval = self.settings.client
         self.outbox.send(PING)
-        if self._pong_handle is None:
+        if self._pong_handle is None and not self.variant.framing.unidirectional:
             self._pong_handle = self._loop.call_later(interval.pong_timeout, self._on_no_pong)
-        self._ping_handle = self._loop.call_later(interval.ping_interval, self._ping)
+        self._timer = self._loop.call_later(interval.ping_interval, self._ping)
 
     def _on_pong(self) -> None:
-        self._cancel(self._pong_handle)
-        self._pong_handle = None
+        if self._pong_handle is not None:
+            self._pong_handle.cancel()
+            self._pong_handle = None
 
     def _on_no_pong(self) -> None:
         self._pong_handle = None
         self.disconnect(Disconnect(DisconnectCode.NO_PONG))
-
-    @staticmethod
-    def _cancel(handle: asyncio.TimerHandle | None) -> None:
-        if handle is not None:
-            handle.cancel()
 
     @property
     def _log_context(self) -> dict[str, str]:
@@ -433,13 +435,8 @@ class Session:
         self.state = State.CLOSED
         self.metrics.connection_closed()
         self.outbox.close()
-        for handle in (
-            self._stale_handle,
-            self._ping_handle,
-            self._pong_handle,
-        ):
-            self._cancel(handle)
-        self._stale_handle = self._ping_handle = self._pong_handle = None
+        self._timer.cancel()
+        self._on_pong()
         self.expiry.cancel()
         if was_connected:
             self.node.remove_session(self)

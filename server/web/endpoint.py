@@ -1,13 +1,13 @@
-"""What the WebSocket endpoint shares between its handshake paths and its
-connections: the node, the origin policy, the per-address cap, and the registry
-of open connections that shutdown closes.
+"""What the client endpoints share between their handshake paths and their
+connections: the node, the origin policy, the per-address cap, the registry
+of open connections that shutdown closes, and the emulated streams by session.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tornado.web import Application
 
@@ -17,22 +17,28 @@ from server.auth.proxies import TrustedProxies
 from server.node import Node
 
 if TYPE_CHECKING:
-    from server.web.websocket_transport import Connection
+    from server.web.stream_transport import StreamConnection
 
-__all__ = ["Endpoint", "LiveConnections", "close_websockets", "endpoint_of"]
+__all__ = ["Endpoint", "LiveConnections", "Streams", "close_websockets", "endpoint_of"]
+
+
+class Live(Protocol):
+    """An open client connection (WebSocket or stream)."""
+
+    def abort(self) -> None: ...
 
 
 class LiveConnections:
-    """An app's open WebSocket connections: after the handshake Tornado no longer
+    """An app's open client connections: after the handshake Tornado no longer
     knows them, so shutdown closes them through this."""
 
     def __init__(self) -> None:
-        self._live: set[Connection] = set()
+        self._live: set[Live] = set()
 
-    def add(self, connection: Connection) -> None:
+    def add(self, connection: Live) -> None:
         self._live.add(connection)
 
-    def discard(self, connection: Connection) -> None:
+    def discard(self, connection: Live) -> None:
         self._live.discard(connection)
 
     async def close_all(self, grace: float = 1.0) -> None:
@@ -46,6 +52,27 @@ class LiveConnections:
         await asyncio.sleep(0)  # aborted transports close their sockets on the next pass
 
 
+class Streams:
+    """This process's emulated streams (http_stream, sse) by their session secret,
+    which /emulation requests name."""
+
+    def __init__(self) -> None:
+        self._by_secret: dict[str, StreamConnection] = {}
+
+    def add(self, secret: str, stream: StreamConnection) -> None:
+        self._by_secret[secret] = stream
+
+    def discard(self, secret: str, stream: StreamConnection) -> None:
+        if self._by_secret.get(secret) is stream:
+            del self._by_secret[secret]
+
+    def get(self, secret: str) -> StreamConnection | None:
+        return self._by_secret.get(secret)
+
+    def __len__(self) -> int:
+        return len(self._by_secret)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What the WebSocket endpoint needs, shared by its handler and the fast path
@@ -56,6 +83,7 @@ class Endpoint:
     origins: OriginPolicy
     connections: ConnectionCounter = field(default_factory=lambda: ConnectionCounter(0))
     live: LiveConnections = field(default_factory=LiveConnections)
+    streams: Streams = field(default_factory=Streams)
     proxies: TrustedProxies = field(init=False)
 
     def __post_init__(self) -> None:

@@ -20,16 +20,21 @@ from tornado.web import Application, RequestHandler
 
 from server.api.executor import ApiExecutor
 from server.api.keys import ApiKeyChecker
-from server.auth.limits import ConnectionCounter
+from server.auth.limits import AddressRates, ConnectionCounter
 from server.auth.origin import OriginPolicy
 from server.node import Node
 from server.web.api import ApiHandler
+from server.web.emulation import EMULATION_PATH, EmulationHandler, serve_emulation
 from server.web.endpoint import Endpoint
 from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
 from server.web.metrics import MetricsHandler
+from server.web.stream_framing import UNI_WEBSOCKET
+from server.web.streams import STREAM_PATHS, StreamHandler
 from server.web.websocket import WEBSOCKET_PATH, ClientWebSocketHandler
 
-__all__ = ["Route", "make_endpoint", "mounted_endpoints", "server_routes"]
+__all__ = ["Route", "make_endpoint", "mounted_endpoints", "server_routes", "transport_routes"]
+
+UNI_WEBSOCKET_PATH = "/connection/uni_websocket"
 
 Route = tuple[str, type[RequestHandler], dict[str, Any]]
 """One URL rule as `tornado.web.Application` takes it: pattern, handler, its arguments."""
@@ -64,11 +69,31 @@ def server_routes(
     ready = {"checks": checks, "draining": lambda: node.draining}
     return [
         (WEBSOCKET_PATH, ClientWebSocketHandler, {"endpoint": endpoint}),
+        *transport_routes(endpoint),
         (r"/api/?(.*)", ApiHandler, api),
         (r"/healthz", HealthHandler, {}),
         (r"/readyz", ReadyHandler, ready),
         (r"/metrics", MetricsHandler, {"node": node}),
     ]
+
+
+def transport_routes(endpoint: Endpoint) -> list[Route]:
+    """The endpoints `[transports]` turns on, and `/emulation` with the
+    bidirectional streams (whose cluster requests the node then answers)."""
+    transports = endpoint.node.settings.transports
+    routes: list[Route] = [
+        (path, StreamHandler, {"endpoint": endpoint, "framing": framing})
+        for path, framing in STREAM_PATHS.items()
+        if getattr(transports, framing.name)
+    ]
+    if transports.uni_websocket:
+        uni = {"endpoint": endpoint, "framing": UNI_WEBSOCKET}
+        routes.append((UNI_WEBSOCKET_PATH, ClientWebSocketHandler, uni))
+    if transports.http_stream or transports.sse:
+        rates = AddressRates(transports.emulation_rate, int(2 * transports.emulation_rate))
+        routes.append((EMULATION_PATH, EmulationHandler, {"endpoint": endpoint, "rates": rates}))
+        serve_emulation(endpoint)
+    return routes
 
 
 def mounted_endpoints(app: Application) -> list[Endpoint]:

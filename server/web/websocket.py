@@ -14,7 +14,9 @@ from http import HTTPStatus
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
-from server.transport import Handshake
+from server.frames import WEBSOCKET
+from server.protocol import Encoding
+from server.transport import Framing, Handshake
 from server.web.endpoint import Endpoint, close_websockets
 from server.web.handshake import (
     SUPPORTED_VERSIONS,
@@ -45,9 +47,11 @@ class ClientWebSocketHandler(RequestHandler):
     subprotocol selects our msgpack variant.
     """
 
-    def initialize(self, endpoint: Endpoint) -> None:
+    def initialize(self, endpoint: Endpoint, framing: Framing = WEBSOCKET) -> None:
+        """`framing`: WEBSOCKET, or UNI_WEBSOCKET for /connection/uni_websocket."""
         self.endpoint = endpoint
         self.node = endpoint.node
+        self.framing = framing
 
     async def get(self) -> None:
         headers = self.request.headers
@@ -65,6 +69,8 @@ class ClientWebSocketHandler(RequestHandler):
             return
         key = headers["Sec-WebSocket-Key"]
         encoding = negotiated_encoding(headers.get("Sec-WebSocket-Protocol"))
+        if self.framing.unidirectional:
+            encoding = Encoding.JSON  # the unidirectional protocol is JSON only
         address = self.request.remote_ip or ""
         if address != peer:  # Tornado's xheaders believe anyone: only a trusted proxy counts
             address = self.endpoint.proxies.client_address(headers.get, peer)
@@ -87,7 +93,7 @@ class ClientWebSocketHandler(RequestHandler):
             return
         stream.close()
         handshake = Handshake(headers.get_all()) if self.node.app.wants_handshake else None
-        await adopt(sock, self.endpoint, encoding, address, handshake)
+        await adopt(sock, self.endpoint, encoding, address, handshake, self.framing)
 
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)

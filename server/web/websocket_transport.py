@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import cast
 
 from server.errors import CloseCode, Disconnect, DisconnectCode
@@ -31,7 +32,7 @@ from server.frames import (
 )
 from server.protocol import Encoding
 from server.session import Session
-from server.transport import Frame, Handshake, variant
+from server.transport import Frame, Framing, Handshake, variant
 from server.web.endpoint import Endpoint
 
 __all__ = ["CLOSE_TIMEOUT", "FRAMES_PER_TURN", "Connection", "adopt"]
@@ -51,14 +52,17 @@ async def adopt(
     encoding: Encoding,
     address: str,
     handshake: Handshake | None = None,
+    framing: Framing = WEBSOCKET,
 ) -> None:
     """Run the WebSocket on `sock` (the handshake answered) as a `Connection`;
-    `handshake` goes to its session (for a connecting hook)."""
+    `handshake` goes to its session (for a connecting hook); `framing`: WEBSOCKET,
+    or the unidirectional form (server.web.stream_framing)."""
     counted = endpoint.connections.acquire(address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.get_running_loop().connect_accepted_socket(
-            lambda: Connection(endpoint, encoding, address, counted, handshake), sock=sock
+            lambda: Connection(endpoint, encoding, address, counted, handshake, framing),
+            sock=sock,
         )
     except OSError as exc:
         log.debug("WebSocket from %s gone during the handshake: %r", address, exc)
@@ -113,6 +117,7 @@ class Connection(asyncio.Protocol):
     )
 
     sends_close_frame = True
+    connect_fields: Mapping[str, str] = MappingProxyType({})
 
     def __init__(
         self,
@@ -121,13 +126,14 @@ class Connection(asyncio.Protocol):
         address: str,
         counted: bool,
         handshake: Handshake | None = None,
+        framing: Framing = WEBSOCKET,
     ) -> None:
         """`counted`: whether `address` got a place under the per-address cap;
         `handshake`: for the session (kept only while a connecting hook exists)."""
         client = endpoint.node.settings.client
         self._endpoint = endpoint
         self._handshake = handshake
-        self.variant = variant(encoding, WEBSOCKET)
+        self.variant = variant(encoding, framing)
         self._address = address
         self._counted = counted
         self._loop = asyncio.get_running_loop()
