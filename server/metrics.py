@@ -68,14 +68,30 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.open_connections = 0  # WebSocket connections open in this process
+        self.open_connections = 0  # client connections open in this process (every transport)
+        self.open_by_transport: dict[str, int] = {}
+        self.opened_by_transport: dict[str, int] = {}
+        self._opened_synced: dict[str, int] = {}
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self._synced = [0, 0, 0, 0]
 
         def gauge(name: str, doc: str, mode: str = "livesum") -> Gauge:
             return Gauge(name, doc, registry=r, multiprocess_mode=mode)  # type: ignore[arg-type]
 
-        self.connections = gauge("wsfan_connections", "Open WebSocket connections.")
+        self.connections = gauge("wsfan_connections", "Open client connections (every transport).")
+        self.transport_connections = Gauge(
+            "wsfan_transport_connections",
+            "Open client connections, by transport.",
+            ["transport"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.transport_connects = Counter(
+            "wsfan_transport_connects",
+            "Client connections opened, by transport.",
+            ["transport"],
+            registry=r,
+        )
         self.subscriptions = gauge("wsfan_subscriptions", "Channel subscriptions of connections.")
         self.channels = gauge("wsfan_channels", "Channels with a local subscriber.")
         self.commands = Counter(
@@ -142,11 +158,14 @@ class Metrics:
 
     # Hooks (cheap: called on hot paths) ----------------------------------------
 
-    def connection_opened(self) -> None:
+    def connection_opened(self, transport: str = "websocket") -> None:
         self.open_connections += 1
+        self.open_by_transport[transport] = self.open_by_transport.get(transport, 0) + 1
+        self.opened_by_transport[transport] = self.opened_by_transport.get(transport, 0) + 1
 
-    def connection_closed(self) -> None:
+    def connection_closed(self, transport: str = "websocket") -> None:
         self.open_connections -= 1
+        self.open_by_transport[transport] -= 1
 
     def frame_in(self, messages: int, size: int) -> None:
         self.messages_in += messages
@@ -171,6 +190,13 @@ class Metrics:
                 counter.inc(totals[i] - self._synced[i])
         self._synced = totals
         self.connections.set(self.open_connections)
+        for transport, count in self.open_by_transport.items():
+            self.transport_connections.labels(transport).set(count)
+        for transport, opened in self.opened_by_transport.items():
+            synced = self._opened_synced.get(transport, 0)
+            if opened > synced:
+                self.transport_connects.labels(transport).inc(opened - synced)
+                self._opened_synced[transport] = opened
         self.subscriptions.set(node.hub.num_subscriptions)
         self.channels.set(node.hub.num_channels)
         if node.durable is not None:

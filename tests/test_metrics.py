@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from server.node import Node
+from tests.conftest import TIMEOUT_SCALE
 
 
 async def scrape(http_port: int) -> dict[str, float]:
@@ -68,3 +71,29 @@ async def test_broker_reconnects_are_counted(http_server, http_port: int, node: 
     node.handle_broker_reconnect()
     m = await scrape(http_port)
     assert m["wsfan_broker_reconnects_total"] == 1
+
+
+@pytest.mark.gen_test
+async def test_connections_are_counted_by_transport(client, http_port: int):
+    await client()
+    body = b'{"id":1,"connect":{}}'
+    request = HTTPRequest(
+        f"http://127.0.0.1:{http_port}/connection/http_stream",
+        method="POST",
+        body=body,
+        streaming_callback=lambda chunk: None,
+        request_timeout=30,
+    )
+    streaming = AsyncHTTPClient().fetch(request, raise_error=False)
+    m = await scrape(http_port)
+    deadline = 50
+    while m.get("wsfan_transport_connections{transport=http_stream}") != 1 and deadline:
+        deadline -= 1
+        await asyncio.sleep(0.05 * TIMEOUT_SCALE)
+        m = await scrape(http_port)
+    assert m["wsfan_transport_connections{transport=websocket}"] == 1
+    assert m["wsfan_transport_connections{transport=http_stream}"] == 1
+    assert m["wsfan_transport_connects_total{transport=http_stream}"] == 1
+    assert m["wsfan_connections"] == 2
+    AsyncHTTPClient().close()
+    streaming.cancel()

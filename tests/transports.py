@@ -22,7 +22,7 @@ class RecordingTransport:
     socket takes everything at once, so nothing is ever unsent."""
 
     sends_close_frame = True
-    connect_fields: dict[str, str] = {}  # noqa: RUF012 (read only)
+    connect_fields: dict[str, str] = {}
 
     def __init__(self, encoding: Encoding = Encoding.JSON) -> None:
         self.variant = variant(encoding, WEBSOCKET)

@@ -159,7 +159,7 @@ class Session:
             limits.rejected_commands_window,
             self._loop.time(),
         )
-        metrics.connection_opened()
+        metrics.connection_opened(self.variant.framing.name)
 
     @property
     def channels(self) -> list[str]:
@@ -433,7 +433,7 @@ class Session:
             return
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
-        self.metrics.connection_closed()
+        self.metrics.connection_closed(self.variant.framing.name)
         self.outbox.close()
         self._timer.cancel()
         self._on_pong()

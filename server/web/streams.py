@@ -12,7 +12,8 @@
 
 A stream is refused as a WebSocket handshake would be: 503 once
 `server.max_connections` are open, 403 for an origin the policy refuses; and
-with 413 for a body over `transports.max_request_body_bytes`, 400 for a
+with 413 for a body over `transports.max_request_body_bytes`, 415 for a
+binary (`application/octet-stream`, the SDK's protobuf) body, 400 for a
 missing connect command, 505 for HTTP/1.0 (a stream is a chunked response).
 An accepted stream answers 200 at once, then the socket moves to a
 `StreamConnection` (server.web.stream_transport). `cf_connect` can carry a
@@ -103,6 +104,9 @@ class StreamHandler(RequestHandler):
         await self._start(first.encode() if first is not None else None)
 
     async def post(self) -> None:
+        if self.request.headers.get("Content-Type", "").startswith("application/octet-stream"):
+            self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "streams speak JSON only")
+            return
         body = self.request.body
         limit = self.node.settings.transports.max_request_body_bytes
         if len(body) > limit:
