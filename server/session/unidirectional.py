@@ -40,7 +40,7 @@ _DISCONNECTS: dict[int, DisconnectCode] = {
     ErrorCode.PERMISSION_DENIED: DisconnectCode.PERMISSION_DENIED,
     ErrorCode.UNKNOWN_CHANNEL: DisconnectCode.BAD_REQUEST,
     ErrorCode.BAD_REQUEST: DisconnectCode.BAD_REQUEST,
-    ErrorCode.LIMIT_EXCEEDED: DisconnectCode.CHANNEL_LIMIT,
+    ErrorCode.LIMIT_EXCEEDED: DisconnectCode.BAD_REQUEST,  # a channel name too long
     ErrorCode.TOO_MANY_REQUESTS: DisconnectCode.TOO_MANY_REQUESTS,
 }
 
@@ -71,11 +71,12 @@ async def requested_subscriptions(
 ) -> dict[str, SubscribeResult]:
     """The channels the connect request's `subs` names, each allowed as its
     subscribe command would be (for `user`, not connected yet), with the
-    chan_info and data its token or hook gives; ReplyError for the first refused."""
+    chan_info and data its token or hook gives; ReplyError for the first refused,
+    Disconnect (3505) for more than `client.max_channels`."""
     if not isinstance(subs, dict):
         return {}
     if len(subs) > session.settings.client.max_channels:
-        raise ReplyError(ErrorCode.LIMIT_EXCEEDED, "too many channels")
+        raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
     node, app = session.node, session.node.app
     allowed: dict[str, SubscribeResult] = {}
     for channel, params in subs.items():
