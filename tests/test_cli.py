@@ -112,7 +112,7 @@ def test_serves_health_and_readiness_with_given_urls_and_exits_0_on_sigterm(
     )
     with running(tmp_path, env) as server:
         ready = server.wait_ready()
-        assert ready == {"status": "ok", "checks": {"redis": "ok", "mongo": "ok"}}
+        assert ready == {"status": "ok", "checks": {"cluster": "ok", "redis": "ok", "mongo": "ok"}}
         assert get(server.port, "/healthz") == (200, {"status": "ok"})
         assert server.terminate() == 0
     assert "embedded" not in server.stderr()
@@ -138,7 +138,10 @@ def test_starts_embedded_servers_without_urls_and_stops_them_on_sigterm(tmp_path
             pids = embedded_pids(server)
             assert set(pids) == {"Valkey", "SecantusDB", "Valkey keeper", "SecantusDB keeper"}
             assert all(alive(pid) for pid in pids.values())
-            assert ready == {"status": "ok", "checks": {"redis": "ok", "mongo": "ok"}}
+            assert ready == {
+                "status": "ok",
+                "checks": {"cluster": "ok", "redis": "ok", "mongo": "ok"},
+            }
             assert (var / "valkey").is_dir() and (var / "secantusdb").is_dir()
             assert server.terminate() == 0
             assert still_running(pids, timeout=0) == []  # stopped before run.py exits

@@ -23,7 +23,7 @@ from tests.processes import (
 )
 
 ONE = ("--workers", "1")
-CHECKS = {"redis": "ok", "mongo": "ok"}
+CHECKS = {"cluster": "ok", "redis": "ok", "mongo": "ok"}
 
 
 @pytest.fixture
