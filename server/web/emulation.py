@@ -33,12 +33,11 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from tornado.web import RequestHandler
-
 from server.auth.limits import AddressRates
 from server.web.cors import ALLOWED_METHODS, cors
 from server.web.endpoint import Endpoint, Streams
 from server.web.handshake import peer_of
+from server.web.request_body import BodyHandler
 
 __all__ = ["EMULATION_OP", "EMULATION_PATH", "EmulationHandler", "deliver", "serve_emulation"]
 
@@ -91,7 +90,7 @@ def _parse(body: bytes) -> tuple[str, str, bytes] | None:
         return None
 
 
-class EmulationHandler(RequestHandler):
+class EmulationHandler(BodyHandler):
     """See the module's table."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -100,6 +99,9 @@ class EmulationHandler(RequestHandler):
         self.endpoint = endpoint
         self.node = endpoint.node
         self.rates = rates
+
+    def body_limit(self) -> int:
+        return self.node.settings.transports.max_request_body_bytes
 
     def _header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -137,11 +139,12 @@ class EmulationHandler(RequestHandler):
         if not self.rates.allow(address, asyncio.get_running_loop().time()):
             self._answer(HTTPStatus.TOO_MANY_REQUESTS, "too many emulation requests")
             return
-        if len(self.request.body) > settings.max_request_body_bytes:
+        body = self.body()
+        if body is None:
             limit = settings.max_request_body_bytes
             self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {limit} bytes")
             return
-        parsed = _parse(self.request.body)
+        parsed = _parse(body)
         if parsed is None:
             self._answer(HTTPStatus.BAD_REQUEST, "expected {session, node, data}")
             return
