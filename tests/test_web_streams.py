@@ -8,14 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from tornado.ioloop import IOLoop
+from tornado.testing import bind_unused_port
+from tornado.web import Application
 
 from server.api.keys import DEVELOPMENT_KEY
 from server.auth.cli import mint
 from server.node import Node
 from server.protocol import Encoding
+from server.web.endpoint import close_websockets
+from server.web.upgrade import make_server
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.streams_client import BIDIRECTIONAL, Clients
@@ -271,3 +277,48 @@ async def test_a_stream_ends_at_once_when_its_client_goes(port, node: Node, kind
         while node.hub.num_clients:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
+
+
+# Served as run.py serves ------------------------------------------------------------
+
+
+@pytest.fixture
+def served(app: Application, node: Node, io_loop: IOLoop) -> Iterator[int]:
+    """The port of `app` served as run.py serves it (server.web.upgrade.make_server,
+    which reads no body for a route that does not ask for one)."""
+    sock, port = bind_unused_port()
+    http, listener = make_server(app, node.settings)
+    listener.add_sockets([sock])
+    yield port
+    listener.stop()
+    io_loop.run_sync(lambda: close_websockets(app))
+    io_loop.run_sync(http.close_all_connections)
+
+
+@pytest.mark.parametrize(
+    "path", ["/connection/http_stream", "/connection/uni_http_stream", "/connection/uni_sse"]
+)
+@pytest.mark.gen_test
+async def test_a_connect_body_reaches_the_stream_where_run_py_serves_it(served, path):
+    async with Clients(served) as clients:
+        body = json.dumps({"id": 1, "connect": {}} if path.endswith("/http_stream") else {})
+        stream = await clients.open("POST", path, body)
+        assert stream.status == 200
+        assert "connect" in await stream.recv()
+
+
+@pytest.mark.gen_test
+async def test_an_emulation_body_reaches_the_stream_where_run_py_serves_it(served):
+    async with Clients(served) as clients:
+        stream = await clients.connect("http_stream")
+        assert await clients.emulate(stream, {"id": 2, "presence_stats": {"channel": "a"}}) == 204
+        assert "presence_stats" in await stream.reply(2)
+
+
+@pytest.mark.settings(transports={"max_request_body_bytes": 1024})
+@pytest.mark.parametrize("path", ["/connection/http_stream", "/emulation"])
+@pytest.mark.gen_test
+async def test_a_body_one_byte_over_the_limit_is_413_where_run_py_serves_it(served, path):
+    async with Clients(served) as clients:
+        status, _, text = await clients.post(path, " " * 1025)
+        assert status == 413, text
