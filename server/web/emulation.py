@@ -77,7 +77,7 @@ def _parse(body: bytes) -> tuple[str, str, bytes] | None:
     """(session, node, commands) of an emulation request body; None if malformed."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(request, dict):
         return None
