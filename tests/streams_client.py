@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TIMEOUT_SCALE
 
@@ -155,12 +156,13 @@ class UniWebSocket:
 
 class Clients:
     """Streams and /emulation requests to the server on `port`; everything opened
-    is closed on exit. Each request has a connection of its own (no keep-alive)."""
+    is closed on exit. Each request has a connection of its own (no keep-alive),
+    from `source` (another loopback address is another client address)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            connector=aiohttp.TCPConnector(limit=0, force_close=True, local_addr=(source, 0)),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT),
         )
         self._opened: list[Stream | UniWebSocket] = []
@@ -194,7 +196,7 @@ class Clients:
             self.http.request(method, self.base + path, data=body, params=query, headers=headers),
             TIMEOUT,
         )
-        stream = Stream(response, sse=path.endswith("sse"))
+        stream = Stream(response, sse=path.partition("?")[0].endswith("sse"))
         self._opened.append(stream)
         return stream
 
@@ -279,3 +281,13 @@ class Clients:
         request = self.http.request(method, self.base + path, data=body, headers=headers)
         async with await asyncio.wait_for(request, TIMEOUT) as response:
             return response.status, response.headers, await response.text()
+
+    async def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics, keyed as `name{label=value,...}`."""
+        _, _, text = await self.call("GET", "/metrics")
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return samples
