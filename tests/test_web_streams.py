@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
@@ -224,8 +225,9 @@ async def test_server_max_connections_counts_streams_and_one_more_is_503(port, n
         await clients.connect(kind)
         await clients.connect(kind)
         assert (await clients.start(kind)).status == 503
-        with pytest.raises(Exception, match="503"):
+        with pytest.raises(HTTPClientError) as refused:  # one count for every transport
             await ProtoClient.open(f"ws://127.0.0.1:{port}/connection/websocket", Encoding.JSON)
+        assert refused.value.code == 503
 
 
 @pytest.mark.settings(client={"max_connections_per_ip": 2})
@@ -235,6 +237,13 @@ async def test_per_address_cap_counts_streams_and_one_more_gets_disconnect_3504(
     async with Clients(port) as clients:
         first = await clients.connect(kind)
         await clients.connect(kind)
+        websocket = await ProtoClient.open(
+            f"ws://127.0.0.1:{port}/connection/websocket", Encoding.JSON
+        )
+        try:
+            assert await websocket.closed() == (3504, "connection limit")  # one count for all
+        finally:
+            websocket.close()
         third = await clients.start(kind)
         assert third.status == 200
         disconnect = {"code": 3504, "reason": "connection limit", "reconnect": False}
