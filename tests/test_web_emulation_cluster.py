@@ -98,7 +98,7 @@ async def test_an_unknown_session_on_the_other_instance_is_204(pair):
         stream = await on_holder.connect("http_stream")
         assert await on_other.emulate(stream, PRESENCE, session="guessed") == 204
         assert await on_other.emulate(stream, {"id": 3, "presence_stats": {"channel": "a"}}) == 204
-        assert (await stream.reply(3))["id"] == 3  # nothing came for the guess before it
+        assert (await stream.recv())["id"] == 3  # nothing came for the guess before it
 
 
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
