@@ -106,10 +106,12 @@ class EmulationHandler(BodyHandler):
     def _header(self, name: str) -> str | None:
         return self.request.headers.get(name)
 
+    def _peer(self) -> str:
+        return peer_of(self.request.connection, self.request.remote_ip)
+
     def _cors(self) -> bool:
         """Set the CORS headers; False (answered 403) for a refused origin."""
-        peer = peer_of(self.request.connection, self.request.remote_ip)
-        decision = cors(self.endpoint.origins, self.endpoint.proxies, self._header, peer)
+        decision = cors(self.endpoint.origins, self.endpoint.proxies, self._header, self._peer())
         if not decision.allowed:
             self._answer(HTTPStatus.FORBIDDEN, "origin not allowed")
             return False
@@ -135,7 +137,9 @@ class EmulationHandler(BodyHandler):
         if not self._cors():
             return
         settings = self.node.settings.transports
-        address = self.request.remote_ip or ""
+        address, peer = self.request.remote_ip or "", self._peer()
+        if address != peer:  # Tornado's xheaders believe anyone: only a trusted proxy counts
+            address = self.endpoint.proxies.client_address(self._header, peer)
         if not self.rates.allow(address, asyncio.get_running_loop().time()):
             self._answer(HTTPStatus.TOO_MANY_REQUESTS, "too many emulation requests")
             return
