@@ -18,12 +18,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from tornado.ioloop import IOLoop
+from tornado.testing import bind_unused_port
+from tornado.web import Application
 
+from server.config import Settings
+from server.web.endpoint import close_websockets
+from server.web.upgrade import make_server
 from tests.conftest import TIMEOUT_SCALE
 
 __all__ = [
@@ -34,11 +41,27 @@ __all__ = [
     "Ended",
     "Stream",
     "UniWebSocket",
+    "serving_as_run_py",
 ]
 
 TIMEOUT = 5 * TIMEOUT_SCALE
 BIDIRECTIONAL = ("http_stream", "sse")
 UNIDIRECTIONAL = ("uni_sse", "uni_http_stream", "uni_websocket")
+
+
+def serving_as_run_py(app: Application, settings: Settings, io_loop: IOLoop) -> Iterator[int]:
+    """`app` on a free port as run.py serves it (server.web.upgrade.make_server:
+    X- headers read from trusted proxies, no body read for a route that does not
+    ask for one); yields the port, for a fixture to yield from."""
+    sock, port = bind_unused_port()
+    http, listener = make_server(app, settings)
+    listener.add_sockets([sock])
+    try:
+        yield port
+    finally:
+        listener.stop()
+        io_loop.run_sync(lambda: close_websockets(app))
+        io_loop.run_sync(http.close_all_connections)
 
 
 class Ended(Exception):

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
+from collections.abc import Iterator
 
 import pytest
+from tornado.ioloop import IOLoop
+from tornado.web import Application
 
 from server.node import Node
-from tests.streams_client import Clients
+from tests.streams_client import Clients, serving_as_run_py
 
 ORIGIN = "https://app.example"
 PRESENCE = {"id": 7, "presence_stats": {"channel": "news"}}
@@ -19,6 +23,12 @@ PRESENCE = {"id": 7, "presence_stats": {"channel": "news"}}
 def port(http_server, http_port: int) -> int:
     """The port of this test's server (started)."""
     return http_port
+
+
+@pytest.fixture
+def served(app: Application, node: Node, io_loop: IOLoop) -> Iterator[int]:
+    """The port of `app` served as run.py serves it (X- headers read)."""
+    yield from serving_as_run_py(app, node.settings, io_loop)
 
 
 def body_of_size(size: int, node: str) -> str:
@@ -159,3 +169,15 @@ async def test_emulation_rate_zero_turns_the_limit_off(port, node: Node):
     async with Clients(port) as clients:
         stream = await clients.connect("http_stream")
         assert {await clients.emulate(stream, {}) for _ in range(150)} == {204}
+
+
+@pytest.mark.settings(transports={"emulation_rate": 1.0})
+@pytest.mark.gen_test
+async def test_the_rate_is_per_client_address_which_only_a_trusted_proxy_may_name(served):
+    # 127.0.0.1 is a trusted proxy (server.trusted_proxies), 127.0.0.2 is not.
+    async with Clients(served, source="127.0.0.2") as direct, Clients(served) as proxy:
+        stream = await direct.connect("http_stream")
+        spoofed = [{"X-Real-Ip": f"10.0.0.{i}", "X-Forwarded-For": f"10.1.0.{i}"} for i in range(3)]
+        assert [await direct.emulate(stream, {}, headers=h) for h in spoofed] == [204, 204, 429]
+        forwarded = {"X-Real-Ip": f"10.2.{uuid.uuid4().int % 250}.1"}
+        assert await proxy.emulate(stream, {}, headers=forwarded) == 204  # another client

@@ -14,18 +14,15 @@ import aiohttp
 import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop
-from tornado.testing import bind_unused_port
 from tornado.web import Application
 
 from server.api.keys import DEVELOPMENT_KEY
 from server.auth.cli import mint
 from server.node import Node
 from server.protocol import Encoding
-from server.web.endpoint import close_websockets
-from server.web.upgrade import make_server
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
-from tests.streams_client import BIDIRECTIONAL, Clients
+from tests.streams_client import BIDIRECTIONAL, Clients, serving_as_run_py
 
 each_kind = pytest.mark.parametrize("kind", BIDIRECTIONAL)
 
@@ -293,15 +290,8 @@ async def test_a_stream_ends_at_once_when_its_client_goes(port, node: Node, kind
 
 @pytest.fixture
 def served(app: Application, node: Node, io_loop: IOLoop) -> Iterator[int]:
-    """The port of `app` served as run.py serves it (server.web.upgrade.make_server,
-    which reads no body for a route that does not ask for one)."""
-    sock, port = bind_unused_port()
-    http, listener = make_server(app, node.settings)
-    listener.add_sockets([sock])
-    yield port
-    listener.stop()
-    io_loop.run_sync(lambda: close_websockets(app))
-    io_loop.run_sync(http.close_all_connections)
+    """The port of `app` served as run.py serves it."""
+    yield from serving_as_run_py(app, node.settings, io_loop)
 
 
 @pytest.mark.parametrize(
