@@ -1,5 +1,5 @@
 """Abuse limits, each at its edge: command rate (111, then 3013), connections per
-address and per user (3504)."""
+address and per user (3504), requests per address (AddressRates, /emulation's 429)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from server.auth.cli import mint
-from server.auth.limits import CommandLimiter, ConnectionCounter, Verdict
+from server.auth.limits import AddressRates, CommandLimiter, ConnectionCounter, Verdict
 from server.node import Node
 from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
@@ -71,6 +71,51 @@ def test_counter_caps_each_key_and_frees_a_place_on_release():
 def test_counter_with_limit_zero_does_not_cap():
     counter = ConnectionCounter(0)
     assert all(counter.acquire("a") for _ in range(1000))
+
+
+def test_address_rates_allow_a_burst_then_refuse():
+    rates = AddressRates(rate=1.0, burst=3)
+    assert [rates.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_address_rates_refill_at_their_rate():
+    rates = AddressRates(rate=2.0, burst=1)
+    assert rates.allow("a", 0.0)
+    assert not rates.allow("a", 0.4)  # 0.8 of a request
+    assert rates.allow("a", 0.5)  # 0.8 + 0.2
+
+
+def test_address_rates_keep_each_address_apart():
+    rates = AddressRates(rate=NO_REFILL, burst=1)
+    assert rates.allow("a", 0.0)
+    assert not rates.allow("a", 0.0)
+    assert rates.allow("b", 0.0)
+
+
+def test_address_rates_forget_an_address_once_its_bucket_is_full_again():
+    rates = AddressRates(rate=10.0, burst=2)  # a bucket refills one request in 0.1 s
+    rates.allow("a", 0.0)
+    rates.allow("b", 0.05)
+    assert len(rates) == 2
+    rates.allow("c", 0.12)  # a is full again, b not yet
+    assert len(rates) == 2
+    rates.allow("d", 10.0)
+    assert len(rates) == 1
+
+
+def test_address_rates_hold_at_most_max_addresses_forgetting_the_oldest():
+    rates = AddressRates(rate=NO_REFILL, burst=1, max_addresses=2)
+    for address in ("a", "b", "c"):
+        assert rates.allow(address, 0.0)
+    assert len(rates) == 2
+    assert rates.allow("a", 0.0)  # forgotten: a full bucket again
+    assert not rates.allow("c", 0.0)  # remembered
+
+
+def test_address_rates_with_rate_zero_allow_everything():
+    rates = AddressRates(rate=0.0, burst=1)
+    assert all(rates.allow("a", 0.0) for _ in range(1000))
+    assert len(rates) == 0
 
 
 # Command rate on the wire -------------------------------------------------------------------

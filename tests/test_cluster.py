@@ -1,7 +1,9 @@
 """Several server processes sharing one real Redis behave as one server.
 
 Each instance is a real `run.py` process; clients connect to whichever instance
-a test names, as a load balancer without sticky sessions would send them.
+a test names, as a load balancer without sticky sessions would send them. The
+cluster view's own promises (`Cluster.request`, `heard_itself`) are tested on
+nodes in this process sharing the same Valkey.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from server.compose import build_node
+from server.config import load_settings
+from server.node import Node
 from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
@@ -223,3 +229,91 @@ def test_workers_stop_when_their_supervisor_is_killed(
         for pid in leftover:  # only on failure: end what we started
             os.kill(pid, signal.SIGKILL)
         assert leftover == []
+
+
+# The cluster view on in-process nodes ----------------------------------------------
+
+
+@asynccontextmanager
+async def nodes(redis_url: str, prefix: str, count: int) -> AsyncIterator[list[Node]]:
+    """`count` started nodes sharing one Valkey under `prefix`, each of which has
+    heard its own announcement (so every other one heard it too)."""
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "redis"}, redis={"url": redis_url, "prefix": prefix}
+    )
+    started: list[Node] = []
+    try:
+        for _ in range(count):
+            node = build_node(settings)
+            await node.start()
+            started.append(node)
+        await eventually(_all_heard(started))
+        yield started
+    finally:
+        for node in started:
+            await node.close()
+
+
+def _all_heard(started: list[Node]):
+    async def check() -> bool:
+        return all(n.cluster.heard_itself for n in started)
+
+    return check
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_node_hears_itself_once_its_announcement_came_back(redis_url, redis_prefix):
+    settings = load_settings(env={}).with_overrides(
+        broker={"type": "redis"}, redis={"url": redis_url, "prefix": redis_prefix}
+    )
+    node = build_node(settings)
+    assert node.cluster.heard_itself is False
+    with pytest.raises(LookupError):
+        await node.cluster.check_heard()  # /readyz says not ready yet
+    await node.start()
+    try:
+        await eventually(_all_heard([node]))
+        await node.cluster.check_heard()
+    finally:
+        await node.close()
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_request_is_answered_by_the_node_it_names_alone(redis_url, redis_prefix):
+    async with nodes(redis_url, redis_prefix, 3) as (a, b, c):
+        asked: list[str] = []
+
+        def whoami(uid: str):
+            def answer(params: dict[str, Any]) -> list[Any]:
+                asked.append(uid)
+                return [uid, params]
+
+            return answer
+
+        for node in (b, c):
+            node.cluster.answer("whoami", whoami(node.cluster.uid))
+        answer = await a.cluster.request(b.cluster.uid, "whoami", {"n": 1}, 2 * TIMEOUT_SCALE)
+        assert answer == [b.cluster.uid, {"n": 1}]
+        assert asked == [b.cluster.uid]
+        assert a.cluster.knows(b.cluster.uid) and a.cluster.knows(c.cluster.uid)
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_node_answers_its_own_request(redis_url, redis_prefix):
+    async with nodes(redis_url, redis_prefix, 1) as (a,):
+        a.cluster.answer("ping", lambda params: "pong")
+        assert await a.cluster.request(a.cluster.uid, "ping", {}, 2 * TIMEOUT_SCALE) == "pong"
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_an_op_the_node_does_not_answer_gets_none(redis_url, redis_prefix):
+    async with nodes(redis_url, redis_prefix, 2) as (a, b):
+        assert await a.cluster.request(b.cluster.uid, "nobody", {}, 2 * TIMEOUT_SCALE) is None
+
+
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+async def test_a_request_to_a_node_nobody_is_times_out(redis_url, redis_prefix):
+    async with nodes(redis_url, redis_prefix, 1) as (a,):
+        assert not a.cluster.knows("no-such-node")
+        with pytest.raises(TimeoutError):
+            await a.cluster.request("no-such-node", "ping", {}, 0.2)

@@ -87,30 +87,44 @@ class ConnectionCounter:
 
 class AddressRates:
     """A token bucket per address: `rate` requests per second, bursts of `burst`
-    (0 rate: no limit). Addresses whose bucket is full again are forgotten, so
-    the table holds only those that sent lately (at most `max_addresses`; the
-    oldest is forgotten past it)."""
+    (0 rate: no limit). An address whose bucket is full again is forgotten (at
+    the next request from any address), so the table holds only those that sent
+    within the last `burst / rate` seconds (at most `max_addresses`; the least
+    recently seen is forgotten past it)."""
 
     def __init__(self, rate: float, burst: int, max_addresses: int = 100_000) -> None:
         self.rate = rate
         self.burst = max(1, burst)
         self._max = max_addresses
-        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+        # address -> (tokens, at), least recently seen first
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     def allow(self, address: str, now: float) -> bool:
         """Take one request for `address`; False when its bucket is empty."""
         if not self.rate:
             return True
+        self._forget_full(now)
         tokens, at = self._buckets.pop(address, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - at) * self.rate)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        if tokens < self.burst:  # a full bucket is the default: not kept
-            if len(self._buckets) >= self._max:
-                self._buckets.pop(next(iter(self._buckets)))
-            self._buckets[address] = (tokens, now)
+        if len(self._buckets) >= self._max:
+            self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[address] = (tokens, now)
         return allowed
+
+    def _forget_full(self, now: float) -> None:
+        """Forget the least recently seen addresses whose buckets are full by `now`
+        (what an address never seen gets). Each is full by its last request plus
+        `burst / rate`, so those behind the first still filling go soon after it."""
+        buckets = self._buckets
+        while buckets:
+            address = next(iter(buckets))
+            tokens, at = buckets[address]
+            if tokens + (now - at) * self.rate < self.burst:
+                return
+            del buckets[address]
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -33,12 +33,11 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from tornado.web import RequestHandler
-
 from server.auth.limits import AddressRates
 from server.web.cors import ALLOWED_METHODS, cors
 from server.web.endpoint import Endpoint, Streams
 from server.web.handshake import peer_of
+from server.web.request_body import BodyHandler
 
 __all__ = ["EMULATION_OP", "EMULATION_PATH", "EmulationHandler", "deliver", "serve_emulation"]
 
@@ -78,7 +77,7 @@ def _parse(body: bytes) -> tuple[str, str, bytes] | None:
     """(session, node, commands) of an emulation request body; None if malformed."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(request, dict):
         return None
@@ -91,7 +90,7 @@ def _parse(body: bytes) -> tuple[str, str, bytes] | None:
         return None
 
 
-class EmulationHandler(RequestHandler):
+class EmulationHandler(BodyHandler):
     """See the module's table."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -101,13 +100,18 @@ class EmulationHandler(RequestHandler):
         self.node = endpoint.node
         self.rates = rates
 
+    def body_limit(self) -> int:
+        return self.node.settings.transports.max_request_body_bytes
+
     def _header(self, name: str) -> str | None:
         return self.request.headers.get(name)
 
+    def _peer(self) -> str:
+        return peer_of(self.request.connection, self.request.remote_ip)
+
     def _cors(self) -> bool:
         """Set the CORS headers; False (answered 403) for a refused origin."""
-        peer = peer_of(self.request.connection, self.request.remote_ip)
-        decision = cors(self.endpoint.origins, self.endpoint.proxies, self._header, peer)
+        decision = cors(self.endpoint.origins, self.endpoint.proxies, self._header, self._peer())
         if not decision.allowed:
             self._answer(HTTPStatus.FORBIDDEN, "origin not allowed")
             return False
@@ -133,15 +137,18 @@ class EmulationHandler(RequestHandler):
         if not self._cors():
             return
         settings = self.node.settings.transports
-        address = self.request.remote_ip or ""
+        address, peer = self.request.remote_ip or "", self._peer()
+        if address != peer:  # Tornado's xheaders believe anyone: only a trusted proxy counts
+            address = self.endpoint.proxies.client_address(self._header, peer)
         if not self.rates.allow(address, asyncio.get_running_loop().time()):
             self._answer(HTTPStatus.TOO_MANY_REQUESTS, "too many emulation requests")
             return
-        if len(self.request.body) > settings.max_request_body_bytes:
+        body = self.body()
+        if body is None:
             limit = settings.max_request_body_bytes
             self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {limit} bytes")
             return
-        parsed = _parse(self.request.body)
+        parsed = _parse(body)
         if parsed is None:
             self._answer(HTTPStatus.BAD_REQUEST, "expected {session, node, data}")
             return

@@ -27,12 +27,12 @@ from http import HTTPStatus
 from urllib.parse import parse_qsl, urlencode
 
 from tornado.iostream import StreamClosedError
-from tornado.web import RequestHandler
 
 from server.transport import Framing, Handshake
 from server.web.cors import ALLOWED_METHODS, cors
 from server.web.endpoint import Endpoint
 from server.web.handshake import peer_of
+from server.web.request_body import BodyHandler
 from server.web.stream_framing import HTTP_STREAM, SSE, UNI_HTTP_STREAM, UNI_SSE
 from server.web.stream_transport import adopt_stream
 
@@ -66,13 +66,16 @@ def redacted_uri(uri: str) -> str:
     return f"{path}?" + urlencode([(k, "[redacted]" if k == "cf_connect" else v) for k, v in pairs])
 
 
-class StreamHandler(RequestHandler):
+class StreamHandler(BodyHandler):
     """One stream endpoint; `framing` says which."""
 
     def initialize(self, endpoint: Endpoint, framing: Framing) -> None:
         self.endpoint = endpoint
         self.node = endpoint.node
         self.framing = framing
+
+    def body_limit(self) -> int:
+        return self.node.settings.transports.max_request_body_bytes
 
     def _request_summary(self) -> str:
         request = self.request
@@ -107,9 +110,9 @@ class StreamHandler(RequestHandler):
         if self.request.headers.get("Content-Type", "").startswith("application/octet-stream"):
             self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "streams speak JSON only")
             return
-        body = self.request.body
-        limit = self.node.settings.transports.max_request_body_bytes
-        if len(body) > limit:
+        body = self.body()
+        if body is None:
+            limit = self.body_limit()
             self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {limit} bytes")
             return
         if not body and self.framing.unidirectional:
