@@ -9,6 +9,10 @@
 // Recovery is the SDK's: a recoverable subscription resubscribes after a reconnect
 // from its last offset; when the server cannot give back what was missed, the page
 // says so and reloads the latest history instead.
+// Transports: WebSocket first; where it cannot connect (a proxy or firewall that
+// blocks it, a browser without it) the SDK falls back to HTTP streaming, then SSE,
+// both on this page's origin (their later commands go to its /emulation). The
+// status line names the transport in use.
 (() => {
   'use strict';
 
@@ -19,6 +23,12 @@
   const params = new URLSearchParams(location.search);
   const token = params.get('token') || ''; // from `python run.py token USER`; '' is anonymous
   const wsURL = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+  const TRANSPORTS = [
+    { transport: 'websocket', endpoint: wsURL },
+    { transport: 'http_stream', endpoint: '/connection/http_stream' },
+    { transport: 'sse', endpoint: '/connection/sse' },
+  ];
+  const TRANSPORT_NAMES = { websocket: 'WebSocket', http_stream: 'HTTP streaming', sse: 'SSE' };
 
   let client = null;
   let sub = null;
@@ -27,15 +37,28 @@
   let recovering = null; // {count} while recovered publications are being delivered
   const myClients = new Set(); // our own client ids, one per connection
   let currentClient = '';
+  let currentTransport = ''; // the SDK's name of the transport connected over
   const present = new Map(); // client id -> ClientInfo
   const shown = new Set(); // offsets rendered (current epoch)
 
   // Status and notices ---------------------------------------------------------
 
-  function setStatus(state, text) {
+  // `transport`: the SDK's name of the transport in use, shown while connected.
+  function setStatus(state, text, transport = '') {
     const el = $('status');
     el.dataset.state = state;
+    el.dataset.transport = transport;
     el.textContent = text;
+    if (transport) {
+      const via = document.createElement('span');
+      via.className = 'via';
+      via.textContent = ` · ${TRANSPORT_NAMES[transport] || transport}`;
+      el.append(via);
+    }
+  }
+
+  function setOnline() {
+    setStatus('connected', 'online', currentTransport);
   }
 
   let noticeTimer = 0;
@@ -168,7 +191,7 @@
   // Subscription events ----------------------------------------------------------
 
   async function onSubscribed(ctx) {
-    setStatus('connected', 'online');
+    setOnline();
     if (ctx.wasRecovering && !ctx.recovered) {
       notice('warn', 'Reconnected, but the messages missed meanwhile could not be recovered; showing the latest history instead.');
       clearMessages();
@@ -228,13 +251,14 @@
     $('notice').hidden = true;
 
     // `data` is sent with every connect: the server's hook names us from it.
-    client = new Centrifuge(wsURL, { token, data: { name }, name: 'wsfan-chat', maxReconnectDelay: 5000 });
+    client = new Centrifuge(TRANSPORTS, { token, data: { name }, name: 'wsfan-chat', maxReconnectDelay: 5000 });
     client.on('connecting', () => setStatus('connecting', everConnected ? 'reconnecting…' : 'connecting…'));
     client.on('connected', (ctx) => {
       everConnected = true;
       myClients.add(ctx.client);
       currentClient = ctx.client;
-      setStatus('connected', 'online');
+      currentTransport = ctx.transport;
+      setOnline();
     });
     client.on('disconnected', (ctx) => setStatus('disconnected', `offline: ${ctx.reason}`));
     client.on('error', (ctx) => console.warn('connection:', ctx.error && ctx.error.message));

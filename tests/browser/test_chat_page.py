@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server.embedded import free_port
 from tests.browser.conftest import (
     PAGE_TIMEOUT_MS,
     WS_CONNECT_FAILED,
@@ -43,6 +44,50 @@ def test_pages_on_two_instances_exchange_messages(cluster, open_page, screenshot
     expect(alice.locator("#messages li.msg.mine .text")).to_have_text(["hello from alice"])
     screenshot(alice, "alice")
     screenshot(bob, "bob")
+
+
+def test_status_line_names_the_transport(cluster, open_page):
+    page = open_page(base_url(cluster[0]) + "/")
+    join_room(page, "alice", "status")
+    expect(page.locator("#status")).to_have_attribute("data-transport", "websocket")
+    expect(page.locator("#status")).to_have_text("online · WebSocket")
+
+
+def blocking_websocket(dead_port: int) -> str:
+    """A page script under which every WebSocket goes to `dead_port`, where nothing
+    listens: its handshake fails before it opens, as behind a proxy that blocks it."""
+    return f"""(() => {{
+      const Real = window.WebSocket;
+      function Blocked(url, protocols) {{
+        const to = new URL(url, location.href);
+        to.port = '{dead_port}';
+        return new Real(to.href, protocols);
+      }}
+      Blocked.prototype = Real.prototype;
+      Object.assign(Blocked, {{ CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 }});
+      window.WebSocket = Blocked;
+    }})();"""
+
+
+def test_chat_falls_back_to_http_streaming_when_websocket_is_blocked(
+    cluster, open_page, screenshot
+):
+    alice = open_page("about:blank", allow_console=(WS_CONNECT_FAILED,))
+    alice.add_init_script(blocking_websocket(free_port()))
+    alice.goto(base_url(cluster[0]) + "/")
+    bob = open_page(base_url(cluster[1]) + "/")
+    join_room(alice, "alice", "blocked")
+    join_room(bob, "bob", "blocked")
+    status = alice.locator("#status")
+    expect(status).to_have_attribute("data-transport", "http_stream")
+    expect(status).to_have_text("online · HTTP streaming")
+    expect(bob.locator("#status")).to_have_attribute("data-transport", "websocket")
+    send(alice, "sent over HTTP streaming")
+    expect(texts(bob)).to_have_text(["sent over HTTP streaming"])
+    send(bob, "received over HTTP streaming")
+    expect(texts(alice)).to_have_text(["sent over HTTP streaming", "received over HTTP streaming"])
+    expect(alice.locator("#presence li")).to_have_text(["alice", "bob"])
+    screenshot(alice, "fallback")
 
 
 def test_joining_a_room_shows_its_history(cluster, open_page, screenshot):
