@@ -7,6 +7,7 @@ import pytest
 from server.loadtest import options as options_module
 from server.loadtest.cli import main
 from server.loadtest.options import Options, OptionsError, parse_options
+from server.loadtest.streams import endpoint_of
 
 
 def test_a_comma_list_of_rates_is_a_ramp():
@@ -29,11 +30,20 @@ def test_url_may_be_repeated_to_spread_clients():
         (["--layout", "channels", "--channels", "500", "--clients", "10"], "--channels"),
         (["--channel-prefix", "a b"], "--channel-prefix"),
         (["--publisher", "http", "--api-url", "ftp://x"], "--api-url"),
+        (["--transport", "sse", "--encoding", "msgpack"], "--transport"),
     ],
 )
 def test_out_of_range_values_name_the_option(argv: list[str], named: str):
     with pytest.raises(OptionsError, match=named):
         parse_options(argv)
+
+
+def test_stream_endpoints_sit_beside_the_websocket_url():
+    endpoint = endpoint_of("wss://h:8443/ws/connection/websocket", "sse")
+    assert (endpoint.host, endpoint.port, endpoint.secure) == ("h", 8443, True)
+    assert endpoint.stream_path == "/ws/connection/sse"
+    assert endpoint.emulation_path == "/ws/emulation"
+    assert endpoint_of("ws://h/", "http_stream").stream_path == "/connection/http_stream"
 
 
 def test_channel_layouts():

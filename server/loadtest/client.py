@@ -1,4 +1,6 @@
 """Subscribing clients: one picows listener per connection, all of a worker in one pool.
+(`Receiver` is the protocol whatever carries it; server.loadtest.streams carries
+it over SSE and HTTP-streaming.)
 
 A client sends connect and subscribe in its first frame, answers server pings
 (`{}`), and checks every publication's offset against the last one it saw on
@@ -17,7 +19,7 @@ import random
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
@@ -26,7 +28,7 @@ from server.errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM, RESUBSCRIBE_CODES
 from server.loadtest.metrics import Histogram, Recorder
 from server.loadtest.wire import CONNECT_ID, SUBSCRIBE_ID, Codec
 
-__all__ = ["Pool", "Stats", "Subscriber"]
+__all__ = ["Carrier", "Pool", "Receiver", "Stats", "SubscribeFailed", "Subscriber"]
 
 RECONNECT_DELAY = (0.2, 1.0)  # seconds, jittered, after a drop we did not ask for
 RECONNECT_ATTEMPTS = 5
@@ -68,15 +70,30 @@ class SubscribeFailed(Exception):
     pass
 
 
-class Subscriber(WSListener):
-    """One simulated client; reused across reconnects so it keeps its stream position."""
+class Carrier(Protocol):
+    """What a `Receiver` sends through: a picows `WSTransport`, or an HTTP stream
+    (server.loadtest.streams) whose commands go out through /emulation."""
+
+    @property
+    def is_disconnected(self) -> bool: ...
+
+    def send(self, msg_type: WSMsgType, message: bytes) -> None: ...
+
+    def send_close(self, close_code: WSCloseCode = ...) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+class Receiver:
+    """One simulated client's protocol, whatever carries it: replies, pushes and
+    offsets; reused across reconnects so it keeps its stream position. `transport`
+    is its current connection (None between connections)."""
 
     def __init__(self, pool: Pool, index: int, channel: int) -> None:
-        super().__init__()
         self.pool = pool
         self.index = index
         self.channel = channel
-        self.transport: WSTransport | None = None
+        self.transport: Carrier | None = None
         self.offset = 0
         self.epoch = ""
         self.positioned = False  # offsets of this channel are tracked
@@ -88,6 +105,157 @@ class Subscriber(WSListener):
         self.live = 0  # connections reported connected and not yet disconnected
         self.started = 0
         self.ready: asyncio.Future[None] | None = None
+
+    def handle(self, transport: Carrier, messages: Any, now: int) -> None:
+        """Messages that arrived on `transport` (this client's current one) at `now`."""
+        for message in messages:
+            if not message:
+                transport.send(self.pool.msg_type, self.pool.codec.pong)
+                continue
+            push = message.get("push")
+            if push is not None:
+                pub = push.get("pub")
+                if pub is not None:
+                    self.publication(pub, now)
+                elif "unsubscribe" in push:
+                    self.unsubscribed(transport, push["unsubscribe"] or {}, now)
+                elif "disconnect" in push:
+                    self.disconnect_push(transport, push["disconnect"] or {})
+                continue
+            if "id" in message:
+                self.reply(message, now)
+
+    # Messages ---------------------------------------------------------------------
+
+    def publication(self, pub: dict[str, Any], now: int) -> None:
+        data = pub.get("data")
+        try:
+            sent, step = data["ts"], data["s"]  # type: ignore[index]
+        except (TypeError, KeyError):
+            sent = step = None  # not this tool's payload
+        self.count(pub.get("offset", 0), sent, step, now)
+
+    def count(self, offset: int, sent: int | None, step: int | None, now: int) -> None:
+        """One publication: its offset checked; its latency recorded when `sent`
+        and `step` came from this tool's payload, else it counts as foreign."""
+        stats = self.pool.stats
+        if offset and self.positioned:
+            last = self.offset
+            if offset != last + 1:
+                if offset <= last:
+                    stats.duplicates += 1
+                    return
+                stats.gaps += offset - last - 1
+            self.offset = offset
+        if sent is None or step is None:
+            stats.foreign += 1
+            return
+        latency = (now - sent) // 1000
+        if latency < 0:
+            stats.negative_latency += 1
+        stats.deliveries += 1
+        stats.latency.record(now, step, latency)
+
+    def unsubscribed(self, transport: Carrier, body: dict[str, Any], now: int) -> None:
+        """The server ended the subscription; RESUBSCRIBE_CODES ask for a resubscribe,
+        which recovers from the last offset seen like a reconnect does."""
+        stats = self.pool.stats
+        code = int(body.get("code", 0))
+        stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
+        if self.subscribed:
+            self.subscribed = False
+            stats.subscribed -= 1
+        if code in RESUBSCRIBE_CODES and not self.pool.stopping:
+            self.recovering = self.resubscribing = self.positioned
+            self.started = now
+            position = (self.offset, self.epoch) if self.recovering else None
+            name = self.pool.channel_names[self.channel]
+            transport.send(self.pool.msg_type, self.pool.codec.resubscribe(name, position))
+
+    def reply(self, message: dict[str, Any], now: int) -> None:
+        cmd_id = message["id"]
+        stats = self.pool.stats
+        error = message.get("error")
+        if error is not None:
+            kind = "connect" if cmd_id == CONNECT_ID else "subscribe"
+            stats.error(f"{kind} error {error.get('code')}")
+            self.fail(SubscribeFailed(kind))
+            return
+        if cmd_id == CONNECT_ID:
+            stats.connect.record((now - self.started) // 1000)
+            self.connected(message.get("connect") or {})
+        elif cmd_id == SUBSCRIBE_ID:
+            self.subscribed_reply(message.get("subscribe") or {}, now)
+
+    def connected(self, result: dict[str, Any]) -> None:
+        """The connect reply's result; over a WebSocket the subscribe went with
+        the connect, so there is nothing to do."""
+
+    def disconnect_push(self, transport: Carrier, body: dict[str, Any]) -> None:
+        """The server's disconnect push; over a WebSocket its close frame follows
+        and carries the code, so there is nothing to do."""
+
+    def subscribed_reply(self, result: dict[str, Any], now: int) -> None:
+        stats = self.pool.stats
+        top, epoch = result.get("offset", 0), result.get("epoch", "")
+        if self.recovering:
+            if self.resubscribing:
+                stats.resubscribes += 1
+            else:
+                stats.reconnects += 1
+            if epoch != self.epoch:
+                stats.epoch_changes += 1
+                self.offset = top
+            else:
+                for pub in result.get("publications") or ():
+                    stats.recovered_publications += 1
+                    self.publication(pub, now)
+                if top > self.offset:  # not recovered, or recovered short: missed
+                    stats.gaps += top - self.offset
+                    self.offset = top
+            if result.get("recovered"):
+                stats.recovered += 1
+            else:
+                stats.not_recovered += 1
+        else:
+            self.offset = top
+        self.epoch = epoch
+        self.recovering = self.resubscribing = False
+        self.positioned = bool(result.get("recoverable")) or top > 0
+        self.subscribed = True
+        stats.subscribed += 1
+        stats.subscribe.record((now - self.started) // 1000)
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(exc)
+            self.ready.exception()
+        if self.transport is not None:
+            self.leaving = True
+            self.transport.disconnect()
+
+    def close(self) -> None:
+        """Leave on purpose (churn or the end of the test): close code 1000. From here
+        on the connection's frames are ignored and the client counts as unsubscribed."""
+        self.leaving = True
+        transport = self.transport
+        if transport is None:
+            return
+        if self.subscribed:
+            self.subscribed = False
+            self.pool.stats.subscribed -= 1
+        transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
+
+
+class Subscriber(Receiver, WSListener):
+    """One simulated client over a WebSocket (picows calls it for its frames)."""
+
+    def __init__(self, pool: Pool, index: int, channel: int) -> None:
+        WSListener.__init__(self)
+        Receiver.__init__(self, pool, index, channel)
         self.partial: list[bytes] = []
 
     # picows callbacks -----------------------------------------------------------
@@ -170,148 +338,18 @@ class Subscriber(WSListener):
         elif msg_type is WSMsgType.TEXT or msg_type is WSMsgType.BINARY:
             self.pool.stats.error("wrong frame type")
 
-    def handle(self, transport: WSTransport, messages: Any, now: int) -> None:
-        for message in messages:
-            if not message:
-                transport.send(self.pool.msg_type, self.pool.codec.pong)
-                continue
-            push = message.get("push")
-            if push is not None:
-                pub = push.get("pub")
-                if pub is not None:
-                    self.publication(pub, now)
-                elif "unsubscribe" in push:
-                    self.unsubscribed(transport, push["unsubscribe"] or {}, now)
-                continue
-            if "id" in message:
-                self.reply(message, now)
-
-    # Messages ---------------------------------------------------------------------
-
-    def publication(self, pub: dict[str, Any], now: int) -> None:
-        data = pub.get("data")
-        try:
-            sent, step = data["ts"], data["s"]  # type: ignore[index]
-        except (TypeError, KeyError):
-            sent = step = None  # not this tool's payload
-        self.count(pub.get("offset", 0), sent, step, now)
-
-    def count(self, offset: int, sent: int | None, step: int | None, now: int) -> None:
-        """One publication: its offset checked; its latency recorded when `sent`
-        and `step` came from this tool's payload, else it counts as foreign."""
-        stats = self.pool.stats
-        if offset and self.positioned:
-            last = self.offset
-            if offset != last + 1:
-                if offset <= last:
-                    stats.duplicates += 1
-                    return
-                stats.gaps += offset - last - 1
-            self.offset = offset
-        if sent is None or step is None:
-            stats.foreign += 1
-            return
-        latency = (now - sent) // 1000
-        if latency < 0:
-            stats.negative_latency += 1
-        stats.deliveries += 1
-        stats.latency.record(now, step, latency)
-
-    def unsubscribed(self, transport: WSTransport, body: dict[str, Any], now: int) -> None:
-        """The server ended the subscription; RESUBSCRIBE_CODES ask for a resubscribe,
-        which recovers from the last offset seen like a reconnect does."""
-        stats = self.pool.stats
-        code = int(body.get("code", 0))
-        stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
-        if self.subscribed:
-            self.subscribed = False
-            stats.subscribed -= 1
-        if code in RESUBSCRIBE_CODES and not self.pool.stopping:
-            self.recovering = self.resubscribing = self.positioned
-            self.started = now
-            position = (self.offset, self.epoch) if self.recovering else None
-            name = self.pool.channel_names[self.channel]
-            transport.send(self.pool.msg_type, self.pool.codec.resubscribe(name, position))
-
-    def reply(self, message: dict[str, Any], now: int) -> None:
-        cmd_id = message["id"]
-        stats = self.pool.stats
-        error = message.get("error")
-        if error is not None:
-            kind = "connect" if cmd_id == CONNECT_ID else "subscribe"
-            stats.error(f"{kind} error {error.get('code')}")
-            self.fail(SubscribeFailed(kind))
-            return
-        if cmd_id == CONNECT_ID:
-            stats.connect.record((now - self.started) // 1000)
-        elif cmd_id == SUBSCRIBE_ID:
-            self.subscribed_reply(message.get("subscribe") or {}, now)
-
-    def subscribed_reply(self, result: dict[str, Any], now: int) -> None:
-        stats = self.pool.stats
-        top, epoch = result.get("offset", 0), result.get("epoch", "")
-        if self.recovering:
-            if self.resubscribing:
-                stats.resubscribes += 1
-            else:
-                stats.reconnects += 1
-            if epoch != self.epoch:
-                stats.epoch_changes += 1
-                self.offset = top
-            else:
-                for pub in result.get("publications") or ():
-                    stats.recovered_publications += 1
-                    self.publication(pub, now)
-                if top > self.offset:  # not recovered, or recovered short: missed
-                    stats.gaps += top - self.offset
-                    self.offset = top
-            if result.get("recovered"):
-                stats.recovered += 1
-            else:
-                stats.not_recovered += 1
-        else:
-            self.offset = top
-        self.epoch = epoch
-        self.recovering = self.resubscribing = False
-        self.positioned = bool(result.get("recoverable")) or top > 0
-        self.subscribed = True
-        stats.subscribed += 1
-        stats.subscribe.record((now - self.started) // 1000)
-        if self.ready is not None and not self.ready.done():
-            self.ready.set_result(None)
-
-    def fail(self, exc: Exception) -> None:
-        if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(exc)
-            self.ready.exception()
-        if self.transport is not None:
-            self.leaving = True
-            self.transport.disconnect()
-
-    def close(self) -> None:
-        """Leave on purpose (churn or the end of the test): close code 1000. From here
-        on the connection's frames are ignored and the client counts as unsubscribed."""
-        self.leaving = True
-        transport = self.transport
-        if transport is None:
-            return
-        if self.subscribed:
-            self.subscribed = False
-            self.pool.stats.subscribed -= 1
-        transport.send_close(WSCloseCode.OK)
-        transport.disconnect()
-
 
 _json = json.JSONDecoder().decode
 
 # One publication push of this tool's payload (server/loadtest/wire.py `payload`),
 # as a line of a JSON frame: send time, step and offset, nothing else decoded.
 # Its `data` holds no "offset" key, so the first one after it is the publication's.
-_PUBLICATION = re.compile(
-    rb'^\{"push":\{(?:"channel":"[^"\n]*",)?"pub":\{"data":\{"ts":(\d+),"s":(\d+),"n":\d+,'
-    rb'"p":"x*"\}(?:,"offset":(\d+))?[,}][^\n]*$',
-    re.MULTILINE,
+# (server/loadtest/streams.py matches the same line in an SSE event.)
+PUBLICATION_LINE = (
+    rb'\{"push":\{(?:"channel":"[^"\n]*",)?"pub":\{"data":\{"ts":(\d+),"s":(\d+),"n":\d+,'
+    rb'"p":"x*"\}(?:,"offset":(\d+))?[,}][^\n]*$'
 )
+_PUBLICATION = re.compile(rb"^" + PUBLICATION_LINE, re.MULTILINE)
 
 
 def _decode_json(frame: Any) -> Any:
@@ -355,11 +393,11 @@ class Pool:
         self.timeout = timeout
         self.token = token
         self.stats = Stats()
-        self.clients: list[Subscriber] = []
+        self.clients: list[Receiver] = []
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def open(self, client: Subscriber) -> bool:
+    async def open(self, client: Receiver) -> bool:
         """Connect and subscribe `client` (recovering when it has a position); True on success.
 
         Failures are counted in `stats.errors` by kind, never raised.
@@ -368,19 +406,11 @@ class Pool:
         client.leaving = False
         client.ready = loop.create_future()
         client.started = time.time_ns()
-        url = self.urls[client.index % len(self.urls)]
         deadline = loop.time() + self.timeout
-        transport: WSTransport | None = None
+        transport: Carrier | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                transport, _ = await ws_connect(
-                    lambda: client,
-                    url,
-                    extra_headers=self.codec.subprotocol_headers,
-                    websocket_handshake_timeout=self.timeout,
-                    enable_auto_pong=True,
-                    max_frame_size=64 << 20,
-                )
+                transport = await self.dial(client)
                 await client.ready
             return True
         except TimeoutError:
@@ -391,12 +421,28 @@ class Pool:
             self.stats.error(type(exc).__name__)
         except Exception as exc:  # picows handshake errors and the like
             self.stats.error(type(exc).__name__)
+        if transport is None:
+            transport = client.transport  # connected, the dial still unfinished
         if transport is not None and not transport.is_disconnected:
             client.leaving = True
             transport.disconnect()
         return False
 
-    def reconnect_later(self, client: Subscriber, delay: float | None = None) -> None:
+    async def dial(self, client: Receiver) -> Carrier:
+        """Open `client`'s connection (it sends connect and subscribe once open)."""
+        assert isinstance(client, Subscriber)  # this pool's clients are WebSocket ones
+        url = self.urls[client.index % len(self.urls)]
+        transport, _ = await ws_connect(
+            lambda: client,
+            url,
+            extra_headers=self.codec.subprotocol_headers,
+            websocket_handshake_timeout=self.timeout,
+            enable_auto_pong=True,
+            max_frame_size=64 << 20,
+        )
+        return transport
+
+    def reconnect_later(self, client: Receiver, delay: float | None = None) -> None:
         """Reconnect with recovery after `delay` (jittered default), unless stopping;
         failed attempts are retried with a doubling delay, `RECONNECT_ATTEMPTS` in all."""
         if client.reconnecting:
@@ -406,7 +452,7 @@ class Pool:
         client.resubscribing = False
         self.spawn(self._reconnect(client, delay))
 
-    async def _reconnect(self, client: Subscriber, delay: float | None) -> None:
+    async def _reconnect(self, client: Receiver, delay: float | None) -> None:
         try:
             for attempt in range(RECONNECT_ATTEMPTS):
                 pause = random.uniform(*RECONNECT_DELAY) * 2**attempt

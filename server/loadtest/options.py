@@ -19,6 +19,7 @@ from server.loops import LOOP_CHOICES
 
 __all__ = [
     "LAYOUTS",
+    "TRANSPORTS",
     "Options",
     "OptionsError",
     "build_parser",
@@ -29,6 +30,11 @@ __all__ = [
 LAYOUTS = ("hot", "channels", "per-client")
 """hot: every client on one channel; channels: clients spread over N channels
 (client i on channel i mod N); per-client: a channel of its own for each client."""
+
+TRANSPORTS = ("websocket", "sse", "http_stream")
+"""How subscribers connect: a WebSocket at the URL; or an HTTP stream at the same
+host's `/connection/sse` or `/connection/http_stream`, with `/emulation` for the
+commands after connect (see server.loadtest.streams). Publishers stay WebSocket."""
 
 FD_RESERVE = 64  # descriptors a worker keeps for its pipes, loop and imports
 
@@ -55,6 +61,7 @@ class Options:
     connect_concurrency: int = 100  # connection attempts in flight per worker
     connect_timeout: float = 10.0  # per connection, until subscribed
     layout: str = "hot"
+    transport: str = "websocket"  # the subscribers' (TRANSPORTS); publishers use WebSocket
     channels: int = 1  # for layout "channels"
     channel_prefix: str = "loadtest"
     rates: tuple[float, ...] = (10.0,)  # publications per second, one step each
@@ -183,6 +190,12 @@ class Options:
         _at_least("--size", self.size, 0)
         if self.encoding not in ("json", "msgpack"):
             raise OptionsError(f"--encoding: 'json' or 'msgpack', not {self.encoding!r}")
+        if self.transport not in TRANSPORTS:
+            raise OptionsError(
+                f"--transport: one of {', '.join(TRANSPORTS)}, not {self.transport!r}"
+            )
+        if self.transport != "websocket" and self.encoding != "json":
+            raise OptionsError(f"--transport: {self.transport} speaks JSON only")
         if self.loop not in LOOP_CHOICES:
             raise OptionsError(f"--loop: one of {', '.join(LOOP_CHOICES)}, not {self.loop!r}")
         _at_least("--churn", self.churn, 0)
@@ -255,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.layout,
         help="hot: one channel for all; channels: spread over --channels; "
         "per-client: one channel each",
+    )
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=d.transport,
+        help="how subscribers connect: websocket (--url), or sse / http_stream at the same "
+        "host's /connection/sse or /connection/http_stream with /emulation (JSON only); "
+        "publishers stay WebSocket",
     )
     p.add_argument("--channels", type=int, default=d.channels, help="for --layout channels")
     p.add_argument(

@@ -26,7 +26,7 @@ from server.loadtest.options import Options
 from server.loadtest.wire import CONNECT_ID, Codec, mint_token, padding, payload
 from server.loadtest.worker import STATUS_INTERVAL, WorkerIO
 
-__all__ = ["run_publisher"]
+__all__ = ["read_response", "run_publisher"]
 
 MAX_BATCH_BYTES = 32 << 10  # under the server's default 64 KiB frame limit
 TICK = 0.005  # seconds between publishing rounds at high rates
@@ -282,7 +282,7 @@ class _HTTPPublisher:
                     stream = await self._open()
                 reader, writer = stream
                 writer.write(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                status, keep, answer = await _read_response(reader)
+                status, keep, answer = await read_response(reader)
                 if not keep:
                     writer.close()
                     stream = None
@@ -301,7 +301,7 @@ class _HTTPPublisher:
             task.cancel()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
     """(status, keep-alive, body) of one HTTP/1.1 response."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     status = int(head[0].split()[1])

@@ -7,9 +7,10 @@ import asyncio
 import time
 from typing import Any
 
-from server.loadtest.client import Pool, Stats, Subscriber
+from server.loadtest.client import Pool, Receiver, Stats, Subscriber
 from server.loadtest.metrics import Recorder
 from server.loadtest.options import Options
+from server.loadtest.streams import EMULATION_CONNECTIONS, StreamPool, StreamSubscriber
 from server.loadtest.wire import Codec, mint_token
 from server.loadtest.worker import STATUS_INTERVAL, WorkerIO
 
@@ -72,7 +73,7 @@ async def _connect_all(pool: Pool, options: Options, workers: int, io: WorkerIO)
     gate = asyncio.Semaphore(options.connect_concurrency)
     tasks = []
 
-    async def one(client: Subscriber) -> None:
+    async def one(client: Receiver) -> None:
         try:
             await pool.open(client)
         finally:
@@ -112,8 +113,15 @@ async def run_subscribers(
     """Hold `clients` (global indices) of `workers`; `t0` (ns) is second 0 of the timeline."""
     codec = Codec(options.encoding)
     names = [options.channel_name(i) for i in range(options.channel_count)]
-    pool = Pool(list(options.urls), codec, names, options.connect_timeout, _token_factory(options))
-    pool.clients = [Subscriber(pool, i, options.channel_of(i)) for i in clients]
+    urls, timeout, token = list(options.urls), options.connect_timeout, _token_factory(options)
+    pool: Pool
+    if options.transport == "websocket":
+        pool = Pool(urls, codec, names, timeout, token)
+        pool.clients = [Subscriber(pool, i, options.channel_of(i)) for i in clients]
+    else:
+        connections = min(EMULATION_CONNECTIONS, options.connect_concurrency)
+        pool = StreamPool(options.transport, urls, codec, names, timeout, token, connections)
+        pool.clients = [StreamSubscriber(pool, i, options.channel_of(i)) for i in clients]
     pool.stats.latency = Recorder(t0)
     reporter = asyncio.get_running_loop().create_task(_report(io, pool.stats))
     churner = None

@@ -61,16 +61,25 @@ class Codec:
     ) -> bytes:
         """connect and subscribe in one frame; with `position` (offset, epoch) the
         subscribe asks to recover what was published after it."""
+        return self.encode([self._connect(token), self._subscribe(channel, position)])
+
+    def connect(self, token: str = "") -> bytes:
+        """connect alone: an HTTP stream's request, its subscribe to follow."""
+        return self.encode([self._connect(token)])
+
+    def subscribe(self, channel: str, position: tuple[int, str] | None) -> bytes:
+        """subscribe alone: after an HTTP stream's connect, or on a connection the
+        server unsubscribed (code 2500..2999)."""
+        return self.encode([self._subscribe(channel, position)])
+
+    resubscribe = subscribe
+
+    @staticmethod
+    def _connect(token: str) -> dict[str, Any]:
         connect: dict[str, Any] = {"name": "loadtest"}
         if token:
             connect["token"] = token
-        return self.encode(
-            [{"id": CONNECT_ID, "connect": connect}, self._subscribe(channel, position)]
-        )
-
-    def resubscribe(self, channel: str, position: tuple[int, str] | None) -> bytes:
-        """subscribe alone, on a connection the server unsubscribed (code 2500..2999)."""
-        return self.encode([self._subscribe(channel, position)])
+        return {"id": CONNECT_ID, "connect": connect}
 
     @staticmethod
     def _subscribe(channel: str, position: tuple[int, str] | None) -> dict[str, Any]:
