@@ -47,6 +47,9 @@ RAMP_1K = (20.0, 20.0, 20.0, 20.0, 50.0, 100.0, 125.0, 150.0, 175.0, 200.0, 250.
 RAMP_10K = (2.0, 5.0, 10.0, 20.0, 30.0)  # publications/s, 10,000 subscribers
 QUICK = {"duration": 1.0, "drain": 1.0, "drain_max": 10.0}  # --quick: shorter steps
 FANOUT = {"clients": 1000, "rates": RAMP_1K, "duration": 3.0, "drain_max": 30.0}
+# Every stream subscriber sends its subscribe (and its pongs) through /emulation
+# from one address, loopback: no per-address rate for them.
+STREAM_ENV = {"WSFAN_TRANSPORTS__EMULATION_RATE": "0"}
 CAPACITY = {
     "clients": 10000,
     "ramp": 2000.0,
@@ -80,6 +83,22 @@ SCENARIOS = [
         broker="memory",
     ),
     Scenario("fanout_redis", "1 process, Redis broker, 1,000 subscribers, one channel", FANOUT),
+    Scenario(
+        "fanout_sse_1k",
+        "fanout_redis with the subscribers on SSE (GET /connection/sse, subscribe and "
+        "pongs through POST /emulation); publishers on WebSocket",
+        {**FANOUT, "transport": "sse"},
+        default=False,
+        env=STREAM_ENV,
+    ),
+    Scenario(
+        "fanout_http_stream_1k",
+        "fanout_redis with the subscribers on HTTP-streaming (POST /connection/http_stream, "
+        "subscribe and pongs through POST /emulation); publishers on WebSocket",
+        {**FANOUT, "transport": "http_stream"},
+        default=False,
+        env=STREAM_ENV,
+    ),
     Scenario(
         "fanout_2workers",
         "2 server processes on one Valkey, 1,000 subscribers split across them, "
@@ -320,6 +339,7 @@ def run_scenario(
                 "server": scenario.server,
                 "broker": scenario.broker if scenario.server == "wsfan" else None,
                 "instances": scenario.instances,
+                "transport": scenario.options.get("transport", "websocket"),
                 "server_pids_are": "server processes, then Valkey (when it ran)",
                 "memory_pids_are": "server processes",
                 "server_cpus": sorted(cpus) if cpus else None,
