@@ -10,6 +10,9 @@ raw picows baseline (`picows_1k`) as the machine's yardstick, `--runs` times
 
     bench/transports.py --runs 3 --out bench/results/issue17_transports
 
+`--resume` skips the runs whose folder already holds every result (`--runs 5
+--resume` after three adds two).
+
 Figures, per scenario: server CPU per delivery at 20 publications/s
 (`bench.table.cpu_per_delivery`: server and Valkey, the three steps after the
 warm-up), latency p50 and p99 of those same steps (their mean), deliveries/s
@@ -169,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="no runs: the report of the run_N folders"
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip the runs whose folder holds every result"
+    )
     args = parser.parse_args(argv)
     out = args.out.resolve()
     names = list(SCENARIOS.values())
@@ -176,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(1, args.runs + 1):
         folder = out / f"run_{i}"
         order = names[i - 1 :] + names[: i - 1]
-        seconds = 0.0 if args.report_only else run_once(folder, order, args.quick)
+        done = all((folder / f"{name}.json").exists() for name in names)
+        run = not args.report_only and not (args.resume and done)
+        seconds = run_once(folder, order, args.quick) if run else 0.0
         runs.append(figures_of(folder))
         print(f"run {i} ({', '.join(order)}): {seconds:.0f} s", flush=True)
     table, data = report(runs)
