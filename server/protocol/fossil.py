@@ -19,10 +19,12 @@ the source's 16-byte blocks (every 16th position, `len(source) // 16` buckets,
 newer blocks first in a chain), a rolling hash over a 16-byte window of the
 target, and at the first window position where some candidate block gives a
 match worth a copy command (at least as long as the command's digits and
-punctuation), the longest such match, extended forwards and backwards. The delta
-is byte-for-byte the one centrifuge's Go encoder (github.com/shadowspore/fossil-delta)
-makes; see `create` for where Fossil's C and the npm `fossil-delta` package can
-choose differently (every reference's `apply` accepts each other's deltas).
+punctuation), the longest such match, extended forwards and backwards. Where the
+references choose differently it takes the choices of centrifuge's Go encoder
+(github.com/shadowspore/fossil-delta), whose source it was written against; the
+tests hold it to deltas Fossil's C and the npm `fossil-delta` package made, and
+`create` says where those two differ. Every reference's `apply` accepts each
+other's deltas.
 
 The format is byte-based: a copy may end or start inside a multi-byte UTF-8
 character, so an insert may hold part of one and the delta need not be valid
@@ -136,8 +138,8 @@ def create(source: bytes, target: bytes, *, utf8_safe: bool = False) -> bytes:
     (see `delta_worth_it`). A source of 16 bytes or fewer gives one insert of
     the whole target. Deterministic: the same inputs give the same delta.
 
-    With `utf8_safe=False` the delta is byte-for-byte centrifuge's Go encoder's.
-    Fossil's C encoder can differ on sources of non-ASCII bytes (it hashes
+    With `utf8_safe=False` the delta is byte-for-byte centrifuge's Go encoder's
+    (by its source). Fossil's C encoder can differ on sources of non-ASCII bytes (it hashes
     `char`, signed on x86), the npm `fossil-delta` package on source lengths that
     are not a multiple of 16 (it takes ceil(len/16) hash buckets), and both when
     one bucket holds more than 249 blocks; the deltas differ, each applies to
