@@ -1,8 +1,11 @@
-"""The browser pages: `/` (the chat demo) and `/dashboard` (the cluster's live numbers).
+"""The browser pages: `/` (the chat demo), `/dashboard` (the cluster's live numbers)
+and `/admin` (the server HTTP API for an operator).
 
 Pages are Tornado templates kept in static/ beside their scripts; they load only
-files this server serves (static/vendor/ holds the centrifuge SDK and uPlot), and
-they talk to the server only through the client protocol, like any other client.
+files this server serves (static/vendor/ holds the centrifuge SDK and uPlot). The
+chat and the dashboard talk to the server only through the client protocol, like
+any other client; the admin page only through the server HTTP API, with the key
+its operator types, so it can do nothing that key cannot.
 """
 
 from __future__ import annotations
@@ -13,10 +16,22 @@ from tornado.web import RequestHandler
 
 from server.node import Node
 
-__all__ = ["CHAT_NAMESPACE", "STATIC_DIR", "PageHandler", "page_routes"]
+__all__ = [
+    "ADMIN_CSP",
+    "CHAT_NAMESPACE",
+    "STATIC_DIR",
+    "AdminPageHandler",
+    "PageHandler",
+    "page_routes",
+]
 
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 CHAT_NAMESPACE = "chat"  # the chat demo's rooms are channels "chat:<room>"
+ADMIN_CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+"""The admin page's Content-Security-Policy: its own scripts and styles only (no
+inline ones, so data from clients cannot run), requests to this origin only, no
+form submission (its forms are handled by its script: a key typed in can never end
+up in a URL), and no framing (no clickjacking of its buttons)."""
 
 
 class PageHandler(RequestHandler):
@@ -41,8 +56,20 @@ class PageHandler(RequestHandler):
         )
 
 
+class AdminPageHandler(PageHandler):
+    """`/admin`: the page, sent with `ADMIN_CSP`, no framing, no referrer and no
+    content sniffing, on every answer (errors included)."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", ADMIN_CSP)
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+
 def page_routes(node: Node) -> list[tuple[str, type[RequestHandler], dict[str, object]]]:
     return [
         (r"/", PageHandler, {"node": node, "template": "chat.html"}),
         (r"/dashboard", PageHandler, {"node": node, "template": "dashboard.html"}),
+        (r"/admin", AdminPageHandler, {"node": node, "template": "admin.html"}),
     ]
