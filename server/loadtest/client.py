@@ -249,6 +249,24 @@ class Receiver:
         transport.send_close(WSCloseCode.OK)
         transport.disconnect()
 
+    def gone(self, transport: object) -> bool:
+        """Count a connection of this client as closed; True when it was the
+        current one and the client may reconnect (not leaving, not stopping)."""
+        pool, stats = self.pool, self.pool.stats
+        if self.live:
+            self.live -= 1
+            stats.connected -= 1
+        if transport is not self.transport:
+            return False  # an earlier connection of this client, already replaced
+        if self.subscribed:
+            self.subscribed = False
+            stats.subscribed -= 1
+        self.transport = None
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(SubscribeFailed("closed before subscribed"))
+            self.ready.exception()
+        return not (self.leaving or pool.stopping)
+
 
 class Subscriber(Receiver, WSListener):
     """One simulated client over a WebSocket (picows calls it for its frames)."""
@@ -270,21 +288,9 @@ class Subscriber(Receiver, WSListener):
         transport.send(self.pool.msg_type, hello)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        pool, stats = self.pool, self.pool.stats
-        if self.live:
-            self.live -= 1
-            stats.connected -= 1
-        if transport is not self.transport:
-            return  # an earlier connection of this client, already replaced
-        if self.subscribed:
-            self.subscribed = False
-            stats.subscribed -= 1
-        self.transport = None
-        if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(SubscribeFailed("closed before subscribed"))
-            self.ready.exception()
-        if self.leaving or pool.stopping:
+        if not self.gone(transport):
             return
+        pool, stats = self.pool, self.pool.stats
         handshake = transport.close_handshake
         code = handshake.recv.code.value if handshake and handshake.recv else NO_CLOSE_FRAME
         if handshake is None or handshake.recv is None:

@@ -376,21 +376,9 @@ class StreamSubscriber(Receiver):
             stream.disconnect()
 
     def lost(self, stream: StreamConnection) -> None:
-        pool, stats = self.pool, self.pool.stats
-        if self.live:
-            self.live -= 1
-            stats.connected -= 1
-        if stream is not self.transport:
-            return  # an earlier connection of this client, already replaced
-        if self.subscribed:
-            self.subscribed = False
-            stats.subscribed -= 1
-        self.transport = None
-        if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(SubscribeFailed("closed before subscribed"))
-            self.ready.exception()
-        if self.leaving or pool.stopping:
+        if not self.gone(stream):
             return
+        pool, stats = self.pool, self.pool.stats
         code = stream.code
         if code is None:
             stats.closed(NO_CLOSE_FRAME)
