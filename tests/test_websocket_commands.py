@@ -29,6 +29,13 @@ async def test_subscribe_to_channel_with_history_is_recoverable_at_current_posit
     assert result["offset"] == 0 and result["epoch"]
 
 
+@pytest.mark.gen_test
+async def test_a_positioned_subscribe_to_a_channel_with_history_is_answered_positioned(client):
+    c = await client()
+    result = await c.result("subscribe", {"channel": "news", "positioned": True})
+    assert result["positioned"] is True
+
+
 @pytest.mark.settings(namespaces=LIVE)
 @pytest.mark.gen_test
 async def test_subscribe_to_channel_without_history_is_not_recoverable(client):

@@ -201,9 +201,8 @@ class Subscriptions:
         self, channel: str, result: dict[str, Any], data: Any, publications: list[Publication]
     ) -> None:
         """A subscribe push, then the recovered publications as publication pushes."""
-        body = {k: v for k, v in result.items() if k in ("recoverable", "epoch", "offset")}
-        if body.get("recoverable"):
-            body["positioned"] = True
+        keys = ("recoverable", "positioned", "epoch", "offset")
+        body = {k: v for k, v in result.items() if k in keys}
         if data is not None:
             body["data"] = data
         send = self._outbox.send
@@ -224,7 +223,8 @@ class Subscriptions:
         """
         if not sub.options.recoverable:
             return {}, []
-        result: dict[str, Any] = {"recoverable": True}
+        # History is kept: the subscription is positioned (the SDKs track its offset).
+        result: dict[str, Any] = {"recoverable": True, "positioned": True}
         publications: list[Publication] = []
         if request.recover:
             limit = self._recovery_max
