@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +45,16 @@ def server(
         )
     )
     io_loop.run_sync(server.start)
+    io_loop.run_sync(lambda: heard(server), timeout=TEST_TIMEOUT)
     yield server
     io_loop.run_sync(server.close)
+
+
+async def heard(server: Server) -> None:
+    """Until the instance's own cluster announcement came back: /readyz answers 503
+    before that, by design, and these tests are about the other checks."""
+    while not server.node.cluster.heard_itself:
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

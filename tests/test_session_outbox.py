@@ -297,6 +297,7 @@ async def recovery_of_size(node: Node, encoding: Encoding, size: int) -> StreamP
     def measure(data: str) -> int:
         result = {
             "recoverable": True,
+            "positioned": True,
             "was_recovering": True,
             "recovered": True,
             "publications": [p.to_dict() for p in [*pubs, Publication(data, first.offset + 1)]],
