@@ -39,6 +39,13 @@ from tests.processes import (
             "server.workers",
             id="workers-memory-broker",
         ),
+        pytest.param(
+            [],
+            {"WSFAN_REDIS__CLUSTER": "true", "WSFAN_REDIS__SHARDS": '["redis://127.0.0.1:1/0"]'},
+            None,
+            "redis.shards",
+            id="cluster-and-shards",
+        ),
         # the test turns embedded servers off, so the Redis broker has no URL
         pytest.param([], {}, None, "redis.url", id="redis-broker-without-url"),
     ],

@@ -461,6 +461,20 @@ def test_several_workers_on_the_memory_broker_are_refused() -> None:
         load_settings(env=env)
 
 
+def test_redis_cluster_and_client_side_shards_together_are_refused() -> None:
+    env = {"WSFAN_REDIS__CLUSTER": "true", "WSFAN_REDIS__SHARDS": '["redis://a:6379/0"]'}
+    with pytest.raises(ConfigError, match=r"^redis\.shards: excludes redis\.cluster"):
+        load_settings(env=env)
+
+
+def test_client_side_shards_stand_in_for_a_redis_url() -> None:
+    env = {
+        "WSFAN_EMBEDDED__ENABLED": "false",
+        "WSFAN_REDIS__SHARDS": '["redis://a:6379/0", "redis://b:6379/0"]',
+    }
+    assert load_settings(env=env).redis.shards == ("redis://a:6379/0", "redis://b:6379/0")
+
+
 def test_one_worker_on_the_memory_broker_is_accepted() -> None:
     env = {"WSFAN_BROKER__TYPE": "memory", "WSFAN_SERVER__WORKERS": "1"}
     assert load_settings(env=env).server.workers == 1

@@ -242,5 +242,14 @@ def _check_combinations(settings: Settings) -> None:
             "server.shutdown_timeout: must exceed server.drain_delay plus "
             "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
         )
-    if settings.broker.type == "redis" and not settings.redis.url and not settings.embedded.enabled:
+    if settings.redis.cluster and settings.redis.shards:
+        raise ConfigError(
+            "redis.shards: excludes redis.cluster; a Redis Cluster shards by itself"
+        )
+    if (
+        settings.broker.type == "redis"
+        and not settings.redis.url
+        and not settings.redis.shards
+        and not settings.embedded.enabled
+    ):
         raise ConfigError("redis.url: broker.type 'redis' needs a URL (or embedded.enabled)")

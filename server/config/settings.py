@@ -184,6 +184,12 @@ class RedisSettings:
     reconnect_delay_max: float = field(default=5.0, metadata=_range(0.001))
     presence_ttl: float = field(default=60.0, metadata=_range(0.1))
     presence_update_interval: float = field(default=25.0, metadata=_range(0.05))
+    # `url` names any node of a Redis Cluster: channels go to the shard owning their
+    # slot, subscriptions use sharded pub/sub (SSUBSCRIBE). Excludes `shards`.
+    cluster: bool = False
+    # Independent Redis servers, channels spread over them by a jump hash of the
+    # channel name (client-side sharding); `url` is then unused. Excludes `cluster`.
+    shards: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
