@@ -243,9 +243,7 @@ def _check_combinations(settings: Settings) -> None:
             "persist.shutdown_timeout, so the MongoDB queue is written or spilled before exit"
         )
     if settings.redis.cluster and settings.redis.shards:
-        raise ConfigError(
-            "redis.shards: excludes redis.cluster; a Redis Cluster shards by itself"
-        )
+        raise ConfigError("redis.shards: excludes redis.cluster; a Redis Cluster shards by itself")
     if (
         settings.broker.type == "redis"
         and not settings.redis.url
