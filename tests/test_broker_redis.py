@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from tornado.ioloop import IOLoop
 
-from server.broker.base import HistoryOptions
+from server.broker.base import HistoryOptions, HistoryQuery
 from server.broker.redis import RedisBroker, RedisRestarted, RestartWatch, redis_client
 from server.broker.redis_pubsub import PubSubConnection
 from server.embedded import EmbeddedServer
@@ -56,10 +56,10 @@ async def test_unsubscribed_channel_leaves_redis_pubsub(broker: RedisBroker, ins
     await broker.subscribe(["a", "b"])
     await broker.unsubscribe(["a"])
     for _ in range(100):  # UNSUBSCRIBE is not awaited for a reply: poll, bounded
-        if await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.b"]:
+        if await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.{b}"]:
             break
         await asyncio.sleep(0.01)
-    assert await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.b"]
+    assert await inspector.pubsub_channels("rb.pub.*") == [b"rb.pub.{b}"]
 
 
 @pytest.mark.gen_test
@@ -67,7 +67,7 @@ async def test_publications_travel_on_redis_as_one_msgpack_array(
     broker: RedisBroker, inspector: Redis
 ):
     pubsub = inspector.pubsub()
-    await pubsub.subscribe("rb.pub.news")
+    await pubsub.subscribe("rb.pub.{news}")
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
     position = await broker.publish("news", {"text": "hi"}, KEEP, tags={"k": "v"})
     message = await pubsub.get_message(timeout=2)
@@ -182,6 +182,44 @@ async def test_every_key_of_a_logged_channel_shares_its_slot(broker: RedisBroker
     keys = [k.decode() async for k in inspector.scan_iter(match="rb.*{log:a}*")]
     assert {k.split(".")[1] for k in keys} == {"meta", "stream", "logged"}
     assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+@pytest.mark.parametrize("channel", ["a}b", "{x}", "%7B", "chat:{room}:1"])
+@pytest.mark.gen_test
+async def test_a_channel_with_braces_keeps_every_key_in_one_slot_of_its_own(
+    broker: RedisBroker, inspector: Redis, channel: str
+):
+    await broker.publish(channel, "x", KEEP, idempotency_key="k")
+    keys = [k async for k in inspector.scan_iter(match="rb.*")]
+    assert len({key_slot(k) for k in keys}) == 1
+    assert key_slot(keys[0]) != key_slot(b"rb.meta.{a}")
+
+
+@pytest.mark.parametrize("channel", ["a}b", "{x}", "%7B"])
+@pytest.mark.gen_test
+async def test_a_channel_with_braces_is_delivered_and_kept_under_its_own_name(
+    embedded_redis: EmbeddedServer, channel: str
+):
+    handler = RecordingHandler()
+    instance = RedisBroker(redis_client(embedded_redis.url), "rb")
+    await instance.start(handler)
+    try:
+        await instance.subscribe([channel])
+        position = await instance.publish(channel, "x", KEEP)
+        await handler.wait_for(lambda: handler.data(channel) == ["x"])
+        history = await instance.history(channel, HistoryQuery(limit=10), KEEP)
+        assert [p.data for p in history.publications] == ["x"]
+        assert history.position == position
+    finally:
+        await instance.close()
+
+
+@pytest.mark.gen_test
+async def test_a_lagging_log_is_found_under_a_channel_name_with_braces(broker: RedisBroker):
+    options = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0, log_lag=10)
+    await broker.publish("log:{a}", 1, options)
+    lagging = await broker.log_lagging(["log:{"])
+    assert [state.channel for state in lagging] == ["log:{a}"]
 
 
 class Ticks:

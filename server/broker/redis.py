@@ -7,12 +7,12 @@ epoch lives in the channel's meta hash: when Redis loses it (a restart
 without persistence, or the meta TTL), the next read or publish starts a new
 epoch and clients learn that recovery is impossible.
 
-Keys (the channel in braces is a Redis Cluster hash tag, so a channel's keys
-share a slot): `<prefix>.meta.{<channel>}`, `<prefix>.stream.{<channel>}`,
-`<prefix>.presence.{<channel>}` (hash), `<prefix>.presence.z.{<channel>}`
-(expiry zset) and `<prefix>.idempotency.{<channel>}.<key>` (a publish's result,
-for its window); pub/sub channels `<prefix>.pub.<channel>` and, for the control
-stream, `<prefix>.control` (subscribed for the broker's whole life).
+Keys (named in server/broker/redis_keys.py: the escaped channel in braces is a
+Redis Cluster hash tag, so a channel's keys share a slot): `<prefix>.meta.{c}`,
+`<prefix>.stream.{c}`, `<prefix>.presence.{c}` (hash), `<prefix>.presence.z.{c}`
+(expiry zset) and `<prefix>.idempotency.{c}.<key>` (a publish's result, for its
+window); pub/sub channels `<prefix>.pub.{c}` and, for the control stream,
+`<prefix>.control` (subscribed for the broker's whole life).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from server.broker.base import (
 from server.broker.leases import Leases
 from server.broker.memory import LOG_BEHIND, new_epoch
 from server.broker.occupancy import OccupancyStore
+from server.broker.redis_keys import channel_key, escape, pubsub_channel, untag
 from server.broker.redis_leases import RedisLeases, lease_key
 from server.broker.redis_occupancy import RedisOccupancy
 from server.broker.redis_presence import RedisPresence
@@ -204,19 +205,19 @@ class RedisBroker(Broker):
     # Keys --------------------------------------------------------------------
 
     def _meta(self, channel: str) -> str:
-        return f"{self.prefix}.meta.{{{channel}}}"
+        return channel_key(self.prefix, "meta", channel)
 
     def _stream(self, channel: str) -> str:
-        return f"{self.prefix}.stream.{{{channel}}}"
+        return channel_key(self.prefix, "stream", channel)
 
     def _pubsub_channel(self, channel: str) -> bytes:
-        return self._pub_prefix + channel.encode()
+        return pubsub_channel(self.prefix, channel)
 
     def _idempotency(self, channel: str, key: str) -> str:
-        return f"{self.prefix}.idempotency.{{{channel}}}.{key}"
+        return channel_key(self.prefix, "idempotency", channel, key)
 
     def _logged_set(self, channel: str) -> str:
-        return f"{self.prefix}.logged.{{{channel}}}"
+        return channel_key(self.prefix, "logged", channel)
 
     # Life cycle --------------------------------------------------------------
 
@@ -274,7 +275,7 @@ class RedisBroker(Broker):
             return
         if not pubsub_channel.startswith(self._pub_prefix):
             return
-        channel = pubsub_channel[len(self._pub_prefix) :].decode()
+        channel = untag(pubsub_channel[len(self._pub_prefix) :].decode())
         message = _unpack(data)
         kind = message[0]
         if kind == KIND_PUBLICATION:
@@ -411,7 +412,7 @@ class RedisBroker(Broker):
         start = f"{self.prefix}.meta.{{"
         found: list[LogState] = []
         for prefix in prefixes:
-            match = _glob_escape(start + prefix) + "*"
+            match = _glob_escape(start + escape(prefix)) + "*"
             keys = [key async for key in self.client.scan_iter(match=match, count=1000)]
             for index in range(0, len(keys), 500):
                 chunk = keys[index : index + 500]
@@ -422,7 +423,7 @@ class RedisBroker(Broker):
                 for key, (epoch, top, logged) in zip(chunk, answers, strict=True):
                     if epoch is None or logged is None or int(logged) >= int(top or 0):
                         continue
-                    channel = key.decode()[len(start) : -1]
+                    channel = untag(key.decode()[len(start) - 1 :])
                     found.append(LogState(channel, epoch.decode(), int(top), int(logged)))
         return found
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from server.broker.leases import Leases
+from server.broker.redis_keys import channel_key
 
 __all__ = ["ACQUIRE", "RELEASE", "RedisLeases", "lease_key"]
 
@@ -33,7 +34,7 @@ return 0
 
 
 def lease_key(prefix: str, channel: str, name: str) -> str:
-    return f"{prefix}.lease.{{{channel}}}.{name}"
+    return channel_key(prefix, "lease", channel, name)
 
 
 class RedisLeases(Leases):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from server.broker.occupancy import NOTHING, OccupancyStore, Op, Timing
+from server.broker.redis_keys import channel_key
 
 __all__ = ["DUE", "FORGET", "STEP", "RedisOccupancy"]
 
@@ -120,7 +121,7 @@ class RedisOccupancy(OccupancyStore):
     ) -> int:
         if op is Op.JOIN:  # due at once until the step says when: never missed
             await self._client.zadd(self._index, {channel: 0}, nx=True)
-        keys = [f"{self._prefix}.occ.m.{{{channel}}}", f"{self._prefix}.occ.s.{{{channel}}}"]
+        keys = [channel_key(self._prefix, kind, channel) for kind in ("occ.m", "occ.s")]
         args = [op.value, member, _ms(timing.member_ttl), _ms(timing.vacate_delay)]
         args += [_ms(timing.claim_ttl), delivered]
         deliver, deadline = await self._step(keys=keys, args=args)

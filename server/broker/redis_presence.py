@@ -10,6 +10,7 @@ import msgpack
 from redis.asyncio import Redis
 
 from server.broker.base import PresenceManager
+from server.broker.redis_keys import channel_key
 from server.broker.redis_scripts import PRESENCE_GET
 from server.protocol import ClientInfo
 
@@ -32,7 +33,9 @@ class RedisPresence(PresenceManager):
         self._get = client.register_script(PRESENCE_GET)
 
     def _keys(self, channel: str) -> tuple[str, str]:
-        return f"{self.prefix}.presence.{{{channel}}}", f"{self.prefix}.presence.z.{{{channel}}}"
+        return channel_key(self.prefix, "presence", channel), channel_key(
+            self.prefix, "presence.z", channel
+        )
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
         data, expiry = self._keys(channel)
