@@ -105,11 +105,12 @@ def _check_urls(settings: Settings) -> None:
     from pymongo.uri_parser import parse_uri
     from redis.connection import parse_url
 
-    if settings.redis.url:
-        try:
-            parse_url(settings.redis.url)
-        except ValueError as exc:
-            raise ConfigError(f"redis.url: {exc}") from None
+    for key, urls in (("redis.url", [settings.redis.url]), ("redis.shards", settings.redis.shards)):
+        for redis_url in filter(None, urls):
+            try:
+                parse_url(redis_url)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
     url = settings.mongo.url
     if url and not url.startswith("mongodb+srv://"):  # +srv: parsing would query DNS
         try:
@@ -140,6 +141,7 @@ def _with_embedded(settings: Settings) -> tuple[Settings, EmbeddedSet | None]:
     var = Path(settings.embedded.dir)
     urls = {"redis": settings.redis.url, "mongo": settings.mongo.url}
     need = {k: not url or is_embedded_url(url, var, k) for k, url in urls.items()}
+    need["redis"] = need["redis"] and not settings.redis.shards
     if not any(need.values()):
         return settings, None
     group = start_embedded(var, need["redis"], need["mongo"], fsync=fsync_policy(settings))

@@ -32,7 +32,7 @@ from server.node import Node
 from server.stats_channel import NodeStats
 from server.store.keys import KeyStore
 from server.store.mongo import MongoStore
-from server.web.health import ReadinessCheck
+from server.web.health import Advisory, ReadinessCheck
 
 __all__ = [
     "READINESS_TIMEOUT",
@@ -121,6 +121,16 @@ def proxy_hooks(settings: Settings) -> ProxyHooks | None:
         raise ConfigError(str(exc)) from None
 
 
+def broker_readiness(broker: Broker) -> ReadinessCheck:
+    """/readyz's broker check: fails only when no shard answers, reports each shard."""
+
+    async def check() -> dict[str, str]:
+        await broker.ping()
+        return await broker.shard_states()
+
+    return check
+
+
 def build(settings: Settings, app: object | None = None) -> Server:
     """One server instance, not started: the node, its stats channel and, when
     `mongo.url` is set, the MongoDB store with the channel log and stored API keys.
@@ -139,9 +149,9 @@ def build(settings: Settings, app: object | None = None) -> Server:
     # Known cluster-wide first: /emulation requests for this node are forwarded then.
     readiness: dict[str, ReadinessCheck] = {"cluster": node.cluster.check_heard}
     if settings.broker.type == "redis":
-        readiness["redis"] = node.broker.ping
+        readiness["redis"] = broker_readiness(node.broker)
     if store is not None:
-        readiness["mongo"] = store.ping
+        readiness["mongo"] = Advisory(store.ping)
     lookup = KeyStore(store).verify if store is not None else None
     return Server(
         node,

@@ -17,6 +17,7 @@ from tornado.ioloop import IOLoop
 from server.broker.base import Broker, PresenceManager
 from server.broker.memory import MemoryBroker, MemoryPresence
 from server.broker.redis import RedisBroker, RedisPresence, redis_client
+from server.broker.sharded import ShardedBroker, ShardedPresence
 from server.protocol import ClientInfo, Publication
 from tests.conftest import TIMEOUT_SCALE
 
@@ -77,7 +78,7 @@ class RecordingHandler:
             await asyncio.sleep(0.001)
 
 
-IMPLEMENTATIONS = ["memory", "redis"]
+IMPLEMENTATIONS = ["memory", "redis", "sharded"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -90,8 +91,18 @@ def clock(implementation: str) -> Clock:
     return Clock() if implementation == "memory" else WallClock()
 
 
-def _redis(request: pytest.FixtureRequest) -> Redis:
-    return redis_client(request.getfixturevalue("redis_url"))
+def _redis(request: pytest.FixtureRequest, url_fixture: str = "redis_url") -> Redis:
+    return redis_client(request.getfixturevalue(url_fixture))
+
+
+SHARD_URLS = ("redis_url", "second_redis_url")
+"""The session's two Valkeys: the shards of the "sharded" implementation."""
+
+
+def sharded_broker(request: pytest.FixtureRequest) -> ShardedBroker:
+    prefix = request.getfixturevalue("redis_prefix")
+    shards = [RedisBroker(_redis(request, url), prefix) for url in SHARD_URLS]
+    return ShardedBroker(shards, list(SHARD_URLS))
 
 
 @pytest.fixture
@@ -111,6 +122,8 @@ def broker(
     instance: Broker
     if implementation == "memory":
         instance = MemoryBroker(clock=clock)
+    elif implementation == "sharded":
+        instance = sharded_broker(request)
     else:
         instance = RedisBroker(_redis(request), request.getfixturevalue("redis_prefix"))
     io_loop.run_sync(lambda: instance.start(handler))
@@ -125,6 +138,10 @@ def presence(
     if implementation == "memory":
         yield MemoryPresence()
         return
-    client = _redis(request)
-    yield RedisPresence(client, request.getfixturevalue("redis_prefix"))
-    io_loop.run_sync(client.aclose)
+    prefix = request.getfixturevalue("redis_prefix")
+    urls = SHARD_URLS if implementation == "sharded" else SHARD_URLS[:1]
+    clients = [_redis(request, url) for url in urls]
+    shards = [RedisPresence(client, prefix) for client in clients]
+    yield ShardedPresence(shards) if implementation == "sharded" else shards[0]
+    for client in clients:
+        io_loop.run_sync(client.aclose)

@@ -29,30 +29,56 @@ from server.web.endpoint import close_websockets
 from server.web.upgrade import Listener
 from tests.client import ProtoClient
 
-pytest_plugins = ["tests.conftest_embedded", "tests.broker_fixtures"]
+pytest_plugins = ["tests.conftest_embedded", "tests.broker_fixtures", "tests.two_nodes"]
 
 TIMEOUT_SCALE = float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 
 
+BROKERS = ("memory", "redis")
+"""The brokers every test using `broker_type` runs on."""
+
+EVERY_BROKER = (*BROKERS, "sharded")
+"""Every configuration, for the end-to-end subset marked `@pytest.mark.brokers(*EVERY_BROKER)`:
+"sharded" is client-side sharding over the session's two Valkeys."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "settings(**sections): settings layered for this test")
+    config.addinivalue_line("markers", "brokers(*types): run on these brokers, not BROKERS")
 
 
-@pytest.fixture(params=["memory", "redis"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker_type" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("brokers")
+        metafunc.parametrize("broker_type", marker.args if marker else BROKERS, indirect=True)
+
+
+@pytest.fixture
 def broker_type(request: pytest.FixtureRequest) -> str:
-    """Runs a test once per broker: in memory, and on the session's real Valkey."""
-    return request.param
+    """Runs a test once per broker: in memory, and on the session's real Valkey (more
+    with the `brokers` marker)."""
+    return str(request.param)
 
 
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
-    base = load_settings(env={}).with_overrides(broker={"type": broker_type})
-    if broker_type == "redis":
+    base = broker_settings(request, broker_type)
+    marker = request.node.get_closest_marker("settings")
+    return base.with_overrides(**marker.kwargs) if marker else base
+
+
+def broker_settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
+    """The shipped defaults on `broker_type`'s backend (the session's real servers)."""
+    kind = "memory" if broker_type == "memory" else "redis"
+    base = load_settings(env={}).with_overrides(broker={"type": kind})
+    if broker_type != "memory":
         url = request.getfixturevalue("redis_url")
         prefix = request.getfixturevalue("redis_prefix")
         base = base.with_overrides(redis={"url": url, "prefix": prefix})
-    marker = request.node.get_closest_marker("settings")
-    return base.with_overrides(**marker.kwargs) if marker else base
+    if broker_type == "sharded":
+        second = request.getfixturevalue("second_redis_url")
+        base = base.with_overrides(redis={"shards": [url, second]})
+    return base
 
 
 @pytest.fixture

@@ -31,6 +31,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def second_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Valkey shared by the session, the other shard of client-side sharding
+    ($REDIS_URL_B when set)."""
+    if url := os.environ.get("REDIS_URL_B"):
+        yield url
+        return
+    with EmbeddedValkey(tmp_path_factory.mktemp("valkey-b"), persist=False) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a MongoDB-protocol server shared by the session: $MONGO_URL or SecantusDB."""
     if url := os.environ.get("MONGO_URL"):

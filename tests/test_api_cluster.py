@@ -1,93 +1,35 @@
-"""The server API across nodes: two in-process nodes on one real Redis, each with its
-own HTTP server; a call to one acts on the connections of both."""
+"""The server API across nodes: two in-process nodes sharing Redis (one, or client-side
+shards), each with its own HTTP server; a call to one acts on the connections of both."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
-from tornado.testing import bind_unused_port
 
 from server.cluster import ANNOUNCE
 from server.compose import build_node
-from server.config import Settings, load_settings
+from server.config import Settings
 from server.node import Node
 from server.protocol import Encoding, encode
-from server.web.app import make_app
-from server.web.endpoint import close_websockets
-from tests.api_client import ApiCaller
-from tests.client import ProtoClient
-from tests.conftest import TIMEOUT_SCALE
+from tests.conftest import TIMEOUT_SCALE, broker_settings
+from tests.two_nodes import Instance, eventually
 
 INTERVAL = 0.2
 
+pytestmark = pytest.mark.brokers("redis", "sharded")
+
 
 @pytest.fixture
-def settings(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Settings:
-    base = load_settings(env={}).with_overrides(
-        broker={"type": "redis"},
-        redis={"url": redis_url, "prefix": redis_prefix},
+def settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
+    """One Redis, or client-side sharding over two; the conftest's, with short intervals."""
+    base = broker_settings(request, broker_type).with_overrides(
         api={"node_info_interval": INTERVAL, "survey_timeout": 2.0},
     )
     marker = request.node.get_closest_marker("settings")
     return base.with_overrides(**marker.kwargs) if marker else base
-
-
-class Instance:
-    def __init__(self, node: Node, port: int, http_client: AsyncHTTPClient) -> None:
-        self.node = node
-        self.port = port
-        self.api = ApiCaller(http_client, f"http://127.0.0.1:{port}/api")
-        self.clients: list[ProtoClient] = []
-
-    async def client(self, *channels: str) -> ProtoClient:
-        url = f"ws://127.0.0.1:{self.port}/connection/websocket"
-        c = await ProtoClient.open(url, Encoding.JSON, timeout=5 * TIMEOUT_SCALE)
-        self.clients.append(c)
-        await c.connect()
-        for channel in channels:
-            await c.result("subscribe", {"channel": channel})
-        return c
-
-
-@pytest.fixture
-def a(node: Node, http_server: HTTPServer, http_port: int, http_client: AsyncHTTPClient):
-    instance = Instance(node, http_port, http_client)
-    yield instance
-    for c in instance.clients:
-        c.close()
-
-
-@pytest.fixture
-def b(settings: Settings, io_loop: IOLoop, http_client: AsyncHTTPClient) -> Iterator[Instance]:
-    """A second node on the same Redis, with its own HTTP server."""
-    node = build_node(settings)
-    io_loop.run_sync(node.start)
-    sock, port = bind_unused_port()
-    server = HTTPServer(make_app(node))
-    server.add_socket(sock)
-    instance = Instance(node, port, http_client)
-    yield instance
-    for c in instance.clients:
-        c.close()
-    server.stop()
-    io_loop.run_sync(lambda: close_websockets(server.request_callback))
-    io_loop.run_sync(server.close_all_connections)
-    io_loop.run_sync(node.close)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def node_names(instance: Instance) -> list[str]:

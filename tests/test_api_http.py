@@ -22,10 +22,7 @@ from tests.api_client import ApiCaller
 
 SMALL_LIMIT = 256
 
-
-@pytest.fixture
-def broker_type() -> str:
-    return "memory"
+pytestmark = pytest.mark.brokers("memory")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from server.web.app import make_app
 from tests.api_client import ApiCaller
 from tests.processes import clean_env, run_to_exit, running
 
-pytestmark = pytest.mark.parametrize("broker_type", ["memory"])
+pytestmark = pytest.mark.brokers("memory")
 
 
 @pytest.fixture

@@ -136,7 +136,7 @@ async def test_nothing_registered_attaches_nothing(node: Node):
 
 # Two nodes on one Valkey -------------------------------------------------------
 
-ON_VALKEY = pytest.mark.parametrize("broker_type", ["redis"])
+ON_VALKEY = pytest.mark.brokers("redis")
 
 
 @pytest.fixture

@@ -215,7 +215,7 @@ def pair(settings: Settings, io_loop: IOLoop) -> Iterator[list[tuple[Node, Feed]
         io_loop.run_sync(node.close)
 
 
-@pytest.mark.parametrize("broker_type", ["redis"])
+@pytest.mark.brokers("redis", "sharded")
 @pytest.mark.gen_test(timeout=30)
 async def test_a_source_runs_on_one_of_two_nodes_and_moves_when_its_subscribers_leave(pair):
     (a, a_feed), (b, b_feed) = pair

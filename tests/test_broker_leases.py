@@ -1,5 +1,6 @@
 """Channel leases (server/broker/leases.py, redis_leases.py) and the fence every broker
-checks on publish: once per implementation (memory, and Redis on the session's Valkey)."""
+checks on publish: once per implementation (memory, Redis on the session's
+Valkey, and sharded over the session's two)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import pytest
 
 from server.broker.base import FENCED, Broker, Fence, HistoryOptions, HistoryQuery
 from server.broker.leases import Leases
-from server.broker.memory import MemoryBroker
-from server.broker.redis import RedisBroker
-from server.broker.redis_leases import RedisLeases
 from server.errors import ErrorCode, ReplyError
 from tests.broker_fixtures import Clock, RecordingHandler
 
@@ -18,10 +16,8 @@ TTL = 0.3  # seconds; Redis really waits it out
 
 
 def leases_of(broker: Broker) -> Leases:
-    if isinstance(broker, MemoryBroker):
-        return broker.leases
-    assert isinstance(broker, RedisBroker)
-    return RedisLeases(broker.client, broker.prefix)
+    """The leases fenced publishes on `broker` check (each implementation's own)."""
+    return broker.channel_stores()[1]
 
 
 @pytest.mark.gen_test

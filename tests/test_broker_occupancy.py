@@ -20,7 +20,8 @@ from server.broker.occupancy import (
 )
 from server.broker.redis import redis_client
 from server.broker.redis_occupancy import RedisOccupancy
-from tests.broker_fixtures import Clock
+from server.broker.sharded import ShardedOccupancy
+from tests.broker_fixtures import SHARD_URLS, Clock
 
 TIMING = Timing(member_ttl=0.4, vacate_delay=0.2, claim_ttl=0.8)
 PAST = 1.3  # a deadline, times this, has passed
@@ -33,9 +34,12 @@ def store(
     if implementation == "memory":
         yield MemoryOccupancy(clock)
         return
-    client = redis_client(request.getfixturevalue("redis_url"))
-    yield RedisOccupancy(client, request.getfixturevalue("redis_prefix"))
-    io_loop.run_sync(client.aclose)
+    urls = SHARD_URLS if implementation == "sharded" else SHARD_URLS[:1]
+    clients = [redis_client(request.getfixturevalue(url)) for url in urls]
+    shards = [RedisOccupancy(c, request.getfixturevalue("redis_prefix")) for c in clients]
+    yield ShardedOccupancy(shards) if implementation == "sharded" else shards[0]
+    for client in clients:
+        io_loop.run_sync(client.aclose)
 
 
 async def joined(store: OccupancyStore, member: str, channel: str = "news") -> int:

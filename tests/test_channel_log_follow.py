@@ -140,7 +140,7 @@ async def test_a_record_put_after_close_is_spilled_and_written_at_the_next_start
 
 
 @pytest.mark.gen_test(timeout=30)
-@pytest.mark.parametrize("broker_type", ["redis"])
+@pytest.mark.brokers("redis")
 @pytest.mark.settings(
     namespaces={"log": LOG},
     persist={"flush_interval": 0.01, "sweep_interval": 3600.0},
@@ -171,7 +171,7 @@ async def test_shutdown_waits_for_a_publish_under_way_and_logs_it(
 
 
 @pytest.mark.gen_test(timeout=30)
-@pytest.mark.parametrize("broker_type", ["redis"])
+@pytest.mark.brokers("redis")
 async def test_a_broker_that_lost_acknowledged_publications_starts_a_new_epoch(
     node: Node, settings: Settings
 ) -> None:

@@ -24,6 +24,8 @@ from tests.test_upgrade import HEAD, closed_in, response_head, still_open, until
 SHORT = 0.3 * TIMEOUT_SCALE  # head and idle timeouts of the tests below
 SLACK = 2 * TIMEOUT_SCALE  # how late a close may come on a busy machine
 
+pytestmark = pytest.mark.brokers("memory")  # mounting and its guards do not involve the broker
+
 
 class Hello(RequestHandler):
     """The embedding application's own route."""
@@ -33,11 +35,6 @@ class Hello(RequestHandler):
 
     def post(self) -> None:
         self.write(f"{len(self.request.body)} bytes")
-
-
-@pytest.fixture
-def broker_type() -> str:
-    return "memory"  # mounting and its guards do not involve the broker
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ class Sampler:
         self._task.cancel()
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_counts_match_what_the_server_reports(ws_url: str, node: Node):
@@ -98,7 +98,7 @@ async def test_counts_match_what_the_server_reports(ws_url: str, node: Node):
     assert result["errors"] == {} and result["close_codes"] == {}
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_server_cpu_is_reported_per_step_over_consecutive_windows(ws_url: str):
@@ -119,7 +119,7 @@ async def test_server_cpu_is_reported_per_step_over_consecutive_windows(ws_url: 
     assert len(result["cpu_samples"]) >= 8  # four a second
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_memory_per_connection_counts_only_the_memory_pids(ws_url: str):
@@ -140,7 +140,7 @@ async def test_memory_per_connection_counts_only_the_memory_pids(ws_url: str):
     assert server["kb_per_connection"] == pytest.approx(delta / 100 / 1024, abs=0.01)
 
 
-@pytest.mark.parametrize("broker_type", ["redis"])
+@pytest.mark.brokers("redis")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_an_offset_skipped_by_the_server_counts_as_one_gap_per_client(
@@ -171,7 +171,7 @@ async def test_an_offset_skipped_by_the_server_counts_as_one_gap_per_client(
     assert result["deliveries"]["loss"] == 0  # the skipped offset was never a publication
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_churned_clients_recover_every_publication_over_msgpack(ws_url: str, node: Node):
@@ -186,7 +186,7 @@ async def test_churned_clients_recover_every_publication_over_msgpack(ws_url: st
     assert result["clients"]["at_end"] == 120
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_subscribe_errors_are_counted_by_code(ws_url: str):
     # A namespace the server does not know: every subscribe answers 102.
@@ -195,7 +195,7 @@ async def test_subscribe_errors_are_counted_by_code(ws_url: str):
     assert result["errors"] == {"subscribe error 102": 50}
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(client={"allow_anonymous": False})
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_close_codes_are_counted_by_code(ws_url: str):
@@ -228,7 +228,7 @@ async def test_a_publisher_that_cannot_connect_ends_the_test_with_its_reason():
 API_KEY = DEVELOPMENT_KEY
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_http_publisher_posts_to_the_api_with_the_key(ws_url: str, node: Node):
@@ -238,7 +238,7 @@ async def test_http_publisher_posts_to_the_api_with_the_key(ws_url: str, node: N
     assert result["deliveries"]["received"] == result["deliveries"]["expected"] == 30 * 50
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_http_publisher_with_a_wrong_key_counts_401s(ws_url: str):
     opts = options(ws_url, clients=10, rates=(10.0,), publisher="http", api_key="wrong")
@@ -247,7 +247,7 @@ async def test_http_publisher_with_a_wrong_key_counts_401s(ws_url: str):
     assert result["errors"] == {"publisher: http 401": 10}
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_command_line_prints_a_table_and_writes_json_and_html(ws_url: str, tmp_path: Path):

@@ -60,7 +60,7 @@ def options(url: str, transport: str, **values: Any) -> Options:
     return Options(**(base | values)).checked()
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.parametrize("transport", STREAMS)
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
@@ -80,7 +80,7 @@ async def test_stream_subscribers_count_every_publication_without_gaps(
     assert node.metrics.opened_by_transport.get("websocket") == 2
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.parametrize("transport", STREAMS)
 @pytest.mark.settings(channels=QUIET_CHANNELS, client={"ping_interval": 0.2, "pong_timeout": 0.3})
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)

@@ -14,7 +14,7 @@ from tests.conftest import TIMEOUT_SCALE
 
 LOG = {"history_size": 1000, "persist": True, "allow_anonymous": True}
 # The production set-up: MongoDB is independent of the broker, and restarts are slow.
-pytestmark = pytest.mark.parametrize("broker_type", ["redis"])
+pytestmark = pytest.mark.brokers("redis")
 
 
 @pytest.mark.gen_test(timeout=60 * TIMEOUT_SCALE)

@@ -138,7 +138,7 @@ PATHS = {"fast": {}, "tornado": {"X_Pad": "x" * 9000}}  # a head past MAX_HEAD g
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test
 async def test_an_https_page_connects_through_a_trusted_tls_proxy(ws_url: str, path: str):
     """The proxy (on loopback, trusted by default) says the client used https."""
@@ -146,7 +146,7 @@ async def test_an_https_page_connects_through_a_trusted_tls_proxy(ws_url: str, p
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.settings(server={"trusted_proxies": ["10.0.0.0/8"]})
 @pytest.mark.gen_test
 async def test_x_forwarded_proto_from_an_untrusted_peer_is_ignored(ws_url: str, path: str):
@@ -155,7 +155,7 @@ async def test_x_forwarded_proto_from_an_untrusted_peer_is_ignored(ws_url: str, 
     assert await handshake(ws_url, "http://chat.example.com", **TLS_PROXY, **PATHS[path]) == 101
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test
 async def test_an_https_page_is_refused_on_a_plain_http_request(ws_url: str):
     assert await handshake(ws_url, "https://chat.example.com", Host="chat.example.com") == 403

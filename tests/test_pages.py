@@ -20,10 +20,7 @@ VENDORED = [
     "vendor/VERSIONS.md",
 ]
 
-
-@pytest.fixture(params=["memory"])
-def broker_type(request: pytest.FixtureRequest) -> str:
-    return request.param  # pages do not depend on the broker
+pytestmark = pytest.mark.brokers("memory")  # pages do not depend on the broker
 
 
 def local_assets(html: str) -> list[str]:

@@ -28,7 +28,7 @@ from tests.test_sdk_python import TEST_TIMEOUT, TIMEOUT, ClientEvents, SubEvents
 
 PRIVATE = "private:room"
 NAMESPACES = {"private": {"require_sub_token": True, "allow_publish": True, "history_size": 10}}
-MEMORY_ONLY = pytest.mark.parametrize("broker_type", ["memory"])
+MEMORY_ONLY = pytest.mark.brokers("memory")
 # Tokens live 2 s (the reply's ttl rounds down to 1 s); a connection not refreshed
 # would close 0.5 s after its token's exp, so 3.5 s connected proves refreshes.
 TOKEN_TTL = 2

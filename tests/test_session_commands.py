@@ -31,10 +31,7 @@ from tests.transports import RecordingTransport, messages, new_session, started_
 
 SENTINEL = 999
 
-
-@pytest.fixture
-def broker_type() -> str:
-    return "redis"
+pytestmark = pytest.mark.brokers("redis")
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def rss() -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test(timeout=180 * TIMEOUT_SCALE)
 async def test_connect_subscribe_disconnect_cycles_return_fds_and_bound_memory(
     ws_url: str, node: Node

@@ -31,6 +31,8 @@ HEAD = (
     b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
 
+pytestmark = pytest.mark.brokers("memory")  # none of these involve the broker
+
 
 def _served(
     app: Application, settings: Settings, io_loop: IOLoop
@@ -90,11 +92,6 @@ async def test_plain_http_requests_still_reach_tornado(ws_url: str) -> None:
 
 SHORT = 0.3 * TIMEOUT_SCALE  # head and idle timeouts of the tests below
 SLACK = 2 * TIMEOUT_SCALE  # how late a close may come on a busy machine
-
-
-@pytest.fixture
-def broker_type() -> str:
-    return "memory"  # none of these involve the broker
 
 
 async def connect(

@@ -7,6 +7,7 @@ could not), so the SDK's later commands are never lost on the way."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -24,10 +25,18 @@ TEST_TIMEOUT = 30 * TIMEOUT_SCALE
 PRESENCE = {"id": 2, "presence_stats": {"channel": "news"}}
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[list[Server]]:
-    """Two single-process instances on the session's Valkey, shared by this module."""
+@pytest.fixture(scope="module", params=["redis", "sharded"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[list[Server]]:
+    """Two single-process instances shared by this module: on the session's Valkey,
+    then sharded over its two (control traffic, and so forwarding, on the first)."""
+    shards = {}
+    if request.param == "sharded":
+        second = request.getfixturevalue("second_redis_url")
+        shards = {"WSFAN_REDIS__SHARDS": json.dumps([redis_url, second])}
     env = clean_env(
+        **shards,
         REDIS_URL=redis_url,
         WSFAN_EMBEDDED__ENABLED="false",
         WSFAN_REDIS__PREFIX=f"emulation-{uuid.uuid4().hex[:8]}:",
@@ -41,7 +50,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[l
             for i in range(2)
         ]
         for server in servers:
-            server.wait_ready()  # ready: its announcement went round, the other knows it
+            body = server.wait_ready()  # ready: its announcement went round, the other knows it
+            assert len(body.get("shards", {})) == (2 if shards else 0)
         yield servers
 
 

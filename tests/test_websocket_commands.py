@@ -252,7 +252,7 @@ async def test_replies_ready_in_the_same_turn_share_one_frame(client):
 
 # Delivery timing through Redis depends on how its replies are split into reads, so
 # the frame count is asserted where it is deterministic: the in-process broker.
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test
 async def test_publications_queued_together_arrive_batched_in_one_frame(client, node: Node):
     c = await client()

@@ -79,7 +79,7 @@ async def test_a_missing_key_gets_400(ws_url: str) -> None:
     ],
     ids=["short", "unpadded", "junk", "17-bytes", "12-bytes", "alphabet", "twice"],
 )
-@pytest.mark.parametrize("broker_type", ["memory"])
+@pytest.mark.brokers("memory")
 @pytest.mark.gen_test
 async def test_a_key_that_is_not_base64_of_16_bytes_gets_400(ws_url: str, key: str) -> None:
     response = await get(ws_url, **{"Sec-WebSocket-Key": key})

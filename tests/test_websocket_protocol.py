@@ -14,7 +14,7 @@ from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket, mask_frame
 
-pytestmark = pytest.mark.parametrize("broker_type", ["memory"])  # the transport, not the broker
+pytestmark = pytest.mark.brokers("memory")  # the transport, not the broker
 
 CLOSE, PING, PONG = 0x8, 0x9, 0xA
 TIMEOUT = 5 * TIMEOUT_SCALE

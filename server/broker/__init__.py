@@ -26,23 +26,39 @@ __all__ = [
 def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
     """The broker and presence manager `broker.type` names, built from settings."""
     if settings.broker.type == "redis":
-        from server.broker.redis import RedisBroker, RedisPresence, redis_client
-
         redis = settings.redis
+        if redis.shards:
+            return _sharded(settings)
         if not redis.url:
             raise ValueError("broker.type 'redis' needs redis.url")
-        client = redis_client(
-            redis.url, redis.connect_timeout, redis.command_timeout, redis.max_connections
-        )
-        broker = RedisBroker(
-            client,
-            redis.prefix,
-            redis.command_timeout,
-            redis.reconnect_delay_min,
-            redis.reconnect_delay_max,
-            settings.log.repeat_interval,
-        )
-        return broker, RedisPresence(client, redis.prefix, redis.presence_ttl)
+        return _redis(settings, redis.url)
     from server.broker.memory import MemoryBroker, MemoryPresence
 
     return MemoryBroker(), MemoryPresence()
+
+
+def _redis(settings: Settings, url: str) -> tuple[Broker, PresenceManager]:
+    """A broker and presence on the one Redis at `url`."""
+    from server.broker.redis import RedisBroker, RedisPresence, redis_client
+
+    redis = settings.redis
+    client = redis_client(url, redis.connect_timeout, redis.command_timeout, redis.max_connections)
+    broker = RedisBroker(
+        client,
+        redis.prefix,
+        redis.command_timeout,
+        redis.reconnect_delay_min,
+        redis.reconnect_delay_max,
+        settings.log.repeat_interval,
+    )
+    return broker, RedisPresence(client, redis.prefix, redis.presence_ttl)
+
+
+def _sharded(settings: Settings) -> tuple[Broker, PresenceManager]:
+    """Client-side sharding over `redis.shards` (server/broker/sharded.py)."""
+    from server.broker.sharded import ShardedBroker, ShardedPresence, shard_label
+
+    built = [_redis(settings, url) for url in settings.redis.shards]
+    labels = [shard_label(url) for url in settings.redis.shards]
+    broker = ShardedBroker([b for b, _ in built], labels)
+    return broker, ShardedPresence([p for _, p in built])

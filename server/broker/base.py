@@ -142,8 +142,13 @@ class Broker(ABC):
 
     @abstractmethod
     async def ping(self) -> None:
-        """Return once the backend answers; raise when it cannot be reached within
-        the broker's own command timeout (readiness checks use this)."""
+        """Return once the backend answers (any shard of it); raise when none can be
+        reached within the broker's own command timeout (readiness checks use this)."""
+
+    async def shard_states(self) -> dict[str, str]:
+        """Each shard's label -> "ok" or "unavailable: <reason>", for a broker
+        spread over several backends; empty for one backend (`ping` says it all)."""
+        return {}
 
     @abstractmethod
     async def subscribe(self, channels: Sequence[str]) -> None:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from tornado.web import RequestHandler
 
-__all__ = ["HealthHandler", "ReadinessCheck", "ReadyHandler"]
+__all__ = ["Advisory", "HealthHandler", "ReadinessCheck", "ReadyHandler"]
 
-ReadinessCheck = Callable[[], Awaitable[None]]
-"""Raises when a dependency cannot be reached."""
+ReadinessCheck = Callable[[], Awaitable[Mapping[str, str] | None]]
+"""Raises when a dependency cannot be reached. It may return the state of each of
+the dependency's parts (a sharded Redis: each shard's), reported under `shards`."""
+
+
+class Advisory:
+    """A check whose state /readyz reports but which never makes it answer 503
+    (MongoDB: fan-out works without it, and the channel log spills meanwhile)."""
+
+    def __init__(self, check: ReadinessCheck) -> None:
+        self.check = check
+
+    async def __call__(self) -> Mapping[str, str] | None:
+        return await self.check()
 
 
 class HealthHandler(RequestHandler):
@@ -23,8 +35,10 @@ class HealthHandler(RequestHandler):
 
 
 class ReadyHandler(RequestHandler):
-    """503 with the failing checks named when any dependency is unreachable, and
-    503 "draining" once shutdown has begun (load balancers stop sending clients)."""
+    """503 with the failing checks named when any required dependency is unreachable
+    (an `Advisory` check is reported, never required), and 503 "draining" once
+    shutdown has begun (load balancers stop sending clients). Parts reported by
+    a check (shards) appear under `shards`, by label."""
 
     def initialize(
         self,
@@ -46,15 +60,23 @@ class ReadyHandler(RequestHandler):
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "draining"})
             return
         results: dict[str, str] = {}
+        parts: dict[str, str] = {}
 
         async def run(name: str, check: ReadinessCheck) -> None:
             try:
-                await asyncio.wait_for(check(), self.timeout)
+                reported = await asyncio.wait_for(check(), self.timeout)
+                parts.update(reported or {})
                 results[name] = "ok"
             except Exception as exc:  # any failure means not ready
                 results[name] = f"unavailable: {type(exc).__name__}"
 
         await asyncio.gather(*(run(n, c) for n, c in self.checks.items()))
-        ready = all(v == "ok" for v in results.values())
-        body = {"status": "ok" if ready else "unavailable", "checks": results}
+        ready = all(
+            state == "ok"
+            for name, state in results.items()
+            if not isinstance(self.checks[name], Advisory)
+        )
+        body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": results}
+        if parts:
+            body["shards"] = parts
         self._answer(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body)
