@@ -35,6 +35,7 @@ from server.app.layer import check_points
 from server.auth.tokens import TokenVerifier
 from server.compose import build, proxy_hooks, python_hooks
 from server.config import ConfigError, Settings, load_settings
+from server.cpu_quota import usable_cpus
 from server.embedded import (
     EmbeddedServerError,
     EmbeddedSet,
@@ -120,10 +121,11 @@ def _check_urls(settings: Settings) -> None:
 
 
 def worker_count(settings: Settings) -> int:
-    """server.workers, with 0 meaning one per CPU core (one for the memory broker)."""
+    """server.workers, with 0 meaning one per usable CPU (cores, affinity and the
+    cgroup's CPU quota: server/cpu_quota.py), and one for the memory broker."""
     if settings.server.workers:
         return settings.server.workers
-    return 1 if settings.broker.type == "memory" else os.cpu_count() or 1
+    return 1 if settings.broker.type == "memory" else usable_cpus()
 
 
 def fsync_policy(settings: Settings) -> Fsync:
