@@ -167,8 +167,28 @@ async def test_a_node_keeps_renewing_its_leases_past_their_ttl(redis_url, redis_
         assert not await b.admit_user("alice", "c3")
 
 
+@pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
+async def test_a_lease_released_during_its_renewal_does_not_come_back(redis_url, redis_prefix):
+    settings = cluster_settings(redis_url, redis_prefix).with_overrides(
+        redis={"presence_update_interval": 60.0}
+    )
+    async with nodes(settings, 1) as (node,):
+        await node.admit_user("alice", "c1")
+        renewal = asyncio.ensure_future(node.refresh_presence())
+        await asyncio.sleep(0)  # the renewal has taken its leases and is on its way
+        node.release_user("c1")
+        await renewal
+        leases = node.presence.user_leases()
+        assert leases is not None
+
+        async def released() -> bool:
+            return await leases.count("alice") == 0
+
+        await until(released)
+
+
 @pytest.mark.gen_test
-async def test_the_memory_broker_caps_per_process_in_either_scope():
+async def test_the_memory_broker_keeps_no_shared_leases_so_its_process_counts():
     settings = load_settings(env={}).with_overrides(broker={"type": "memory"}, client=CLUSTER_CAP)
     async with nodes(settings, 1) as (node,):
         assert await node.admit_user("alice", "c1")  # nobody connected yet
