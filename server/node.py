@@ -97,12 +97,16 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         # Cluster-wide per-user caps: the shared leases, and the ones this node holds.
-        self._user_leases = (
-            presence.user_leases()
-            if settings.client.max_connections_per_user
-            and settings.client.max_connections_per_user_scope == "cluster"
-            else None
+        client = settings.client
+        cluster_cap = client.max_connections_per_user and (
+            client.max_connections_per_user_scope == "cluster"
         )
+        self._user_leases = presence.user_leases() if cluster_cap else None
+        if cluster_cap and self._user_leases is None and settings.broker.type != "memory":
+            log.warning(
+                "client.max_connections_per_user_scope 'cluster': this presence keeps "
+                "no shared leases, so the cap counts this process's connections only"
+            )
         self._leased: dict[str, str] = {}  # client id -> user
         self._started = False
         self._publishing = 0  # publishes waiting for the broker
