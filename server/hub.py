@@ -11,6 +11,13 @@ the next one back until `write_interval` has passed since it started: under
 load messages gather in between and each connection's leave as one WebSocket
 frame, so a write (the dominant cost of a delivery) carries several of them.
 Other flushes (command replies, a quiet spell) run on the next loop pass.
+
+Joins and leaves gather per channel until the next flush pass, then leave as
+one shared frame per variant holding them all, in arrival order: a burst of N
+joins costs each subscriber one delivery and its socket one write, and the
+bytes are encoded and framed once per variant, not once per subscriber. A
+publication (or any other push) in a channel with gathered joins and leaves
+sends them first, so a channel's pushes keep their order.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
@@ -48,6 +55,11 @@ class Subscriber(Protocol):
     def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None: ...
 
     def deliver(self, channel: str, frame: Frame) -> None: ...
+
+    def deliver_batch(self, channel: str, messages: Sequence[bytes], frame: Frame) -> None:
+        """Several encoded pushes of `channel` (gathered joins and leaves), in
+        order; `frame` is all of them framed as one for the subscriber's variant."""
+        ...
 
 
 class Outlet(Protocol):
@@ -86,6 +98,8 @@ class Hub(Generic[C, S]):
         self._dirty: list[Outlet] = []
         self._flush_scheduled = False
         self._last_flush = -math.inf  # loop time of the latest big flush's start
+        # Join and leave pushes waiting for the next flush pass, per channel, in order.
+        self._gathered: dict[str, list[dict[str, Any]]] = {}
         # Told of first and last local subscribers; None (the default) costs nothing.
         self.channel_listener: ChannelListener | None = None
 
@@ -154,13 +168,48 @@ class Hub(Generic[C, S]):
         """Deliver to every local subscriber; returns how many were handed the bytes."""
         if channel not in self._channels:
             return 0
+        if self._gathered:  # the one check publications pay while no join waits
+            self._send_gathered(channel)
         return self._fan_out(channel, push(channel, "pub", pub.to_dict()), pub)
 
     def broadcast(self, channel: str, kind: str, body: dict[str, Any]) -> int:
-        """A join, leave or other non-publication push to every local subscriber."""
+        """A non-publication push to every local subscriber, at once (after the
+        channel's gathered joins and leaves)."""
         if channel not in self._channels:
             return 0
+        if self._gathered:
+            self._send_gathered(channel)
         return self._fan_out(channel, push(channel, kind, body), None)
+
+    def gather(self, channel: str, kind: str, body: dict[str, Any]) -> None:
+        """A push (join, leave) for every local subscriber, sent with the channel's
+        others of the kind at the next flush pass (see the module's docstring)."""
+        if channel not in self._channels:
+            return
+        waiting = self._gathered.get(channel)
+        if waiting is not None:
+            waiting.append(push(channel, kind, body))
+            return
+        self._gathered[channel] = [push(channel, kind, body)]
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _send_gathered(self, channel: str | None = None) -> None:
+        """Fan out what was gathered for `channel` (None: every channel)."""
+        if channel is None:
+            gathered, self._gathered = self._gathered, {}
+        else:
+            messages = self._gathered.pop(channel, None)
+            if messages is None:
+                return
+            gathered = {channel: messages}
+        for name, messages in gathered.items():
+            if name not in self._channels:
+                continue
+            if len(messages) == 1:
+                self._fan_out(name, messages[0], None)
+            else:
+                self._fan_out_batch(name, messages)
 
     def _fan_out(self, channel: str, message: dict[str, Any], pub: Publication | None) -> int:
         # Iterate over a copy: a delivery may end a slow connection, which unsubscribes it.
@@ -181,6 +230,24 @@ class Hub(Generic[C, S]):
                 subscriber.deliver_publication(channel, pub, frame)
         return len(subs)
 
+    def _fan_out_batch(self, channel: str, messages: list[dict[str, Any]]) -> int:
+        """Several pushes of one channel as one frame per variant, shared."""
+        subs = tuple(self._channels[channel])  # a copy: see `_fan_out`
+        batches: dict[Variant, tuple[list[bytes], Frame]] = {}
+        encoded: dict[Encoding, list[bytes]] = {}
+        for subscriber in subs:
+            batch = batches.get(subscriber.variant)
+            if batch is None:
+                variant = subscriber.variant
+                data = encoded.get(variant.encoding)
+                if data is None:
+                    data = encoded[variant.encoding] = [
+                        encode(m, variant.encoding) for m in messages
+                    ]
+                batch = batches[variant] = (data, variant.frame(data))
+            subscriber.deliver_batch(channel, batch[0], batch[1])
+        return len(subs)
+
     # Flushing ----------------------------------------------------------------
 
     def want_flush(self, outlet: Outlet) -> None:
@@ -191,15 +258,20 @@ class Hub(Generic[C, S]):
         """
         self._dirty.append(outlet)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = asyncio.get_running_loop()
-            wait = self._last_flush + self._write_interval - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        wait = self._last_flush + self._write_interval - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._flush)
+        else:
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        if self._gathered:  # queued while the flush is still scheduled: flushed below
+            self._send_gathered()
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         if len(dirty) >= BIG_FLUSH:
@@ -211,10 +283,12 @@ class Hub(Generic[C, S]):
                 log.exception("flushing client %s failed", outlet.client_id)
 
     def broadcast_join(self, channel: str, info: ClientInfo) -> None:
-        self.broadcast(channel, "join", {"info": info.to_dict()})
+        """A join push for the channel's subscribers, at the next flush pass."""
+        self.gather(channel, "join", {"info": info.to_dict()})
 
     def broadcast_leave(self, channel: str, info: ClientInfo) -> None:
-        self.broadcast(channel, "leave", {"info": info.to_dict()})
+        """A leave push for the channel's subscribers, at the next flush pass."""
+        self.gather(channel, "leave", {"info": info.to_dict()})
 
     # Stats -------------------------------------------------------------------
 

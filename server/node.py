@@ -24,6 +24,7 @@ from server.broker.base import (
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
+    PresenceEntry,
     PresenceManager,
     PresenceStats,
 )
@@ -46,6 +47,7 @@ from server.replies import ReplyBounds
 if TYPE_CHECKING:
     from server.app.layer import AppLayer
     from server.auth.tokens import TokenVerifier
+    from server.broker.user_leases import UserLeases
     from server.channel_log import ChannelLog
     from server.cluster import Cluster
     from server.hub import Outlet
@@ -94,6 +96,18 @@ class Node:
         self._positions = SharedPositions(self._read_position, self.spawn)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        # Cluster-wide per-user caps: the shared leases, and the ones this node holds.
+        client = settings.client
+        cluster_cap = client.max_connections_per_user and (
+            client.max_connections_per_user_scope == "cluster"
+        )
+        self._user_leases = presence.user_leases() if cluster_cap else None
+        if cluster_cap and self._user_leases is None and settings.broker.type != "memory":
+            log.warning(
+                "client.max_connections_per_user_scope 'cluster': this presence keeps "
+                "no shared leases, so the cap counts this process's connections only"
+            )
+        self._leased: dict[str, str] = {}  # client id -> user
         self._started = False
         self._publishing = 0  # publishes waiting for the broker
         self._publishes_done = asyncio.Event()
@@ -124,7 +138,7 @@ class Node:
             self._started = True
             self._started_at = time.monotonic()
             await self.cluster.start()
-            if self.presence.ttl is not None:
+            if self.presence.ttl is not None or self._user_leases is not None:
                 self._refresher = self.spawn(self._refresh_presence())
             self.app.start()
             await self.app.start_services()
@@ -189,10 +203,20 @@ class Node:
             self.hub.broadcast_publication(channel, pub)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
-        self.hub.broadcast_join(channel, info)
+        if self._pushes_join_leave(channel):
+            self.hub.broadcast_join(channel, info)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
-        self.hub.broadcast_leave(channel, info)
+        if self._pushes_join_leave(channel):
+            self.hub.broadcast_leave(channel, info)
+
+    def _pushes_join_leave(self, channel: str) -> bool:
+        """False while the channel has more local subscribers than its namespace's
+        `join_leave_max_subscribers` (0: no limit): its joins and leaves are then
+        not pushed here (presence still answers)."""
+        options = self.settings.channel_options(channel)
+        most = 0 if options is None else options.join_leave_max_subscribers
+        return not most or self.hub.num_subscribers(channel) <= most
 
     def handle_broker_reconnect(self) -> None:
         self.metrics.broker_reconnects.inc()
@@ -202,17 +226,51 @@ class Node:
         self.cluster.handle(data)
 
     async def _refresh_presence(self) -> None:
-        """Keep this node's presence entries alive while their connections are."""
+        """Keep this node's presence entries and user leases alive while their
+        connections are: one `refresh_presence` every `redis.presence_update_interval`."""
         interval = self.settings.redis.presence_update_interval
         while True:
             await asyncio.sleep(interval)
-            for session in self.hub.sessions():
-                for channel, info in session.presence_entries():
-                    try:
-                        await self.presence.add_presence(channel, session.client_id, info)
-                    except Exception as exc:
-                        self._broker_log("presence refresh failed: %s", exc)
-                        break
+            await self.refresh_presence()
+
+    async def refresh_presence(self) -> None:
+        """One refresh pass: every presence entry of this node's connections in one
+        `add_presence_many` call (Redis: one pipeline per shard and 1,000 entries),
+        then every user lease it holds in one `UserLeases.renew`. A failure is
+        logged (rate-bounded); the next pass tries again."""
+        entries = [
+            (channel, session.client_id, info)
+            for session in self.hub.sessions()
+            for channel, info in session.presence_entries()
+        ]
+        if entries and self.presence.ttl is not None:
+            try:
+                await self.presence.add_presence_many(entries)
+                await self._remove_refreshed_leavers(entries)
+            except Exception as exc:
+                self._broker_log("presence refresh failed: %s", exc)
+        leases = self._user_leases
+        if leases is not None and self._leased:
+            held = [(user, client_id) for client_id, user in self._leased.items()]
+            try:
+                await leases.renew(held, self.settings.redis.presence_ttl)
+            except Exception as exc:
+                self._broker_log("renewing user connection leases failed: %s", exc)
+            for user, client_id in held:  # released while the renewal was on its way
+                if client_id not in self._leased:
+                    self.spawn(self._release_user(leases, user, client_id))
+
+    async def _remove_refreshed_leavers(self, refreshed: list[PresenceEntry]) -> None:
+        """Remove again the entries that left while their refresh was on its way
+        (the refresh may have landed after their removal)."""
+        live = {
+            (channel, session.client_id)
+            for session in self.hub.sessions()
+            for channel, _ in session.presence_entries()
+        }
+        for channel, client_id, _ in refreshed:
+            if (channel, client_id) not in live:
+                await self.presence.remove_presence(channel, client_id)
 
     # Channels ----------------------------------------------------------------
 
@@ -413,6 +471,41 @@ class Node:
 
     def remove_session(self, session: ClientSession) -> None:
         self.hub.remove_session(session)
+        self.release_user(session.client_id)
+
+    async def admit_user(self, user: str, client_id: str) -> bool:
+        """Whether connection `client_id` of `user` fits `client.max_connections_per_user`
+        (0: always). Scope "process" counts this node's connections of `user`.
+        Scope "cluster" takes a lease on one of the user's places in the store
+        every node shares (`PresenceManager.user_leases`; none with the memory
+        broker, whose process is the cluster), renewed with presence and released
+        by `remove_session` (or `release_user`, for a connect that ends before).
+        When that store cannot be reached it fails closed: ReplyError(100), so
+        the connect is answered with the temporary error and the SDK retries."""
+        cap = self.settings.client.max_connections_per_user
+        if not cap:
+            return True
+        leases = self._user_leases
+        if leases is None:
+            return self.count_user_sessions(user) < cap
+        with temporary_failure(self._broker_log, "leasing a connection place of", user):
+            held = await leases.acquire(user, client_id, cap, self.settings.redis.presence_ttl)
+        if held:
+            self._leased[client_id] = user
+        return held
+
+    def release_user(self, client_id: str) -> None:
+        """Give back the lease `admit_user` took for `client_id`, if any (in the
+        background; a failure is logged and the lease expires by itself)."""
+        user = self._leased.pop(client_id, None)
+        if user is not None and self._user_leases is not None:
+            self.spawn(self._release_user(self._user_leases, user, client_id))
+
+    async def _release_user(self, leases: UserLeases, user: str, client_id: str) -> None:
+        try:
+            await leases.release(user, client_id)
+        except Exception as exc:
+            self._broker_log("releasing a connection place of %r failed: %s", user, exc)
 
     # The session's port (server/session/port.py) ---------------------------------
     # Broker and presence failures here become error 100, logged once (`temporary_failure`).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.frames import WEBSOCKET
@@ -62,6 +62,9 @@ class Subscriber:
         self.publications.append(pub)
 
     def deliver(self, channel: str, frame: Frame) -> None:
+        return None
+
+    def deliver_batch(self, channel: str, messages: Sequence[bytes], frame: Frame) -> None:
         return None
 
     def data(self) -> list[Any]:

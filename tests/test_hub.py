@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -39,6 +40,10 @@ class RecordingSubscriber:
 
     def deliver(self, channel: str, frame: Frame) -> None:
         self.pushes.append((channel, frame.payload))
+        self.handed.append(frame)
+
+    def deliver_batch(self, channel: str, messages: Sequence[bytes], frame: Frame) -> None:
+        self.pushes.extend((channel, m) for m in messages)
         self.handed.append(frame)
 
     def flush(self) -> None:
@@ -229,17 +234,27 @@ def test_broadcast_with_one_encoding_present_encodes_only_that_one(
     assert encode_calls == [Encoding.MSGPACK]
 
 
+def flushed(action: Callable[[], None]) -> None:
+    """Run `action` on an event loop, then let the hub's flush pass run."""
+
+    async def scenario() -> None:
+        action()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+
+
 def test_join_broadcast_encodes_once_per_encoding(hub: Hub, encode_calls: list[Encoding]) -> None:
     for i in range(4):
         hub.subscribe("chat:1", RecordingSubscriber(f"c{i}", encoding=Encoding.JSON))
-    hub.broadcast_join("chat:1", ClientInfo("u", "c"))
+    flushed(lambda: hub.broadcast_join("chat:1", ClientInfo("u", "c")))
     assert encode_calls == [Encoding.JSON]
 
 
 def test_join_push_reaches_subscribers_through_deliver(hub: Hub) -> None:
     session = RecordingSubscriber("c1")
     hub.subscribe("chat:1", session)
-    hub.broadcast_join("chat:1", ClientInfo("u2", "c2", {"n": 1}))
+    flushed(lambda: hub.broadcast_join("chat:1", ClientInfo("u2", "c2", {"n": 1})))
     assert session.publications == []
     [(channel, data)] = session.pushes
     assert channel == "chat:1"
@@ -254,11 +269,90 @@ def test_join_push_reaches_subscribers_through_deliver(hub: Hub) -> None:
 def test_leave_push_reaches_subscribers_through_deliver(hub: Hub) -> None:
     session = RecordingSubscriber("c1", encoding=Encoding.MSGPACK)
     hub.subscribe("chat:1", session)
-    hub.broadcast_leave("chat:1", ClientInfo("u2", "c2"))
+    flushed(lambda: hub.broadcast_leave("chat:1", ClientInfo("u2", "c2")))
     [(_, data)] = session.pushes
     assert msgpack.unpackb(data) == {
         "push": {"channel": "chat:1", "leave": {"info": {"user": "u2", "client": "c2"}}}
     }
+
+
+def test_a_join_waits_for_the_flush_pass(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("chat:1", session)
+    seen: list[int] = []
+
+    def join_and_look() -> None:
+        hub.broadcast_join("chat:1", ClientInfo("u2", "c2"))
+        seen.append(len(session.pushes))
+
+    flushed(join_and_look)
+    assert seen == [0]
+    assert len(session.pushes) == 1
+
+
+def burst(hub: Hub, size: int) -> None:
+    for i in range(size):
+        hub.broadcast_join("chat:1", ClientInfo(f"u{i}", f"c{i}"))
+        hub.broadcast_leave("chat:1", ClientInfo(f"u{i}", f"c{i}"))
+
+
+def test_a_burst_of_joins_and_leaves_reaches_each_subscriber_in_one_frame_in_order(
+    hub: Hub,
+) -> None:
+    sessions = [RecordingSubscriber(f"s{i}") for i in range(3)]
+    for session in sessions:
+        hub.subscribe("chat:1", session)
+    flushed(lambda: burst(hub, 10))
+    expected = [(kind, f"c{i}") for i in range(10) for kind in ("join", "leave")]
+    for session in sessions:
+        assert len(session.handed) == 1
+        pushes = [json.loads(d)["push"] for _, d in session.pushes]
+        kinds = [(next(k for k in p if k != "channel"), p) for p in pushes]
+        assert [(k, p[k]["info"]["client"]) for k, p in kinds] == expected
+
+
+def test_subscribers_of_one_variant_share_the_burst_frame(hub: Hub) -> None:
+    sessions = [RecordingSubscriber(f"j{i}") for i in range(3)]
+    sessions += [RecordingSubscriber(f"m{i}", encoding=Encoding.MSGPACK) for i in range(3)]
+    for session in sessions:
+        hub.subscribe("chat:1", session)
+    flushed(lambda: burst(hub, 5))
+    as_json = [s.handed[0] for s in sessions[:3]]
+    as_msgpack = [s.handed[0] for s in sessions[3:]]
+    assert all(f is as_json[0] for f in as_json) and all(f is as_msgpack[0] for f in as_msgpack)
+    assert as_json[0] is not as_msgpack[0]
+    assert [msgpack.unpackb(d) for _, d in sessions[3].pushes] == [
+        json.loads(d) for _, d in sessions[0].pushes
+    ]
+
+
+def test_a_burst_encodes_each_push_once_per_encoding_not_per_subscriber(
+    hub: Hub, encode_calls: list[Encoding]
+) -> None:
+    for i in range(20):
+        hub.subscribe("chat:1", RecordingSubscriber(f"c{i}"))
+    flushed(lambda: burst(hub, 5))
+    assert encode_calls == [Encoding.JSON] * 10
+
+
+def test_gathered_joins_go_out_before_a_later_publication_of_the_channel(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("chat:1", session)
+
+    def join_then_publish() -> None:
+        hub.broadcast_join("chat:1", ClientInfo("u2", "c2"))
+        hub.broadcast_publication("chat:1", PUB)
+
+    flushed(join_then_publish)
+    kinds = [json.loads(f.payload)["push"] for f in session.handed]
+    assert ["join" in kinds[0], "pub" in kinds[1]] == [True, True]
+
+
+def test_a_join_in_a_channel_without_local_subscribers_is_dropped(hub: Hub) -> None:
+    session = RecordingSubscriber("c1")
+    hub.subscribe("other", session)
+    flushed(lambda: hub.broadcast_join("chat:1", ClientInfo("u2", "c2")))
+    assert session.pushes == []
 
 
 def test_broadcast_of_any_push_kind_counts_its_recipients(hub: Hub) -> None:

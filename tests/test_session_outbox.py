@@ -35,6 +35,7 @@ from server.protocol import (
     reply,
 )
 from server.session.outbox import Outbox
+from server.transport import Frame
 from tests.app_hooks import install
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, new_session
@@ -165,6 +166,40 @@ def test_a_closed_outbox_drops_what_it_held_and_what_comes_later():
     r.outbox.flush()
     assert r.transport.frames == []
     assert r.outbox.held_bytes == 0
+
+
+SHARED = Frame(b"shared payload", b"shared wire")  # tells the hub's frame from the outbox's
+
+
+def test_a_batch_queued_alone_is_written_as_the_hubs_shared_frame():
+    r = Recorded()
+    r.outbox.queue_batch([b"j1", b"j2"], SHARED)
+    assert r.flushes_wanted == [r.outbox]
+    r.outbox.flush()
+    assert r.transport.frames == [b"shared payload"]
+    assert r.metrics.messages_out == 2
+
+
+def test_a_batch_queued_after_another_message_is_framed_with_it():
+    r = Recorded()
+    r.outbox.queue(b"a")
+    r.outbox.queue_batch([b"j1", b"j2"], SHARED)
+    r.outbox.flush()
+    assert r.transport.frames == [b"a\nj1\nj2"]
+
+
+def test_a_message_queued_after_a_batch_is_framed_with_it():
+    r = Recorded()
+    r.outbox.queue_batch([b"j1", b"j2"], SHARED)
+    r.outbox.queue(b"a")
+    r.outbox.flush()
+    assert r.transport.frames == [b"j1\nj2\na"]
+
+
+def test_a_batch_past_the_budget_overflows():
+    r = Recorded(budget=10)
+    r.outbox.queue_batch([b"x" * 6, b"y" * 5], SHARED)
+    assert r.overflows == [11]
 
 
 # The outgoing budget ------------------------------------------------------------

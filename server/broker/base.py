@@ -19,6 +19,7 @@ from server.protocol import ClientInfo, Publication, StreamPosition
 if TYPE_CHECKING:
     from server.broker.leases import Leases
     from server.broker.occupancy import OccupancyStore
+    from server.broker.user_leases import UserLeases
 
 __all__ = [
     "FENCED",
@@ -29,6 +30,7 @@ __all__ = [
     "HistoryQuery",
     "HistoryResult",
     "LogState",
+    "PresenceEntry",
     "PresenceManager",
     "PresenceStats",
 ]
@@ -231,6 +233,10 @@ class Broker(ABC):
         name other publications. Returns the channel's epoch afterwards."""
 
 
+PresenceEntry = tuple[str, str, ClientInfo]
+"""One presence entry: (channel, client id, info)."""
+
+
 class PresenceManager(ABC):
     """Who is subscribed to a channel, across every node.
 
@@ -244,6 +250,13 @@ class PresenceManager(ABC):
     @abstractmethod
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
 
+    async def add_presence_many(self, entries: Sequence[PresenceEntry]) -> None:
+        """`add_presence` for each entry (the node's periodic refresh). Entries are
+        independent: a backend may send them all at once, not as one atomic step.
+        The default adds them one by one; Redis sends them in one pipeline."""
+        for channel, client_id, info in entries:
+            await self.add_presence(channel, client_id, info)
+
     @abstractmethod
     async def remove_presence(self, channel: str, client_id: str) -> None: ...
 
@@ -254,3 +267,10 @@ class PresenceManager(ABC):
         """Counts of clients and distinct users, from `presence`."""
         clients = await self.presence(channel)
         return PresenceStats(len(clients), len({info.user for info in clients.values()}))
+
+    def user_leases(self) -> UserLeases | None:
+        """Per-user connection leases shared by every node of the backend, for
+        `client.max_connections_per_user_scope = "cluster"`; None (the default)
+        where the backend is this process alone: the process count is then the
+        cluster count."""
+        return None

@@ -100,7 +100,14 @@ class ClientSettings:
     max_rejected_commands: int = field(default=50, metadata=_range(1))
     rejected_commands_window: float = field(default=10.0, metadata=_range(0.01))
     max_connections_per_ip: int = field(default=0, metadata=_range(0))  # per process; 0: none
-    max_connections_per_user: int = field(default=0, metadata=_range(0))  # per process; 0: none
+    max_connections_per_user: int = field(default=0, metadata=_range(0))  # 0: none
+    # Where max_connections_per_user counts: "process" (this process's connections)
+    # or "cluster" (every instance's, through leases in Redis that expire
+    # redis.presence_ttl after their instance stops renewing them; with the memory
+    # broker the process is the cluster).
+    max_connections_per_user_scope: str = field(
+        default="process", metadata={"choices": ("process", "cluster")}
+    )
     # The one outgoing budget of a connection: bytes queued for it, held back, and
     # written but not yet taken by its socket. A client past it is closed with 3008
     # (slow) instead of holding memory or anyone's delivery.
@@ -136,6 +143,9 @@ class ChannelOptions:
     recovery: bool = True  # subscriptions are recoverable when history is kept
     presence: bool = False
     join_leave: bool = False
+    # Join and leave pushes stop while a channel has more subscribers than this on
+    # the instance delivering them (its local count); presence still answers. 0: no limit.
+    join_leave_max_subscribers: int = field(default=0, metadata=_range(0))
     allow_subscribe: bool = True
     allow_publish: bool = False  # clients may publish (the server API always may)
     allow_history: bool = True

@@ -128,9 +128,6 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
             return None
         hooked_subs = {**requested, **hooked_subs}
         channels = tuple(dict.fromkeys([*channels, *requested]))
-    per_user = client_settings.max_connections_per_user
-    if user and per_user and session.node.count_user_sessions(user) >= per_user:
-        raise Disconnect(DisconnectCode.CONNECTION_LIMIT)
     if len(channels) > client_settings.max_channels:
         raise Disconnect(DisconnectCode.CHANNEL_LIMIT)
     server_subs = [
@@ -142,6 +139,11 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         )
         for ch in channels
     ]
+    if user and not await session.node.admit_user(user, session.client_id):
+        raise Disconnect(DisconnectCode.CONNECTION_LIMIT)  # client.max_connections_per_user
+    if session.is_closed:  # the client left while the cluster-wide cap was checked
+        session.node.release_user(session.client_id)
+        return None
     session.accept(user, claims.info, request.name)
     session.handshake = app.kept_handshake(session.handshake)  # the proxy's headers, if any
     result: dict[str, Any] = {

@@ -17,7 +17,7 @@ which asks the hub for a flush again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from server.metrics import Metrics
@@ -51,6 +51,7 @@ class Outbox:
         "_owner",
         "_queued",
         "_shared",
+        "_shared_count",
         "_transport",
         "_unsent",
         "_want_flush",
@@ -81,6 +82,7 @@ class Outbox:
         self.closed = False
         self._out: list[bytes] = []
         self._shared: Frame | None = None  # the hub's frame, while it is all `_out` holds
+        self._shared_count = 1  # the messages `_shared` frames
         # The budget: `_queued` (bytes in `_out`) + `_unsent` (what the socket had
         # not taken when last asked; it only shrinks until the next write) + `_held`
         # (publications held back by subscribes under way) <= `budget`.
@@ -109,6 +111,24 @@ class Outbox:
             return
         if len(out) == 1:
             self._shared = shared
+            self._shared_count = 1
+            self._want_flush(self)
+
+    def queue_batch(self, messages: Sequence[bytes], shared: Frame) -> None:
+        """Queue several encoded messages, in order; `shared` is the hub's frame of
+        exactly these (written as it is when nothing else was queued with them)."""
+        if self.closed:
+            return
+        out = self._out
+        first = not out
+        out.extend(messages)
+        self._queued += sum(len(m) for m in messages)
+        if self._queued + self._unsent + self._held > self.budget:
+            self._owner.overflowed(self._queued + self._unsent + self._held)
+            return
+        if first:
+            self._shared = shared
+            self._shared_count = len(messages)
             self._want_flush(self)
 
     def queue_last(self, data: bytes) -> None:
@@ -148,7 +168,7 @@ class Outbox:
             return
         self._behind = False
         count = len(out)
-        written = transport.write(out, self._shared if count == 1 else None)
+        written = transport.write(out, self._shared if count == self._shared_count else None)
         out.clear()  # the same list again: no allocation per flush
         self._queued = 0
         self._shared = None

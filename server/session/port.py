@@ -103,6 +103,17 @@ class NodePort(Protocol):
         """How many connections of `user` this node holds."""
         ...
 
+    async def admit_user(self, user: str, client_id: str) -> bool:
+        """Whether connection `client_id` of `user` fits `client.max_connections_per_user`,
+        in its scope (process, or cluster through a lease: ReplyError(100) when
+        the lease store cannot be reached). A lease ends with `remove_session`."""
+        ...
+
+    def release_user(self, client_id: str) -> None:
+        """Give back what `admit_user` took for a connect that ended before
+        `add_session`."""
+        ...
+
     # Channels
 
     async def add_subscriber(self, channel: str, subscriber: ChannelSubscriber) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import replace
 from functools import partial
@@ -441,3 +442,8 @@ class Subscriptions:
         sub = self._subs.get(channel)
         if sub is not None and sub.pending is None:
             self._outbox.queue(frame.payload, frame)
+
+    def deliver_batch(self, channel: str, messages: Sequence[bytes], frame: Frame) -> None:
+        sub = self._subs.get(channel)
+        if sub is not None and sub.pending is None:
+            self._outbox.queue_batch(messages, frame)
