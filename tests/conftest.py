@@ -48,7 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "broker_type" in metafunc.fixturenames:
+    # A module with a `broker_type` fixture of its own has chosen its broker.
+    if "broker_type" in metafunc.fixturenames and not hasattr(metafunc.module, "broker_type"):
         marker = metafunc.definition.get_closest_marker("brokers")
         metafunc.parametrize("broker_type", marker.args if marker else BROKERS, indirect=True)
 

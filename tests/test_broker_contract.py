@@ -20,6 +20,7 @@ from server.broker.base import (
     PresenceManager,
     PresenceStats,
 )
+from server.broker.memory import MemoryPresence
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
 from tests.broker_fixtures import Clock, RecordingHandler
@@ -618,3 +619,29 @@ async def test_control_messages_need_no_channel_subscription(
     await handler.wait_for(lambda: len(handler.controls) == 1)
     assert handler.controls == [b"\x00binary\xff"]
     assert handler.publications == []
+
+
+@pytest.mark.gen_test
+async def test_a_batch_refresh_adds_every_entry_to_its_channel(presence: PresenceManager) -> None:
+    channels = [f"room:{n}" for n in range(20)]  # spread over the shards, where sharded
+    await presence.add_presence_many(
+        [(channel, f"c{n}", ClientInfo(f"u{n}", f"c{n}")) for n, channel in enumerate(channels)]
+    )
+    for n, channel in enumerate(channels):
+        assert set(await presence.presence(channel)) == {f"c{n}"}
+
+
+@pytest.mark.gen_test
+async def test_a_users_leases_hold_its_cap_wherever_the_backend_keeps_them(
+    presence: PresenceManager,
+) -> None:
+    leases = presence.user_leases()
+    if leases is None:  # the memory presence: this process is the whole cluster
+        assert isinstance(presence, MemoryPresence)
+        return
+    users = [f"user{n}" for n in range(10)]
+    for user in users:
+        assert await leases.acquire(user, f"{user}-1", 1, 30.0)
+        assert not await leases.acquire(user, f"{user}-2", 1, 30.0)
+    await leases.renew([(user, f"{user}-1") for user in users], 30.0)
+    assert [await leases.count(user) for user in users] == [1] * 10

@@ -23,7 +23,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
 from tests.client import ProtoClient
-from tests.conftest import TIMEOUT_SCALE
+from tests.conftest import TIMEOUT_SCALE, broker_settings
 from tests.processes import Server, clean_env, running
 
 TTL = 1.0
@@ -112,12 +112,14 @@ async def test_a_user_name_with_braces_keeps_its_leases_under_its_own_tag(leases
 # Nodes ---------------------------------------------------------------------------
 
 
-def cluster_settings(redis_url: str, prefix: str) -> Settings:
-    return load_settings(env={}).with_overrides(
-        broker={"type": "redis"},
-        redis={"url": redis_url, "prefix": prefix, **FAST_LEASES},
-        client=CLUSTER_CAP,
-        stats={"interval": 0},
+ACROSS_NODES = pytest.mark.brokers("redis", "sharded")
+
+
+@pytest.fixture
+def cap_settings(request: pytest.FixtureRequest, broker_type: str) -> Settings:
+    """Two-node settings on one Redis, or on two shards (a user's leases on one)."""
+    return broker_settings(request, broker_type).with_overrides(
+        redis=FAST_LEASES, client=CLUSTER_CAP, stats={"interval": 0}
     )
 
 
@@ -135,9 +137,10 @@ async def nodes(settings: Settings, count: int) -> AsyncIterator[list[Node]]:
             await node.close()
 
 
+@ACROSS_NODES
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
-async def test_the_cap_holds_across_two_nodes(redis_url, redis_prefix):
-    async with nodes(cluster_settings(redis_url, redis_prefix), 2) as (a, b):
+async def test_the_cap_holds_across_two_nodes(cap_settings):
+    async with nodes(cap_settings, 2) as (a, b):
         assert await a.admit_user("alice", "c1")
         assert await b.admit_user("alice", "c2")
         assert not await a.admit_user("alice", "c3")
@@ -145,9 +148,10 @@ async def test_the_cap_holds_across_two_nodes(redis_url, redis_prefix):
         assert await b.admit_user("bob", "c5")
 
 
+@ACROSS_NODES
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
-async def test_a_place_released_on_one_node_is_free_on_the_other(redis_url, redis_prefix):
-    async with nodes(cluster_settings(redis_url, redis_prefix), 2) as (a, b):
+async def test_a_place_released_on_one_node_is_free_on_the_other(cap_settings):
+    async with nodes(cap_settings, 2) as (a, b):
         await a.admit_user("alice", "c1")
         await a.admit_user("alice", "c2")
         a.release_user("c1")
@@ -158,20 +162,20 @@ async def test_a_place_released_on_one_node_is_free_on_the_other(redis_url, redi
         await until(admitted)
 
 
+@ACROSS_NODES
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
-async def test_a_node_keeps_renewing_its_leases_past_their_ttl(redis_url, redis_prefix):
-    async with nodes(cluster_settings(redis_url, redis_prefix), 2) as (a, b):
+async def test_a_node_keeps_renewing_its_leases_past_their_ttl(cap_settings):
+    async with nodes(cap_settings, 2) as (a, b):
         await a.admit_user("alice", "c1")
         await a.admit_user("alice", "c2")
         await asyncio.sleep(2.5 * TTL)  # renewed every 0.2 s meanwhile
         assert not await b.admit_user("alice", "c3")
 
 
+@ACROSS_NODES
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
-async def test_a_lease_released_during_its_renewal_does_not_come_back(redis_url, redis_prefix):
-    settings = cluster_settings(redis_url, redis_prefix).with_overrides(
-        redis={"presence_update_interval": 60.0}
-    )
+async def test_a_lease_released_during_its_renewal_does_not_come_back(cap_settings):
+    settings = cap_settings.with_overrides(redis={"presence_update_interval": 60.0})
     async with nodes(settings, 1) as (node,):
         await node.admit_user("alice", "c1")
         renewal = asyncio.ensure_future(node.refresh_presence())
@@ -198,15 +202,11 @@ async def test_the_memory_broker_keeps_no_shared_leases_so_its_process_counts():
 # Connections ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def broker_type() -> str:
-    return "redis"
-
-
 def token(node: Node, user: str) -> str:
     return mint(node.settings.auth.hmac_secret, user)
 
 
+@pytest.mark.brokers("redis")
 @pytest.mark.settings(client=CLUSTER_CAP, redis=FAST_LEASES)
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
 async def test_a_connect_past_the_cluster_cap_closes_3504_and_a_close_frees_a_place(

@@ -37,10 +37,12 @@ from server.broker.base import (
     HistoryQuery,
     HistoryResult,
     LogState,
+    PresenceEntry,
     PresenceManager,
 )
 from server.broker.leases import Leases
 from server.broker.occupancy import NOTHING, OccupancyStore, Op, Timing
+from server.broker.user_leases import UserLeases
 from server.protocol import ClientInfo, Publication, StreamPosition
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "ShardedLeases",
     "ShardedOccupancy",
     "ShardedPresence",
+    "ShardedUserLeases",
     "jump_hash",
     "shard_label",
     "shard_of",
@@ -239,11 +242,18 @@ class ShardedBroker(Broker):
 
 
 class ShardedPresence(PresenceManager):
-    """Presence on the channel's shard."""
+    """Presence on the channel's shard; a user's connection leases on the shard
+    of the user's name (same map, keyed by user)."""
 
     def __init__(self, shards: Sequence[PresenceManager]) -> None:
         self.shards = list(shards)
         self.ttl = self.shards[0].ttl
+        leases = [s.user_leases() for s in self.shards]
+        self._leases = (
+            None
+            if any(lease is None for lease in leases)
+            else ShardedUserLeases([lease for lease in leases if lease is not None])
+        )
 
     def shard(self, channel: str) -> PresenceManager:
         return self.shards[shard_of(channel, len(self.shards))]
@@ -251,11 +261,46 @@ class ShardedPresence(PresenceManager):
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
         await self.shard(channel).add_presence(channel, client_id, info)
 
+    async def add_presence_many(self, entries: Sequence[PresenceEntry]) -> None:
+        """One batch per shard, the shards' round trips at once."""
+        groups: dict[int, list[PresenceEntry]] = defaultdict(list)
+        for entry in entries:
+            groups[shard_of(entry[0], len(self.shards))].append(entry)
+        await asyncio.gather(*(self.shards[i].add_presence_many(g) for i, g in groups.items()))
+
+    def user_leases(self) -> UserLeases | None:
+        return self._leases
+
     async def remove_presence(self, channel: str, client_id: str) -> None:
         await self.shard(channel).remove_presence(channel, client_id)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         return await self.shard(channel).presence(channel)
+
+
+class ShardedUserLeases(UserLeases):
+    """Each user's leases on one shard, chosen by the user's name."""
+
+    def __init__(self, shards: Sequence[UserLeases]) -> None:
+        self.shards = list(shards)
+
+    def _shard(self, user: str) -> UserLeases:
+        return self.shards[shard_of(user, len(self.shards))]
+
+    async def acquire(self, user: str, connection: str, cap: int, ttl: float) -> bool:
+        return await self._shard(user).acquire(user, connection, cap, ttl)
+
+    async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> None:
+        groups: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for lease in leases:
+            groups[shard_of(lease[0], len(self.shards))].append(lease)
+        await asyncio.gather(*(self.shards[i].renew(g, ttl) for i, g in groups.items()))
+
+    async def release(self, user: str, connection: str) -> None:
+        await self._shard(user).release(user, connection)
+
+    async def count(self, user: str) -> int:
+        return await self._shard(user).count(user)
 
 
 class ShardedOccupancy(OccupancyStore):
