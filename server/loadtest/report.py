@@ -347,6 +347,11 @@ def render_html(result: dict[str, Any]) -> str:
             y_label="clients",
         ),
     ]
+    cpu_note = (
+        ""
+        if server
+        else f"<p class='note'>Server: {esc(NOT_MEASURED)}; its CPU is in &ldquo;other&rdquo;.</p>"
+    )
     problems = [(k, v) for k, v in result["errors"].items()]
     problems += [(f"close code {k}", v) for k, v in result["close_codes"].items()]
     problems += [(f"unsubscribe code {k}", v) for k, v in result["unsubscribe_codes"].items()]
@@ -361,8 +366,7 @@ def render_html(result: dict[str, Any]) -> str:
             "<h2>Over time</h2>",
             *(f"<div>{chart}</div>" for chart in charts[:3]),
             f"<div>{charts[3]}</div>",
-            "" if server else f"<p class='note'>Server: {esc(NOT_MEASURED)}; its CPU is in "
-            "&ldquo;other&rdquo;.</p>",
+            cpu_note,
             f"<div>{charts[4]}</div>",
             "<h2>Errors and close codes</h2>",
             _table(problems, ["kind", "count"]) if problems else "<p>none</p>",
