@@ -7,7 +7,9 @@ Loads settings once, binds the port, attaches to embedded Valkey / SecantusDB
 when no URL is configured (starting them unless another run.py of the same
 `embedded.dir` runs them), serves until SIGTERM or SIGINT, then shuts down
 cleanly. With more than one worker (`server.workers`, 0 for one per CPU core)
-the processes share the port and the Redis broker. Any start-up problem (a bad
+the processes share the port and the Redis broker. While it serves, the file
+`<embedded.dir>/servers/<pid>.json` names its port (server/instances.py), so that
+`run.py publish` finds it. Any start-up problem (a bad
 setting or URL, an unreadable key file, a port in use, an embedded server that
 cannot start) prints one line and exits with code 2, before anything is started.
 """
@@ -30,7 +32,7 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from server import gc_tuning
+from server import gc_tuning, instances
 from server.app.layer import check_points
 from server.auth.tokens import TokenVerifier
 from server.compose import build, proxy_hooks, python_hooks
@@ -294,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     workers = worker_count(settings)
+    # So that `run.py publish` from this checkout finds this server, whatever its port.
+    instance = instances.register(
+        Path(settings.embedded.dir), settings.server.host, sockets[0].getsockname()[1]
+    )
     try:
         if workers == 1:
             _run(serve(settings, sockets=sockets), new_loop)
@@ -314,5 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
+        if instance is not None:
+            instance.remove()
         if group is not None:
             group.release()

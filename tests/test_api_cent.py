@@ -40,6 +40,7 @@ def server(
         MONGO_URL=mongo_url,
         WSFAN_REDIS__PREFIX="cent-module",
         WSFAN_API__KEYS=KEY,
+        WSFAN_CHANNELS__PRESENCE="true",  # off outside namespaces in config/default.toml
         WSFAN_LOG__LEVEL="warning",
     )
     with running(tmp_path_factory.mktemp("cent"), env, ("--workers", "1"), name="cent") as s:

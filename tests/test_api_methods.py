@@ -18,6 +18,9 @@ from tests.conftest import TIMEOUT_SCALE, Opener
 
 # A namespace with everything off: no history, no presence, clients may not publish.
 QUIET = {"quiet": {"allow_anonymous": True}}
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
 
 
 @pytest.fixture
@@ -54,6 +57,7 @@ async def subscribed(open_client: Opener, channel: str) -> ProtoClient:
 async def test_publish_reaches_subscribers_and_answers_offset_and_epoch(
     api: ApiCaller, open_client: Opener
 ) -> None:
+
     c = await connected(open_client)
     reply = await c.result("subscribe", {"channel": "news"})
     result = await api.result("publish", {"channel": "news", "data": {"text": "hi"}})
@@ -201,6 +205,7 @@ async def test_subscribe_pushes_subscribe_with_data_then_delivers_the_channel(
     assert (await c.push("pub", "news"))["pub"] == {"data": "after", "offset": 2}
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_a_server_side_subscription_shows_in_presence_with_its_info(
     api: ApiCaller, open_client: Opener
@@ -368,6 +373,7 @@ async def test_refresh_without_expire_at_lifts_an_expiry(
 # presence and history ----------------------------------------------------------
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_presence_and_presence_stats_list_the_channels_clients(
     api: ApiCaller, open_client: Opener

@@ -88,3 +88,14 @@ def test_apikey_command_creates_lists_and_revokes(mongo_url, mongo_db_name):
     assert row["revoked_at"] is not None
     again = run_to_exit(["apikey", "revoke", row["id"]], env)
     assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_apikey_list_says_so_when_no_key_is_stored(mongo_url, mongo_db_name):
+    env = clean_env(MONGO_URL=mongo_url, WSFAN_MONGO__DATABASE=mongo_db_name)
+    listed = run_to_exit(["apikey", "list"], env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("no stored API keys")
+    assert "run.py apikey create NAME" in listed.stdout
+    as_json = run_to_exit(["apikey", "list", "--json"], env)
+    assert as_json.returncode == 0 and as_json.stdout == ""  # no JSON line, no prose
+    assert as_json.stderr.startswith("no stored API keys")

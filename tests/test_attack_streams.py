@@ -26,6 +26,10 @@ from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 from tests.streams_client import TIMEOUT, Clients, Stream, UniWebSocket
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 BUDGET = 65536  # client.max_unsent_bytes of the slow-reader tests
 PAD = "x" * 4000
 MESSAGE = len(PAD) + 200  # one publication on the wire, with its envelope and framing
@@ -139,7 +143,9 @@ async def test_a_stream_that_never_reads_is_closed_as_slow_with_its_memory_in_bu
             raw.close()
 
 
-@pytest.mark.settings(transports={"max_request_body_bytes": 4096, "emulation_rate": 50.0})
+@pytest.mark.settings(
+    channels=WITH_PRESENCE, transports={"max_request_body_bytes": 4096, "emulation_rate": 50.0}
+)
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_an_emulation_flood_is_refused_and_its_stream_closed_3013_while_others_are_served(
     port,

@@ -15,6 +15,10 @@ from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 OTHER_SECRET = "a-different-secret-that-is-long-enough-to-sign-with"
 
 
@@ -70,6 +74,7 @@ async def test_expiry_years_away_is_capped_at_a_year(json_client, token):
     assert 364 * 86400 <= result["ttl"] <= 365 * 86400
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_token_info_is_the_conn_info_in_presence(json_client, token):
     c = await json_client()
@@ -83,6 +88,7 @@ async def test_token_info_is_the_conn_info_in_presence(json_client, token):
     }
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_token_info_travels_with_joins_and_publications(client, token):
     bob = await client(connect=False)
@@ -216,6 +222,7 @@ async def test_refresh_with_another_users_token_closes_with_3500(json_client, to
     assert (await c.closed())[0] == 3500
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_refresh_with_new_info_updates_presence(json_client, token):
     c = await json_client()
@@ -250,7 +257,7 @@ async def test_connection_not_refreshed_in_time_closes_with_3005(json_client, to
     assert time.monotonic() - started >= 0.2  # not before exp plus the delay
 
 
-@pytest.mark.settings(auth={"expired_close_delay": 0.2})
+@pytest.mark.settings(channels=WITH_PRESENCE, auth={"expired_close_delay": 0.2})
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_connection_refreshed_in_time_stays_open_past_the_first_expiry(
     json_client, token, node

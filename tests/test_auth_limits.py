@@ -13,6 +13,10 @@ from server.node import Node
 from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 # A refill so slow that no token comes back during a test, however slow the machine.
 NO_REFILL = 0.001
 
@@ -121,7 +125,9 @@ def test_address_rates_with_rate_zero_allow_everything():
 # Command rate on the wire -------------------------------------------------------------------
 
 
-@pytest.mark.settings(client={"command_rate": NO_REFILL, "command_burst": 5})
+@pytest.mark.settings(
+    channels=WITH_PRESENCE, client={"command_rate": NO_REFILL, "command_burst": 5}
+)
 @pytest.mark.gen_test
 async def test_commands_up_to_the_burst_are_answered_and_one_more_gets_111(client):
     c = await client()  # connect is the first of the five
@@ -131,7 +137,9 @@ async def test_commands_up_to_the_burst_are_answered_and_one_more_gets_111(clien
     assert error == {"code": 111, "message": "too many requests", "temporary": True}
 
 
-@pytest.mark.settings(client={"command_rate": NO_REFILL, "command_burst": 2})
+@pytest.mark.settings(
+    channels=WITH_PRESENCE, client={"command_rate": NO_REFILL, "command_burst": 2}
+)
 @pytest.mark.gen_test
 async def test_pongs_do_not_count_against_the_rate(open_client):
     c = await open_client(Encoding.JSON)
@@ -141,7 +149,7 @@ async def test_pongs_do_not_count_against_the_rate(open_client):
     await c.result("presence_stats", {"channel": "news"})
 
 
-@pytest.mark.settings(client={"command_rate": 20.0, "command_burst": 1})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"command_rate": 20.0, "command_burst": 1})
 @pytest.mark.gen_test
 async def test_rate_limited_connection_is_answered_again_once_the_bucket_refills(open_client):
     c = await open_client(Encoding.JSON)
@@ -175,7 +183,7 @@ async def test_persistently_rate_limited_connection_closes_with_3013(open_client
     assert (await c.closed())[0] == 3013
 
 
-@pytest.mark.settings(client={"command_rate": 0.0})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"command_rate": 0.0})
 @pytest.mark.gen_test
 async def test_command_rate_zero_turns_the_limit_off(open_client):
     c = await open_client(Encoding.JSON)

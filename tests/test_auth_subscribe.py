@@ -14,6 +14,10 @@ from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 PRIVATE = "private:room1"
 NAMESPACES = {
     "private": {
@@ -234,7 +238,9 @@ async def test_sub_refresh_with_a_token_for_another_channel_answers_103(connecte
 # Expiry -----------------------------------------------------------------------------
 
 
-@pytest.mark.settings(namespaces=NAMESPACES, auth={"expired_close_delay": 0.2})
+@pytest.mark.settings(
+    channels=WITH_PRESENCE, namespaces=NAMESPACES, auth={"expired_close_delay": 0.2}
+)
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_subscription_not_refreshed_in_time_ends_with_unsubscribe_2501(
     connected, token, node

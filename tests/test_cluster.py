@@ -38,6 +38,9 @@ def cluster_env(redis_url: str, mongo_url: str, prefix: str) -> dict[str, str]:
         WSFAN_REDIS__PREFIX=prefix,
         WSFAN_REDIS__PRESENCE_TTL=str(PRESENCE_TTL),
         WSFAN_REDIS__PRESENCE_UPDATE_INTERVAL="0.2",
+        # off outside namespaces in config/default.toml; these tests watch them on "news"
+        WSFAN_CHANNELS__PRESENCE="true",
+        WSFAN_CHANNELS__JOIN_LEAVE="true",
         WSFAN_LOG__LEVEL="warning",
     )
 

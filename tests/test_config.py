@@ -494,3 +494,12 @@ def test_a_shutdown_timeout_just_above_drain_and_log_flush_is_accepted() -> None
 def test_the_redis_broker_without_a_url_or_embedded_servers_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^redis\.url: "):
         load_settings(env={"WSFAN_EMBEDDED__ENABLED": "false"})
+
+
+def test_shipped_defaults_keep_presence_and_join_leave_to_the_chat_namespace() -> None:
+    # As Centrifugo ships: N subscribers of a channel with join/leave cost N*N pushes.
+    settings = load_settings(env={})
+    news, chat = settings.channel_options("news"), settings.channel_options("chat:lobby")
+    assert news is not None and chat is not None
+    assert (news.presence, news.join_leave) == (False, False)
+    assert (chat.presence, chat.join_leave) == (True, True)

@@ -21,6 +21,10 @@ from server.protocol import Encoding, StreamPosition
 from tests.client import ProtoClient
 from tests.conftest import Opener
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -93,6 +97,7 @@ async def test_history_of_an_undeclared_namespace_answers_102(server: Server):
     assert raised.value.code == 102
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_presence_channels_and_info_describe_the_subscribers(
     server: Server, open_client: Opener

@@ -38,6 +38,8 @@ def settings(valkey: EmbeddedValkey) -> Settings:
             "command_timeout": 1.0,
             "reconnect_delay_max": 0.3,
         },
+        # off outside namespaces in config/default.toml; every method is tried here
+        channels={"presence": True, "join_leave": True},
     )
 
 

@@ -30,7 +30,9 @@ from tests.conftest import TIMEOUT_SCALE
 
 TIMEOUT = 5 * TIMEOUT_SCALE
 TEST_TIMEOUT = 15 * TIMEOUT_SCALE
-CHANNEL = "news"  # the shipped defaults: history, recovery, presence, client publish
+CHANNEL = "news"  # the shipped defaults: history, recovery, client publish
+# config/default.toml keeps no presence outside namespaces; the presence test turns it on
+WITH_PRESENCE = {"presence": True, "join_leave": True}
 
 
 class ClientEvents(ClientEventHandler):
@@ -154,6 +156,7 @@ async def test_reads_history_with_limit_and_reverse(ws_url: str, node: Node):
     assert (oldest.offset, oldest.epoch) == (5, events.subscribed[0].stream_position.epoch)
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_reads_presence_and_presence_stats(ws_url: str, node: Node):
     async with sdk_client(ws_url, node) as alice, sdk_client(ws_url, node) as bob:

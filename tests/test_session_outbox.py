@@ -40,6 +40,10 @@ from tests.app_hooks import install
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, new_session
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 BUDGET = 4096
 REPLY = 2048
 TIMEOUT = 10 * TIMEOUT_SCALE
@@ -205,7 +209,7 @@ def test_a_batch_past_the_budget_overflows():
 # The outgoing budget ------------------------------------------------------------
 
 
-@pytest.mark.settings(client={"max_unsent_bytes": BUDGET})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"max_unsent_bytes": BUDGET})
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_a_push_of_exactly_the_budget_reaches_an_idle_client(client, node: Node, encoding):
     c = await subscribed(client)
@@ -220,7 +224,7 @@ async def test_a_push_of_exactly_the_budget_reaches_an_idle_client(client, node:
     assert await c.result("presence_stats", {"channel": "news"})  # still open
 
 
-@pytest.mark.settings(client={"max_unsent_bytes": BUDGET})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"max_unsent_bytes": BUDGET})
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_a_push_one_byte_over_the_budget_closes_with_3008(client, node: Node, encoding):
     c = await subscribed(client)
@@ -243,7 +247,7 @@ async def test_a_reply_of_exactly_the_budget_is_sent(client, node: Node, encodin
     assert (await c.reply(50))["rpc"]["data"] == data
 
 
-@pytest.mark.settings(client={"max_unsent_bytes": BUDGET})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"max_unsent_bytes": BUDGET})
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_a_reply_larger_than_the_budget_answers_106_and_the_connection_stays(
     client, node: Node, encoding

@@ -14,7 +14,12 @@ from server.config import load_settings
 from server.node import Node
 from server.protocol import Encoding
 from server.stats_channel import NodeStats
+from tests.api_client import ApiCaller
 from tests.conftest import TIMEOUT_SCALE
+
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
 
 STATS_KEYS = {
     "id",
@@ -69,6 +74,7 @@ async def test_clients_may_subscribe_to_sys_stats_but_not_publish(client):
     assert answer["error"]["code"] == 103
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 @pytest.mark.parametrize("encoding", [Encoding.JSON], ids=["json"])
 async def test_each_message_of_a_frame_is_counted_in_and_each_message_sent_out(client, node):
@@ -112,6 +118,26 @@ async def test_the_nodes_own_stats_subscription_is_not_counted_as_a_client_one(n
     await wait_for(lambda: node.observes("sys:stats"))
     data = stats.sample()
     assert (data["connections"], data["subscriptions"], data["channels"]) == (0, 0, 0)
+
+
+@pytest.mark.gen_test
+@pytest.mark.settings(stats={"interval": 0.05})
+async def test_the_api_counts_no_internal_subscription_in_info_or_channels(
+    http_server, http_client, http_port, client, node, stats
+):
+    api = ApiCaller(http_client, f"http://127.0.0.1:{http_port}/api")
+    await stats.start()
+    await wait_for(lambda: node.observes("sys:stats"))
+    (info,) = (await api.result("info", {}))["nodes"]
+    assert (info["num_clients"], info["num_subs"], info["num_channels"]) == (0, 0, 0)
+    assert (await api.result("channels", {})).get("channels", {}) == {}
+    # A client's subscription to the same channel is counted, once.
+    viewer = await client()
+    await viewer.result("subscribe", {"channel": "sys:stats"})
+    (info,) = (await api.result("info", {}))["nodes"]
+    assert (info["num_clients"], info["num_subs"], info["num_channels"]) == (1, 1, 1)
+    channels = (await api.result("channels", {}))["channels"]
+    assert channels == {"sys:stats": {"num_clients": 1}}
 
 
 @pytest.mark.gen_test

@@ -42,6 +42,7 @@ def pair(
         WSFAN_REDIS__PREFIX=f"emulation-{uuid.uuid4().hex[:8]}:",
         WSFAN_LOG__LEVEL="warning",
         WSFAN_TRANSPORTS__EMULATION_TIMEOUT=str(EMULATION_TIMEOUT),
+        WSFAN_CHANNELS__PRESENCE="true",  # presence_stats, the probe command here
     )
     logs = tmp_path_factory.mktemp("emulation")
     with ExitStack() as stack:

@@ -24,6 +24,10 @@ from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.streams_client import BIDIRECTIONAL, Clients, serving_as_run_py
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 each_kind = pytest.mark.parametrize("kind", BIDIRECTIONAL)
 
 
@@ -90,7 +94,7 @@ async def test_emulation_requests_are_handled_in_the_order_they_were_answered(po
         assert data == [3, 4, 5, 6, 7]
 
 
-@pytest.mark.settings(client={"ping_interval": 0.1, "pong_timeout": 0.2})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"ping_interval": 0.1, "pong_timeout": 0.2})
 @each_kind
 @pytest.mark.gen_test
 async def test_pings_arrive_and_pongs_through_emulation_keep_the_stream(port, kind):
@@ -306,6 +310,7 @@ async def test_a_connect_body_reaches_the_stream_where_run_py_serves_it(served, 
         assert "connect" in await stream.recv()
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_an_emulation_body_reaches_the_stream_where_run_py_serves_it(served):
     async with Clients(served) as clients:

@@ -9,6 +9,10 @@ from server.node import Node
 from server.protocol import Encoding
 from tests.app_hooks import install
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 LIVE = {"live": {"history_size": 0, "allow_publish": True, "allow_anonymous": True}}
 CLOSED = {"closed": {"allow_anonymous": True}}
 
@@ -121,6 +125,7 @@ async def test_history_with_limit_zero_returns_only_position(client, node: Node)
     assert result["publications"] == [] and result["offset"] == 1
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_presence_lists_subscribed_clients(client):
     a, b = await client(), await client()
@@ -131,6 +136,7 @@ async def test_presence_lists_subscribed_clients(client):
     assert presence[a.client_id] == {"client": a.client_id, "user": ""}
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_presence_stats_counts_clients_and_users(client):
     a, b = await client(), await client()
@@ -140,6 +146,7 @@ async def test_presence_stats_counts_clients_and_users(client):
     assert stats == {"num_clients": 2, "num_users": 1}
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_presence_forgets_client_that_unsubscribed(client):
     a, b = await client(), await client()
@@ -149,6 +156,7 @@ async def test_presence_forgets_client_that_unsubscribed(client):
     assert set((await a.result("presence", {"channel": "news"}))["presence"]) == {a.client_id}
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_join_and_leave_are_pushed_to_subscribers(client):
     a, b = await client(), await client()
@@ -203,6 +211,7 @@ async def test_send_with_id_and_without_handler_is_not_available(client):
     assert (await c.call("send", {"data": "x"}))["error"]["code"] == 108
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test
 async def test_send_reaches_configured_handler(client, node: Node):
     received = []

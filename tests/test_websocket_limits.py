@@ -11,6 +11,10 @@ from server.node import Node
 from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
+# config/default.toml has presence and join/leave off outside namespaces; the tests
+# below use them (or a presence call) on channels such as "news", so they say so.
+WITH_PRESENCE = {"presence": True, "join_leave": True}
+
 
 def frame_of_size(size: int) -> str:
     """A valid JSON connect command padded to exactly `size` bytes."""
@@ -77,7 +81,7 @@ async def test_connection_without_connect_in_time_closes_with_3502(client):
     assert (await c.closed())[0] == 3502
 
 
-@pytest.mark.settings(client={"stale_timeout": 0.3})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"stale_timeout": 0.3})
 @pytest.mark.gen_test
 async def test_connect_within_stale_timeout_keeps_connection(client):
     c = await client(connect=False)
@@ -86,7 +90,7 @@ async def test_connect_within_stale_timeout_keeps_connection(client):
     assert await c.result("presence_stats", {"channel": "news"})
 
 
-@pytest.mark.settings(client={"ping_interval": 0.1, "pong_timeout": 0.2})
+@pytest.mark.settings(channels=WITH_PRESENCE, client={"ping_interval": 0.1, "pong_timeout": 0.2})
 @pytest.mark.gen_test
 async def test_server_pings_with_empty_message_and_pong_keeps_connection(client):
     c = await client()

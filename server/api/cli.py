@@ -1,8 +1,11 @@
 """`python run.py publish CHANNEL JSON`: publish from a shell through the server API.
 
-The URL and key default to this machine's configuration (`--config`, the
-environment, config/default.toml): `http://<server.host>:<server.port>/api` and
-the first of `api.keys`. Prints the result as JSON; exit code 0 on success, 1
+The URL defaults to the server running from this checkout (the file it keeps
+under `<embedded.dir>/servers/`, see server/instances.py; the most recently
+started one when several run), else to this machine's configuration
+(`--config`, the environment, config/default.toml):
+`http://<server.host>:<server.port>/api`. The key defaults to the first of
+`api.keys`. Prints the result as JSON; exit code 0 on success, 1
 when the server answers an error or cannot be reached, 2 for bad arguments.
 The key is never printed.
 """
@@ -18,7 +21,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from server.config import ConfigError, load_settings
+from server.config import ConfigError, Settings, load_settings
+from server.instances import client_host, find
 
 __all__ = ["main"]
 
@@ -32,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("channel", help="channel to publish into, e.g. chat:lobby")
     parser.add_argument("data", help='the data as JSON, e.g. \'{"text": "hello"}\'')
-    parser.add_argument("--url", help="API base URL (default: from the configuration)")
+    parser.add_argument(
+        "--url",
+        help="API base URL (default: the server running from this checkout, "
+        "else server.host and server.port of the configuration)",
+    )
     parser.add_argument(
         "--api-key",
         help="API key (default: the first of api.keys; prefer WSFAN_API__KEYS over this "
@@ -64,6 +72,16 @@ def _post(url: str, key: str, body: dict[str, Any], timeout: float) -> tuple[int
             return exc.code, {}
 
 
+def _default_url(settings: Settings) -> str:
+    """The API of the newest server running from this checkout, else the configured one."""
+    running = find(Path(settings.embedded.dir))
+    if running:
+        return running[0].url + "/api"
+    host = client_host(settings.server.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.server.port}/api"
+
+
 def main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -86,9 +104,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        host = settings.server.host
-        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        url = url or f"http://{host}:{settings.server.port}/api"
+        url = url or _default_url(settings)
         key = key if key is not None else (settings.api.keys or ("",))[0]
     body: dict[str, Any] = {"channel": args.channel, "data": data}
     if tags:

@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         action="append",
         dest="server_pids",
-        help="a server process to report CPU per delivery for (repeatable)",
+        help="a server process (run.py, its supervisor with --workers) to report CPU and "
+        "memory for; followed to its workers and embedded servers (repeatable)",
     )
     p.add_argument("-o", "--out", type=Path, help="JSON result file")
     p.add_argument("--report", type=Path, help="self-contained HTML report")

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "svg_chart", "write_html", "write_json"]
+from server.loadtest.targets import describe
+
+__all__ = ["format_table", "nice_ticks", "svg_chart", "write_html", "write_json"]
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
@@ -63,6 +65,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"server: {s['cpu_seconds_run']:.2f} CPU s, {per} per delivery, "
             f"{_us(s['cpu_us_per_connection'])} per connection"
         )
+        lines.append(f"server processes measured: {measured(s)}")
         if s.get("kb_per_connection") is not None:
             lines.append(
                 f"server memory: {_mib(s['rss_bytes_before'])} before connecting, "
@@ -70,6 +73,8 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{s['kb_per_connection']:,.1f} KB per connection "
                 f"(PIDs {', '.join(map(str, s['memory_pids']))})"
             )
+    else:
+        lines.append(f"server: {NOT_MEASURED}")
     churn = result["churn"]
     if churn["reconnects"] or churn["resubscribes"]:
         lines.append(
@@ -83,6 +88,19 @@ def format_table(result: dict[str, Any]) -> str:
         if result.get(key):
             lines.append(f"{name}: " + ", ".join(f"{k} x{v}" for k, v in result[key].items()))
     return "\n".join(lines)
+
+
+NOT_MEASURED = "CPU and memory not measured (no --server-pid given)"
+
+
+def measured(server: dict[str, Any]) -> str:
+    """Which processes the server figures come from, with the CPU of each role."""
+    processes = server.get("processes") or [{"pid": p, "name": "server"} for p in server["pids"]]
+    text = describe(processes)
+    by_role = server.get("cpu_seconds_run_by_role") or {}
+    if len(by_role) > 1:
+        text += " (CPU s: " + ", ".join(f"{r} {c:.2f}" for r, c in by_role.items()) + ")"
+    return text
 
 
 def _us(value: float | None) -> str:
@@ -110,15 +128,28 @@ def write_json(result: dict[str, Any], path: Path) -> None:
 # Charts ------------------------------------------------------------------------------
 
 
-def _nice(top: float) -> float:
-    """A round axis maximum at or above `top`."""
-    if top <= 0:
+def nice_step(span: float, target: int = 5) -> float:
+    """The round tick step (1, 2 or 5 times a power of ten) nearest to `span` / `target`."""
+    if span <= 0:
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(top))
-    for step in (1, 2, 2.5, 5, 10):
-        if top <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+    raw = span / target
+    magnitude = 10 ** math.floor(math.log10(raw))
+    steps = [m * magnitude for m in (1, 2, 5, 10)]
+    return min(steps, key=lambda step: abs(math.log(step / raw)))
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round values from `lo` to `hi` (both included when round), one `nice_step` apart."""
+    step = nice_step(hi - lo, target)
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [round(i * step, 12) for i in range(first, last + 1)]
+
+
+def tick_label(value: float, step: float) -> str:
+    """A tick's text with as many decimals as its step needs ("0.5", "1,000", "2.5")."""
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
+    return f"{value:,.{decimals}f}"
 
 
 def svg_chart(
@@ -144,7 +175,9 @@ def svg_chart(
         return "".join(out)
     x0, x1 = min(xs), max(xs)
     x1 = x1 if x1 > x0 else x0 + 1
-    y1 = _nice(max(ys))
+    y_step = nice_step(max(max(ys), 0.0) or 1.0)
+    y1 = max(math.ceil(max(ys) / y_step - 1e-9), 1) * y_step  # the axis ends on a tick
+    x_step = nice_step(x1 - x0)
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def px(x: float) -> float:
@@ -153,17 +186,16 @@ def svg_chart(
     def py(y: float) -> float:
         return top + plot_h - y / y1 * plot_h
 
-    for i in range(6):
-        gy = y1 * i / 5
+    for gy in nice_ticks(0.0, y1):
         out.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{py(gy):.1f}" y2="{py(gy):.1f}" '
-            f'stroke="#ddd"/><text x="{left - 6}" y="{py(gy) + 4:.1f}" text-anchor="end">'
-            f"{gy:,.6g}</text>"
+            f'stroke="#ddd"/><text x="{left - 6}" y="{py(gy) + 4:.1f}" text-anchor="end" '
+            f'class="tick-y">{tick_label(gy, y_step)}</text>'
         )
-    for i in range(6):
-        gx = x0 + (x1 - x0) * i / 5
+    for gx in nice_ticks(x0, x1):
         out.append(
-            f'<text x="{px(gx):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{gx:,.4g}</text>'
+            f'<text x="{px(gx):.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+            f'class="tick-x">{tick_label(gx, x_step)}</text>'
         )
     out.append(
         f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">{esc(x_label)}</text>'
@@ -229,6 +261,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}
 th{background:#f3f3f3}
 td:first-child{text-align:left}
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow-x:auto}
+.note{color:#555;font-size:13px;margin:0 0 16px}
 """
 
 
@@ -251,6 +284,7 @@ def render_html(result: dict[str, Any]) -> str:
         ("generator CPU us per connection", g["cpu_us_per_connection"]),
     ]
     server = result.get("server")
+    summary.append(("server processes measured", measured(server) if server else NOT_MEASURED))
     if server:
         summary.append(("server CPU us per delivery", server["cpu_us_per_delivery"]))
         summary.append(("server CPU us per connection", server["cpu_us_per_connection"]))
@@ -306,21 +340,18 @@ def render_html(result: dict[str, Any]) -> str:
             ],
             y_label="ms",
         ),
-        svg_chart(
-            "CPU busy (100% = one core)",
-            [
-                ("server", _busy(result.get("cpu_samples", []), "server")),
-                ("generator", _busy(result.get("cpu_samples", []), "generator")),
-                ("other", _busy(result.get("cpu_samples", []), "other")),
-            ],
-            y_label="%",
-        ),
+        svg_chart("CPU busy (100% = one core)", _cpu_series(result), y_label="%"),
         svg_chart(
             "Subscribed clients (from the start, connecting included)",
             [("subscribed", [(s["t"], s["subscribed"]) for s in result["samples"]])],
             y_label="clients",
         ),
     ]
+    cpu_note = (
+        ""
+        if server
+        else f"<p class='note'>Server: {esc(NOT_MEASURED)}; its CPU is in &ldquo;other&rdquo;.</p>"
+    )
     problems = [(k, v) for k, v in result["errors"].items()]
     problems += [(f"close code {k}", v) for k, v in result["close_codes"].items()]
     problems += [(f"unsubscribe code {k}", v) for k, v in result["unsubscribe_codes"].items()]
@@ -333,7 +364,10 @@ def render_html(result: dict[str, Any]) -> str:
             "<h2>Steps</h2>",
             _table(steps, step_head),
             "<h2>Over time</h2>",
-            *(f"<div>{chart}</div>" for chart in charts),
+            *(f"<div>{chart}</div>" for chart in charts[:3]),
+            f"<div>{charts[3]}</div>",
+            cpu_note,
+            f"<div>{charts[4]}</div>",
             "<h2>Errors and close codes</h2>",
             _table(problems, ["kind", "count"]) if problems else "<p>none</p>",
             "<h2>Churn</h2>",
@@ -345,13 +379,35 @@ def render_html(result: dict[str, Any]) -> str:
     )
 
 
-def _busy(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float | None]]:
+Series = list[tuple[float, float | None]]
+
+
+def _cpu_series(result: dict[str, Any]) -> list[tuple[str, Series]]:
+    """The CPU chart's lines: the server's (without the embedded servers) and the
+    embedded servers' only when measured, then the generator and the rest."""
+    samples = result.get("cpu_samples", [])
+    lines: list[tuple[str, Series]] = []
+    server = result.get("server")
+    if server:
+        lines.append(("server", _busy(samples, "server_proper")))
+        if any(p.get("role") == "embedded" for p in server.get("processes", [])):
+            lines.append(("embedded", _busy(samples, "embedded")))
+    lines.append(("generator", _busy(samples, "generator")))
+    lines.append(("other", _busy(samples, "other")))
+    return lines
+
+
+def _busy(samples: list[dict[str, Any]], key: str) -> Series:
     """Percent of a core busy between consecutive cumulative CPU samples; "other" is
-    the machine's busy time less the server's and the generator's."""
+    the machine's busy time less the server's (embedded servers included) and the
+    generator's (never below 0); "server_proper" is the server's less its embedded
+    servers'."""
 
     def cpu(sample: dict[str, Any]) -> float | None:
+        if key == "server_proper":
+            return float(sample["server"]) - float(sample.get("embedded", 0.0))
         if key != "other":
-            return float(sample[key])
+            return float(sample.get(key, 0.0))
         machine = sample.get("machine")
         return None if machine is None else machine - sample["server"] - sample["generator"]
 
@@ -360,7 +416,8 @@ def _busy(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float | 
         seconds, before, after = b["t"] - a["t"], cpu(a), cpu(b)
         if seconds > 0:
             busy = None if before is None or after is None else (after - before) / seconds * 100
-            out.append((b["t"], busy))
+            # /proc/stat and the processes' own figures tick apart: "other" can dip below 0
+            out.append((b["t"], None if busy is None else max(busy, 0.0)))
     return out
 
 

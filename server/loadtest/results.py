@@ -30,6 +30,10 @@ Definitions:
   near 1.0 says the generator, not the server, was the limit. `other_busy`:
   cores busy with anything else on the machine (from /proc/stat), which a
   shared machine's other work shows up in (the server too, without server PIDs).
+- server CPU: of every process `--server-pid` leads to (targets.py): the given
+  PIDs, their forked workers and the embedded Valkey / SecantusDB they use; the
+  `processes` list says which, `cpu_seconds_run_by_role` splits "server" from
+  "embedded". Per-delivery and busy figures count them all.
 - server memory: resident memory of the `memory_pids` (the server proper,
   without a broker such as Redis beside it) before any client connected and
   once every client was subscribed, before publishing; `kb_per_connection` is
@@ -49,6 +53,7 @@ from typing import Any
 from server import __version__
 from server.loadtest.metrics import Histogram, merge_counts
 from server.loadtest.options import Options
+from server.loadtest.targets import EMBEDDED
 
 __all__ = ["CpuSample", "build", "cpu_at", "machine", "step_windows"]
 
@@ -201,6 +206,7 @@ def build(
     memory_pids: Sequence[int] = (),
     rss_before: Mapping[int, int | None] | None = None,
     rss_subscribed: Mapping[int, int | None] | None = None,
+    server_processes: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     def total(key: str) -> int:
         return sum(int(s.get(key, 0)) for s in subscribers)
@@ -268,6 +274,8 @@ def build(
     connect = _hist([r.get("connect", {}) for r in readies])
     subscribe = _hist([r.get("subscribe", {}) for r in readies])
     per_delivery = 1e6 / deliveries if deliveries else None
+    roles = {int(p["pid"]): str(p["role"]) for p in server_processes}
+    embedded = {pid for pid, role in roles.items() if role == EMBEDDED}
     generator_run = sum(generator_cpu_run.values())
 
     chart = []
@@ -350,6 +358,12 @@ def build(
         if server_cpu_run is None
         else {
             "pids": list(options.server_pids),
+            # what was measured: the given PIDs followed to workers and embedded servers
+            "processes": [dict(p) for p in server_processes],
+            "cpu_seconds_run_by_role": {
+                role: round(sum(c for p, c in server_cpu_run.items() if roles.get(p) == role), 3)
+                for role in sorted(set(roles.values()))
+            },
             "cpu_seconds_connect": round(server_cpu_connect, 3),
             "cpu_us_per_connection": _per_connection(server_cpu_connect, subscribed),
             "cpu_seconds_run": round(sum(server_cpu_run.values()), 3),
@@ -364,7 +378,8 @@ def build(
         "cpu_samples": [
             {
                 "t": round(s.t, 3),
-                "server": round(sum(s.server.values()), 3),
+                "server": round(sum(s.server.values()), 3),  # embedded servers included
+                "embedded": round(sum(c for p, c in s.server.items() if p in embedded), 3),
                 "generator": round(s.generator, 3),
                 "machine": None if s.machine is None else round(s.machine, 3),
             }

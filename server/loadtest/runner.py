@@ -31,6 +31,7 @@ from server.loadtest.metrics import Histogram, cpu_seconds
 from server.loadtest.options import Options
 from server.loadtest.progress import Progress, Snapshot
 from server.loadtest.results import CpuSample, build
+from server.loadtest.targets import EMBEDDED, follow
 from server.loadtest.worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
@@ -122,7 +123,12 @@ class Coordinator:
         memory_pids: tuple[int, ...] | None = None,
     ) -> None:
         self.options = options
-        self.memory_pids = options.server_pids if memory_pids is None else memory_pids
+        # --server-pid followed to workers and embedded servers (targets.py)
+        self.measured = follow(options.server_pids)
+        self.server_pids = tuple(m.pid for m in self.measured)
+        if memory_pids is None:  # the server proper, not the embedded servers beside it
+            memory_pids = tuple(m.pid for m in self.measured if m.role != EMBEDDED)
+        self.memory_pids = memory_pids
         self.rss_before: dict[int, int | None] = {}
         self.rss_subscribed: dict[int, int | None] = {}
         self.cpu_samples: list[CpuSample] = []
@@ -397,6 +403,7 @@ class Coordinator:
             publish_end=publish_end,
             generator_cores=generator_cores(),
             memory_pids=self.memory_pids,
+            server_processes=[m.to_dict() for m in self.measured],
             rss_before=self.rss_before,
             rss_subscribed=self.rss_subscribed,
         )
@@ -419,7 +426,7 @@ class Coordinator:
         await self._until(done, longest + 5, "draining")
 
     def _server_cpu(self) -> dict[int, float]:
-        return {pid: cpu_seconds(pid) or 0.0 for pid in self.options.server_pids}
+        return {pid: cpu_seconds(pid) or 0.0 for pid in self.server_pids}
 
     def _rss(self) -> dict[int, int | None]:
         return {pid: rss_bytes(pid) for pid in self.memory_pids}
@@ -460,9 +467,11 @@ async def run_async(
     """Run one load test in the running event loop and return its result (see results.py).
 
     The loop stays free while the test runs (the clients live in worker
-    processes), so a server under test may share it. `memory_pids`: the server
-    processes proper, whose resident memory is divided per connection (default:
-    every `server_pids`; leave out a broker such as Redis that runs beside them).
+    processes), so a server under test may share it. `options.server_pids` are
+    followed to their workers and the embedded servers they use (targets.py).
+    `memory_pids`: the server processes proper, whose resident memory is divided
+    per connection (default: the followed processes but the embedded servers;
+    leave out a broker such as Redis that runs beside them).
     """
     return await Coordinator(options.checked(), progress, memory_pids).run()
 

@@ -56,6 +56,12 @@ def _mongo_url(settings: Settings) -> Iterator[str]:
         yield group.mongo.url
 
 
+NO_KEYS = (
+    "no stored API keys (keys set in [api] keys are not listed); "
+    "create one with: run.py apikey create NAME"
+)
+
+
 def _row(key: ApiKey) -> dict[str, object]:
     def when(value: object) -> str | None:
         return value.isoformat(timespec="seconds") if value is not None else None  # type: ignore[attr-defined]
@@ -80,7 +86,10 @@ async def _run(args: argparse.Namespace, url: str, database: str) -> int:
             print(key)
             print(f"id {record.id}: store it now, it cannot be shown again", file=sys.stderr)
         elif args.command == "list":
-            for row in map(_row, await keys.list()):
+            rows = [_row(key) for key in await keys.list()]
+            if not rows:  # said on stderr with --json, so stdout stays JSON lines
+                print(NO_KEYS, file=sys.stderr if args.json else sys.stdout)
+            for row in rows:
                 if args.json:
                     print(json.dumps(row))
                 else:

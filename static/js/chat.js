@@ -1,6 +1,7 @@
 // The chat demo: one room is one channel "<namespace>:<room>" on the official SDK.
 //
-// Messages are publications {type: "msg", name, text, ts}. The page sends its name
+// Messages are publications {type: "msg", name, text, ts}; any other object with a
+// string `text` shows as a message too, and every other publication as its JSON. The page sends its name
 // as the connect data ({name}); the server's connecting hook (examples/chat_app.py,
 // loaded by `make run`) makes it the connection's info, so messages, presence and
 // join/leave name people by their connection's info, then by their user (a
@@ -120,25 +121,45 @@
     return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   }
 
+  // The text of a message-shaped publication: the page's own {type: "msg", text}, or
+  // any object with a string `text` (what the README publishes); null otherwise.
+  function messageText(data) {
+    if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
+    if (data.type === 'msg') return String(data.text || '');
+    if (data.type === undefined && typeof data.text === 'string') return data.text;
+    return null;
+  }
+
+  // Any other publication (a number, a string, an object of another shape, from the
+  // server API or another program) is shown as its JSON. Always through textContent:
+  // the data is whatever a publisher sent.
+  function rawText(data) {
+    try {
+      const json = JSON.stringify(data);
+      return json === undefined ? String(data) : json;
+    } catch (err) {
+      return String(data);
+    }
+  }
+
   function render(pub) {
     const data = pub.data;
-    if (!data || typeof data !== 'object') return;
     if (pub.offset) {
       if (shown.has(pub.offset)) return;
       shown.add(pub.offset);
     }
-    if (data.type !== 'msg') return; // e.g. the {type: "hello"} of older pages
+    const message = messageText(data);
     const li = document.createElement('li');
-    li.className = 'msg';
+    li.className = message === null ? 'msg raw' : 'msg';
     if (pub.info && myClients.has(pub.info.client)) li.classList.add('mine');
     const who = document.createElement('span');
     who.className = 'who';
-    who.textContent = nameOf(pub.info, data.name);
+    who.textContent = nameOf(pub.info, data && typeof data === 'object' ? data.name : '');
     const time = document.createElement('time');
-    time.textContent = timeText(data.ts);
-    const text = document.createElement('span');
+    time.textContent = timeText(data && typeof data === 'object' ? data.ts : undefined);
+    const text = document.createElement(message === null ? 'code' : 'span');
     text.className = 'text';
-    text.textContent = String(data.text || '');
+    text.textContent = message === null ? rawText(data) : message;
     li.append(who, time, text);
     insert(li, pub.offset);
   }

@@ -86,7 +86,7 @@
       axes: [{ stroke: 'currentColor' }, { stroke: 'currentColor', size: 48 }],
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
-      series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, spanGaps: false }))],
+      series: [{}, ...series.map(([label, stroke, style]) => ({ label, stroke, width: 2, spanGaps: false, ...style }))],
     };
     const plot = new uPlot(opts, [[], ...series.map(() => [])], el);
     let width = el.clientWidth;
@@ -101,7 +101,9 @@
 
   const charts = [
     [chart('c-messages', [['in/s', '#2563eb'], ['out/s', '#16a34a']]), ['in', 'out']],
-    [chart('c-clients', [['connections', '#9333ea'], ['subscriptions', '#ea580c']]), ['conns', 'subs']],
+    // Often equal (one subscription per connection): connections wide and solid,
+    // subscriptions dashed on top, so both stay visible when they overlap.
+    [chart('c-clients', [['connections', '#9333ea', { width: 4 }], ['subscriptions', '#ea580c', { dash: [6, 6] }]]), ['conns', 'subs']],
     [chart('c-latency', [['max', '#dc2626'], ['avg', '#0891b2']]), ['latMax', 'latAvg']],
   ];
 

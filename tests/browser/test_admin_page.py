@@ -56,6 +56,7 @@ def cluster_env(redis_url: str, mongo_url: str) -> dict[str, str]:
         WSFAN_API__KEYS=ADMIN_KEY,
         WSFAN_AUTH__HMAC_SECRET=SECRET,
         WSFAN_APP__HANDLERS="",
+        WSFAN_CHANNELS__PRESENCE="true",  # off outside namespaces in config/default.toml
     )
 
 

@@ -3,11 +3,14 @@ connecting hook (examples/chat_app.py, loaded as `make run` does), in a real bro
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from server.api.keys import DEVELOPMENT_KEY
 from server.embedded import free_port
 from tests.browser.conftest import (
     PAGE_TIMEOUT_MS,
@@ -18,6 +21,7 @@ from tests.browser.conftest import (
     protocol_client,
     send,
 )
+from tests.conftest import TIMEOUT_SCALE
 from tests.processes import running
 
 expect = pytest.importorskip(
@@ -217,3 +221,53 @@ def test_page_says_when_it_could_not_recover_and_shows_the_latest_history(
         expect(notice).to_contain_text("could not be recovered")
         expect(texts(page)).to_have_text(["before the restart", *missed])
         screenshot(page, "not-recovered")
+
+
+def api_publish(server, channel: str, data) -> None:
+    """POST /api/publish, as the README's curl example does."""
+    request = urllib.request.Request(
+        base_url(server) + "/api/publish",
+        data=json.dumps({"channel": channel, "data": data}).encode(),
+        headers={"X-API-Key": DEVELOPMENT_KEY, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10 * TIMEOUT_SCALE) as response:
+        assert "result" in json.loads(response.read())
+
+
+XSS = "<img src=x onerror=window.__xss=1>"
+
+
+def test_the_room_shows_any_publication_and_unknown_shapes_as_raw_json(
+    cluster, open_page, screenshot
+):
+    page = open_page(base_url(cluster[0]) + "/")
+    join_room(page, "alice", "anything")
+    api_publish(cluster[1], "chat:anything", {"text": "hello"})  # the README's publish
+    expect(texts(page)).to_have_text(["hello"])
+    expect(page.locator("#messages li.msg .who")).to_have_text(["server"])
+    for data in (42, "plain", {"price": 1.5}, ["a", 1], None, {"type": "hello"}, {"html": XSS}):
+        api_publish(cluster[1], "chat:anything", data)
+    raw = page.locator("#messages li.msg.raw .text")
+    expect(raw).to_have_text(
+        [
+            "42",
+            '"plain"',
+            '{"price":1.5}',
+            '["a",1]',
+            "null",
+            '{"type":"hello"}',
+            json.dumps({"html": XSS}, separators=(",", ":")),
+        ]
+    )
+    # text only: the payload is shown, never parsed as HTML
+    assert page.locator("#messages img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+    screenshot(page, "raw")
+
+
+def test_history_shows_publications_of_any_shape_on_join(cluster, open_page):
+    api_publish(cluster[0], "chat:shapes", {"text": "from the api"})
+    api_publish(cluster[0], "chat:shapes", {"n": 1})
+    page = open_page(base_url(cluster[1]) + "/")
+    join_room(page, "bob", "shapes")
+    expect(texts(page)).to_have_text(["from the api", '{"n":1}'])

@@ -9,6 +9,7 @@ import pytest
 
 from tests.browser.conftest import base_url, protocol_client
 from tests.conftest import TIMEOUT_SCALE
+from tests.processes import running
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="browser tests need the playwright package"
@@ -71,3 +72,40 @@ def test_dashboard_draws_recent_minutes_from_history_at_once(cluster, open_page)
     page.wait_for_function("() => Number(document.getElementById('c-messages').dataset.points) > 0")
     # Live reports alone come two a second; the replay brings six or more at once.
     assert int(page.get_attribute("#c-messages", "data-points")) >= 6
+
+
+# Pixels of the clients chart's canvas near each series' colour (uPlot draws on a canvas).
+CANVAS_COLOURS = """([el, colours]) => {
+  const canvas = el.querySelector('canvas');
+  const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  return colours.map(([r, g, b]) => {
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      if (Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b) < 40) n += 1;
+    }
+    return n;
+  });
+}"""
+CONNECTIONS, SUBSCRIPTIONS = (0x93, 0x33, 0xEA), (0xEA, 0x58, 0x0C)
+
+
+def test_equal_connections_and_subscriptions_both_stay_visible(
+    cluster_env, tmp_path, open_page, screenshot
+):
+    with running(tmp_path, cluster_env, ("--workers", "1"), name="alone") as server:
+        server.wait_ready()
+        page = open_page(base_url(server) + "/dashboard")
+        # The page is the only client: one connection, one subscription (sys:stats).
+        expect(page.locator("#t-connections")).to_have_text("1")
+        expect(page.locator("#t-subscriptions")).to_have_text("1")
+        page.wait_for_function(
+            "() => Number(document.getElementById('c-clients').dataset.points) >= 3"
+        )
+        chart = page.locator("#c-clients")
+        connections, subscriptions = page.evaluate(
+            CANVAS_COLOURS, [chart.element_handle(), [CONNECTIONS, SUBSCRIPTIONS]]
+        )
+        screenshot(page, "equal-lines")
+        assert subscriptions > 0
+        # Solid lines of one width drawn on top of each other would leave next to none.
+        assert connections > subscriptions / 3, (connections, subscriptions)

@@ -53,6 +53,7 @@ def cluster_env(redis_url: str, mongo_url: str) -> dict[str, str]:
         mongo_url,
         f"browser-sdk-{uuid.uuid4().hex[:12]}",
         WSFAN_CLIENT__ALLOWED_ORIGINS="http://127.0.0.1:*",
+        WSFAN_CHANNELS__PRESENCE="true",  # off outside namespaces in config/default.toml
     )
 
 
