@@ -1,6 +1,9 @@
 """Fixtures for the broker contract tests: each implementation (memory, and Redis on
 the session's real Valkey with a key prefix per test), a clock, and a recording
 event handler. Loaded as a pytest plugin by tests/conftest.py.
+
+A module that also runs on a Redis Cluster overrides `implementation` with
+`CLUSTER_IMPLEMENTATIONS` and imports `cluster_url` from tests/valkey_cluster.py.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -17,6 +20,7 @@ from tornado.ioloop import IOLoop
 from server.broker.base import Broker, PresenceManager
 from server.broker.memory import MemoryBroker, MemoryPresence
 from server.broker.redis import RedisBroker, RedisPresence, redis_client
+from server.broker.redis_cluster import RedisClusterBroker, cluster_client
 from server.protocol import ClientInfo, Publication
 from tests.conftest import TIMEOUT_SCALE
 
@@ -78,6 +82,7 @@ class RecordingHandler:
 
 
 IMPLEMENTATIONS = ["memory", "redis"]
+CLUSTER_IMPLEMENTATIONS = [*IMPLEMENTATIONS, "cluster"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -111,6 +116,9 @@ def broker(
     instance: Broker
     if implementation == "memory":
         instance = MemoryBroker(clock=clock)
+    elif implementation == "cluster":
+        client = cluster_client(request.getfixturevalue("cluster_url"))
+        instance = RedisClusterBroker(client, request.getfixturevalue("redis_prefix"))
     else:
         instance = RedisBroker(_redis(request), request.getfixturevalue("redis_prefix"))
     io_loop.run_sync(lambda: instance.start(handler))
@@ -125,6 +133,9 @@ def presence(
     if implementation == "memory":
         yield MemoryPresence()
         return
-    client = _redis(request)
+    if implementation == "cluster":
+        client = cast(Redis, cluster_client(request.getfixturevalue("cluster_url")))
+    else:
+        client = _redis(request)
     yield RedisPresence(client, request.getfixturevalue("redis_prefix"))
     io_loop.run_sync(client.aclose)

@@ -1,7 +1,8 @@
 """The broker contract (server/broker/base.py): what every Broker and PresenceManager promises.
 
-Each test runs once per implementation: memory, and Redis against the session's
-real Valkey (a key prefix per test). Time: the memory broker reads the injected
+Each test runs once per implementation: memory, Redis against the session's
+real Valkey, and a Redis Cluster of the session (tests/valkey_cluster.py); a key
+prefix per test. Time: the memory broker reads the injected
 `Clock`; for Redis, `await clock.advance(s)` really waits, so TTLs here stay short.
 Delivery may be asynchronous, so tests wait for events with `handler.wait_for`
 and prove an absence by waiting for a later marker event on a subscribed channel.
@@ -22,7 +23,14 @@ from server.broker.base import (
 )
 from server.errors import ErrorCode, ReplyError
 from server.protocol import ClientInfo, Publication, StreamPosition
-from tests.broker_fixtures import Clock, RecordingHandler
+from tests.broker_fixtures import CLUSTER_IMPLEMENTATIONS, Clock, RecordingHandler
+from tests.valkey_cluster import cluster_url  # noqa: F401 - a fixture
+
+
+@pytest.fixture(params=CLUSTER_IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
 
 KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)
 NO_HISTORY = HistoryOptions(size=0)

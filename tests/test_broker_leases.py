@@ -1,5 +1,6 @@
 """Channel leases (server/broker/leases.py, redis_leases.py) and the fence every broker
-checks on publish: once per implementation (memory, and Redis on the session's Valkey)."""
+checks on publish: once per implementation (memory, Redis on the session's Valkey, and
+a Redis Cluster of the session)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from server.broker.memory import MemoryBroker
 from server.broker.redis import RedisBroker
 from server.broker.redis_leases import RedisLeases
 from server.errors import ErrorCode, ReplyError
-from tests.broker_fixtures import Clock, RecordingHandler
+from tests.broker_fixtures import CLUSTER_IMPLEMENTATIONS, Clock, RecordingHandler
+from tests.valkey_cluster import cluster_url  # noqa: F401 - a fixture
+
+
+@pytest.fixture(params=CLUSTER_IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> str:
+    """Memory, Redis and a Redis Cluster (tests/valkey_cluster.py)."""
+    return str(request.param)
+
 
 KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)
 TTL = 0.3  # seconds; Redis really waits it out

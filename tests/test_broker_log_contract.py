@@ -2,8 +2,8 @@
 `log_lagging`, `restart_epoch`): a logged channel's stream keeps what the log has
 not stored, whatever its size and TTL say, and refuses publishes past the lag limit.
 
-Each test runs on the memory broker and on Redis against the session's real Valkey
-(fixtures in tests/broker_fixtures.py).
+Each test runs on the memory broker, on Redis against the session's real Valkey and
+on a Redis Cluster of the session (fixtures in tests/broker_fixtures.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ import pytest
 from server.broker.base import Broker, HistoryOptions, HistoryQuery, LogState
 from server.errors import ErrorCode, ReplyError
 from server.protocol import StreamPosition
-from tests.broker_fixtures import Clock
+from tests.broker_fixtures import CLUSTER_IMPLEMENTATIONS, Clock
 from tests.test_broker_contract import offsets, publish_n
+from tests.valkey_cluster import cluster_url  # noqa: F401 - a fixture
+
+
+@pytest.fixture(params=CLUSTER_IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> str:
+    """Memory, Redis and a Redis Cluster (tests/valkey_cluster.py)."""
+    return str(request.param)
+
 
 LOGGED = HistoryOptions(size=3, ttl=1.0, meta_ttl=3600.0, log_lag=100)
 ALL = HistoryQuery(limit=-1)
