@@ -27,16 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.commands.core import AsyncScript
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
-from server.broker.base import BrokerEventHandler
+from server.broker.base import (
+    BrokerEventHandler,
+    Fence,
+    HistoryOptions,
+    HistoryQuery,
+    HistoryResult,
+)
 from server.broker.leases import Leases
 from server.broker.occupancy import OccupancyStore
 from server.broker.redis import RedisBroker
@@ -46,19 +54,51 @@ from server.broker.redis_leases import RedisLeases
 from server.broker.redis_occupancy import RedisOccupancy
 from server.broker.redis_pubsub import RedisUnavailable
 from server.broker.redis_scripts import NEW_EPOCH
+from server.protocol import ClientInfo, StreamPosition
 
-__all__ = ["RedisClusterBroker", "cluster_client"]
+__all__ = ["RedisClusterBroker", "SlotNotServed", "cluster_client"]
 
 log = logging.getLogger(__name__)
+
+
+class SlotNotServed(RedisError):
+    """The channel's slot is not served by any node (as the slot map last read says)."""
+
+
+class ShardScript(AsyncScript):
+    """A Lua script run on the node owning its keys' slot. redis-py's own loads a
+    script the node lacks with SCRIPT LOAD on every primary, which fails while any
+    shard is down (and a promoted replica starts without the scripts): this one
+    sends it with EVAL to that one node instead (which caches it there)."""
+
+    async def __call__(
+        self,
+        keys: Iterable[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        names, values = list(keys or ()), list(args or ())
+        target = client if client is not None else self.registered_client
+        try:
+            return await target.evalsha(self.sha, len(names), *names, *values)
+        except NoScriptError:
+            return await target.eval(cast(str, self.script), len(names), *names, *values)
+
+
+class ShardedRedisCluster(RedisCluster):
+    """RedisCluster whose registered scripts are `ShardScript`s."""
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        return ShardScript(self, script)
 
 
 def cluster_client(
     url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0, max_connections: int = 32
 ) -> RedisCluster:
     """A cluster client that tolerates partial slot coverage, retries a command once
-    after a connection error (reading the slot map again), and holds at most
-    `max_connections` per node."""
-    return RedisCluster.from_url(
+    after a connection error (reading the slot map again), holds at most
+    `max_connections` per node, and runs scripts on their slot's node alone."""
+    return ShardedRedisCluster.from_url(
         url,
         require_full_coverage=False,
         retry=Retry(NoBackoff(), 1),
@@ -190,3 +230,54 @@ class RedisClusterBroker(RedisBroker):
 
     async def _send(self, pubsub_channel: bytes, message: bytes) -> None:
         await self.cluster.spublish(pubsub_channel, message)
+
+    # Channels in slots nobody serves -------------------------------------------
+    # redis-py 8.1 answers a command for such a slot with a bare KeyError (its slot
+    # map is a dict; it expects an IndexError): say what it is, before sending.
+
+    def _served(self, channel: str) -> None:
+        slot = key_slot(self._pubsub_channel(channel))
+        if slot not in self.cluster.nodes_manager.slots_cache:
+            raise SlotNotServed(f"slot {slot} of channel {channel!r} is not served")
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        options: HistoryOptions,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_window: float = 300.0,
+        fence: Fence | None = None,
+    ) -> StreamPosition:
+        self._served(channel)
+        return await super().publish(
+            channel, data, options, info, tags, idempotency_key, idempotency_window, fence
+        )
+
+    async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:
+        self._served(channel)
+        await super()._publish_event(channel, kind, info)
+
+    async def history(
+        self, channel: str, query: HistoryQuery, options: HistoryOptions
+    ) -> HistoryResult:
+        self._served(channel)
+        return await super().history(channel, query, options)
+
+    async def remove_history(self, channel: str) -> None:
+        self._served(channel)
+        await super().remove_history(channel)
+
+    async def log_stored(
+        self, channel: str, epoch: str, runs: Sequence[tuple[int, int]], options: HistoryOptions
+    ) -> int:
+        self._served(channel)
+        return await super().log_stored(channel, epoch, runs, options)
+
+    async def restart_epoch(
+        self, channel: str, epoch: str, acknowledged: int, options: HistoryOptions
+    ) -> str:
+        self._served(channel)
+        return await super().restart_epoch(channel, epoch, acknowledged, options)

@@ -121,7 +121,7 @@ class PubSubConnection:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
-        self.commands_sent = 0  # sharded: S* commands written (one per slot of a batch)
+        self.writes = 0  # sharded: batches of S* commands written (one command per slot)
 
     @property
     def connected(self) -> bool:
@@ -256,7 +256,7 @@ class PubSubConnection:
                 chunk = group[i : i + _BATCH]
                 commands.append([command, *chunk])
                 self._pending.append([command.lower().encode(), set(chunk), len(chunk)])
-        self.commands_sent += len(commands)
+        self.writes += 1
         await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
 
     # The connection's life ---------------------------------------------------
