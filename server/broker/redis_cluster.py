@@ -170,6 +170,11 @@ class RedisClusterBroker(RedisBroker):
             await asyncio.gather(self._watch, return_exceptions=True)
         await self.subscriber.close()
         await self.cluster.aclose()
+        # aclose() does nothing while the client means to read the slot map again
+        # (after a connection error): close its nodes' connections regardless.
+        manager = self.cluster.nodes_manager
+        await manager.aclose()
+        await manager.aclose("startup_nodes")
 
     async def _watch_coverage(self) -> None:
         """While some slots are not served (or the cluster was not reachable), read
