@@ -6,6 +6,8 @@ Slot migration and failover under load: tests/test_broker_cluster_faults.py."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from server.broker.redis_keys import pubsub_channel
 from server.broker.redis_pubsub import RedisUnavailable
 from tests.broker_fixtures import RecordingHandler
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import clean_env, run_to_exit
+from tests.processes import clean_env, run_to_exit, running
 from tests.valkey_cluster import (  # noqa: F401 - fixtures
     SLOTS,
     ValkeyCluster,
@@ -300,3 +302,48 @@ async def test_ping_fails_once_no_shard_answers(
     await asyncio.to_thread(valkey_cluster.stop)
     with pytest.raises(Exception):  # noqa: B017 - no shard answers
         await within(2 * TIMEOUT * TIMEOUT_SCALE, own_broker.ping())
+
+
+# Two server processes on the cluster ------------------------------------------------
+
+
+def _api(port: int, method: str, params: dict[str, object]) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * TIMEOUT_SCALE)
+    try:
+        body = json.dumps(params)
+        conn.request("POST", f"/api/{method}", body, {"X-API-Key": "cluster-key"})
+        answer: dict[str, object] = json.loads(conn.getresponse().read())
+        return answer
+    finally:
+        conn.close()
+
+
+def test_two_instances_on_a_cluster_see_each_other_and_share_history(
+    tmp_path: Path,
+    cluster_url: str,  # noqa: F811 - the fixture
+    mongo_url: str,
+    redis_prefix: str,
+):
+    env = clean_env(
+        REDIS_URL=cluster_url,
+        MONGO_URL=mongo_url,
+        WSFAN_REDIS__CLUSTER="true",
+        WSFAN_REDIS__PREFIX=redis_prefix,
+        WSFAN_SERVER__WORKERS="1",
+        WSFAN_API__KEYS='["cluster-key"]',
+        WSFAN_EMBEDDED__ENABLED="false",
+    )
+    with running(tmp_path, env, name="a") as a, running(tmp_path, env, name="b") as b:
+        for server in (a, b):
+            assert server.wait_ready()["checks"] == {"cluster": "ok", "redis": "ok", "mongo": "ok"}
+        deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+        while len(_api(a.port, "info", {})["result"]["nodes"]) < 2:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the instances did not hear each other"
+            time.sleep(0.05)
+        channels = ["news", "ticker", "weather"]  # on more than one shard
+        for channel in channels:
+            assert "result" in _api(a.port, "publish", {"channel": channel, "data": channel})
+        for channel in channels:
+            answer = _api(b.port, "history", {"channel": channel, "limit": -1})
+            publications = answer["result"]["publications"]  # type: ignore[index]
+            assert [p["data"] for p in publications] == [channel]
