@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from server.broker.redis_keys import pubsub_channel
 from server.protocol import Publication, StreamPosition
 from tests.broker_fixtures import RecordingHandler
 from tests.conftest import TIMEOUT_SCALE
+from tests.faults import run_scenario
 from tests.valkey_cluster import ValkeyCluster, valkey_cluster  # noqa: F401 - a fixture
 
 KEEP = HistoryOptions(size=100000, ttl=300.0, meta_ttl=3600.0)
@@ -224,3 +226,10 @@ async def test_a_primary_killed_under_publish_load_loses_no_acknowledged_publica
     assert recovering.reconnects >= 1
     assert f"127.0.0.1:{promoted.port}" in subscriber.subscriber.connections
     assert f"127.0.0.1:{primary.port}" not in subscriber.subscriber.connections
+
+
+@pytest.mark.gen_test(timeout=90 * TIMEOUT_SCALE)
+async def test_sdk_clients_lose_nothing_when_a_primary_is_killed_under_load(tmp_path: Path):
+    # Two run.py instances on a cluster, HTTP API publishers and centrifuge-python
+    # subscribers (tests/faults.py); the primary owning the channel's slot is killed.
+    (await run_scenario("cluster_primary_kill", tmp_path)).assert_no_loss()
