@@ -347,3 +347,25 @@ def test_two_instances_on_a_cluster_see_each_other_and_share_history(
             answer = _api(b.port, "history", {"channel": channel, "limit": -1})
             publications = answer["result"]["publications"]  # type: ignore[index]
             assert [p["data"] for p in publications] == [channel]
+
+
+@pytest.mark.gen_test
+async def test_a_burst_past_max_connections_waits_for_a_connection_instead_of_failing(
+    cluster_url: str,  # noqa: F811 - the fixture
+    redis_prefix: str,
+):
+    from server.broker.redis_presence import RedisPresence
+    from server.protocol import ClientInfo
+
+    client = cluster_client(cluster_url, max_connections=4)
+    broker = RedisClusterBroker(client, redis_prefix, url=cluster_url)
+    presence = RedisPresence(broker.client, redis_prefix)  # pipelines (MULTI) too
+    await broker.start(RecordingHandler())
+    try:
+        positions = await asyncio.gather(*(broker.publish("burst", i, KEEP) for i in range(100)))
+        await asyncio.gather(
+            *(presence.add_presence("burst", f"c{i}", ClientInfo("u", f"c{i}")) for i in range(100))
+        )
+    finally:
+        await broker.close()
+    assert sorted(p.offset for p in positions) == list(range(1, 101))

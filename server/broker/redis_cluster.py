@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
@@ -85,19 +88,72 @@ class ShardScript(AsyncScript):
             return await target.eval(cast(str, self.script), len(names), *names, *values)
 
 
+_HOLDING: ContextVar[bool] = ContextVar("cluster_command_held", default=False)
+"""Set inside a command or pipeline that holds a place: what it runs inside
+(retries, one command per node) does not wait for another one."""
+
+
 class ShardedRedisCluster(RedisCluster):
-    """RedisCluster whose registered scripts are `ShardScript`s."""
+    """RedisCluster whose registered scripts are `ShardScript`s and whose commands
+    wait for one of `max_connections` places (up to `socket_timeout`, then a
+    ConnectionError), as a blocking pool does: redis-py's cluster nodes refuse a
+    command at once (MaxConnectionsError) when their connections are all busy,
+    which would fail a burst of subscribes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._places = asyncio.Semaphore(int(kwargs.get("max_connections", 100)))
+        self._place_wait = float(kwargs.get("socket_timeout") or 5.0)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold one place for the block (at once when this task holds one already)."""
+        if _HOLDING.get():
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._place_wait):
+                await self._places.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(
+                f"no free Redis Cluster connection within {self._place_wait:g}s"
+            ) from None
+        token = _HOLDING.set(True)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self._places.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.held():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        super().pipeline(transaction, shard_hint)  # its checks
+        return _HeldPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
 
     def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
         return ShardScript(self, script)
+
+
+class _HeldPipeline(ClusterPipeline):
+    """A pipeline that holds one place of its client while it executes."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, ShardedRedisCluster)
+        async with client.held():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def cluster_client(
     url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0, max_connections: int = 32
 ) -> RedisCluster:
     """A cluster client that tolerates partial slot coverage, retries a command once
-    after a connection error (reading the slot map again), holds at most
-    `max_connections` per node, and runs scripts on their slot's node alone."""
+    after a connection error (reading the slot map again), runs at most
+    `max_connections` commands at once (more wait, up to `command_timeout`), and
+    runs scripts on their slot's node alone."""
     return ShardedRedisCluster.from_url(
         url,
         require_full_coverage=False,

@@ -172,11 +172,10 @@ class ShardedSubscriber:
         """One routing pass; returns the channels that moved and must go again."""
         groups: dict[str, list[bytes]] = {}
         nodes: dict[str, ClusterNode] = {}
+        if any(self._owner(c) is None for c in channels):
+            await self._refresh()  # a slot served since the map was read?
         for channel in channels:
             owner = self._owner(channel)
-            if owner is None:
-                await self._refresh()
-                owner = self._owner(channel)
             if owner is None:
                 raise RedisUnavailable(f"slot {key_slot(channel)} is not served by the cluster")
             nodes[owner.name] = owner
