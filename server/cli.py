@@ -35,6 +35,7 @@ from tornado.netutil import bind_sockets
 from server import gc_tuning, instances
 from server.app.layer import check_points
 from server.auth.tokens import TokenVerifier
+from server.broker.redis_cluster_check import check_cluster_settings
 from server.compose import build, proxy_hooks, python_hooks
 from server.config import ConfigError, Settings, load_settings
 from server.cpu_quota import usable_cpus
@@ -89,6 +90,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config, flags=flags)
     configure_logging(settings.log)  # before the checks below, which may warn
     _check_urls(settings)
+    check_cluster_settings(settings)  # `[redis] cluster`: a cluster node that serves slots
     check_points(python_hooks(settings), settings)  # [app] handlers imports, agrees with [proxy]
     proxy_hooks(settings)  # [proxy] endpoints are http(s) URLs, its CA file reads
     if (

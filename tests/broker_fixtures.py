@@ -1,6 +1,7 @@
-"""Fixtures for the broker contract tests: each implementation (memory, and Redis on
-the session's real Valkey with a key prefix per test), a clock, and a recording
-event handler. Loaded as a pytest plugin by tests/conftest.py.
+"""Fixtures for the broker contract tests: each implementation (memory, Redis on the
+session's real Valkey, client-side shards over its two, a Redis Cluster; a key prefix
+per test), a clock, and a recording event handler. Loaded as a pytest plugin by
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -17,6 +18,7 @@ from tornado.ioloop import IOLoop
 from server.broker.base import Broker, PresenceManager
 from server.broker.memory import MemoryBroker, MemoryPresence
 from server.broker.redis import RedisBroker, RedisPresence, redis_client
+from server.broker.redis_cluster import RedisClusterBroker, cluster_client
 from server.broker.sharded import ShardedBroker, ShardedPresence
 from server.protocol import ClientInfo, Publication
 from tests.conftest import TIMEOUT_SCALE
@@ -78,7 +80,9 @@ class RecordingHandler:
             await asyncio.sleep(0.001)
 
 
-IMPLEMENTATIONS = ["memory", "redis", "sharded"]
+IMPLEMENTATIONS = ["memory", "redis", "sharded", "cluster"]
+"""Every broker: in memory, one Valkey, client-side shards over two, and a Redis
+Cluster (tests/valkey_cluster.py: three primaries, three replicas)."""
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -124,6 +128,9 @@ def broker(
         instance = MemoryBroker(clock=clock)
     elif implementation == "sharded":
         instance = sharded_broker(request)
+    elif implementation == "cluster":
+        client = cluster_client(request.getfixturevalue("cluster_url"))
+        instance = RedisClusterBroker(client, request.getfixturevalue("redis_prefix"))
     else:
         instance = RedisBroker(_redis(request), request.getfixturevalue("redis_prefix"))
     io_loop.run_sync(lambda: instance.start(handler))
@@ -139,6 +146,11 @@ def presence(
         yield MemoryPresence()
         return
     prefix = request.getfixturevalue("redis_prefix")
+    if implementation == "cluster":
+        client = cast(Redis, cluster_client(request.getfixturevalue("cluster_url")))
+        yield RedisPresence(client, prefix)
+        io_loop.run_sync(client.aclose)
+        return
     urls = SHARD_URLS if implementation == "sharded" else SHARD_URLS[:1]
     clients = [_redis(request, url) for url in urls]
     shards = [RedisPresence(client, prefix) for client in clients]

@@ -29,7 +29,12 @@ from server.web.endpoint import close_websockets
 from server.web.upgrade import Listener
 from tests.client import ProtoClient
 
-pytest_plugins = ["tests.conftest_embedded", "tests.broker_fixtures", "tests.two_nodes"]
+pytest_plugins = [
+    "tests.conftest_embedded",
+    "tests.broker_fixtures",
+    "tests.two_nodes",
+    "tests.valkey_cluster",
+]
 
 TIMEOUT_SCALE = float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 

@@ -36,11 +36,14 @@ from centrifuge import (
     SubscriptionEventHandler,
     UnsubscribedContext,
 )
+from redis.crc import key_slot
 
+from server.broker.redis_keys import pubsub_channel
 from server.embedded import EmbeddedSecantus, EmbeddedValkey
 from tests.conftest import TIMEOUT_SCALE
 from tests.fault_check import API_KEY, CHANNEL, Acked, FaultReport, Received, check
 from tests.processes import Server, clean_env, running
+from tests.valkey_cluster import ValkeyCluster
 
 __all__ = [
     "API_KEY",
@@ -113,10 +116,18 @@ class Deployment:
     it up, `stop` ends every process it started. Blocking: call from a thread."""
 
     def __init__(
-        self, tmp_path: Path, instances: int = 1, appendfsync: str = "always", **env: str
+        self,
+        tmp_path: Path,
+        instances: int = 1,
+        appendfsync: str = "always",
+        cluster: bool = False,
+        **env: str,
     ) -> None:
+        """With `cluster`, a Valkey cluster (tests/valkey_cluster.py) stands in for
+        the Valkey, and the instances run the cluster broker."""
         self.tmp_path = tmp_path
         self.valkey = Valkey(tmp_path / "valkey", appendfsync)
+        self.cluster = ValkeyCluster(tmp_path / "cluster") if cluster else None
         self.mongo = EmbeddedSecantus(tmp_path / "secantusdb", persist=True)
         self.servers: list[Server | None] = [None] * instances
         self.ports: list[int] = []
@@ -128,14 +139,13 @@ class Deployment:
     def start(self) -> None:
         # Killed at the end, not stopped: nothing reads them after, and SecantusDB
         # takes ~2 s on SIGTERM.
-        self.valkey.start()
-        self._stack.callback(self.valkey.kill)
+        redis_url = self._start_redis()
         self.mongo.start()
         self._stack.callback(self.mongo.kill)
         config = self.tmp_path / "faults.toml"
         config.write_text(CONFIG)
         self.env.update(
-            REDIS_URL=self.valkey.url,
+            REDIS_URL=redis_url,
             MONGO_URL=self.mongo.url,
             WSFAN_EMBEDDED__DIR=str(self.tmp_path / "var"),
             WSFAN_PERSIST__SPILL_DIR=str(self.tmp_path / "spill"),
@@ -145,6 +155,16 @@ class Deployment:
         self.ports = [server.port for server in self.live()]
         for server in self.live():
             server.wait_ready()
+
+    def _start_redis(self) -> str:
+        if self.cluster is not None:
+            self.cluster.start()
+            self._stack.callback(self.cluster.stop)
+            self.env["WSFAN_REDIS__CLUSTER"] = "true"
+            return self.cluster.url
+        self.valkey.start()
+        self._stack.callback(self.valkey.kill)
+        return self.valkey.url
 
     def _run(self, index: int, port: int | None) -> Server:
         self._starts += 1
@@ -499,12 +519,21 @@ def sigkill(d: Deployment) -> None:
     d.restart(0)
 
 
+def cluster_primary_kill(d: Deployment) -> None:
+    """On a cluster: SIGKILL the primary owning the channel's slot; returns once one
+    of its replicas is promoted (the load goes on meanwhile)."""
+    assert d.cluster is not None
+    primary = d.cluster.owner(key_slot(pubsub_channel("wsfan", CHANNEL)))
+    d.cluster.wait_promoted(d.cluster.kill_primary(primary))
+
+
 @dataclass(frozen=True)
 class Scenario:
     fault: Callable[[Deployment], None]
     instances: int = 1
     env: dict[str, str] = field(default_factory=dict)
     appendfsync: str = "always"
+    cluster: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -518,6 +547,7 @@ SCENARIOS: dict[str, Scenario] = {
     "mongo_restart": Scenario(mongo_restart),
     "sigkill": Scenario(sigkill),
     "valkey_tail_lost": Scenario(valkey_tail_lost, appendfsync="everysec"),
+    "cluster_primary_kill": Scenario(cluster_primary_kill, instances=2, cluster=True),
 }
 
 
@@ -527,7 +557,9 @@ async def run_scenario(name: str, tmp_path: Path, shape: LoadShape | None = None
     each subscriber got. The deployment is stopped whatever happens."""
     scenario = SCENARIOS[name]
     shape = shape or LoadShape()
-    deployment = Deployment(tmp_path, scenario.instances, scenario.appendfsync, **scenario.env)
+    deployment = Deployment(
+        tmp_path, scenario.instances, scenario.appendfsync, scenario.cluster, **scenario.env
+    )
     load: Load | None = None
     clock = _Phases()
     try:

@@ -1,7 +1,8 @@
 """The broker contract (server/broker/base.py): what every Broker and PresenceManager promises.
 
-Each test runs once per implementation: memory, and Redis against the session's
-real Valkey (a key prefix per test). Time: the memory broker reads the injected
+Each test runs once per implementation (tests/broker_fixtures.py): memory, Redis
+against the session's real Valkey, client-side shards over its two Valkeys, and a
+Redis Cluster (a key prefix per test). Time: the memory broker reads the injected
 `Clock`; for Redis, `await clock.advance(s)` really waits, so TTLs here stay short.
 Delivery may be asynchronous, so tests wait for events with `handler.wait_for`
 and prove an absence by waiting for a later marker event on a subscribed channel.

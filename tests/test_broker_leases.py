@@ -1,6 +1,6 @@
 """Channel leases (server/broker/leases.py, redis_leases.py) and the fence every broker
-checks on publish: once per implementation (memory, Redis on the session's
-Valkey, and sharded over the session's two)."""
+checks on publish: once per implementation of tests/broker_fixtures.py (memory, one
+Valkey, client-side shards, a Redis Cluster)."""
 
 from __future__ import annotations
 

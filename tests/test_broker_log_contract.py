@@ -2,8 +2,8 @@
 `log_lagging`, `restart_epoch`): a logged channel's stream keeps what the log has
 not stored, whatever its size and TTL say, and refuses publishes past the lag limit.
 
-Each test runs on the memory broker and on Redis against the session's real Valkey
-(fixtures in tests/broker_fixtures.py).
+Each test runs on every broker of tests/broker_fixtures.py: memory, one Valkey,
+client-side shards and a Redis Cluster.
 """
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ clock fixture really waits, so the timings here are short)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from tornado.ioloop import IOLoop
 
+from server.broker.base import Broker
 from server.broker.occupancy import (
     NOTHING,
     OCCUPIED,
@@ -18,28 +16,18 @@ from server.broker.occupancy import (
     Op,
     Timing,
 )
-from server.broker.redis import redis_client
-from server.broker.redis_occupancy import RedisOccupancy
-from server.broker.sharded import ShardedOccupancy
-from tests.broker_fixtures import SHARD_URLS, Clock
+from tests.broker_fixtures import Clock
 
 TIMING = Timing(member_ttl=0.4, vacate_delay=0.2, claim_ttl=0.8)
 PAST = 1.3  # a deadline, times this, has passed
 
 
 @pytest.fixture
-def store(
-    request: pytest.FixtureRequest, implementation: str, clock: Clock, io_loop: IOLoop
-) -> Iterator[OccupancyStore]:
+def store(implementation: str, clock: Clock, broker: Broker) -> OccupancyStore:
+    """Each broker's own occupancy store (the memory one on the test's clock)."""
     if implementation == "memory":
-        yield MemoryOccupancy(clock)
-        return
-    urls = SHARD_URLS if implementation == "sharded" else SHARD_URLS[:1]
-    clients = [redis_client(request.getfixturevalue(url)) for url in urls]
-    shards = [RedisOccupancy(c, request.getfixturevalue("redis_prefix")) for c in clients]
-    yield ShardedOccupancy(shards) if implementation == "sharded" else shards[0]
-    for client in clients:
-        io_loop.run_sync(client.aclose)
+        return MemoryOccupancy(clock)
+    return broker.channel_stores()[0]
 
 
 async def joined(store: OccupancyStore, member: str, channel: str = "news") -> int:

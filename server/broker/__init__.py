@@ -25,6 +25,8 @@ __all__ = [
 
 def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
     """The broker and presence manager `broker.type` names, built from settings."""
+    if settings.broker.type == "redis" and settings.redis.cluster:
+        return _cluster_broker(settings)
     if settings.broker.type == "redis":
         redis = settings.redis
         if redis.shards:
@@ -62,3 +64,31 @@ def _sharded(settings: Settings) -> tuple[Broker, PresenceManager]:
     labels = [shard_label(url) for url in settings.redis.shards]
     broker = ShardedBroker([b for b, _ in built], labels)
     return broker, ShardedPresence([p for _, p in built])
+
+
+def _cluster_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
+    """`[redis] cluster = true`: the broker on the Redis Cluster `redis.url` names."""
+    from typing import cast
+
+    from redis.asyncio import Redis
+
+    from server.broker.redis_cluster import RedisClusterBroker, cluster_client
+    from server.broker.redis_presence import RedisPresence
+
+    redis = settings.redis
+    if not redis.url:
+        raise ValueError("redis.cluster needs redis.url (any node of the cluster)")
+    client = cluster_client(
+        redis.url, redis.connect_timeout, redis.command_timeout, redis.max_connections
+    )
+    broker = RedisClusterBroker(
+        client,
+        redis.prefix,
+        redis.command_timeout,
+        redis.reconnect_delay_min,
+        redis.reconnect_delay_max,
+        settings.log.repeat_interval,
+        url=redis.url,
+    )
+    # Presence's commands (a script, single-slot MULTI) work alike on the cluster.
+    return broker, RedisPresence(cast(Redis, client), redis.prefix, redis.presence_ttl)

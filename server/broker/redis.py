@@ -155,6 +155,9 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisBroker(Broker):
+    _publish_command = "publish"
+    """How a publication reaches the channel's pub/sub channel (in the PUBLISH script too)."""
+
     def __init__(
         self,
         client: Redis,
@@ -164,14 +167,7 @@ class RedisBroker(Broker):
         reconnect_max: float = 5.0,
         repeat_interval: float = 10.0,
     ) -> None:
-        self.client = client
-        self.prefix = prefix
-        self._pub_prefix = f"{prefix}.pub.".encode()
-        self._control = f"{prefix}.control".encode()
-        self._handler: BrokerEventHandler | None = None
-        self._publish = client.register_script(PUBLISH)
-        self._history = client.register_script(HISTORY)
-        self._logged = client.register_script(LOGGED)
+        self._setup(client, prefix)
         self.pubsub = PubSubConnection(
             client,
             self._on_message,
@@ -183,7 +179,6 @@ class RedisBroker(Broker):
             on_lost=self._on_lost,
             repeat_interval=repeat_interval,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
         # Every new connection (commands and pub/sub alike) checks the server's
         # run_id: a restarted Redis is noticed before anything is published on it,
         # and used only once the node has checked what it kept. The check itself
@@ -201,6 +196,18 @@ class RedisBroker(Broker):
         self._restarts = RestartWatch(timeout)
         self._restarts.on_restart = self._on_reconnect
         pool.connection_kwargs["redis_connect_func"] = self._restarts.check
+
+    def _setup(self, client: Redis, prefix: str) -> None:
+        """What every Redis broker keeps: the command client, names and scripts."""
+        self.client = client
+        self.prefix = prefix
+        self._pub_prefix = f"{prefix}.pub.".encode()
+        self._control = f"{prefix}.control".encode()
+        self._handler: BrokerEventHandler | None = None
+        self._publish = client.register_script(PUBLISH)
+        self._history = client.register_script(HISTORY)
+        self._logged = client.register_script(LOGGED)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # Keys --------------------------------------------------------------------
 
@@ -324,7 +331,7 @@ class RedisBroker(Broker):
         body = encode(Publication(data, 0, info, tags).to_dict(), Encoding.MSGPACK)
         if options.size <= 0 and idempotency_key is None and fence is None:
             message = b"\x94" + _NO_POSITION + body
-            await self.client.publish(self._pubsub_channel(channel), message)
+            await self._send(self._pubsub_channel(channel), message)
             return StreamPosition(0, "")
         keys: list[str | bytes] = [
             self._meta(channel),
@@ -349,6 +356,7 @@ class RedisBroker(Broker):
                 new_epoch(),
                 window,
                 options.log_lag,
+                self._publish_command,
                 *([] if fence is None else [fence.token]),
             ],
         )
@@ -358,7 +366,7 @@ class RedisBroker(Broker):
 
     async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:
         message = msgpack.packb([kind, info.to_dict()], use_bin_type=True)
-        await self.client.publish(self._pubsub_channel(channel), message)
+        await self._send(self._pubsub_channel(channel), message)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_event(channel, KIND_JOIN, info)
@@ -437,4 +445,8 @@ class RedisBroker(Broker):
     # Control -----------------------------------------------------------------
 
     async def publish_control(self, data: bytes) -> None:
-        await self.client.publish(self._control, data)
+        await self._send(self._control, data)
+
+    async def _send(self, pubsub_channel: bytes, message: bytes) -> None:
+        """Publish `message` on a pub/sub channel (no history, no offset)."""
+        await self.client.publish(pubsub_channel, message)

@@ -18,6 +18,14 @@ Promises:
   of this object; `unsubscribe` leaves them alone.
 - While Redis stays away, its failed attempts are logged at most once per
   `repeat_interval` seconds, with a count, and the reconnect once.
+- `sharded`: the connection uses sharded pub/sub (SSUBSCRIBE / SUNSUBSCRIBE,
+  `smessage`) on one Redis Cluster node; `connect` makes its connections. A
+  sharded subscribe names channels of one slot, so a batch is sent as one
+  command per slot, written together. When the node gives channels up (a
+  `sunsubscribe` it pushes because their slot moved, or a MOVED / CLUSTERDOWN
+  answer to the SSUBSCRIBE) they stop being wanted here, their subscribes fail
+  with `ChannelMoved`, and `on_moved(channels)` is called so the caller can
+  subscribe them where they live now.
 
 redis-py's own PubSub object resubscribes silently on reconnect; we need to
 know when that happens, so this drives a redis-py `Connection` directly.
@@ -28,16 +36,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import MovedError, RedisError, ResponseError
 
 from server.logs import Repeated
 
-__all__ = ["PubSubConnection", "RedisUnavailable"]
+__all__ = ["ChannelMoved", "PubSubConnection", "RedisUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +58,17 @@ class RedisUnavailable(ConnectionError):
     """Redis could not be reached in time."""
 
 
+class ChannelMoved(RedisUnavailable):
+    """The cluster node gave the channel up: its slot is served elsewhere now."""
+
+
+_COMMANDS = {False: ("SUBSCRIBE", "UNSUBSCRIBE"), True: ("SSUBSCRIBE", "SUNSUBSCRIBE")}
+
+
 class PubSubConnection:
     def __init__(
         self,
-        client: Redis,
+        client: Redis | None,
         on_message: Callable[[bytes, bytes], None],
         on_reconnect: Callable[[], None],
         timeout: float = 5.0,
@@ -61,8 +78,29 @@ class PubSubConnection:
         permanent: Iterable[bytes] = (),
         on_lost: Callable[[], None] | None = None,
         repeat_interval: float = 10.0,
+        *,
+        sharded: bool = False,
+        connect: Callable[[], AbstractConnection] | None = None,
+        on_moved: Callable[[list[bytes]], None] | None = None,
     ) -> None:
-        self._client = client
+        if connect is None:
+            assert client is not None, "a client or a connect function"
+            pool = client.connection_pool
+            # RESP2: subscribe-mode messages come back from read_response as plain
+            # arrays (under RESP3 they are push frames routed to a handler instead).
+            connect = lambda: pool.connection_class(  # noqa: E731
+                **{**pool.connection_kwargs, "protocol": 2}
+            )
+        self._new_connection = connect
+        self._sharded = sharded
+        self._subscribe_command, self._unsubscribe_command = _COMMANDS[sharded]
+        self._message_kind = b"smessage" if sharded else b"message"
+        self._subscribed_kind = b"ssubscribe" if sharded else b"subscribe"
+        self._on_moved = on_moved
+        # Sharded only: the S* commands sent and not yet fully answered, in order
+        # (command, channels, answers still due), so that an error answer (one per
+        # command) names the channels it refused.
+        self._pending: deque[list[Any]] = deque()
         self._failures = Repeated(log, repeat_interval)
         self._on_message = on_message
         self._on_reconnect = on_reconnect
@@ -83,10 +121,19 @@ class PubSubConnection:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.reconnects = 0
+        self.writes = 0  # sharded: batches of S* commands written (one command per slot)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def wants(self, channel: bytes) -> bool:
+        """Whether the channel is to be subscribed here (confirmed or not)."""
+        return channel in self._wanted
+
+    def confirmed(self, channel: bytes) -> bool:
+        """Whether Redis confirmed the channel on the current connection."""
+        return channel in self._confirmed
 
     def start(self) -> None:
         if self._task is None:
@@ -130,6 +177,8 @@ class PubSubConnection:
                 self._waiters.pop(channel, None)
             for future in futures:
                 future.cancel()
+            if isinstance(exc, ChannelMoved):
+                raise ChannelMoved(f"subscribe failed: {exc}") from None
             raise RedisUnavailable(f"subscribe failed: {exc!r}") from None
 
     async def wait_subscribed(self, channels: Iterable[bytes]) -> None:
@@ -162,7 +211,7 @@ class PubSubConnection:
         self._confirmed.difference_update(gone)
         if gone and self.connected:
             try:
-                await self._send("UNSUBSCRIBE", gone)
+                await self._send(self._unsubscribe_command, gone)
             except (RedisError, OSError) as exc:
                 # The reconnect will not resubscribe it; nothing else to undo.
                 log.debug("unsubscribe not sent: %r", exc)
@@ -182,7 +231,7 @@ class PubSubConnection:
         assert done is not None
         try:
             if channels:
-                await self._send("SUBSCRIBE", channels)
+                await self._send(self._subscribe_command, channels)
             done.set_result(None)
         except BaseException as exc:
             done.set_exception(exc)
@@ -192,10 +241,23 @@ class PubSubConnection:
         conn = self._conn
         if conn is None:
             raise RedisUnavailable("not connected")
-        if command == "SUBSCRIBE":
+        if command == self._subscribe_command:
             self._sent.update(channels)
-        for i in range(0, len(channels), _BATCH):
-            await conn.send_command(command, *channels[i : i + _BATCH], check_health=False)
+        if not self._sharded:
+            for i in range(0, len(channels), _BATCH):
+                await conn.send_command(command, *channels[i : i + _BATCH], check_health=False)
+            return
+        by_slot: dict[int, list[bytes]] = {}
+        for channel in channels:
+            by_slot.setdefault(key_slot(channel), []).append(channel)
+        commands: list[list[str | bytes]] = []
+        for group in by_slot.values():
+            for i in range(0, len(group), _BATCH):
+                chunk = group[i : i + _BATCH]
+                commands.append([command, *chunk])
+                self._pending.append([command.lower().encode(), set(chunk), len(chunk)])
+        self.writes += 1
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
 
     # The connection's life ---------------------------------------------------
 
@@ -234,16 +296,13 @@ class PubSubConnection:
             delay = min(delay * 2, self._reconnect_max)
 
     async def _connect(self) -> None:
-        # RESP2: subscribe-mode messages come back from read_response as plain
-        # arrays (under RESP3 they are push frames routed to a handler instead).
-        pool = self._client.connection_pool
-        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        conn = self._new_connection()
         self._conn = conn
         async with asyncio.timeout(self._timeout):
             await conn.connect()
             channels = list(self._wanted)
             if channels:
-                await self._send("SUBSCRIBE", channels)
+                await self._send(self._subscribe_command, channels)
         self._connected.set()
 
     async def _read(self) -> None:
@@ -252,7 +311,13 @@ class PubSubConnection:
         pinged = False
         while not self._closing:
             # With an explicit timeout redis-py answers None when nothing arrived.
-            response: Any = await conn.read_response(timeout=self._keepalive)
+            try:
+                response: Any = await conn.read_response(timeout=self._keepalive)
+            except ResponseError as exc:
+                if not self._sharded:
+                    raise
+                self._refused(exc)
+                continue
             if response is None:
                 if pinged:
                     raise TimeoutError("pub/sub keepalive PING went unanswered")
@@ -261,18 +326,65 @@ class PubSubConnection:
                 continue
             pinged = False
             kind = response[0]
-            if kind == b"message":
+            if kind == self._message_kind:
                 self._on_message(response[1], response[2])
-            elif kind == b"subscribe":
+            elif kind == self._subscribed_kind:
+                self._answered(kind, response[1])
                 self._confirmed.add(response[1])
                 for future in self._waiters.pop(response[1], ()):
                     if not future.done():
                         future.set_result(None)
+            elif kind == b"sunsubscribe" and not self._answered(kind, response[1]):
+                self._moved([response[1]], "its slot moved")
+
+    # Sharded: answers and channels the node gave up ---------------------------
+
+    def _answered(self, kind: bytes, channel: bytes) -> bool:
+        """Count an answer to the oldest pending command if it is one; False when
+        it is not (a `sunsubscribe` the node pushed of its own accord)."""
+        if not self._pending:
+            return False
+        head = self._pending[0]
+        if head[0] != kind or channel not in head[1]:
+            return False
+        head[2] -= 1
+        if head[2] <= 0:
+            self._pending.popleft()
+        return True
+
+    def _refused(self, exc: ResponseError) -> None:
+        """An error answer: the oldest pending command failed as a whole."""
+        if not self._pending:
+            log.warning("redis sharded pub/sub: unexpected error %r", exc)
+            return
+        command, channels, _ = self._pending.popleft()
+        if command == b"ssubscribe":
+            why = "moved" if isinstance(exc, MovedError) else f"refused: {exc}"
+            self._moved(sorted(channels), why)
+        else:
+            log.debug("redis %s refused: %r", command.decode(), exc)
+
+    def _moved(self, channels: list[bytes], why: str) -> None:
+        gone = [c for c in channels if c in self._wanted and c not in self._permanent]
+        if not gone:
+            return
+        self._wanted.difference_update(gone)
+        self._sent.difference_update(gone)
+        self._confirmed.difference_update(gone)
+        for channel in gone:
+            for future in self._waiters.pop(channel, ()):
+                if not future.done():
+                    future.set_exception(ChannelMoved(f"channel {why}"))
+                    future.exception()
+        log.info("redis sharded pub/sub: %d channels %s", len(gone), why)
+        if self._on_moved is not None:
+            self._on_moved(gone)
 
     async def _drop_connection(self) -> None:
         self._connected.clear()
         self._sent.clear()
         self._confirmed.clear()
+        self._pending.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect()

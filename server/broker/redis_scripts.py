@@ -23,13 +23,15 @@ __all__ = ["HISTORY", "LOGGED", "NEW_EPOCH", "PRESENCE_GET", "PUBLISH"]
 # ARGV: publication map (msgpack bytes), history size (0: none), history ttl (ms),
 #       meta ttl (ms), epoch to use if the channel has none,
 #       idempotency window (ms; 0: no idempotency key),
-#       log lag limit (0: the channel is not logged)[, fence token]
+#       log lag limit (0: the channel is not logged),
+#       the publish command ("publish"; "spublish" on a Redis Cluster, where the
+#       pub/sub channel, in the channel's slot, is a shard channel)[, fence token]
 # Returns: {offset, epoch}; for a key seen within the window, the first result
 # (stored as "offset:epoch") and nothing is published; {-1, epoch} when the
 # channel's log trails its stream by the lag limit, {-2, ""} when the fence
 # lease is not held by the fence token (nothing is published).
 PUBLISH = """
-if KEYS[5] and redis.call("get", KEYS[5]) ~= ARGV[8] then
+if KEYS[5] and redis.call("get", KEYS[5]) ~= ARGV[9] then
   return {-2, ""}
 end
 local window = tonumber(ARGV[6])
@@ -76,7 +78,7 @@ else
   message = string.char(0x94) .. cmsgpack.pack(0) .. cmsgpack.pack(0)
     .. cmsgpack.pack("") .. ARGV[1]
 end
-redis.call("publish", KEYS[3], message)
+redis.call(ARGV[8], KEYS[3], message)
 if window > 0 then
   redis.call("set", KEYS[4], offset .. ":" .. epoch, "px", window)
 end
