@@ -42,9 +42,10 @@ TIMEOUT_SCALE = float(os.environ.get("TEST_TIMEOUT_SCALE", "1"))
 BROKERS = ("memory", "redis")
 """The brokers every test using `broker_type` runs on."""
 
-EVERY_BROKER = (*BROKERS, "sharded")
-"""Every configuration, for the end-to-end subset marked `@pytest.mark.brokers(*EVERY_BROKER)`:
-"sharded" is client-side sharding over the session's two Valkeys."""
+ACROSS_REDIS = ("redis", "sharded", "cluster")
+"""Every Redis deployment, for the cross-instance subset (`@pytest.mark.brokers(*ACROSS_REDIS)`):
+one Valkey, client-side sharding over the session's two, and the session's Redis Cluster
+(tests/valkey_cluster.py)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -84,6 +85,9 @@ def broker_settings(request: pytest.FixtureRequest, broker_type: str) -> Setting
     if broker_type == "sharded":
         second = request.getfixturevalue("second_redis_url")
         base = base.with_overrides(redis={"shards": [url, second]})
+    if broker_type == "cluster":
+        cluster = request.getfixturevalue("cluster_url")
+        base = base.with_overrides(redis={"url": cluster, "cluster": True})
     return base
 
 

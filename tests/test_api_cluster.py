@@ -14,12 +14,12 @@ from server.compose import build_node
 from server.config import Settings
 from server.node import Node
 from server.protocol import Encoding, encode
-from tests.conftest import TIMEOUT_SCALE, broker_settings
+from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE, broker_settings
 from tests.two_nodes import Instance, eventually
 
 INTERVAL = 0.2
 
-pytestmark = pytest.mark.brokers("redis", "sharded")
+pytestmark = pytest.mark.brokers(*ACROSS_REDIS)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from server.config import Settings
 from server.node import Node
 from server.protocol import Publication
 from tests.app_channels import Subscriber, wait_until
-from tests.conftest import TIMEOUT_SCALE
+from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE
 
 TAKEOVER = 0.6
 NAMESPACES = {"ticker": {"history_size": 100}, "live": {"history_size": 0}}
@@ -215,7 +215,7 @@ def pair(settings: Settings, io_loop: IOLoop) -> Iterator[list[tuple[Node, Feed]
         io_loop.run_sync(node.close)
 
 
-@pytest.mark.brokers("redis", "sharded")
+@pytest.mark.brokers(*ACROSS_REDIS)
 @pytest.mark.gen_test(timeout=30)
 async def test_a_source_runs_on_one_of_two_nodes_and_moves_when_its_subscribers_leave(pair):
     (a, a_feed), (b, b_feed) = pair

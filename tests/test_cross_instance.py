@@ -9,10 +9,10 @@ import asyncio
 import pytest
 
 from tests.client import ProtoClient
-from tests.conftest import TIMEOUT_SCALE
+from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE
 from tests.two_nodes import Instance, eventually
 
-pytestmark = pytest.mark.brokers("redis", "sharded")
+pytestmark = pytest.mark.brokers(*ACROSS_REDIS)
 
 ROOMS = [f"chat:room{n}" for n in range(4)]  # spread over the shards
 PER_INSTANCE = 30

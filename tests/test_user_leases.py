@@ -23,7 +23,7 @@ from server.config import Settings, load_settings
 from server.node import Node
 from server.protocol import Encoding
 from tests.client import ProtoClient
-from tests.conftest import TIMEOUT_SCALE, broker_settings
+from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE, broker_settings
 from tests.processes import Server, clean_env, running
 
 TTL = 1.0
@@ -112,7 +112,7 @@ async def test_a_user_name_with_braces_keeps_its_leases_under_its_own_tag(leases
 # Nodes ---------------------------------------------------------------------------
 
 
-ACROSS_NODES = pytest.mark.brokers("redis", "sharded")
+ACROSS_NODES = pytest.mark.brokers(*ACROSS_REDIS)
 
 
 @pytest.fixture

@@ -25,16 +25,20 @@ TEST_TIMEOUT = 30 * TIMEOUT_SCALE
 PRESENCE = {"id": 2, "presence_stats": {"channel": "news"}}
 
 
-@pytest.fixture(scope="module", params=["redis", "sharded"])
+@pytest.fixture(scope="module", params=["redis", "sharded", "cluster"])
 def pair(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[list[Server]]:
     """Two single-process instances shared by this module: on the session's Valkey,
-    then sharded over its two (control traffic, and so forwarding, on the first)."""
+    sharded over its two (control traffic, and so forwarding, on the first), then on
+    the session's Redis Cluster (control traffic on one shard, sharded pub/sub)."""
     shards = {}
     if request.param == "sharded":
         second = request.getfixturevalue("second_redis_url")
         shards = {"WSFAN_REDIS__SHARDS": json.dumps([redis_url, second])}
+    if request.param == "cluster":
+        redis_url = request.getfixturevalue("cluster_url")
+        shards = {"WSFAN_REDIS__CLUSTER": "true"}
     env = clean_env(
         **shards,
         REDIS_URL=redis_url,
@@ -52,7 +56,10 @@ def pair(
         ]
         for server in servers:
             body = server.wait_ready()  # ready: its announcement went round, the other knows it
-            assert len(body.get("shards", {})) == (2 if shards else 0)
+            assert (
+                len(body.get("shards", {}))
+                == {"redis": 0, "sharded": 2, "cluster": 3}[request.param]
+            )
         yield servers
 
 
