@@ -16,6 +16,8 @@ from tests.conftest import TIMEOUT_SCALE
 
 pytestmark = pytest.mark.parametrize("encoding", [Encoding.JSON, Encoding.MSGPACK])
 
+WITH_PRESENCE = {"presence": True, "join_leave": True}  # off by default outside namespaces
+
 
 def kind_of(push: dict[str, Any]) -> str:
     return next(k for k in push if k != "channel")
@@ -51,6 +53,7 @@ async def marker(node: Node, channel: str) -> None:
     await node.publish(channel, {"marker": True})
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_a_burst_of_joins_reaches_a_subscriber_in_one_frame_in_order(client, node: Node):
     watcher = await client()
@@ -65,6 +68,7 @@ async def test_a_burst_of_joins_reaches_a_subscriber_in_one_frame_in_order(clien
     assert watcher.frames - frames == 1
 
 
+@pytest.mark.settings(channels=WITH_PRESENCE)
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
 async def test_every_join_and_leave_of_concurrent_subscribers_arrives_in_order(client, node: Node):
     watcher = await client()
@@ -100,7 +104,7 @@ async def joins_seen(node: Node, watcher: ProtoClient) -> list[str]:
     return [p[kind_of(p)]["info"]["client"] for p in pushes if kind_of(p) in ("join", "leave")]
 
 
-@pytest.mark.settings(channels={"join_leave_max_subscribers": 3})
+@pytest.mark.settings(channels={**WITH_PRESENCE, "join_leave_max_subscribers": 3})
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_a_channel_with_exactly_the_max_subscribers_gets_join_and_leave(client, node: Node):
     watcher, *_ = await subscribers(client, 3)
@@ -108,14 +112,14 @@ async def test_a_channel_with_exactly_the_max_subscribers_gets_join_and_leave(cl
     assert seen.count("from-elsewhere") == 2  # its join and its leave
 
 
-@pytest.mark.settings(channels={"join_leave_max_subscribers": 3})
+@pytest.mark.settings(channels={**WITH_PRESENCE, "join_leave_max_subscribers": 3})
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_a_channel_with_one_subscriber_past_the_max_gets_no_join_or_leave(client, node: Node):
     watcher, *_ = await subscribers(client, 4)
     assert "from-elsewhere" not in await joins_seen(node, watcher)
 
 
-@pytest.mark.settings(channels={"join_leave_max_subscribers": 1})
+@pytest.mark.settings(channels={**WITH_PRESENCE, "join_leave_max_subscribers": 1})
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_presence_answers_past_the_join_leave_max(client, node: Node):
     opened = await subscribers(client, 3)

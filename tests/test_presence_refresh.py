@@ -20,6 +20,7 @@ from server.node import Node
 from server.protocol import ClientInfo, Encoding
 from tests.conftest import TIMEOUT_SCALE
 
+WITH_PRESENCE = {"presence": True}  # off by default outside namespaces
 PRESENCE = {"presence_ttl": 0.5, "presence_update_interval": 0.1}
 
 
@@ -92,7 +93,9 @@ async def subscribed_clients(client, clients: int, channels: int) -> list[Any]:
     return opened
 
 
-@pytest.mark.settings(stats={"interval": 0}, api={"node_info_interval": 60.0})
+@pytest.mark.settings(
+    stats={"interval": 0}, api={"node_info_interval": 60.0}, channels=WITH_PRESENCE
+)
 @pytest.mark.parametrize("encoding", [Encoding.JSON])
 @pytest.mark.gen_test(timeout=20 * TIMEOUT_SCALE)
 async def test_a_node_refreshes_all_its_subscriptions_in_one_round_trip(
@@ -106,7 +109,7 @@ async def test_a_node_refreshes_all_its_subscriptions_in_one_round_trip(
     assert reads_after - reads - 1 <= 5  # 40 subscriptions, one pipeline (and little else)
 
 
-@pytest.mark.settings(redis=PRESENCE)
+@pytest.mark.settings(redis=PRESENCE, channels=WITH_PRESENCE)
 @pytest.mark.parametrize("encoding", [Encoding.JSON])
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_the_refresh_loop_keeps_entries_alive_past_their_ttl(client, node: Node):
@@ -116,7 +119,7 @@ async def test_the_refresh_loop_keeps_entries_alive_past_their_ttl(client, node:
     assert set(presence["presence"]) == {watcher.client_id}
 
 
-@pytest.mark.settings(redis={"presence_update_interval": 60.0})
+@pytest.mark.settings(redis={"presence_update_interval": 60.0}, channels=WITH_PRESENCE)
 @pytest.mark.parametrize("encoding", [Encoding.JSON])
 @pytest.mark.gen_test(timeout=10 * TIMEOUT_SCALE)
 async def test_a_subscriber_leaving_during_a_refresh_does_not_stay_in_presence(client, node: Node):
