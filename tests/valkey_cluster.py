@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from server.embedded import EmbeddedValkey
+from server.embedded import EmbeddedServerError, EmbeddedValkey
 from server.embedded.servers import HOST, free_port
 from tests.conftest import TIMEOUT_SCALE
 
@@ -75,6 +75,20 @@ class ClusterValkey(EmbeddedValkey):
             return str(c.execute_command("CLUSTER", "MYID").decode())
 
 
+def _start_fresh(node: ClusterValkey, timeout: float, attempts: int = 3) -> None:
+    """Start a node that has never run, on new ports when another process took one
+    of them between `free_port()` and the node's listen (a race the suite's other
+    servers can win)."""
+    for attempt in range(attempts):
+        try:
+            node.start(timeout)
+            return
+        except EmbeddedServerError as exc:
+            if "Failed listening" not in str(exc) or attempt == attempts - 1:
+                raise
+            node.port, node.bus_port = free_port(), free_port()
+
+
 def _wait(condition: object, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     while True:
@@ -118,7 +132,7 @@ class ValkeyCluster:
 
     def start(self, timeout: float = 20.0) -> None:
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda n: n.start(timeout), self.nodes))
+            list(pool.map(lambda n: _start_fresh(n, timeout), self.nodes))
         for i, node in enumerate(self.nodes):
             self.ids[i] = node.node_id()
         per = SLOTS // self.primaries
