@@ -21,8 +21,7 @@ from typing import Any
 
 from server.config import ChannelOptions
 from server.errors import ErrorCode, ReplyError
-from server.protocol import DELTA_TYPES, Encoding, Publication, encode
-from server.protocol import fossil
+from server.protocol import DELTA_TYPES, Encoding, Publication, encode, fossil
 
 __all__ = ["Last", "data_bytes", "full_form", "make_patch", "negotiate", "patch_form"]
 
