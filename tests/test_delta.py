@@ -307,3 +307,24 @@ async def test_a_patched_publication_costs_the_connection_its_patch_bytes(
     patch = await reader.next("d:doc")
     written = session.metrics.bytes_out - before
     assert patch.delta and patch.wire < written < first.wire
+
+
+# Across instances ------------------------------------------------------------------------
+
+
+@pytest.mark.brokers("redis", "sharded")
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_publications_from_either_instance_reach_delta_subscribers_of_both_as_patches(
+    a: Any, b: Any
+) -> None:
+    readers = [DeltaReader(await a.client()), DeltaReader(await b.client())]
+    for reader in readers:
+        await reader.subscribe("m:doc")
+    for version in range(4):
+        publisher = (a, b)[version % 2]
+        params = {"channel": "m:doc", "data": document(version), "delta": True}
+        await publisher.api.result("publish", params)
+    for reader in readers:
+        got = await reader.many("m:doc", 4)
+        assert [r.value for r in got] == [document(v) for v in range(4)]
+        assert [r.delta for r in got] == [False, True, True, True]
