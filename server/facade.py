@@ -213,12 +213,15 @@ class Server:
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         """Publish `data` (JSON-compatible) to every subscriber on every node; returns
         its position (offset 0 where the namespace keeps no history, or with
         `skip_history`). Returned means the broker took it and, for a persisted
         namespace, the log queued it. A repeated `idempotency_key` within
-        `api.idempotency_window` returns the first one's position, delivered once."""
+        `api.idempotency_window` returns the first one's position, delivered once.
+        `delta`: subscribers that negotiated delta compression may get it as a
+        patch (always so in a namespace with `delta_publish`)."""
         self.node.checked_channel(channel)
         return await self.node.publish(
             channel,
@@ -226,6 +229,7 @@ class Server:
             tags=tags,
             skip_history=skip_history,
             idempotency_key=idempotency_key,
+            delta=delta,
         )
 
     async def broadcast(
@@ -236,6 +240,7 @@ class Server:
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str | None = None,
+        delta: bool = False,
     ) -> list[StreamPosition | ReplyError]:
         """`publish` to each of `channels` at once: its position or its error, in
         order. 107 for none, 106 for more than `api.max_broadcast_channels`."""
@@ -254,6 +259,7 @@ class Server:
                     tags=tags,
                     skip_history=skip_history,
                     idempotency_key=idempotency_key,
+                    delta=delta,
                 )
             except ReplyError as exc:
                 return exc

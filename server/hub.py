@@ -12,6 +12,14 @@ load messages gather in between and each connection's leave as one WebSocket
 frame, so a write (the dominant cost of a delivery) carries several of them.
 Other flushes (command replies, a quiet spell) run on the next loop pass.
 
+Delta compression (server/delta.py): a subscriber may join a channel with the
+delta counterpart of its variant. While a channel has such subscribers the hub
+keeps the last publication it delivered there, and for each publication it
+makes, per encoding present among them, the full form and (when the
+publication is delta-enabled and the last one delivered is its offset - 1) the
+Fossil patch: once each, framed once per variant, the same two `Frame`s handed
+to every delta subscriber of the variant (`deliver_delta`), which picks one.
+
 Joins and leaves gather per channel until the next flush pass, then leave as
 one shared frame per variant holding them all, in arrival order: a burst of N
 joins costs each subscriber one delivery and its socket one write, and the
@@ -28,6 +36,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from server import delta
 from server.protocol import ClientInfo, Encoding, Publication, encode, push
 from server.transport import Frame, Variant
 
@@ -47,12 +56,20 @@ class Connection(Protocol):
 
 
 class Subscriber(Protocol):
-    """What fan-out needs of a channel's subscriber: its variant, and two
+    """What fan-out needs of a channel's subscriber: its variant, and
     deliveries that never await (they queue, and may ask `want_flush`)."""
 
     variant: Variant
 
     def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None: ...
+
+    def deliver_delta(
+        self, channel: str, pub: Publication, full: Frame, patch: Frame | None
+    ) -> None:
+        """`pub` to a subscriber that joined `channel` with a delta variant:
+        `full` its full form, `patch` (None when there is none) its patch
+        against the publication the hub delivered before it (offset - 1)."""
+        ...
 
     def deliver(self, channel: str, frame: Frame) -> None: ...
 
@@ -91,7 +108,11 @@ class Hub(Generic[C, S]):
     (`S`), so the node gets its own objects back."""
 
     def __init__(self, write_interval: float = 0.0) -> None:
-        self._channels: dict[str, dict[S, None]] = {}
+        # channel -> its subscribers, each with the variant it gets the channel in.
+        self._channels: dict[str, dict[S, Variant]] = {}
+        # Channels with delta subscribers: how many, and the last publication delivered.
+        self._delta_subscribers: dict[str, int] = {}
+        self._last: dict[str, delta.Last] = {}
         self._sessions: dict[str, C] = {}
         self._users: dict[str, dict[C, None]] = {}
         self._write_interval = write_interval
@@ -129,15 +150,23 @@ class Hub(Generic[C, S]):
 
     # Subscriptions -------------------------------------------------------------
 
-    def subscribe(self, channel: str, subscriber: S) -> bool:
-        """Add a local subscriber; True when it is the channel's first on this node."""
+    def subscribe(self, channel: str, subscriber: S, variant: Variant | None = None) -> bool:
+        """Add a local subscriber, getting the channel in `variant` (default: its
+        own; `variant.with_delta` for a subscription that negotiated delta);
+        True when it is the channel's first on this node."""
+        chosen = subscriber.variant if variant is None else variant
         subs = self._channels.get(channel)
         if subs is None:
-            self._channels[channel] = {subscriber: None}
+            self._channels[channel] = {subscriber: chosen}
+            self._count_delta(channel, chosen, 1)
             if self.channel_listener is not None:
                 self.channel_listener.occupied_here(channel)
             return True
-        subs[subscriber] = None
+        before = subs.get(subscriber)
+        if before is not None:
+            self._count_delta(channel, before, -1)
+        subs[subscriber] = chosen
+        self._count_delta(channel, chosen, 1)
         return False
 
     def unsubscribe(self, channel: str, subscriber: S) -> bool:
@@ -145,13 +174,25 @@ class Hub(Generic[C, S]):
         subs = self._channels.get(channel)
         if subs is None or subscriber not in subs:
             return False
-        del subs[subscriber]
+        self._count_delta(channel, subs.pop(subscriber), -1)
         if subs:
             return False
         del self._channels[channel]
         if self.channel_listener is not None:
             self.channel_listener.vacated_here(channel)
         return True
+
+    def _count_delta(self, channel: str, variant: Variant, change: int) -> None:
+        """Keep count of a channel's delta subscribers; with none left, its last
+        publication is forgotten."""
+        if not variant.delta:
+            return
+        count = self._delta_subscribers.get(channel, 0) + change
+        if count > 0:
+            self._delta_subscribers[channel] = count
+        else:
+            self._delta_subscribers.pop(channel, None)
+            self._last.pop(channel, None)
 
     def subscribers(self, channel: str) -> list[S]:
         return list(self._channels.get(channel, ()))
@@ -170,6 +211,8 @@ class Hub(Generic[C, S]):
             return 0
         if self._gathered:  # the one check publications pay while no join waits
             self._send_gathered(channel)
+        if channel in self._delta_subscribers:
+            return self._fan_out_delta(channel, pub)
         return self._fan_out(channel, push(channel, "pub", pub.to_dict()), pub)
 
     def broadcast(self, channel: str, kind: str, body: dict[str, Any]) -> int:
@@ -213,13 +256,12 @@ class Hub(Generic[C, S]):
 
     def _fan_out(self, channel: str, message: dict[str, Any], pub: Publication | None) -> int:
         # Iterate over a copy: a delivery may end a slow connection, which unsubscribes it.
-        subs = tuple(self._channels[channel])
+        subs = tuple(self._channels[channel].items())
         frames: dict[Variant, Frame] = {}
         encoded: dict[Encoding, bytes] = {}  # variants of one encoding share its bytes
-        for subscriber in subs:
-            frame = frames.get(subscriber.variant)
+        for subscriber, variant in subs:
+            frame = frames.get(variant)
             if frame is None:
-                variant = subscriber.variant
                 data = encoded.get(variant.encoding)
                 if data is None:
                     data = encoded[variant.encoding] = encode(message, variant.encoding)
@@ -230,15 +272,73 @@ class Hub(Generic[C, S]):
                 subscriber.deliver_publication(channel, pub, frame)
         return len(subs)
 
+    def _fan_out_delta(self, channel: str, pub: Publication) -> int:
+        """A publication in a channel with delta subscribers: plain variants as
+        `_fan_out` does; each delta variant gets the full form and, where the
+        channel's last publication precedes this one, the patch (each made once
+        per encoding, framed once per variant). This publication becomes the last."""
+        subs = tuple(self._channels[channel].items())  # a copy: see `_fan_out`
+        previous = self._last.get(channel)
+        current = self._last[channel] = delta.Last(pub)
+        patchable = pub.delta and previous is not None and previous.precedes(pub)
+        frames: dict[Variant, tuple[Frame, Frame | None]] = {}
+        plain: dict[Encoding, bytes] = {}
+        forms: dict[Encoding, tuple[bytes, bytes | None]] = {}
+        for subscriber, variant in subs:
+            pair = frames.get(variant)
+            if pair is None:
+                encoding = variant.encoding
+                if not variant.delta:
+                    data = plain.get(encoding)
+                    if data is None:
+                        message = push(channel, "pub", pub.to_dict())
+                        data = plain[encoding] = encode(message, encoding)
+                    pair = frames[variant] = (variant.frame((data,)), None)
+                else:
+                    made = forms.get(encoding)
+                    if made is None:
+                        base = previous if patchable else None
+                        made = forms[encoding] = self._delta_forms(
+                            channel, pub, current, base, encoding
+                        )
+                    full, patch = made
+                    pair = frames[variant] = (
+                        variant.frame((full,)),
+                        None if patch is None else variant.frame((patch,)),
+                    )
+            if variant.delta:
+                subscriber.deliver_delta(channel, pub, pair[0], pair[1])
+            else:
+                subscriber.deliver_publication(channel, pub, pair[0])
+        return len(subs)
+
+    @staticmethod
+    def _delta_forms(
+        channel: str,
+        pub: Publication,
+        current: delta.Last,
+        previous: delta.Last | None,
+        encoding: Encoding,
+    ) -> tuple[bytes, bytes | None]:
+        """The encoded full form of `pub` for delta subscribers, and its patch
+        against `previous` (None without one, or when it would be no shorter)."""
+        data = current.bytes_in(encoding)
+        full = encode(push(channel, "pub", delta.full_form(pub, data, encoding)), encoding)
+        if previous is None:
+            return full, None
+        patch = delta.make_patch(previous.bytes_in(encoding), data, encoding)
+        if patch is None:
+            return full, None
+        return full, encode(push(channel, "pub", delta.patch_form(pub, patch, encoding)), encoding)
+
     def _fan_out_batch(self, channel: str, messages: list[dict[str, Any]]) -> int:
         """Several pushes of one channel as one frame per variant, shared."""
-        subs = tuple(self._channels[channel])  # a copy: see `_fan_out`
+        subs = tuple(self._channels[channel].items())  # a copy: see `_fan_out`
         batches: dict[Variant, tuple[list[bytes], Frame]] = {}
         encoded: dict[Encoding, list[bytes]] = {}
-        for subscriber in subs:
-            batch = batches.get(subscriber.variant)
+        for subscriber, variant in subs:
+            batch = batches.get(variant)
             if batch is None:
-                variant = subscriber.variant
                 data = encoded.get(variant.encoding)
                 if data is None:
                     data = encoded[variant.encoding] = [

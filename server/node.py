@@ -305,11 +305,14 @@ class Node:
             return ("",)
         return tuple(f"{ns}:" for ns, o in self.settings.namespaces.items() if o.persist)
 
-    async def add_subscriber(self, channel: str, session: ChannelSubscriber) -> None:
-        """Make `session` a local subscriber; returns once the broker delivers the channel.
-        Concurrent first subscribers share one broker subscription; a broker failure
-        undoes the local subscription and raises ReplyError(100)."""
-        self.hub.subscribe(channel, session)
+    async def add_subscriber(
+        self, channel: str, session: ChannelSubscriber, delta: bool = False
+    ) -> None:
+        """Make `session` a local subscriber (in its delta variant with `delta`);
+        returns once the broker delivers the channel. Concurrent first subscribers
+        share one broker subscription; a broker failure undoes the local
+        subscription and raises ReplyError(100)."""
+        self.hub.subscribe(channel, session, session.variant.with_delta if delta else None)
         try:
             await self._broker_subs.acquire(channel)
         except ReplyError:
@@ -350,10 +353,13 @@ class Node:
         skip_history: bool = False,
         idempotency_key: str | None = None,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         """Publish through the broker (see `Broker.publish` for `idempotency_key` and
         `fence`). A persisted channel's publication is queued for the log before this
-        returns its position (the acknowledgement); shutdown waits for publishes under way."""
+        returns its position (the acknowledgement); shutdown waits for publishes under way.
+        The publication is delta-enabled (`Publication.delta`) with `delta` or in a
+        namespace with `delta_publish`, as Centrifugo's publish `delta` flag."""
         options = self.channel_options(channel)
         history = HistoryOptions(0) if skip_history else self.history_options(options)
         logged = history.log_lag > 0
@@ -375,6 +381,7 @@ class Node:
                     idempotency_key=idempotency_key,
                     idempotency_window=self.settings.api.idempotency_window,
                     fence=fence,
+                    delta=delta or options.delta_publish,
                 )
             if logged and self.durable is not None and position.offset:
                 self.durable.record(channel, options, position, data, info, tags)

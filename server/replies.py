@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from server.broker.base import HistoryQuery, HistoryResult
 from server.errors import ErrorCode, ReplyError
@@ -69,9 +70,11 @@ async def read_within(
     limit: int,
     lone: int = 0,
     first_page: int = FIRST_PAGE,
+    shape: Callable[[Publication], dict[str, Any]] = Publication.to_dict,
 ) -> Within:
     """Read `query` (its `limit` >= 0) page by page while the reply fits (see the
-    module's contract); `size_of(position)` is the reply's size with no publications."""
+    module's contract); `size_of(position)` is the reply's size with no publications.
+    `shape`: a publication's map in the reply (a delta subscription's differs)."""
     out = Within(Encoded())
     want = query.limit
     page = min(want, first_page)
@@ -92,7 +95,7 @@ async def read_within(
         pubs = result.publications
         out.read += len(pubs)
         for pub in pubs:
-            data = encode(pub.to_dict(), encoding)
+            data = encode(shape(pub), encoding)
             out.encoded.append(data)
             out.publications.append(pub)
             if not _fits(out, empty, encoding, limit, lone):

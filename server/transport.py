@@ -46,32 +46,42 @@ class Framing(Protocol):
 
 
 class Variant:
-    """What the bytes a subscriber gets depend on: the encoding and the framing
-    (later also delta or full). Interned by `variant()`: compared and hashed by
-    identity, so the hub's per-variant lookup costs what a per-encoding one did."""
+    """What the bytes a subscriber gets depend on: the encoding, the framing, and
+    whether its subscription negotiated delta compression (`delta`: publications
+    come in their delta forms, see server/delta.py). Interned by `variant()`:
+    compared and hashed by identity, so the hub's per-variant lookup costs what a
+    per-encoding one did."""
 
-    __slots__ = ("encoding", "framing")
+    __slots__ = ("delta", "encoding", "framing")
 
-    def __init__(self, encoding: Encoding, framing: Framing) -> None:
+    def __init__(self, encoding: Encoding, framing: Framing, delta: bool = False) -> None:
         self.encoding = encoding
         self.framing = framing
+        self.delta = delta
 
     def frame(self, messages: Sequence[bytes]) -> Frame:
         return self.framing.frame(messages, self.encoding)
 
+    @property
+    def with_delta(self) -> Variant:
+        """This variant for a subscription that negotiated delta compression."""
+        return variant(self.encoding, self.framing, delta=True)
+
     def __repr__(self) -> str:
-        return f"Variant({self.encoding.value}, {self.framing.name})"
+        delta = ", delta" if self.delta else ""
+        return f"Variant({self.encoding.value}, {self.framing.name}{delta})"
 
 
-_VARIANTS: dict[tuple[Encoding, str], Variant] = {}
+_VARIANTS: dict[tuple[Encoding, str, bool], Variant] = {}
 
 
-def variant(encoding: Encoding, framing: Framing) -> Variant:
-    """The one `Variant` of `encoding` over `framing` (framings are told apart by name)."""
-    key = (encoding, framing.name)
+def variant(encoding: Encoding, framing: Framing, delta: bool = False) -> Variant:
+    """The one `Variant` of `encoding` over `framing`, with or without delta
+    (framings are told apart by name)."""
+    key = (encoding, framing.name, delta)
     found = _VARIANTS.get(key)
     if found is None:
-        found = _VARIANTS[key] = Variant(encoding, framing)
+        found = _VARIANTS[key] = Variant(encoding, framing, delta)
     return found
 
 

@@ -121,6 +121,22 @@ async def test_delivered_publication_carries_info_and_tags(
 
 
 @pytest.mark.gen_test
+async def test_the_delta_flag_reaches_every_node_with_the_publication(
+    broker: Broker, handler: RecordingHandler
+) -> None:
+    await broker.subscribe(["a"])
+    await broker.publish("a", "plain", KEEP)
+    await broker.publish("a", "patched", KEEP, delta=True)
+    await broker.publish("a", "unkept", NO_HISTORY, delta=True)
+    await handler.wait_for(lambda: len(handler.publications) == 3)
+    assert [(p.data, p.delta) for _, p in handler.publications] == [
+        ("plain", False),
+        ("patched", True),
+        ("unkept", True),
+    ]
+
+
+@pytest.mark.gen_test
 async def test_publications_of_unsubscribed_channels_are_not_delivered(
     broker: Broker, handler: RecordingHandler
 ) -> None:

@@ -6,6 +6,7 @@ Every test passes an explicit `env` so the machine's environment never leaks in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -503,3 +504,29 @@ def test_shipped_defaults_keep_presence_and_join_leave_to_the_chat_namespace() -
     assert news is not None and chat is not None
     assert (news.presence, news.join_leave) == (False, False)
     assert (chat.presence, chat.join_leave) == (True, True)
+
+
+def test_allowed_delta_types_default_to_none_and_delta_publish_to_off() -> None:
+    options = Settings().channels
+    assert options.allowed_delta_types == () and options.delta_publish is False
+
+
+def test_a_namespace_may_allow_fossil_deltas_with_history() -> None:
+    layer = {"d": {"history_size": 5, "allowed_delta_types": ["fossil"], "delta_publish": True}}
+    options = Settings().with_overrides(namespaces=layer).namespaces["d"]
+    assert options.allowed_delta_types == ("fossil",) and options.delta_publish is True
+
+
+def test_an_unknown_delta_type_is_refused_naming_the_key() -> None:
+    layer = {"d": {"history_size": 5, "allowed_delta_types": ["fossil", "zstd"]}}
+    with pytest.raises(ConfigError, match=r"namespaces\.d\.allowed_delta_types: .*'zstd'"):
+        Settings().with_overrides(namespaces=layer)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"history_size": 5, "recovery": False}], ids=["no history", "no recovery"]
+)
+def test_delta_types_without_history_and_recovery_are_refused(options: dict[str, Any]) -> None:
+    layer = {"d": {**options, "allowed_delta_types": ["fossil"]}}
+    with pytest.raises(ConfigError, match="allowed_delta_types: needs history_size"):
+        Settings().with_overrides(namespaces=layer)

@@ -14,10 +14,11 @@ from typing import Any
 import msgpack
 import pytest
 
+import server.delta
 import server.hub
 from server.frames import WEBSOCKET
 from server.hub import BIG_FLUSH, Hub, Subscriber
-from server.protocol import ClientInfo, Encoding, Publication
+from server.protocol import ClientInfo, Encoding, Publication, fossil
 from server.transport import Frame, variant
 
 
@@ -587,3 +588,161 @@ def test_the_channel_listener_hears_of_first_and_last_local_subscribers_only():
     hub.unsubscribe("news", b)
     hub.subscribe("news", a)
     assert listener.told == [("occupied", "news"), ("vacated", "news"), ("occupied", "news")]
+
+
+# ---------------------------------------------------------------------------
+# Delta compression: subscribers in their delta variant (server/delta.py)
+
+
+class DeltaSubscriber(RecordingSubscriber):
+    """A subscription that negotiated delta: keeps both forms it is handed."""
+
+    def __init__(self, client_id: str, encoding: Encoding = Encoding.JSON):
+        super().__init__(client_id, encoding=encoding)
+        self.deltas: list[tuple[Publication, Frame, Frame | None]] = []
+
+    def deliver_delta(
+        self, channel: str, pub: Publication, full: Frame, patch: Frame | None
+    ) -> None:
+        self.deltas.append((pub, full, patch))
+
+
+def delta_pub(offset: int, version: int, *, epoch: str = "e", delta: bool = True) -> Publication:
+    doc = {"items": [{"id": i, "name": f"item-{i}", "v": i * version % 7} for i in range(30)]}
+    return Publication(doc, offset, epoch=epoch, delta=delta)
+
+
+def join_delta(hub: Hub, channel: str, subscriber: RecordingSubscriber) -> None:
+    hub.subscribe(channel, subscriber, subscriber.variant.with_delta)
+
+
+@pytest.fixture
+def patch_calls(monkeypatch: pytest.MonkeyPatch) -> list[Encoding]:
+    """The encodings the hub makes a patch in, one entry per patch made."""
+    calls: list[Encoding] = []
+    real = server.delta.make_patch
+
+    def counting(previous: bytes, data: bytes, encoding: Encoding) -> bytes | None:
+        calls.append(encoding)
+        return real(previous, data, encoding)
+
+    monkeypatch.setattr(server.delta, "make_patch", counting)
+    return calls
+
+
+def test_the_patch_is_made_once_per_encoding_not_per_subscriber(
+    hub: Hub, patch_calls: list[Encoding]
+) -> None:
+    for i in range(10):
+        encoding = Encoding.JSON if i % 2 else Encoding.MSGPACK
+        join_delta(hub, "doc", DeltaSubscriber(f"c{i}", encoding))
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    assert sorted(patch_calls) == [Encoding.JSON, Encoding.MSGPACK]
+
+
+def test_delta_subscribers_of_one_variant_share_the_full_and_the_patch_frames(hub: Hub) -> None:
+    subs = [DeltaSubscriber(f"c{i}") for i in range(5)]
+    for s in subs:
+        join_delta(hub, "doc", s)
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    _, full, patch = subs[0].deltas[1]
+    assert patch is not None
+    assert all(s.deltas[1][1] is full and s.deltas[1][2] is patch for s in subs)
+
+
+def test_a_delta_publication_encodes_the_full_and_patch_forms_once_each(
+    hub: Hub, encode_calls: list[Encoding]
+) -> None:
+    for i in range(4):
+        join_delta(hub, "doc", DeltaSubscriber(f"d{i}"))
+        hub.subscribe("doc", RecordingSubscriber(f"p{i}"))
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    encode_calls.clear()
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    assert encode_calls == [Encoding.JSON] * 3  # the plain form, the full form, the patch
+
+
+def test_the_full_form_carries_the_data_as_a_json_string(hub: Hub) -> None:
+    sub = DeltaSubscriber("c1")
+    join_delta(hub, "doc", sub)
+    pub = delta_pub(1, 1)
+    hub.broadcast_publication("doc", pub)
+    body = json.loads(sub.deltas[0][1].payload)["push"]["pub"]
+    assert json.loads(body["data"]) == pub.data and "delta" not in body
+
+
+def test_the_patch_form_says_delta_and_applies_to_the_previous_data(hub: Hub) -> None:
+    sub = DeltaSubscriber("c1", Encoding.MSGPACK)
+    join_delta(hub, "doc", sub)
+    first, second = delta_pub(1, 1), delta_pub(2, 2)
+    hub.broadcast_publication("doc", first)
+    hub.broadcast_publication("doc", second)
+    patch = sub.deltas[1][2]
+    assert patch is not None
+    body = msgpack.unpackb(patch.payload)["push"]["pub"]
+    assert body["delta"] is True and body["offset"] == 2
+    before = msgpack.packb(first.data)
+    assert msgpack.unpackb(fossil.apply(before, body["data"])) == second.data
+
+
+def test_plain_subscribers_of_a_delta_channel_get_the_plain_push(hub: Hub) -> None:
+    plain = RecordingSubscriber("p")
+    hub.subscribe("doc", plain)
+    join_delta(hub, "doc", DeltaSubscriber("d"))
+    pub = delta_pub(1, 1)
+    hub.broadcast_publication("doc", pub)
+    assert json.loads(plain.publications[0][2])["push"]["pub"]["data"] == pub.data
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        delta_pub(3, 2),  # a gap: the hub did not deliver offset 2
+        delta_pub(2, 2, epoch="other"),  # another stream
+        delta_pub(2, 2, delta=False),  # not delta-enabled
+    ],
+    ids=["gap", "new epoch", "not delta-enabled"],
+)
+def test_no_patch_without_the_publication_right_before(hub: Hub, second: Publication) -> None:
+    sub = DeltaSubscriber("c1")
+    join_delta(hub, "doc", sub)
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    hub.broadcast_publication("doc", second)
+    assert [patch for _, _, patch in sub.deltas] == [None, None]
+
+
+def test_the_first_publication_a_hub_delivers_has_no_patch(hub: Hub) -> None:
+    sub = DeltaSubscriber("c1")
+    join_delta(hub, "doc", sub)
+    hub.broadcast_publication("doc", delta_pub(5, 1))
+    assert sub.deltas[0][2] is None
+
+
+def test_a_publication_not_delta_enabled_is_still_the_base_of_the_next_patch(hub: Hub) -> None:
+    sub = DeltaSubscriber("c1")
+    join_delta(hub, "doc", sub)
+    hub.broadcast_publication("doc", delta_pub(1, 1, delta=False))
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    assert sub.deltas[1][2] is not None
+
+
+def test_the_last_publication_is_forgotten_with_the_last_delta_subscriber(hub: Hub) -> None:
+    one, two = DeltaSubscriber("c1"), DeltaSubscriber("c2")
+    join_delta(hub, "doc", one)
+    hub.subscribe("doc", RecordingSubscriber("plain"))
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    hub.unsubscribe("doc", one)
+    join_delta(hub, "doc", two)
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    assert two.deltas[0][2] is None  # nothing kept to patch against
+
+
+def test_a_channel_without_delta_subscribers_keeps_no_publication(
+    hub: Hub, patch_calls: list[Encoding]
+) -> None:
+    hub.subscribe("doc", RecordingSubscriber("plain"))
+    hub.broadcast_publication("doc", delta_pub(1, 1))
+    hub.broadcast_publication("doc", delta_pub(2, 2))
+    assert patch_calls == [] and not hub._last

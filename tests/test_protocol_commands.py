@@ -214,8 +214,21 @@ def test_sub_refresh_request_carries_channel_and_token() -> None:
 
 
 def test_unknown_request_fields_are_ignored() -> None:
-    request = parse_request(SubscribeRequest, {"channel": "a", "delta": "fossil", "x": [1]})
+    request = parse_request(SubscribeRequest, {"channel": "a", "tf": {"k": 1}, "x": [1]})
     assert request == SubscribeRequest(channel="a")
+
+
+def test_a_subscribe_request_carries_the_delta_type_asked_for() -> None:
+    request = parse_request(SubscribeRequest, {"channel": "a", "delta": "fossil"})
+    assert request == SubscribeRequest(channel="a", delta="fossil")
+
+
+@pytest.mark.parametrize("delta", [True, 1, ["fossil"], {"type": "fossil"}])
+def test_a_delta_type_that_is_not_a_string_is_a_bad_request(delta: object) -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_request(SubscribeRequest, {"channel": "a", "delta": delta})
+    assert caught.value.code == ErrorCode.BAD_REQUEST
+    assert "delta" in caught.value.message
 
 
 def test_history_request_defaults_to_position_only_forward() -> None:

@@ -7,6 +7,7 @@ a channel is answered once even when the server API subscribes it mid-connect.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -18,7 +19,7 @@ from server.broker.memory import MemoryBroker, MemoryPresence
 from server.compose import build_node
 from server.config import load_settings
 from server.node import Node
-from server.protocol import ClientInfo, Publication, StreamPosition
+from server.protocol import ClientInfo, Publication, StreamPosition, fossil
 from server.session import Session
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages, new_session, started_node
@@ -184,5 +185,49 @@ async def test_a_token_channel_the_server_api_subscribed_during_connect_is_answe
             m for m in sent if "subscribe" in m.get("push", {}) and m["push"]["channel"] == "b"
         ]
         assert len(in_reply) + len(pushed) == 1, sent
+    finally:
+        await node.close()
+
+
+DELTA = {"d": {**HISTORY["r"], "allowed_delta_types": ["fossil"], "delta_publish": True}}
+
+
+@pytest.mark.gen_test(timeout=TIMEOUT)
+async def test_a_delta_recovery_with_publications_held_back_sends_each_once_full_then_patches():
+    settings = load_settings(env={}).with_overrides(broker={"type": "memory"}, namespaces=DELTA)
+    broker = GatedHistory("d:doc")
+    node = build_node(settings, broker=broker)
+    await node.start()
+    try:
+        docs = [{"items": list(range(200)), "v": v} for v in range(8)]
+        first = await node.publish("d:doc", docs[0])
+        transport = RecordingTransport()
+        session = new_session(node, transport)
+        params = (
+            f'"channel":"d:doc","delta":"fossil","recover":true,"offset":0,"epoch":"{first.epoch}"'
+        )
+        subscribing = asyncio.ensure_future(
+            session.handle_frame(f'{{"id":1,"connect":{{}}}}\n{{"id":2,"subscribe":{{{params}}}}}')
+        )
+        await asyncio.wait_for(broker.reading.wait(), TIMEOUT)
+        for doc in docs[1:6]:  # live while the recovery reads: held back, counted
+            await node.publish("d:doc", doc)
+        assert session.outbox.held_bytes > 0
+        broker.gate.set()
+        await asyncio.wait_for(subscribing, TIMEOUT)
+        assert session.outbox.held_bytes == 0
+        for doc in docs[6:]:  # live after the reply
+            await node.publish("d:doc", doc)
+        session.outbox.flush()
+        reply = next(m for m in messages(transport) if m.get("id") == 2)["subscribe"]
+        assert reply["delta"] is True and reply["recovered"] is True
+        kept = b""
+        got: list[tuple[Any, bool]] = []
+        for pub in reply.get("publications", []) + pushes(transport, "pub"):
+            raw = pub["data"].encode()
+            kept = fossil.apply(kept, raw) if pub.get("delta") else raw
+            got.append((json.loads(kept), pub.get("delta") is True))
+        assert [value for value, _ in got] == docs
+        assert [is_patch for _, is_patch in got] == [False] * 7 + [True]
     finally:
         await node.close()

@@ -112,6 +112,7 @@ class ApiExecutor:
             tags=request.tags or None,
             skip_history=request.skip_history,
             idempotency_key=request.idempotency_key or None,
+            delta=request.delta,
         )
         if not position.offset:
             return {}

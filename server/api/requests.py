@@ -123,6 +123,7 @@ class PublishRequest(StateRequest):
     skip_history: bool = False
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
+    delta: bool = False  # may reach delta subscribers as a patch (see server/delta.py)
 
 
 @dataclass(slots=True)
@@ -133,6 +134,7 @@ class BroadcastRequest:
     skip_history: bool = False
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
+    delta: bool = False
 
     def __post_init__(self) -> None:
         self.channels = _strings("channels", self.channels)

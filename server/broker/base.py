@@ -170,6 +170,7 @@ class Broker(ABC):
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         """Publish; returns the new publication's position (offset 0 without history).
 
@@ -178,6 +179,7 @@ class Broker(ABC):
         it returns the first one's position. Check and publish are one atomic step.
         With a `fence`, nothing is published unless the channel's lease is held
         with the fence's token: ReplyError(INTERNAL, FENCED) (one atomic step too).
+        `delta` reaches every node with the publication (`Publication.delta`).
         """
 
     @abstractmethod

@@ -124,6 +124,7 @@ class MemoryBroker(Broker):
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         if fence is not None and not self.leases.admits(channel, fence):
             raise ReplyError(ErrorCode.INTERNAL, FENCED)
@@ -140,13 +141,13 @@ class MemoryBroker(Broker):
                 if stream.unlogged() >= options.log_lag:
                     raise ReplyError(ErrorCode.INTERNAL, LOG_BEHIND)
             stream.top += 1
-            pub = Publication(data, stream.top, info, tags, stream.epoch)
+            pub = Publication(data, stream.top, info, tags, stream.epoch, delta)
             stream.items.append(pub)
             stream.trim(options.size)
             stream.items_expire_at = self._clock() + options.ttl
             position = StreamPosition(stream.top, stream.epoch)
         else:
-            pub = Publication(data, 0, info, tags)
+            pub = Publication(data, 0, info, tags, delta=delta)
         if idempotency_key is not None:
             expires = self._clock() + idempotency_window
             self._idempotent[(channel, idempotency_key)] = (position, expires)

@@ -327,8 +327,10 @@ class RedisBroker(Broker):
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
-        body = encode(Publication(data, 0, info, tags).to_dict(), Encoding.MSGPACK)
+        pub = Publication(data, 0, info, tags, delta=delta)
+        body = encode(pub.to_broker_dict(), Encoding.MSGPACK)
         if options.size <= 0 and idempotency_key is None and fence is None:
             message = b"\x94" + _NO_POSITION + body
             await self._send(self._pubsub_channel(channel), message)

@@ -311,10 +311,11 @@ class RedisClusterBroker(RedisBroker):
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         self._served(channel)
         return await super().publish(
-            channel, data, options, info, tags, idempotency_key, idempotency_window, fence
+            channel, data, options, info, tags, idempotency_key, idempotency_window, fence, delta
         )
 
     async def _publish_event(self, channel: str, kind: int, info: ClientInfo) -> None:

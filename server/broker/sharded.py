@@ -202,9 +202,10 @@ class ShardedBroker(Broker):
         idempotency_key: str | None = None,
         idempotency_window: float = 300.0,
         fence: Fence | None = None,
+        delta: bool = False,
     ) -> StreamPosition:
         return await self.shard(channel).publish(
-            channel, data, options, info, tags, idempotency_key, idempotency_window, fence
+            channel, data, options, info, tags, idempotency_key, idempotency_window, fence, delta
         )
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:

@@ -102,6 +102,10 @@ def _value(path: str, kind: Any, meta: Mapping[str, Any], value: Any) -> Any:
         bad = check_networks(strings) if meta.get("networks") else None
         if bad is not None:
             raise ConfigError(f"{path}: expected IP addresses or CIDR blocks, got {bad!r}")
+        unknown = [v for v in strings if "choices" in meta and v not in meta["choices"]]
+        if unknown:
+            allowed = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(f"{path}: expected a list of {allowed}, got {unknown[0]!r}")
         return strings
     if isinstance(value, _EnvText):
         text, parsed = str(value), value.parsed

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from server.loops import LOOP_CHOICES
+from server.protocol.commands import DELTA_TYPES
 
 __all__ = [
     "NAMESPACE_SEPARATOR",
@@ -165,6 +166,12 @@ class ChannelOptions:
     subscribe_proxy: bool = False
     publish_proxy: bool = False
     sub_refresh_proxy: bool = False
+    # Delta compression subscribers may ask for (`delta: "fossil"`; empty: none).
+    # Needs history and recovery: a patch is against the publication at offset - 1.
+    allowed_delta_types: tuple[str, ...] = field(default=(), metadata={"choices": DELTA_TYPES})
+    # Every publication to the namespace may go as a patch to subscribers that
+    # negotiated delta (as if published with the API's `delta` flag).
+    delta_publish: bool = False
 
     @property
     def recoverable(self) -> bool:
@@ -176,6 +183,11 @@ class ChannelOptions:
             raise ConfigError(f"{path}.persist: needs history_size > 0 (offsets identify rows)")
         if self.retained and not self.persist:
             raise ConfigError(f"{path}.retained: needs persist = true")
+        if self.allowed_delta_types and not self.recoverable:
+            raise ConfigError(
+                f"{path}.allowed_delta_types: needs history_size > 0 and recovery = true "
+                "(a patch is made against the publication at offset - 1)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

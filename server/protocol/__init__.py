@@ -26,6 +26,7 @@ from server.protocol.codec import (
 )
 from server.protocol.commands import (
     DEFAULT_MAX_DATA_DEPTH,
+    DELTA_TYPES,
     FLAG_REJECT_UNRECOVERED,
     MAX_COMMAND_ID,
     METHODS,
@@ -50,6 +51,7 @@ from server.protocol.values import ClientInfo, Encoding, ProtocolError, Publicat
 
 __all__ = [
     "DEFAULT_MAX_DATA_DEPTH",
+    "DELTA_TYPES",
     "FLAG_REJECT_UNRECOVERED",
     "MAX_COMMAND_ID",
     "METHODS",

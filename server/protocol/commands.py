@@ -18,6 +18,7 @@ from server.protocol.values import ProtocolError, StreamPosition
 
 __all__ = [
     "DEFAULT_MAX_DATA_DEPTH",
+    "DELTA_TYPES",
     "FLAG_REJECT_UNRECOVERED",
     "MAX_COMMAND_ID",
     "METHODS",
@@ -197,6 +198,11 @@ class SubscribeRequest:
     recoverable: bool = False
     join_leave: bool = False
     flag: int = 0
+    delta: str = ""  # a delta type of DELTA_TYPES; "" asks for none
+
+
+DELTA_TYPES = ("fossil",)
+"""The delta compressions a subscription may ask for (`delta` in subscribe)."""
 
 
 FLAG_REJECT_UNRECOVERED = 2

@@ -55,6 +55,10 @@ class Publication:
 
     `epoch` travels between nodes (so a subscriber notices a stream that restarted)
     but not to clients: the wire carries it in subscribe and history replies.
+    `delta`: the publication may reach subscribers that negotiated delta
+    compression as a patch against the one before it (the publisher's `delta`
+    flag or the namespace's `delta_publish`); it travels between nodes too, and
+    `to_dict` leaves it out (it is not the wire's `delta`, see server/delta.py).
     """
 
     data: Any
@@ -62,6 +66,7 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
     epoch: str = ""
+    delta: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"data": self.data}
@@ -77,7 +82,8 @@ class Publication:
     def from_dict(
         cls, d: dict[str, Any], offset: int | None = None, epoch: str = ""
     ) -> Publication:
-        """From its map; `offset` and `epoch` given here win (brokers keep them beside it)."""
+        """From its map; `offset` and `epoch` given here win (brokers keep them
+        beside it). A broker's map may say `delta` (see `to_broker_dict`)."""
         info = d.get("info")
         return cls(
             d.get("data"),
@@ -85,4 +91,12 @@ class Publication:
             ClientInfo.from_dict(info) if info else None,
             d.get("tags") or None,
             epoch,
+            d.get("delta") is True,
         )
+
+    def to_broker_dict(self) -> dict[str, Any]:
+        """`to_dict` plus what only nodes exchange: `delta` when set."""
+        out = self.to_dict()
+        if self.delta:
+            out["delta"] = True
+        return out

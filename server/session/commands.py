@@ -216,6 +216,9 @@ def _recovery(session: Session, subs: Any, channel: str) -> SubscribeRequest:
     params = subs.get(channel) if isinstance(subs, dict) else None
     if not isinstance(params, dict):
         params = {}
+    # Server-side subscriptions reach the SDK's client-level handlers, which
+    # apply no patches: they never negotiate delta compression.
+    params = {k: v for k, v in params.items() if k != "delta"}
     max_depth = session.settings.client.max_data_depth
     return parse_request(SubscribeRequest, {**params, "channel": channel}, max_depth)
 

@@ -116,8 +116,11 @@ class NodePort(Protocol):
 
     # Channels
 
-    async def add_subscriber(self, channel: str, subscriber: ChannelSubscriber) -> None:
-        """Returns once the broker delivers `channel` to `subscriber`."""
+    async def add_subscriber(
+        self, channel: str, subscriber: ChannelSubscriber, delta: bool = False
+    ) -> None:
+        """Returns once the broker delivers `channel` to `subscriber` (in its
+        delta variant with `delta`: see `Subscriber.deliver_delta`)."""
         ...
 
     async def remove_subscriber(self, channel: str, subscriber: ChannelSubscriber) -> None:

@@ -10,24 +10,46 @@ from server.config import ChannelOptions
 from server.protocol import ClientInfo, Publication
 from server.transport import Frame
 
-__all__ = ["Started", "Subscription", "SubscriptionListener"]
+__all__ = ["Held", "Started", "Subscription", "SubscriptionListener"]
+
+
+Held = tuple[Publication, Frame, Frame | None]
+"""A live publication held back while a subscribe runs: its frame and, for a
+delta subscription, its patch frame (None: none)."""
 
 
 class Subscription:
     """Per-channel state; `pending` holds live publications while the subscribe runs
-    (`held`: their bytes, counted in the connection's budget)."""
+    (`held`: their bytes, counted in the connection's budget).
 
-    __slots__ = ("epoch", "expiry", "held", "info", "offset", "options", "pending", "recoverable")
+    `delta`: the subscription negotiated delta compression; `delta_base` is the
+    offset of the publication it last delivered live (0: none yet, so the next
+    one goes in full): a patch is only ever sent against that one."""
 
-    def __init__(self, options: ChannelOptions, info: ClientInfo) -> None:
+    __slots__ = (
+        "delta",
+        "delta_base",
+        "epoch",
+        "expiry",
+        "held",
+        "info",
+        "offset",
+        "options",
+        "pending",
+        "recoverable",
+    )
+
+    def __init__(self, options: ChannelOptions, info: ClientInfo, delta: bool = False) -> None:
         self.options = options
         self.info = info
         self.recoverable = False
         self.offset = 0
         self.epoch = ""
-        self.pending: list[tuple[Publication, Frame]] | None = []
+        self.pending: list[Held] | None = []
         self.held = 0
         self.expiry: access.Expiry | None = None  # of its subscription token, if any
+        self.delta = delta
+        self.delta_base = 0
 
 
 class Started(NamedTuple):

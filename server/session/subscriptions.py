@@ -9,6 +9,11 @@ Promises:
 - A subscriber that misses a publication of a recoverable channel (a gap, or a
   new epoch) is unsubscribed with code 2500, and its SDK resubscribes and
   recovers; a subscription token that runs out unrefreshed ends it with 2501.
+- A subscription that negotiated delta compression (`delta: "fossil"`, see
+  server/delta.py) gets a publication as the hub's patch only when the last
+  publication it delivered live is the one right before it; the first live one
+  after subscribing (or recovering) goes in full, and so do the recovered ones
+  and anything without a patch. Its `data` is always bytes (a JSON string).
 - Join, leave and presence go through the node (`NodePort`): their failures are
   logged there, once; a failed join or leave never undoes the client's
   subscribe or unsubscribe.
@@ -26,6 +31,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from server import delta
 from server.auth import access
 from server.auth.tokens import SubscriptionClaims
 from server.broker.base import HistoryQuery
@@ -40,6 +46,7 @@ from server.protocol import (
     Spliced,
     StreamPosition,
     SubscribeRequest,
+    encode,
     encode_spliced,
     push,
 )
@@ -142,18 +149,21 @@ class Subscriptions:
         """
         if claims is not None:
             chan_info = claims.info
+        wants_delta = delta.negotiate(request.delta, options)  # 107 before anything starts
         info = ClientInfo(self.user, self.client_id, self.conn_info, chan_info)
-        sub = self._subs[channel] = Subscription(options, info)
+        sub = self._subs[channel] = Subscription(options, info, wants_delta)
         node = self._node
         try:
-            await node.add_subscriber(channel, self)
+            await node.add_subscriber(channel, self, wants_delta)
             # Read before the position, so live publications after it follow the state.
             retained = options.retained and not request.recover
             state = await node.retained_state(channel) if retained else None
             result, publications = await self._subscribe_result(channel, request, sub, base)
             if state is not None:
-                result["publications"] = [state.to_dict()]
+                result["publications"] = [self._shape(sub, state)]
                 publications = [state]
+            if wants_delta:
+                result["delta"] = True
             if options.presence:
                 await node.add_presence(channel, self.client_id, sub.info)
         except BaseException:
@@ -237,7 +247,8 @@ class Subscriptions:
                 empty = Spliced(
                     result, publications=Encoded(), epoch=position.epoch, offset=position.offset
                 )
-                return base + len(encode_spliced(empty, self.encoding))
+                extra = len(encode({"delta": True}, self.encoding)) if sub.delta else 0
+                return base + len(encode_spliced(empty, self.encoding)) + extra
 
             within = None
             try:
@@ -247,6 +258,7 @@ class Subscriptions:
                     self.encoding,
                     size_of,
                     self._reply_limit,
+                    shape=partial(self._shape, sub),
                 )
                 position = within.position
             except ReplyError as exc:
@@ -269,6 +281,15 @@ class Subscriptions:
         sub.epoch = position.epoch
         return result, publications
 
+    def _shape(self, sub: Subscription, pub: Publication) -> dict[str, Any]:
+        """`pub` as the subscription gets it in its subscribe reply: in full, its
+        `data` as bytes for a delta subscription (the SDK keeps them as the base
+        of the next patch, whatever it recovers)."""
+        if not sub.delta:
+            return pub.to_dict()
+        encoding = self.encoding
+        return delta.full_form(pub, delta.data_bytes(pub.data, encoding), encoding)
+
     def _release(self, channel: str, sub: Subscription) -> None:
         """Send what was held back while subscribing: the reply went first."""
         if self._subs.get(channel) is not sub or sub.pending is None:
@@ -276,8 +297,11 @@ class Subscriptions:
         pending, sub.pending = sub.pending, None
         self._outbox.release(sub.held)
         sub.held = 0
-        for pub, frame in pending:
-            self.deliver_publication(channel, pub, frame)
+        for pub, frame, patch in pending:
+            if sub.delta:
+                self.deliver_delta(channel, pub, frame, patch)
+            else:
+                self.deliver_publication(channel, pub, frame)
 
     def _release_held(self, sub: Subscription) -> None:
         """Drop what a subscription that ends held back (its budget share too)."""
@@ -418,14 +442,38 @@ class Subscriptions:
 
     def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
         sub = self._subs.get(channel)
-        if sub is None:
+        if sub is not None and self._accepts(channel, sub, pub, frame, None):
+            self._outbox.queue(frame.payload, frame)
+
+    def deliver_delta(
+        self, channel: str, pub: Publication, full: Frame, patch: Frame | None
+    ) -> None:
+        """The hub's two forms of `pub` for a delta subscription: the patch goes
+        only on top of the publication delivered right before it (see the
+        module's promises)."""
+        sub = self._subs.get(channel)
+        if sub is None or not self._accepts(channel, sub, pub, full, patch):
             return
+        frame = full
+        if sub.delta:
+            offset = pub.offset
+            if patch is not None and offset and sub.delta_base == offset - 1:
+                frame = patch
+            sub.delta_base = offset
+        self._outbox.queue(frame.payload, frame)
+
+    def _accepts(
+        self, channel: str, sub: Subscription, pub: Publication, frame: Frame, patch: Frame | None
+    ) -> bool:
+        """Whether `pub` goes out now: not while subscribing (held back, its
+        bytes counted), nor out of order (a gap ends the subscription, an old
+        one was in the reply)."""
         if sub.pending is not None:
-            sub.pending.append((pub, frame))
+            sub.pending.append((pub, frame, patch))
             size = len(frame.payload)
             sub.held += size
             self._outbox.hold(size)
-            return
+            return False
         offset = pub.offset
         if offset and sub.recoverable:
             last, epoch = sub.offset, pub.epoch
@@ -434,9 +482,9 @@ class Subscriptions:
                 if offset > last or not same_stream:
                     self._insufficient_state(channel)
                 # else: already sent in the subscribe reply
-                return
+                return False
             sub.offset = offset
-        self._outbox.queue(frame.payload, frame)
+        return True
 
     def deliver(self, channel: str, frame: Frame) -> None:
         sub = self._subs.get(channel)
