@@ -4,7 +4,7 @@
 
 import sys
 
-from server.cli import main
+from wsfan.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,9 +40,9 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server import build  # noqa: E402
-from server.config import load_settings  # noqa: E402
-from server.protocol import fossil  # noqa: E402
+from wsfan import build  # noqa: E402
+from wsfan.config import load_settings  # noqa: E402
+from wsfan.protocol import fossil  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "delta"
 CHANNEL = "doc:state"

@@ -32,26 +32,26 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from server import gc_tuning, instances
-from server.app.layer import check_points
-from server.auth.tokens import TokenVerifier
-from server.broker.redis_cluster_check import check_cluster_settings
-from server.compose import build, proxy_hooks, python_hooks
-from server.config import ConfigError, Settings, load_settings
-from server.cpu_quota import usable_cpus
-from server.embedded import (
+from . import gc_tuning, instances
+from .app.layer import check_points
+from .auth.tokens import TokenVerifier
+from .broker.redis_cluster_check import check_cluster_settings
+from .compose import build, proxy_hooks, python_hooks
+from .config import ConfigError, Settings, load_settings
+from .cpu_quota import usable_cpus
+from .embedded import (
     EmbeddedServerError,
     EmbeddedSet,
     Fsync,
     is_embedded_url,
     start_embedded,
 )
-from server.facade import Server
-from server.logs import configure as configure_logging
-from server.loops import loop_factory
-from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
-from server.node import Node
-from server.workers import run_workers
+from .facade import Server
+from .logs import configure as configure_logging
+from .loops import loop_factory
+from .metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
+from .node import Node
+from .workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
 
@@ -62,10 +62,10 @@ EXIT_CONFIG = 2
 # name -> module with `main(argv: list[str]) -> int`; imported only when used so
 # the server does not load a tool's dependencies.
 COMMANDS: dict[str, str] = {
-    "apikey": "server.store.cli",
-    "loadtest": "server.loadtest.cli",
-    "publish": "server.api.cli",
-    "token": "server.auth.cli",
+    "apikey": "wsfan.store.cli",
+    "loadtest": "wsfan.loadtest.cli",
+    "publish": "wsfan.api.cli",
+    "token": "wsfan.auth.cli",
 }
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.config import ChannelOptions
-from server.errors import ErrorCode, ReplyError
-from server.protocol import DELTA_TYPES, Encoding, Publication, encode, fossil
+from .config import ChannelOptions
+from .errors import ErrorCode, ReplyError
+from .protocol import DELTA_TYPES, Encoding, Publication, encode, fossil
 
 __all__ = ["Last", "data_bytes", "full_form", "make_patch", "negotiate", "patch_form"]
 

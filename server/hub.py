@@ -36,9 +36,9 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from server import delta
-from server.protocol import ClientInfo, Encoding, Publication, encode, push
-from server.transport import Frame, Variant
+from . import delta
+from .protocol import ClientInfo, Encoding, Publication, encode, push
+from .transport import Frame, Variant
 
 __all__ = ["BIG_FLUSH", "ChannelListener", "Connection", "Hub", "Outlet", "Subscriber"]
 

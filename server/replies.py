@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.broker.base import HistoryQuery, HistoryResult
-from server.errors import ErrorCode, ReplyError
-from server.protocol import (
+from .broker.base import HistoryQuery, HistoryResult
+from .errors import ErrorCode, ReplyError
+from .protocol import (
     Encoded,
     Encoding,
     Publication,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from wsfan.protocol import Encoding, fossil
 
-from server.protocol import Encoding, fossil
 from tests.client import ProtoClient
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.config import DEFAULT_CONFIG, ChannelOptions, ConfigError, Settings, load_settings
+from wsfan.config import DEFAULT_CONFIG, ChannelOptions, ConfigError, Settings, load_settings
 
 PRODUCTION_EXAMPLE = DEFAULT_CONFIG.parent / "production.example.toml"
 

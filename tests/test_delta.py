@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from wsfan.node import Node
 
-from server.node import Node
 from tests.api_client import ApiCaller
 from tests.conftest import TIMEOUT_SCALE
 from tests.delta_reader import DeltaReader

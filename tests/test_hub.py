@@ -13,13 +13,12 @@ from typing import Any
 
 import msgpack
 import pytest
-
-import server.delta
-import server.hub
-from server.frames import WEBSOCKET
-from server.hub import BIG_FLUSH, Hub, Subscriber
-from server.protocol import ClientInfo, Encoding, Publication, fossil
-from server.transport import Frame, variant
+import wsfan.delta
+import wsfan.hub
+from wsfan.frames import WEBSOCKET
+from wsfan.hub import BIG_FLUSH, Hub, Subscriber
+from wsfan.protocol import ClientInfo, Encoding, Publication, fossil
+from wsfan.transport import Frame, variant
 
 
 class RecordingSubscriber:
@@ -206,13 +205,13 @@ def test_subscribers_of_one_encoding_share_the_same_frame_object(hub: Hub) -> No
 def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[Encoding]:
     """The encodings the hub encodes a message in, one entry per call."""
     calls: list[Encoding] = []
-    real_encode = server.hub.encode
+    real_encode = wsfan.hub.encode
 
     def counting_encode(message: Any, encoding: Encoding) -> bytes:
         calls.append(encoding)
         return real_encode(message, encoding)
 
-    monkeypatch.setattr(server.hub, "encode", counting_encode)
+    monkeypatch.setattr(wsfan.hub, "encode", counting_encode)
     return calls
 
 
@@ -620,13 +619,13 @@ def join_delta(hub: Hub, channel: str, subscriber: RecordingSubscriber) -> None:
 def patch_calls(monkeypatch: pytest.MonkeyPatch) -> list[Encoding]:
     """The encodings the hub makes a patch in, one entry per patch made."""
     calls: list[Encoding] = []
-    real = server.delta.make_patch
+    real = wsfan.delta.make_patch
 
     def counting(previous: bytes, data: bytes, encoding: Encoding) -> bytes | None:
         calls.append(encoding)
         return real(previous, data, encoding)
 
-    monkeypatch.setattr(server.delta, "make_patch", counting)
+    monkeypatch.setattr(wsfan.delta, "make_patch", counting)
     return calls
 
 

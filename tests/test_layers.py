@@ -40,7 +40,7 @@ CORE = [
 ]
 """Globs under server/; a name that does not exist (yet) matches nothing."""
 
-ABOVE_THE_CORE = ("server.api", "server.web")
+ABOVE_THE_CORE = ("wsfan.api", "wsfan.web")
 
 
 def core_modules() -> list[Path]:
@@ -50,7 +50,7 @@ def core_modules() -> list[Path]:
 
 def imported(path: Path) -> set[str]:
     """Every module `path` imports, absolute names (`from server import web` gives
-    `server.web`)."""
+    `wsfan.web`)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -79,8 +79,8 @@ def test_core_module_imports_neither_the_api_nor_the_web_layer(path: Path):
 def test_importing_the_node_loads_neither_the_api_nor_the_web_layer():
     """The package's own `__init__` must not pull them in behind the node's back."""
     code = (
-        "import sys, server.node; "
-        "print(sorted(m for m in sys.modules if m.startswith(('server.api', 'server.web'))))"
+        "import sys, wsfan.node; "
+        "print(sorted(m for m in sys.modules if m.startswith(('wsfan.api', 'wsfan.web'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

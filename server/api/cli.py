@@ -21,8 +21,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from server.config import ConfigError, Settings, load_settings
-from server.instances import client_host, find
+from ..config import ConfigError, Settings, load_settings
+from ..instances import client_host, find
 
 __all__ = ["main"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import jwt
 
-from server.auth.tokens import HS256, TokenVerifier
-from server.config import ConfigError, load_settings
+from ..config import ConfigError, load_settings
+from .tokens import HS256, TokenVerifier
 
 __all__ = ["main", "mint"]
 

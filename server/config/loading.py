@@ -29,8 +29,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_type_hints
 
-from server.auth.proxies import check_networks
-from server.config.settings import SECTIONS, ChannelOptions, ConfigError, Settings
+from ..auth.proxies import check_networks
+from .settings import SECTIONS, ChannelOptions, ConfigError, Settings
 
 __all__ = ["DEFAULT_CONFIG", "ENV_PREFIX", "apply_layer", "load_settings"]
 

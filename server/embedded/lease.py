@@ -1,7 +1,7 @@
 """Attach to the embedded server of a data directory, starting its keeper if need be.
 
 Every process that uses an embedded server (each `run.py`, `run.py apikey`) holds a
-lease on it; one keeper process per server (server.embedded.keeper) runs it while
+lease on it; one keeper process per server (wsfan.embedded.keeper) runs it while
 any lease is held and stops it at most `keeper.POLL` seconds (plus its stop time)
 after the last holder is gone, however that holder died. Several `run.py` in one
 checkout therefore share the servers of its `embedded.dir`.
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import IO, Self
 
 import server
-from server.embedded import procs
-from server.embedded.keeper import KINDS, STOP_TIMEOUT, make_server
-from server.embedded.servers import HOST, EmbeddedServerError
-from server.embedded.state import (
+
+from . import procs
+from .keeper import KINDS, STOP_TIMEOUT, make_server
+from .servers import HOST, EmbeddedServerError
+from .state import (
     KEEPER_COMMAND,
     KEEPER_LOG,
     MUTEX_FILE,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from server.loadtest.options import OptionsError, parse_options
-from server.loadtest.report import format_table, write_html, write_json
-from server.loadtest.runner import LoadTestError, run
+from .options import OptionsError, parse_options
+from .report import format_table, write_html, write_json
+from .runner import LoadTestError, run
 
 __all__ = ["main"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from server.loops import LOOP_CHOICES
+from ..loops import LOOP_CHOICES
 
 __all__ = [
     "LAYOUTS",
@@ -34,7 +34,7 @@ LAYOUTS = ("hot", "channels", "per-client")
 TRANSPORTS = ("websocket", "sse", "http_stream")
 """How subscribers connect: a WebSocket at the URL; or an HTTP stream at the same
 host's `/connection/sse` or `/connection/http_stream`, with `/emulation` for the
-commands after connect (see server.loadtest.streams). Publishers stay WebSocket."""
+commands after connect (see wsfan.loadtest.streams). Publishers stay WebSocket."""
 
 FD_RESERVE = 64  # descriptors a worker keeps for its pipes, loop and imports
 

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.loadtest.metrics import Histogram, cpu_seconds
-from server.loadtest.options import Options
-from server.loadtest.progress import Progress, Snapshot
-from server.loadtest.results import CpuSample, build
-from server.loadtest.targets import EMBEDDED, follow
-from server.loadtest.worker import encode_options
+from .metrics import Histogram, cpu_seconds
+from .options import Options
+from .progress import Progress, Snapshot
+from .results import CpuSample, build
+from .targets import EMBEDDED, follow
+from .worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
 
@@ -158,7 +158,7 @@ class Coordinator:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.loadtest.worker",
+            "wsfan.loadtest.worker",
             self.options.loop,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

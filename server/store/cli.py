@@ -16,10 +16,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from server.config import ConfigError, Settings, load_settings
-from server.embedded import EmbeddedServerError, start_embedded
-from server.store.keys import ALL_SCOPES, ApiKey, KeyStore
-from server.store.mongo import MongoStore
+from ..config import ConfigError, Settings, load_settings
+from ..embedded import EmbeddedServerError, start_embedded
+from .keys import ALL_SCOPES, ApiKey, KeyStore
+from .mongo import MongoStore
 
 __all__ = ["main"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tornado.web import RequestHandler
 
-from server.node import Node
+from ..node import Node
 
 __all__ = [
     "ADMIN_CSP",
