@@ -49,8 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from server.api.keys import DEVELOPMENT_KEY  # noqa: E402
-from server.embedded import free_port  # noqa: E402
+from wsfan.api.keys import DEVELOPMENT_KEY  # noqa: E402
+from wsfan.embedded import free_port  # noqa: E402
+
 from tests.attack import cpu_seconds, rss  # noqa: E402
 
 __all__ = [
@@ -612,7 +613,7 @@ def nesting(root: Path, tmp: Path) -> dict[str, str]:
 
 def redis_down(root: Path, tmp: Path, seconds: float = 20.0) -> dict[str, str]:
     """Not an attack: Redis stops for `seconds` under a node with default settings."""
-    from server.embedded import EmbeddedValkey
+    from wsfan.embedded import EmbeddedValkey
 
     with EmbeddedValkey(tmp / "valkey", persist=False) as valkey:
         env = server_env(BROKER__TYPE="redis")

@@ -41,8 +41,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.api.keys import DEVELOPMENT_KEY  # noqa: E402
-from server.embedded import EmbeddedSecantus, EmbeddedValkey, free_port  # noqa: E402
+from wsfan.api.keys import DEVELOPMENT_KEY  # noqa: E402
+from wsfan.embedded import EmbeddedSecantus, EmbeddedValkey, free_port  # noqa: E402
+
 from tests.attack import rss  # noqa: E402
 from tests.raw_ws import RawWebSocket  # noqa: E402
 

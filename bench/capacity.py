@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from redis.asyncio import Redis  # noqa: E402
+from wsfan.broker.base import HistoryOptions  # noqa: E402
+from wsfan.broker.redis import RedisBroker, RedisPresence, redis_client  # noqa: E402
+from wsfan.embedded import EmbeddedValkey  # noqa: E402
+from wsfan.protocol import ClientInfo  # noqa: E402
 
-from server.broker.base import HistoryOptions  # noqa: E402
-from server.broker.redis import RedisBroker, RedisPresence, redis_client  # noqa: E402
-from server.embedded import EmbeddedValkey  # noqa: E402
-from server.protocol import ClientInfo  # noqa: E402
 from tests.broker_fixtures import RecordingHandler  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "capacity"

@@ -8,7 +8,7 @@ figures show what the hook layer itself costs.
 
 from __future__ import annotations
 
-from server.app import ConnectContext, ConnectResult, PublishContext, PublishResult
+from wsfan.app import ConnectContext, ConnectResult, PublishContext, PublishResult
 
 __all__ = ["connecting_app", "publishing_app"]
 

@@ -35,17 +35,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.channel_log import ChannelLog  # noqa: E402
-from server.compose import build_node  # noqa: E402
-from server.config import load_settings  # noqa: E402
-from server.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
-from server.errors import ReplyError  # noqa: E402
-from server.frames import WEBSOCKET  # noqa: E402
-from server.node import Node  # noqa: E402
-from server.protocol import Encoding  # noqa: E402
-from server.session import Session  # noqa: E402
-from server.store.mongo import MongoStore  # noqa: E402
-from server.transport import Frame, variant  # noqa: E402
+from wsfan.channel_log import ChannelLog  # noqa: E402
+from wsfan.compose import build_node  # noqa: E402
+from wsfan.config import load_settings  # noqa: E402
+from wsfan.embedded import EmbeddedSecantus, EmbeddedValkey  # noqa: E402
+from wsfan.errors import ReplyError  # noqa: E402
+from wsfan.frames import WEBSOCKET  # noqa: E402
+from wsfan.node import Node  # noqa: E402
+from wsfan.protocol import Encoding  # noqa: E402
+from wsfan.session import Session  # noqa: E402
+from wsfan.store.mongo import MongoStore  # noqa: E402
+from wsfan.transport import Frame, variant  # noqa: E402
 
 OPEN = {"allow_anonymous": True, "allow_publish": True, "history_size": 1000}
 

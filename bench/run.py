@@ -4,7 +4,7 @@
 Each scenario starts its own servers (one or two `run.py` processes with the
 memory or the Redis broker, an embedded Valkey for the latter, or the raw
 picows baseline `bench/baseline_picows.py`), drives them with
-`server.loadtest`, and writes `bench/results/<name>.json` and `<name>.html`.
+`wsfan.loadtest`, and writes `bench/results/<name>.json` and `<name>.html`.
 Then `bench/results/SUMMARY.md` (every step of every result present) and
 `TABLE.md` / `TABLE.json` (the issue's field table with our rows, and its
 targets) are rebuilt from the results present. Without names, the default
@@ -35,11 +35,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsfan.embedded import EmbeddedValkey, free_port  # noqa: E402
+from wsfan.loadtest import Options, run  # noqa: E402
+from wsfan.loadtest.report import format_table, write_html, write_json  # noqa: E402
+
 from bench.summary import summary  # noqa: E402
 from bench.table import render  # noqa: E402
-from server.embedded import EmbeddedValkey, free_port  # noqa: E402
-from server.loadtest import Options, run  # noqa: E402
-from server.loadtest.report import format_table, write_html, write_json  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # publications/s to 1,000 subscribers; the first step warms up (see bench/table.py)

@@ -1,6 +1,6 @@
 """The field table: the issue's figures plus rows derived from our load-test results.
 
-Pure functions over result dicts (the JSON `server.loadtest` writes), so the
+Pure functions over result dicts (the JSON `wsfan.loadtest` writes), so the
 rules are tested apart from any run:
 
 - a step **passes** when it published something, lost nothing (loss 0, no

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.app import ConnectContext, ConnectResult
+from wsfan.app import ConnectContext, ConnectResult
 
 __all__ = ["NAME_MAX", "ChatApp", "app", "clean_name"]
 

@@ -18,11 +18,10 @@ import signal
 import sys
 
 from tornado.web import Application, HTTPError, RequestHandler
-
-from server import build
-from server.app import ConnectContext, ConnectResult, ReplyError, SubscribeContext, SubscribeResult
-from server.config import load_settings
-from server.errors import ErrorCode
+from wsfan import build
+from wsfan.app import ConnectContext, ConnectResult, ReplyError, SubscribeContext, SubscribeResult
+from wsfan.config import load_settings
+from wsfan.errors import ErrorCode
 
 __all__ = ["CookieAuth", "LogIn", "main", "serve"]
 

@@ -14,17 +14,17 @@ __version__ = "0.1.0.dev0"
 __all__ = ["Server", "__version__", "build"]
 
 if TYPE_CHECKING:
-    from server.compose import build
-    from server.facade import Server
+    from .compose import build
+    from .facade import Server
 
 
 def __getattr__(name: str) -> Any:
     if name == "build":
-        from server.compose import build
+        from .compose import build
 
         return build
     if name == "Server":
-        from server.facade import Server
+        from .facade import Server
 
         return Server
-    raise AttributeError(f"module 'server' has no attribute {name!r}")
+    raise AttributeError(f"module 'wsfan' has no attribute {name!r}")

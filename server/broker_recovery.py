@@ -16,14 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from server.broker.base import Broker
-from server.config import Settings
-from server.errors import ErrorCode, ReplyError
-from server.protocol import StreamPosition
+from .broker.base import Broker
+from .config import Settings
+from .errors import ErrorCode, ReplyError
+from .protocol import StreamPosition
 
 if TYPE_CHECKING:
-    from server.channel_log import ChannelLog
-    from server.session import ChannelSubscriber
+    from .channel_log import ChannelLog
+    from .session import ChannelSubscriber
 
 __all__ = ["BrokerRecovery"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from server.broker.base import Broker
-from server.errors import ErrorCode, ReplyError
-from server.logs import Repeated
+from .broker.base import Broker
+from .errors import ErrorCode, ReplyError
+from .logs import Repeated
 
 __all__ = ["BrokerSubscriptions"]
 

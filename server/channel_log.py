@@ -29,14 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from server.broker.base import Broker, HistoryOptions, HistoryQuery, HistoryResult, LogState
-from server.config import ChannelOptions, PersistSettings, Settings
-from server.errors import ErrorCode, ReplyError
-from server.logs import Repeated
-from server.protocol import ClientInfo, Publication, StreamPosition
-from server.store.mongo import MongoStore
-from server.store.records import LogRecord, RetainedState
-from server.store.writer import LogWriter, WriterStats
+from .broker.base import Broker, HistoryOptions, HistoryQuery, HistoryResult, LogState
+from .config import ChannelOptions, PersistSettings, Settings
+from .errors import ErrorCode, ReplyError
+from .logs import Repeated
+from .protocol import ClientInfo, Publication, StreamPosition
+from .store.mongo import MongoStore
+from .store.records import LogRecord, RetainedState
+from .store.writer import LogWriter, WriterStats
 
 __all__ = ["BrokerRead", "ChannelLog", "LogOptions", "spill_dir"]
 

@@ -1,7 +1,7 @@
-"""Command line: `python run.py [--port N] [--workers N] [--config FILE] [--host H]`.
+"""Command line: `wsfan [serve] [--port N] [--workers N] [--config FILE] [--host H]`.
 
-`python run.py COMMAND ...` runs one of the tools in `COMMANDS` instead of the
-server (`python run.py COMMAND --help` for each one's options).
+`wsfan COMMAND ...` runs one of the tools in `COMMANDS` instead of the
+server (`wsfan COMMAND --help` for each one's options).
 
 Loads settings once, binds the port, attaches to embedded Valkey / SecantusDB
 when no URL is configured (starting them unless another run.py of the same
@@ -32,26 +32,27 @@ from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from server import gc_tuning, instances
-from server.app.layer import check_points
-from server.auth.tokens import TokenVerifier
-from server.broker.redis_cluster_check import check_cluster_settings
-from server.compose import build, proxy_hooks, python_hooks
-from server.config import ConfigError, Settings, load_settings
-from server.cpu_quota import usable_cpus
-from server.embedded import (
+from . import gc_tuning, instances
+from .app.layer import check_points
+from .auth.tokens import TokenVerifier
+from .broker.redis_cluster_check import check_cluster_settings
+from .compose import build, proxy_hooks, python_hooks
+from .config import ConfigError, Settings, load_settings
+from .cpu_quota import usable_cpus
+from .embedded import (
     EmbeddedServerError,
     EmbeddedSet,
     Fsync,
     is_embedded_url,
     start_embedded,
 )
-from server.facade import Server
-from server.logs import configure as configure_logging
-from server.loops import loop_factory
-from server.metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
-from server.node import Node
-from server.workers import run_workers
+from .facade import Server
+from .logs import configure as configure_logging
+from .loops import loop_factory
+from .metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
+from .node import Node
+from .prog import prog_name
+from .workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
 
@@ -62,18 +63,18 @@ EXIT_CONFIG = 2
 # name -> module with `main(argv: list[str]) -> int`; imported only when used so
 # the server does not load a tool's dependencies.
 COMMANDS: dict[str, str] = {
-    "apikey": "server.store.cli",
-    "loadtest": "server.loadtest.cli",
-    "publish": "server.api.cli",
-    "token": "server.auth.cli",
+    "apikey": "wsfan.store.cli",
+    "loadtest": "wsfan.loadtest.cli",
+    "publish": "wsfan.api.cli",
+    "token": "wsfan.auth.cli",
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="run.py",
+        prog=prog_name(),
         description="Run the wsfan server.",
-        epilog="tools: " + ", ".join(f"run.py {name} --help" for name in sorted(COMMANDS)),
+        epilog="tools: " + ", ".join(f"{prog_name(name)} --help" for name in sorted(COMMANDS)),
     )
     parser.add_argument("--config", type=Path, help="TOML file layered over config/default.toml")
     parser.add_argument("--host", help="address to listen on (server.host)")
@@ -282,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
         return run_command(argv[0], argv[1:])
+    if argv and argv[0] == "serve":  # `wsfan serve`; the bare form serves too
+        argv = argv[1:]
     args = parse_args(argv)
     try:
         settings = _settings(args)

@@ -34,9 +34,9 @@ from typing import Any
 
 import msgpack
 
-from server.broker.base import Broker
-from server.logs import Repeated
-from server.protocol import Encoding, encode
+from .broker.base import Broker
+from .logs import Repeated
+from .protocol import Encoding, encode
 
 __all__ = ["Cluster", "CommandHandler", "SurveyHandler"]
 

@@ -2,7 +2,7 @@
 
 `build(settings)` is what the command line runs (server/cli.py) and what an
 application embedding the server calls; it returns the public facade
-(`server.facade.Server`). `build_node` is its core: the node with its broker,
+(`wsfan.facade.Server`). `build_node` is its core: the node with its broker,
 presence, token verifier, metrics and cluster view, and the server API's cluster
 commands registered. Tests use it to hand in a broker or channel log of their own.
 
@@ -12,27 +12,27 @@ nor the web layer), and the layers above register with it here.
 
 from __future__ import annotations
 
-from server.api.cluster_commands import ClusterCommands
-from server.api.keys import ApiKeyChecker
-from server.app.channel_services import attach
-from server.app.hooks import HookPoint, Hooks
-from server.app.layer import AppLayer
-from server.app.proxy import ProxyHooks
-from server.app.python_hooks import PythonHooks, load_app
-from server.auth.tokens import TokenVerifier
-from server.broker import create_broker
-from server.broker.base import Broker, PresenceManager
-from server.broker.memory import MemoryBroker, MemoryPresence
-from server.channel_log import ChannelLog, spill_dir
-from server.cluster import Cluster
-from server.config import ConfigError, Settings
-from server.facade import Server
-from server.metrics import Metrics
-from server.node import Node
-from server.stats_channel import NodeStats
-from server.store.keys import KeyStore
-from server.store.mongo import MongoStore
-from server.web.health import Advisory, ReadinessCheck
+from .api.cluster_commands import ClusterCommands
+from .api.keys import ApiKeyChecker
+from .app.channel_services import attach
+from .app.hooks import HookPoint, Hooks
+from .app.layer import AppLayer
+from .app.proxy import ProxyHooks
+from .app.python_hooks import PythonHooks, load_app
+from .auth.tokens import TokenVerifier
+from .broker import create_broker
+from .broker.base import Broker, PresenceManager
+from .broker.memory import MemoryBroker, MemoryPresence
+from .channel_log import ChannelLog, spill_dir
+from .cluster import Cluster
+from .config import ConfigError, Settings
+from .facade import Server
+from .metrics import Metrics
+from .node import Node
+from .stats_channel import NodeStats
+from .store.keys import KeyStore
+from .store.mongo import MongoStore
+from .web.health import Advisory, ReadinessCheck
 
 __all__ = [
     "READINESS_TIMEOUT",
@@ -135,7 +135,7 @@ def build(settings: Settings, app: object | None = None) -> Server:
     """One server instance, not started: the node, its stats channel and, when
     `mongo.url` is set, the MongoDB store with the channel log and stored API keys.
 
-    `app` is the application object whose methods are hooks (server.app); without
+    `app` is the application object whose methods are hooks (wsfan.app); without
     it, `[app] handlers` names one. It is kept on the facade as `Server.app`.
     ConfigError: see `build_node`.
     """

@@ -1,4 +1,4 @@
-"""The server as an application embedding it sees it: `Server`, made by `server.build`.
+"""The server as an application embedding it sees it: `Server`, made by `wsfan.build`.
 
     server = build(settings)
     await server.start()
@@ -11,7 +11,7 @@
 
 Every method is a coroutine safe to call from the server's event loop once
 `start` returned (or a plain method where marked so). Failures are
-`server.errors.ReplyError`, with the codes the client protocol and the server
+`wsfan.errors.ReplyError`, with the codes the client protocol and the server
 API use: 102 unknown namespace, 106 limit exceeded, 107 bad request, 108 not
 available in this namespace, 100 the broker (or MongoDB) is unreachable.
 Commands aimed at users reach every node sharing the broker.
@@ -27,22 +27,22 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from server.api.cluster_commands import ClusterCommands
-from server.api.keys import ApiKeyChecker
-from server.api.pattern import compile_pattern
-from server.broker.base import HistoryResult, PresenceStats
-from server.errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
-from server.node import Node
-from server.protocol import ClientInfo, HistoryRequest, StreamPosition
-from server.web.app import make_app
-from server.web.health import ReadinessCheck
-from server.web.mount import Route, make_endpoint, mounted_endpoints, server_routes
-from server.web.upgrade import MAX_PLAIN_BODY, Listener, make_server
+from .api.cluster_commands import ClusterCommands
+from .api.keys import ApiKeyChecker
+from .api.pattern import compile_pattern
+from .broker.base import HistoryResult, PresenceStats
+from .errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
+from .node import Node
+from .protocol import ClientInfo, HistoryRequest, StreamPosition
+from .web.app import make_app
+from .web.health import ReadinessCheck
+from .web.mount import Route, make_endpoint, mounted_endpoints, server_routes
+from .web.upgrade import MAX_PLAIN_BODY, Listener, make_server
 
 if TYPE_CHECKING:
-    from server.config import Settings
-    from server.stats_channel import NodeStats
-    from server.store.mongo import MongoStore
+    from .config import Settings
+    from .stats_channel import NodeStats
+    from .store.mongo import MongoStore
 
 __all__ = ["APP_MAX_BODY", "Server"]
 

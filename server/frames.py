@@ -16,9 +16,9 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 
-from server.errors import CloseCode, valid_close_code
-from server.protocol import Encoding, join_frame
-from server.transport import Frame
+from .errors import CloseCode, valid_close_code
+from .protocol import Encoding, join_frame
+from .transport import Frame
 
 __all__ = [
     "BINARY",

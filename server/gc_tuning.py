@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 
-from server.config import ServerSettings
+from .config import ServerSettings
 
 __all__ = ["tune"]
 

@@ -28,8 +28,8 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from server.protocol import ClientInfo, Encoding, Publication, encode, push
-from server.transport import Frame, Variant
+from .protocol import ClientInfo, Encoding, Publication, encode, push
+from .transport import Frame, Variant
 
 __all__ = ["BIG_FLUSH", "ChannelListener", "Connection", "Hub", "Outlet", "Subscriber"]
 

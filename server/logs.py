@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from server.config import LogSettings
-from server.errors import ErrorCode, ReplyError
+from .config import LogSettings
+from .errors import ErrorCode, ReplyError
 
 __all__ = ["CONTEXT_FIELDS", "JsonFormatter", "Repeated", "configure", "temporary_failure"]
 

@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if TYPE_CHECKING:
-    from server.node import Node
+    from .node import Node
 
 __all__ = [
     "CONTENT_TYPE",

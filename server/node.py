@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from server import __version__
-from server.broker.base import (
+from . import __version__
+from .broker.base import (
     Broker,
     Fence,
     HistoryOptions,
@@ -28,32 +28,32 @@ from server.broker.base import (
     PresenceManager,
     PresenceStats,
 )
-from server.broker_recovery import BrokerRecovery
-from server.broker_subscriptions import BrokerSubscriptions
-from server.config import ChannelOptions, Settings
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
-from server.hub import Hub
-from server.logs import Repeated, temporary_failure
-from server.positions import SharedPositions
-from server.protocol import (
+from .broker_recovery import BrokerRecovery
+from .broker_subscriptions import BrokerSubscriptions
+from .config import ChannelOptions, Settings
+from .errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from .hub import Hub
+from .logs import Repeated, temporary_failure
+from .positions import SharedPositions
+from .protocol import (
     ClientInfo,
     HistoryRequest,
     Publication,
     StreamPosition,
     validate_channel,
 )
-from server.replies import ReplyBounds
+from .replies import ReplyBounds
 
 if TYPE_CHECKING:
-    from server.app.layer import AppLayer
-    from server.auth.tokens import TokenVerifier
-    from server.broker.user_leases import UserLeases
-    from server.channel_log import ChannelLog
-    from server.cluster import Cluster
-    from server.hub import Outlet
-    from server.metrics import Metrics
-    from server.session import ChannelSubscriber, ClientSession
-    from server.session.port import SendHandler
+    from .app.layer import AppLayer
+    from .auth.tokens import TokenVerifier
+    from .broker.user_leases import UserLeases
+    from .channel_log import ChannelLog
+    from .cluster import Cluster
+    from .hub import Outlet
+    from .metrics import Metrics
+    from .session import ChannelSubscriber, ClientSession
+    from .session.port import SendHandler
 
 __all__ = ["Node", "PublicationObserver"]
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from server.protocol import StreamPosition
+from .protocol import StreamPosition
 
 __all__ = ["SharedPositions"]
 

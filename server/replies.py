@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from server.broker.base import HistoryQuery, HistoryResult
-from server.errors import ErrorCode, ReplyError
-from server.protocol import (
+from .broker.base import HistoryQuery, HistoryResult
+from .errors import ErrorCode, ReplyError
+from .protocol import (
     Encoded,
     Encoding,
     Publication,

@@ -26,11 +26,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from server.logs import Repeated
-from server.protocol import Publication
+from .logs import Repeated
+from .protocol import Publication
 
 if TYPE_CHECKING:
-    from server.node import Node
+    from .node import Node
 
 __all__ = ["NodeStats"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from server.protocol import Encoding
+from .protocol import Encoding
 
 __all__ = ["Frame", "Framing", "Handshake", "Headers", "Transport", "Variant", "variant"]
 

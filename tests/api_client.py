@@ -11,8 +11,8 @@ from typing import Any
 
 import msgpack
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from wsfan.api.keys import DEVELOPMENT_KEY
 
-from server.api.keys import DEVELOPMENT_KEY
 from tests.conftest import TIMEOUT_SCALE
 
 

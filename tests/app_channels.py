@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.frames import WEBSOCKET
-from server.protocol import Encoding, Publication
-from server.transport import Frame, variant
+from wsfan.frames import WEBSOCKET
+from wsfan.protocol import Encoding, Publication
+from wsfan.transport import Frame, variant
+
 from tests.conftest import TIMEOUT_SCALE
 
 __all__ = ["Events", "Subscriber", "wait_until"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from server.app import ConnectContext, ConnectResult, ReplyError
-from server.app.layer import AppLayer
-from server.app.python_hooks import PythonHooks
-from server.errors import ErrorCode
-from server.node import Node
+from wsfan.app import ConnectContext, ConnectResult, ReplyError
+from wsfan.app.layer import AppLayer
+from wsfan.app.python_hooks import PythonHooks
+from wsfan.errors import ErrorCode
+from wsfan.node import Node
 
 __all__ = ["NOT_AN_APP", "CookieApp", "NeedsArguments", "install"]
 

@@ -17,10 +17,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.app.channel_services import attach
-from server.compose import build_node
-from server.config import Settings, load_settings
-from server.protocol import Publication
+from wsfan.app.channel_services import attach
+from wsfan.compose import build_node
+from wsfan.config import Settings, load_settings
+from wsfan.protocol import Publication
+
 from tests.app_channels import Subscriber
 
 APP = {

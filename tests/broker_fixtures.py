@@ -14,13 +14,13 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import Broker, PresenceManager
+from wsfan.broker.memory import MemoryBroker, MemoryPresence
+from wsfan.broker.redis import RedisBroker, RedisPresence, redis_client
+from wsfan.broker.redis_cluster import RedisClusterBroker, cluster_client
+from wsfan.broker.sharded import ShardedBroker, ShardedPresence
+from wsfan.protocol import ClientInfo, Publication
 
-from server.broker.base import Broker, PresenceManager
-from server.broker.memory import MemoryBroker, MemoryPresence
-from server.broker.redis import RedisBroker, RedisPresence, redis_client
-from server.broker.redis_cluster import RedisClusterBroker, cluster_client
-from server.broker.sharded import ShardedBroker, ShardedPresence
-from server.protocol import ClientInfo, Publication
 from tests.conftest import TIMEOUT_SCALE
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import msgpack
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
-
-from server.protocol import Encoding
+from wsfan.protocol import Encoding
 
 
 class ProtoClient:

@@ -19,14 +19,14 @@ import pytest
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.web import Application
+from wsfan.compose import build_node
+from wsfan.config import Settings, load_settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.web.app import make_app
+from wsfan.web.endpoint import close_websockets
+from wsfan.web.upgrade import Listener
 
-from server.compose import build_node
-from server.config import Settings, load_settings
-from server.node import Node
-from server.protocol import Encoding
-from server.web.app import make_app
-from server.web.endpoint import close_websockets
-from server.web.upgrade import Listener
 from tests.client import ProtoClient
 
 pytest_plugins = [

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
-
-from server.embedded import EmbeddedSecantus, EmbeddedServer, EmbeddedValkey
-from server.store.mongo import MongoStore
+from wsfan.embedded import EmbeddedSecantus, EmbeddedServer, EmbeddedValkey
+from wsfan.store.mongo import MongoStore
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,9 @@ from centrifuge import (
     UnsubscribedContext,
 )
 from redis.crc import key_slot
+from wsfan.broker.redis_keys import pubsub_channel
+from wsfan.embedded import EmbeddedSecantus, EmbeddedValkey
 
-from server.broker.redis_keys import pubsub_channel
-from server.embedded import EmbeddedSecantus, EmbeddedValkey
 from tests.conftest import TIMEOUT_SCALE
 from tests.fault_check import API_KEY, CHANNEL, Acked, FaultReport, Received, check
 from tests.processes import Server, clean_env, running

@@ -14,7 +14,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.embedded import free_port
+from wsfan.embedded import free_port
+
 from tests.conftest import TIMEOUT_SCALE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def still_running(pids: Mapping[str, int], timeout: float = SIGTERM_TIMEOUT) -> 
 def kill_embedded(var: Path) -> None:
     """Cleanup after a test: SIGKILL every keeper and server still running in `var`'s
     embedded directories (recognised by /proc/PID/cwd, so only ours)."""
-    from server.embedded.procs import running_in
+    from wsfan.embedded.procs import running_in
 
     for kind in EMBEDDED_KINDS:
         if (var / kind).is_dir():
@@ -219,7 +220,7 @@ def kill_embedded(var: Path) -> None:
 def stays_running(pids: Mapping[str, int], polls: int = 5) -> list[str]:
     """Watch `pids` for several keeper polls (a keeper that is going to stop its server
     has decided by then); the names of those that stopped."""
-    from server.embedded.keeper import POLL
+    from wsfan.embedded.keeper import POLL
 
     deadline = time.monotonic() + polls * POLL * TIMEOUT_SCALE
     while time.monotonic() < deadline:

@@ -9,8 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from tornado.ioloop import IOLoop
-
-from server.app.hooks import (
+from wsfan.app.hooks import (
     Client,
     ConnectContext,
     PublishContext,
@@ -19,8 +18,9 @@ from server.app.hooks import (
     SubRefreshContext,
     SubscribeContext,
 )
-from server.app.proxy import ProxyHooks
-from server.config import load_settings
+from wsfan.app.proxy import ProxyHooks
+from wsfan.config import load_settings
+
 from tests.conftest import TIMEOUT_SCALE
 from tests.proxy_backend import ProxyBackend
 

@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
+from wsfan.config import Settings
+from wsfan.web.endpoint import close_websockets
+from wsfan.web.upgrade import make_server
 
-from server.config import Settings
-from server.web.endpoint import close_websockets
-from server.web.upgrade import make_server
 from tests.conftest import TIMEOUT_SCALE
 
 __all__ = [
@@ -50,7 +50,7 @@ UNIDIRECTIONAL = ("uni_sse", "uni_http_stream", "uni_websocket")
 
 
 def serving_as_run_py(app: Application, settings: Settings, io_loop: IOLoop) -> Iterator[int]:
-    """`app` on a free port as run.py serves it (server.web.upgrade.make_server:
+    """`app` on a free port as run.py serves it (wsfan.web.upgrade.make_server:
     X- headers read from trusted proxies, no body read for a route that does not
     ask for one); yields the port, for a fixture to yield from."""
     sock, port = bind_unused_port()

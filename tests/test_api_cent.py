@@ -18,9 +18,9 @@ from typing import Any
 
 import cent
 import pytest
+from wsfan.embedded import free_port
+from wsfan.protocol import Encoding
 
-from server.embedded import free_port
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import RUN, Server, clean_env, run_to_exit, running

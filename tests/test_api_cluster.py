@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 import pytest
+from wsfan.cluster import ANNOUNCE
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding, encode
 
-from server.cluster import ANNOUNCE
-from server.compose import build_node
-from server.config import Settings
-from server.node import Node
-from server.protocol import Encoding, encode
 from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE, broker_settings
 from tests.two_nodes import Instance, eventually
 

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import pytest
-
-from server.api.cluster_commands import COMMANDS, ClusterCommands
-from server.node import Node
+from wsfan.api.cluster_commands import COMMANDS, ClusterCommands
+from wsfan.node import Node
 
 
 @pytest.mark.gen_test

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from server.api.executor import METHODS, ApiExecutor
-from server.compose import build_node
-from server.config import load_settings
-from server.errors import ErrorCode, ReplyError
+from wsfan.api.executor import METHODS, ApiExecutor
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.errors import ErrorCode, ReplyError
 
 FUZZ = settings(
     max_examples=100,

@@ -14,10 +14,10 @@ import msgpack
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
+from wsfan.api.keys import DEVELOPMENT_KEY, ApiKeyChecker
+from wsfan.node import Node
+from wsfan.web.app import make_app
 
-from server.api.keys import DEVELOPMENT_KEY, ApiKeyChecker
-from server.node import Node
-from server.web.app import make_app
 from tests.api_client import ApiCaller
 
 SMALL_LIMIT = 256

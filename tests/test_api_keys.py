@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from server.api.keys import DEVELOPMENT_KEY, ApiKeyChecker
+from wsfan.api.keys import DEVELOPMENT_KEY, ApiKeyChecker
 
 
 @pytest.mark.gen_test
@@ -64,7 +63,7 @@ async def test_a_failing_lookup_raises() -> None:
 
 
 def test_the_development_key_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="server.api.keys"):
+    with caplog.at_level(logging.WARNING, logger="wsfan.api.keys"):
         ApiKeyChecker([DEVELOPMENT_KEY])
     assert "development key" in caplog.text
     assert DEVELOPMENT_KEY not in caplog.text

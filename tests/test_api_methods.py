@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.api_client import ApiCaller
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE, Opener

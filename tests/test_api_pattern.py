@@ -8,8 +8,8 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsfan.api.pattern import MAX_NESTING, MAX_PATTERN_LENGTH, compile_pattern
 
-from server.api.pattern import MAX_NESTING, MAX_PATTERN_LENGTH, compile_pattern
 from tests.conftest import TIMEOUT_SCALE
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from server.api.requests import (
+from wsfan.api.requests import (
     MAX_INTEGER,
     BatchRequest,
     BroadcastRequest,
@@ -19,8 +18,8 @@ from server.api.requests import (
     UnsubscribeRequest,
     parse,
 )
-from server.errors import ErrorCode, ReplyError
-from server.protocol import StreamPosition
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import StreamPosition
 
 LIMITS = Limits(max_data_depth=8, max_broadcast_channels=3, max_batch_commands=2)
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.web import Application
+from wsfan.api.keys import ApiKeyChecker
+from wsfan.node import Node
+from wsfan.store.keys import KeyStore
+from wsfan.store.mongo import MongoStore
+from wsfan.web.app import make_app
 
-from server.api.keys import ApiKeyChecker
-from server.node import Node
-from server.store.keys import KeyStore
-from server.store.mongo import MongoStore
-from server.web.app import make_app
 from tests.api_client import ApiCaller
 from tests.processes import clean_env, run_to_exit, running
 

@@ -6,8 +6,8 @@ import hashlib
 import json
 
 import pytest
+from wsfan.store.keys import KeyStore, parse_key
 
-from server.store.keys import KeyStore, parse_key
 from tests.processes import clean_env, run_to_exit
 
 

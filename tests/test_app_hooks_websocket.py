@@ -15,20 +15,20 @@ from centrifuge import SubscriptionState
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from tornado.web import Application
-
-from server.app import (
+from wsfan.app import (
     ConnectContext,
     ConnectResult,
     ReplyError,
     SubscribeContext,
     SubscribeResult,
 )
-from server.errors import ErrorCode
-from server.node import Node
-from server.protocol import Encoding
-from server.web.app import make_app
-from server.web.endpoint import endpoint_of
-from server.web.websocket import close_websockets
+from wsfan.errors import ErrorCode
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.web.app import make_app
+from wsfan.web.endpoint import endpoint_of
+from wsfan.web.websocket import close_websockets
+
 from tests.app_hooks import install
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE

@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 import pytest
-
-from server.app import (
+from wsfan.app import (
     Client,
     ConnectContext,
     ConnectResult,
@@ -22,11 +21,12 @@ from server.app import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.layer import AppLayer, running_hook
-from server.app.python_hooks import PythonHooks
-from server.config import ChannelOptions, ConfigError, Settings, load_settings
-from server.errors import ErrorCode
-from server.metrics import Metrics
+from wsfan.app.layer import AppLayer, running_hook
+from wsfan.app.python_hooks import PythonHooks
+from wsfan.config import ChannelOptions, ConfigError, Settings, load_settings
+from wsfan.errors import ErrorCode
+from wsfan.metrics import Metrics
+
 from tests.conftest import TIMEOUT_SCALE
 
 CLIENT = Client("c1", "alice", "websocket", "json")
@@ -79,7 +79,7 @@ def failures(layer: AppLayer, point: str, implementation: str = "python") -> flo
 
 
 def hook_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "server.app.layer"]
+    return [r.getMessage() for r in caplog.records if r.name == "wsfan.app.layer"]
 
 
 # Which implementation answers ---------------------------------------------------------

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.app.channel_services import ChannelServices, attach
+from wsfan.broker.redis import RedisBroker
+from wsfan.compose import build_node
+from wsfan.config import ConfigError, Settings, load_settings
+from wsfan.embedded import EmbeddedServer
+from wsfan.node import Node
 
-from server.app.channel_services import ChannelServices, attach
-from server.broker.redis import RedisBroker
-from server.compose import build_node
-from server.config import ConfigError, Settings, load_settings
-from server.embedded import EmbeddedServer
-from server.node import Node
 from tests.app_channels import Events, Subscriber, wait_until
 
 FAST = {

@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from wsfan.app.channel_services import ChannelServices, attach
+from wsfan.compose import build_node
+from wsfan.node import Node
 
-from server.app.channel_services import ChannelServices, attach
-from server.compose import build_node
-from server.node import Node
 from tests.app_channels import Events, Subscriber, wait_until
 from tests.app_instance import APP, PERIOD, counter, settings_for
 from tests.conftest import TIMEOUT_SCALE

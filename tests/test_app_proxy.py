@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
-
-from server.app.hooks import (
+from wsfan.app.hooks import (
     ConnectResult,
     HookPoint,
     PublishContext,
@@ -23,9 +22,10 @@ from server.app.hooks import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.proxy import ProxyHooks
-from server.config import load_settings
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from wsfan.app.proxy import ProxyHooks
+from wsfan.config import load_settings
+from wsfan.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+
 from tests.proxy_backend import POINTS, ProxyBackend
 from tests.proxy_calls import (
     ALICE,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.app.proxy_client import ProxyClient, ProxyError
 
-from server.app.proxy_client import ProxyClient, ProxyError
 from tests.conftest import TIMEOUT_SCALE
 from tests.proxy_backend import Answer, ProxyBackend, down_url, self_signed, server_tls, until
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.app.proxy import ProxyError
+from wsfan.protocol import DEFAULT_MAX_DATA_DEPTH
 
-from server.app.proxy import ProxyError
-from server.protocol import DEFAULT_MAX_DATA_DEPTH
 from tests.conftest import TIMEOUT_SCALE
 from tests.proxy_backend import POINTS, ProxyBackend, down_url
 from tests.proxy_calls import MakeHooks, ask, hooks_maker, nested, serve_backend

@@ -14,13 +14,13 @@ import pytest
 from centrifuge import Client as SDKClient
 from centrifuge import SubscriptionState
 from tornado.ioloop import IOLoop
+from wsfan.app.layer import AppLayer
+from wsfan.app.proxy import ProxyHooks
+from wsfan.compose import proxy_hooks
+from wsfan.config import ConfigError, load_settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.app.layer import AppLayer
-from server.app.proxy import ProxyHooks
-from server.compose import proxy_hooks
-from server.config import ConfigError, load_settings
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import config_exit

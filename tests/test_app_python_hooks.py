@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from server.app import (
+from wsfan.app import (
     ConnectContext,
     ConnectResult,
     HookPoint,
@@ -13,9 +12,10 @@ from server.app import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.python_hooks import PythonHooks, load_app
-from server.compose import build_node
-from server.config import ConfigError, load_settings
+from wsfan.app.python_hooks import PythonHooks, load_app
+from wsfan.compose import build_node
+from wsfan.config import ConfigError, load_settings
+
 from tests.app_hooks import CookieApp
 
 

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.app.channel_services import ChannelServices, attach
+from wsfan.app.sources import LEASE_NAME
+from wsfan.broker.base import HistoryQuery
+from wsfan.broker.memory import MemoryBroker
+from wsfan.broker.redis import RedisBroker
+from wsfan.broker.redis_leases import lease_key
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.node import Node
+from wsfan.protocol import Publication
 
-from server.app.channel_services import ChannelServices, attach
-from server.app.sources import LEASE_NAME
-from server.broker.base import HistoryQuery
-from server.broker.memory import MemoryBroker
-from server.broker.redis import RedisBroker
-from server.broker.redis_leases import lease_key
-from server.compose import build_node
-from server.config import Settings
-from server.node import Node
-from server.protocol import Publication
 from tests.app_channels import Subscriber, wait_until
 from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE
 

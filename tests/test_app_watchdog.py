@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
+from wsfan.app import RPCContext, RPCResult
+from wsfan.app.watchdog import LoopWatchdog
+from wsfan.compose import build_node
+from wsfan.config import load_settings
 
-from server.app import RPCContext, RPCResult
-from server.app.watchdog import LoopWatchdog
-from server.compose import build_node
-from server.config import load_settings
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages, new_session
 
@@ -20,7 +20,7 @@ HOLD = 0.3  # well past the threshold, however loaded the machine
 
 
 def stall_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "server.app.watchdog"]
+    return [r.getMessage() for r in caplog.records if r.name == "wsfan.app.watchdog"]
 
 
 async def until_logged(caplog: pytest.LogCaptureFixture, ending: str) -> list[str]:

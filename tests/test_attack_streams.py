@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from wsfan.node import Node
 
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 from tests.streams_client import TIMEOUT, Clients, Stream, UniWebSocket

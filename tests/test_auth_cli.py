@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from wsfan.auth.cli import main
+from wsfan.auth.tokens import TokenVerifier
+from wsfan.config import load_settings
 
-from server.auth.cli import main
-from server.auth.tokens import TokenVerifier
-from server.config import load_settings
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, config_exit, run_to_exit, running
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import jwt
 import pytest
+from wsfan.auth.cli import mint
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.auth.cli import mint
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 

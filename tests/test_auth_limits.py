@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from wsfan.auth.cli import mint
+from wsfan.auth.limits import AddressRates, CommandLimiter, ConnectionCounter, Verdict
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.auth.cli import mint
-from server.auth.limits import AddressRates, CommandLimiter, ConnectionCounter, Verdict
-from server.node import Node
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
 # config/default.toml has presence and join/leave off outside namespaces; the tests

@@ -6,9 +6,9 @@ import logging
 
 import jwt
 import pytest
+from wsfan.auth.cli import mint
+from wsfan.protocol import Encoding
 
-from server.auth.cli import mint
-from server.protocol import Encoding
 from tests.client import ProtoClient
 
 SECRET = "configured-SECRET-value-0123456789-abcdefghij"

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wsfan.embedded import free_port
+from wsfan.loadtest import Options, run_async
 
-from server.embedded import free_port
-from server.loadtest import Options, run_async
 from tests.conftest import TIMEOUT_SCALE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import HistoryOptions
+from wsfan.broker.redis_cluster import RedisClusterBroker, SlotNotServed, cluster_client
+from wsfan.broker.redis_cluster_check import ClusterConfigError
+from wsfan.broker.redis_keys import pubsub_channel
+from wsfan.broker.redis_pubsub import RedisUnavailable
 
-from server.broker.base import HistoryOptions
-from server.broker.redis_cluster import RedisClusterBroker, SlotNotServed, cluster_client
-from server.broker.redis_cluster_check import ClusterConfigError
-from server.broker.redis_keys import pubsub_channel
-from server.broker.redis_pubsub import RedisUnavailable
 from tests.broker_fixtures import RecordingHandler
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, run_to_exit, running
@@ -168,9 +168,9 @@ async def test_control_messages_reach_both_brokers_on_the_cluster(
 async def test_presence_leases_and_occupancy_answer_on_the_cluster(
     broker: RedisClusterBroker,
 ):
-    from server.broker.occupancy import OCCUPIED, Op, Timing
-    from server.broker.redis_presence import RedisPresence
-    from server.protocol import ClientInfo
+    from wsfan.broker.occupancy import OCCUPIED, Op, Timing
+    from wsfan.broker.redis_presence import RedisPresence
+    from wsfan.protocol import ClientInfo
 
     presence = RedisPresence(broker.client, broker.prefix)
     occupancy, leases = broker.channel_stores()
@@ -354,8 +354,8 @@ async def test_a_burst_past_max_connections_waits_for_a_connection_instead_of_fa
     cluster_url: str,  # noqa: F811 - the fixture
     redis_prefix: str,
 ):
-    from server.broker.redis_presence import RedisPresence
-    from server.protocol import ClientInfo
+    from wsfan.broker.redis_presence import RedisPresence
+    from wsfan.protocol import ClientInfo
 
     client = cluster_client(cluster_url, max_connections=4)
     broker = RedisClusterBroker(client, redis_prefix, url=cluster_url)

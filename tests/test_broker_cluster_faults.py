@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import Broker, HistoryOptions, HistoryQuery
+from wsfan.broker.redis_cluster import RedisClusterBroker, cluster_client
+from wsfan.broker.redis_keys import pubsub_channel
+from wsfan.protocol import Publication, StreamPosition
 
-from server.broker.base import Broker, HistoryOptions, HistoryQuery
-from server.broker.redis_cluster import RedisClusterBroker, cluster_client
-from server.broker.redis_keys import pubsub_channel
-from server.protocol import Publication, StreamPosition
 from tests.broker_fixtures import RecordingHandler
 from tests.conftest import TIMEOUT_SCALE
 from tests.faults import run_scenario

@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from server.broker.base import (
+from wsfan.broker.base import (
     Broker,
     HistoryOptions,
     HistoryQuery,
     PresenceManager,
     PresenceStats,
 )
-from server.broker.memory import MemoryPresence
-from server.errors import ErrorCode, ReplyError
-from server.protocol import ClientInfo, Publication, StreamPosition
+from wsfan.broker.memory import MemoryPresence
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import ClientInfo, Publication, StreamPosition
+
 from tests.broker_fixtures import Clock, RecordingHandler
 
 KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)

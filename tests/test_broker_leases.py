@@ -5,10 +5,10 @@ Valkey, client-side shards, a Redis Cluster)."""
 from __future__ import annotations
 
 import pytest
+from wsfan.broker.base import FENCED, Broker, Fence, HistoryOptions, HistoryQuery
+from wsfan.broker.leases import Leases
+from wsfan.errors import ErrorCode, ReplyError
 
-from server.broker.base import FENCED, Broker, Fence, HistoryOptions, HistoryQuery
-from server.broker.leases import Leases
-from server.errors import ErrorCode, ReplyError
 from tests.broker_fixtures import Clock, RecordingHandler
 
 KEEP = HistoryOptions(size=10, ttl=60.0, meta_ttl=3600.0)

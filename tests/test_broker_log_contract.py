@@ -9,10 +9,10 @@ client-side shards and a Redis Cluster.
 from __future__ import annotations
 
 import pytest
+from wsfan.broker.base import Broker, HistoryOptions, HistoryQuery, LogState
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import StreamPosition
 
-from server.broker.base import Broker, HistoryOptions, HistoryQuery, LogState
-from server.errors import ErrorCode, ReplyError
-from server.protocol import StreamPosition
 from tests.broker_fixtures import Clock
 from tests.test_broker_contract import offsets, publish_n
 

@@ -5,9 +5,8 @@ clock fixture really waits, so the timings here are short)."""
 from __future__ import annotations
 
 import pytest
-
-from server.broker.base import Broker
-from server.broker.occupancy import (
+from wsfan.broker.base import Broker
+from wsfan.broker.occupancy import (
     NOTHING,
     OCCUPIED,
     VACATED,
@@ -16,6 +15,7 @@ from server.broker.occupancy import (
     Op,
     Timing,
 )
+
 from tests.broker_fixtures import Clock
 
 TIMING = Timing(member_ttl=0.4, vacate_delay=0.2, claim_ttl=0.8)

@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from wsfan.broker.memory import MemoryBroker
+from wsfan.broker_recovery import BrokerRecovery
+from wsfan.config import load_settings
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import StreamPosition
 
-from server.broker.memory import MemoryBroker
-from server.broker_recovery import BrokerRecovery
-from server.config import load_settings
-from server.errors import ErrorCode, ReplyError
-from server.protocol import StreamPosition
 from tests.conftest import TIMEOUT_SCALE
 
 

@@ -10,11 +10,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import HistoryOptions, HistoryQuery
+from wsfan.broker.redis import RedisBroker, RedisRestarted, RestartWatch, redis_client
+from wsfan.broker.redis_pubsub import PubSubConnection
+from wsfan.embedded import EmbeddedServer
 
-from server.broker.base import HistoryOptions, HistoryQuery
-from server.broker.redis import RedisBroker, RedisRestarted, RestartWatch, redis_client
-from server.broker.redis_pubsub import PubSubConnection
-from server.embedded import EmbeddedServer
 from tests.broker_fixtures import RecordingHandler
 
 KEEP = HistoryOptions(size=3, ttl=60.0, meta_ttl=3600.0)
@@ -154,7 +154,7 @@ async def test_starting_on_a_redis_that_may_evict_keys_warns_once(
 ):
     await inspector.config_set("maxmemory-policy", "allkeys-lru")
     instance = RedisBroker(redis_client(embedded_redis.url), "rb")
-    with caplog.at_level("WARNING", logger="server.broker.redis"):
+    with caplog.at_level("WARNING", logger="wsfan.broker.redis"):
         await instance.start(RecordingHandler())
     await instance.close()
     warnings = [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]
@@ -166,7 +166,7 @@ async def test_starting_on_a_redis_that_never_evicts_says_nothing(
     embedded_redis: EmbeddedServer, caplog: pytest.LogCaptureFixture
 ):
     instance = RedisBroker(redis_client(embedded_redis.url), "rb")
-    with caplog.at_level("WARNING", logger="server.broker.redis"):
+    with caplog.at_level("WARNING", logger="wsfan.broker.redis"):
         await instance.start(RecordingHandler())
     await instance.close()
     assert not [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from redis.crc import key_slot
-
-from server.broker.redis_keys import channel_key, escape, pubsub_channel, untag
+from wsfan.broker.redis_keys import channel_key, escape, pubsub_channel, untag
 
 
 @pytest.mark.parametrize("channel", ["news", "a}b", "{x}", "%7B", "50%", "}{", ""])

@@ -14,12 +14,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import HistoryOptions, HistoryQuery
+from wsfan.broker.redis import RedisBroker, redis_client
+from wsfan.broker.sharded import ShardedBroker, jump_hash, shard_label, shard_of
+from wsfan.embedded import EmbeddedValkey
+from wsfan.errors import ErrorCode, ReplyError
 
-from server.broker.base import HistoryOptions, HistoryQuery
-from server.broker.redis import RedisBroker, redis_client
-from server.broker.sharded import ShardedBroker, jump_hash, shard_label, shard_of
-from server.embedded import EmbeddedValkey
-from server.errors import ErrorCode, ReplyError
 from tests.broker_fixtures import RecordingHandler
 from tests.conftest import TIMEOUT_SCALE
 

@@ -8,11 +8,10 @@ import logging
 from collections.abc import Sequence
 
 import pytest
-
-from server.broker.memory import MemoryBroker
-from server.broker_subscriptions import BrokerSubscriptions
-from server.errors import ErrorCode, ReplyError
-from server.logs import Repeated
+from wsfan.broker.memory import MemoryBroker
+from wsfan.broker_subscriptions import BrokerSubscriptions
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.logs import Repeated
 
 
 class CountingBroker(MemoryBroker):

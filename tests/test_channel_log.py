@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import HistoryQuery
+from wsfan.channel_log import ChannelLog
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.embedded import free_port
+from wsfan.node import Node
+from wsfan.protocol import Encoding, StreamPosition
+from wsfan.store.mongo import MongoStore
 
-from server.broker.base import HistoryQuery
-from server.channel_log import ChannelLog
-from server.compose import build_node
-from server.config import Settings
-from server.embedded import free_port
-from server.node import Node
-from server.protocol import Encoding, StreamPosition
-from server.store.mongo import MongoStore
 from tests.api_client import ApiCaller
 
 LOG = {"history_size": 3, "persist": True, "allow_anonymous": True, "allow_publish": True}

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.broker.base import HistoryQuery
+from wsfan.channel_log import ChannelLog
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.embedded import EmbeddedServer
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.node import Node
+from wsfan.protocol import StreamPosition
+from wsfan.store.mongo import MongoStore
+from wsfan.store.records import LogRecord
+from wsfan.store.writer import LogWriter
 
-from server.broker.base import HistoryQuery
-from server.channel_log import ChannelLog
-from server.compose import build_node
-from server.config import Settings
-from server.embedded import EmbeddedServer
-from server.errors import ErrorCode, ReplyError
-from server.node import Node
-from server.protocol import StreamPosition
-from server.store.mongo import MongoStore
-from server.store.records import LogRecord
-from server.store.writer import LogWriter
 from tests.conftest import TIMEOUT_SCALE
 
 LOG = {"history_size": 3, "persist": True, "allow_anonymous": True, "allow_publish": True}

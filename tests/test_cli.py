@@ -8,10 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from wsfan.cli import _settings, fsync_policy, parse_args
+from wsfan.config import load_settings
+from wsfan.embedded import free_port
 
-from server.cli import _settings, fsync_policy, parse_args
-from server.config import load_settings
-from server.embedded import free_port
 from tests.processes import (
     Server,
     alive,

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from wsfan.embedded import free_port
+from wsfan.instances import SERVERS, find, register
 
-from server.embedded import free_port
-from server.instances import SERVERS, find, register
 from tests.processes import SIGTERM_TIMEOUT, clean_env, run_to_exit, running
 
 KEY = "publish-test-key"

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.compose import build_node
-from server.config import load_settings
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import Server, alive, clean_env, running

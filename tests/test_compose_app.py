@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from wsfan.compose import build_node
+from wsfan.config import ConfigError, Settings
+from wsfan.protocol import Publication
 
-from server.compose import build_node
-from server.config import ConfigError, Settings
-from server.protocol import Publication
 from tests.app_channels import Subscriber, wait_until
 
 NAMESPACES = {"ticker": {"history_size": 10}}

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from server.config import DEFAULT_CONFIG, ChannelOptions, ConfigError, Settings, load_settings
+from wsfan.config import DEFAULT_CONFIG, ChannelOptions, ConfigError, Settings, load_settings
 
 PRODUCTION_EXAMPLE = DEFAULT_CONFIG.parent / "production.example.toml"
 

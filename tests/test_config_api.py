@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from server.api.keys import DEVELOPMENT_KEY
-from server.config import ConfigError, load_settings
+from wsfan.api.keys import DEVELOPMENT_KEY
+from wsfan.config import ConfigError, load_settings
 
 
 def test_the_shipped_defaults_carry_the_development_key() -> None:

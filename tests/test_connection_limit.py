@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 from tornado.httpclient import HTTPClientError
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
 

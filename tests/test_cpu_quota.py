@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from server.cpu_quota import cgroup_quota, usable_cpus
+from wsfan.cpu_quota import cgroup_quota, usable_cpus
 
 
 def v2(root: Path, text: str) -> Path:

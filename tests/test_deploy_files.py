@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from server.config import Settings, load_settings
-from server.web.streams import STREAM_PATHS
+from wsfan.config import Settings, load_settings
+from wsfan.web.streams import STREAM_PATHS
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

@@ -1,4 +1,4 @@
-"""What server.embedded promises: real servers on loopback, started, stopped, restarted."""
+"""What wsfan.embedded promises: real servers on loopback, started, stopped, restarted."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 import redis
 import redis.asyncio
 from motor.motor_asyncio import AsyncIOMotorClient
-
-from server.embedded import (
+from wsfan.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
     EmbeddedValkey,
     Fsync,
     start_embedded,
 )
+
 from tests.processes import ROOT, is_running, still_running
 
 
@@ -137,7 +137,7 @@ def test_valkey_fsyncs_its_append_only_file_as_asked(tmp_path: Path, fsync: Fsyn
 
 def test_a_server_started_to_die_with_its_parent_dies_when_it_is_killed(tmp_path: Path):
     code = (
-        "import sys, time; from server.embedded import EmbeddedValkey; "
+        "import sys, time; from wsfan.embedded import EmbeddedValkey; "
         f"s = EmbeddedValkey({str(tmp_path / 'valkey')!r}, die_with_parent=True); "
         "s.start(); print(s.pid, flush=True); time.sleep(60)"
     )

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from wsfan.embedded import EmbeddedServerError, EmbeddedValkey, attach, start_embedded
+from wsfan.embedded.lease import _runs_server
 
-from server.embedded import EmbeddedServerError, EmbeddedValkey, attach, start_embedded
-from server.embedded.lease import _runs_server
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import ROOT, is_running, kill_embedded, stays_running, still_running
 
@@ -56,7 +56,7 @@ def holder(var: Path, fork: bool = False) -> Iterator[tuple[subprocess.Popen[str
     code = textwrap.dedent(
         f"""
         import os, sys, time
-        from server.embedded import attach
+        from wsfan.embedded import attach
         lease = attach("valkey", {str(var / "valkey")!r})
         pids = [lease.pid, lease.keeper]
         if {fork!r}:
@@ -217,7 +217,7 @@ def test_a_server_still_used_by_an_older_run_py_is_not_touched(var: Path, tmp_pa
         textwrap.dedent(
             f"""
             import time
-            from server.embedded import EmbeddedValkey
+            from wsfan.embedded import EmbeddedValkey
             server = EmbeddedValkey({str(var / "valkey")!r}, die_with_parent=True)
             server.start()
             print(server.pid, flush=True)

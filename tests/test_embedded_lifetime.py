@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from wsfan.embedded import EmbeddedSecantus, EmbeddedValkey
 
-from server.embedded import EmbeddedSecantus, EmbeddedValkey
 from tests.processes import (
     clean_env,
     embedded_pids,

@@ -11,11 +11,11 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 from tornado.web import Application, RequestHandler
+from wsfan.compose import build
+from wsfan.config import Settings
+from wsfan.facade import APP_MAX_BODY, Server
+from wsfan.protocol import Encoding
 
-from server.compose import build
-from server.config import Settings
-from server.facade import APP_MAX_BODY, Server
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE, Opener
 from tests.raw_ws import RawWebSocket
 from tests.test_sdk_python import TEST_TIMEOUT, sdk_client, subscribed

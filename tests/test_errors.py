@@ -6,8 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-
-from server.errors import (
+from wsfan.errors import (
     CUSTOM_ERROR_CODES,
     NO_CLOSE_FRAME,
     NO_RECONNECT_FROM,
@@ -235,7 +234,7 @@ def test_disconnect_codes_outside_the_known_and_application_ones_raise(code: int
 
 
 def test_unsubscribe_codes_below_2500_keep_the_client_out_and_above_let_it_resubscribe() -> None:
-    from server.errors import UnsubscribeCode
+    from wsfan.errors import UnsubscribeCode
 
     assert UnsubscribeCode.SERVER == 2000 < 2500
     assert UnsubscribeCode.INSUFFICIENT_STATE == 2500
@@ -243,7 +242,7 @@ def test_unsubscribe_codes_below_2500_keep_the_client_out_and_above_let_it_resub
 
 
 def test_every_http_status_the_api_answers_has_an_error_code() -> None:
-    from server.errors import HTTP_ERROR_CODES, ErrorCode
+    from wsfan.errors import HTTP_ERROR_CODES, ErrorCode
 
     assert HTTP_ERROR_CODES[401] is ErrorCode.UNAUTHORIZED
     assert HTTP_ERROR_CODES[503] is ErrorCode.INTERNAL

@@ -7,11 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from wsfan.app import Client, ConnectContext, ConnectResult
+from wsfan.auth.tokens import ConnectionClaims
+from wsfan.protocol import Encoding
 
 from examples.chat_app import NAME_MAX, ChatApp, clean_name
-from server.app import Client, ConnectContext, ConnectResult
-from server.auth.tokens import ConnectionClaims
-from server.protocol import Encoding
 from tests.conftest import Opener
 
 CLIENT_ID = "c0ffee00-1111-2222-3333-444455556666"

@@ -24,9 +24,9 @@ from centrifuge import (
 )
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
+from wsfan.embedded import free_port
+from wsfan.errors import ErrorCode
 
-from server.embedded import free_port
-from server.errors import ErrorCode
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import ROOT, Server, clean_env
 

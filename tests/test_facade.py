@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wsfan as package
 from tornado.ioloop import IOLoop
 from tornado.web import Application
+from wsfan.compose import build
+from wsfan.config import Settings
+from wsfan.embedded import free_port
+from wsfan.errors import ReplyError
+from wsfan.facade import Server
+from wsfan.protocol import Encoding, StreamPosition
 
-import server as package
-from server.compose import build
-from server.config import Settings
-from server.embedded import free_port
-from server.errors import ReplyError
-from server.facade import Server
-from server.protocol import Encoding, StreamPosition
 from tests.client import ProtoClient
 from tests.conftest import Opener
 

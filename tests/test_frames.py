@@ -6,9 +6,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-
-from server.errors import CloseCode, valid_close_code
-from server.frames import (
+from wsfan.errors import CloseCode, valid_close_code
+from wsfan.frames import (
     BINARY,
     CLOSE,
     PING,
@@ -21,7 +20,7 @@ from server.frames import (
     close_frame,
     frame_header,
 )
-from server.protocol import Encoding
+from wsfan.protocol import Encoding
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,8 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-
-from server.config import ConfigError, load_settings
-from server.gc_tuning import tune
+from wsfan.config import ConfigError, load_settings
+from wsfan.gc_tuning import tune
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,11 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 from tornado.web import Application
+from wsfan.compose import build
+from wsfan.config import Settings
+from wsfan.embedded import EmbeddedServer, EmbeddedValkey
+from wsfan.facade import Server
 
-from server.compose import build
-from server.config import Settings
-from server.embedded import EmbeddedServer, EmbeddedValkey
-from server.facade import Server
 from tests.conftest import TIMEOUT_SCALE
 
 TEST_TIMEOUT = 15 * TIMEOUT_SCALE

@@ -13,12 +13,11 @@ from typing import Any
 
 import msgpack
 import pytest
-
-import server.hub
-from server.frames import WEBSOCKET
-from server.hub import BIG_FLUSH, Hub, Subscriber
-from server.protocol import ClientInfo, Encoding, Publication
-from server.transport import Frame, variant
+import wsfan.hub
+from wsfan.frames import WEBSOCKET
+from wsfan.hub import BIG_FLUSH, Hub, Subscriber
+from wsfan.protocol import ClientInfo, Encoding, Publication
+from wsfan.transport import Frame, variant
 
 
 class RecordingSubscriber:
@@ -205,13 +204,13 @@ def test_subscribers_of_one_encoding_share_the_same_frame_object(hub: Hub) -> No
 def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[Encoding]:
     """The encodings the hub encodes a message in, one entry per call."""
     calls: list[Encoding] = []
-    real_encode = server.hub.encode
+    real_encode = wsfan.hub.encode
 
     def counting_encode(message: Any, encoding: Encoding) -> bytes:
         calls.append(encoding)
         return real_encode(message, encoding)
 
-    monkeypatch.setattr(server.hub, "encode", counting_encode)
+    monkeypatch.setattr(wsfan.hub, "encode", counting_encode)
     return calls
 
 

@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from wsfan.node import Node
+from wsfan.protocol import ClientInfo, Encoding
 
-from server.node import Node
-from server.protocol import ClientInfo, Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from wsfan.api.keys import DEVELOPMENT_KEY
+from wsfan.broker.base import HistoryQuery
+from wsfan.config import Settings
+from wsfan.embedded import free_port
+from wsfan.loadtest import LoadTestError, Options, run_async
+from wsfan.node import Node
 
-from server.api.keys import DEVELOPMENT_KEY
-from server.broker.base import HistoryQuery
-from server.config import Settings
-from server.embedded import free_port
-from server.loadtest import LoadTestError, Options, run_async
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 
 TEST_TIMEOUT = 60 * TIMEOUT_SCALE

@@ -12,9 +12,8 @@ import msgpack
 import pytest
 from picows import WSMsgType
 from picows.picows import _make_test_ws_frame
-
-from server.loadtest.client import Pool, Subscriber
-from server.loadtest.wire import Codec, mint_token
+from wsfan.loadtest.client import Pool, Subscriber
+from wsfan.loadtest.wire import Codec, mint_token
 
 SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from server.loadtest.metrics import Histogram, Recorder, bucket_index, bucket_upper
+from wsfan.loadtest.metrics import Histogram, Recorder, bucket_index, bucket_upper
 
 NS = 1_000_000_000
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from server.loadtest import options as options_module
-from server.loadtest.cli import main
-from server.loadtest.options import Options, OptionsError, parse_options
-from server.loadtest.streams import endpoint_of
+from wsfan.loadtest import options as options_module
+from wsfan.loadtest.cli import main
+from wsfan.loadtest.options import Options, OptionsError, parse_options
+from wsfan.loadtest.streams import endpoint_of
 
 
 def test_a_comma_list_of_rates_is_a_ramp():

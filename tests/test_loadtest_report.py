@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from server.loadtest.options import Options
-from server.loadtest.report import format_table, nice_ticks, render_html, svg_chart
-from server.loadtest.results import CpuSample, build
+from wsfan.loadtest.options import Options
+from wsfan.loadtest.report import format_table, nice_ticks, render_html, svg_chart
+from wsfan.loadtest.results import CpuSample, build
 
 
 def test_a_missing_value_breaks_the_line_instead_of_drawing_zero():

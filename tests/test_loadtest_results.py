@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from server.loadtest.results import CpuSample, cpu_at, step_windows
+from wsfan.loadtest.results import CpuSample, cpu_at, step_windows
 
 
 def test_cpu_between_samples_is_interpolated_linearly():

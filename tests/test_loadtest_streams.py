@@ -16,14 +16,14 @@ import pytest
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
+from wsfan.config import Settings
+from wsfan.loadtest import Options, run_async
+from wsfan.loadtest.streams import StreamConnection, StreamPool, StreamSubscriber
+from wsfan.loadtest.wire import Codec
+from wsfan.node import Node
+from wsfan.web.endpoint import close_websockets
+from wsfan.web.upgrade import make_server
 
-from server.config import Settings
-from server.loadtest import Options, run_async
-from server.loadtest.streams import StreamConnection, StreamPool, StreamSubscriber
-from server.loadtest.wire import Codec
-from server.node import Node
-from server.web.endpoint import close_websockets
-from server.web.upgrade import make_server
 from tests.conftest import TIMEOUT_SCALE
 
 TEST_TIMEOUT = 30 * TIMEOUT_SCALE

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wsfan.loadtest.targets import EMBEDDED, SERVER, follow
 
-from server.loadtest.targets import EMBEDDED, SERVER, follow
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import (
     RUN,

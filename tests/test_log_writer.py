@@ -6,12 +6,12 @@ import asyncio
 import time
 
 import pytest
+from wsfan.protocol import Publication
+from wsfan.store.mongo import MongoStore
+from wsfan.store.records import LogRecord
+from wsfan.store.spill import SUFFIX, SpillFile
+from wsfan.store.writer import LogWriter
 
-from server.protocol import Publication
-from server.store.mongo import MongoStore
-from server.store.records import LogRecord
-from server.store.spill import SUFFIX, SpillFile
-from server.store.writer import LogWriter
 from tests.conftest import TIMEOUT_SCALE
 
 WAIT = 10 * TIMEOUT_SCALE

@@ -9,12 +9,12 @@ import sys
 from collections import Counter
 
 import pytest
+from wsfan.compose import build_node
+from wsfan.config import ConfigError, load_settings
+from wsfan.embedded import EmbeddedServer
+from wsfan.logs import JsonFormatter, Repeated
+from wsfan.stats_channel import NodeStats
 
-from server.compose import build_node
-from server.config import ConfigError, load_settings
-from server.embedded import EmbeddedServer
-from server.logs import JsonFormatter, Repeated
-from server.stats_channel import NodeStats
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from wsfan.node import Node
 
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 
 

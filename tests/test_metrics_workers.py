@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
+from wsfan.protocol import Encoding
 
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, running

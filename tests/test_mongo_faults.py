@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
+from wsfan.channel_log import ChannelLog
+from wsfan.compose import build_node
+from wsfan.store.mongo import MongoStore
 
-from server.channel_log import ChannelLog
-from server.compose import build_node
-from server.store.mongo import MongoStore
 from tests.conftest import TIMEOUT_SCALE
 
 LOG = {"history_size": 1000, "persist": True, "allow_anonymous": True}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from wsfan.broker.memory import MemoryBroker
+from wsfan.compose import build_node
+from wsfan.node import Node
 
-from server.broker.memory import MemoryBroker
-from server.compose import build_node
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 
 # config/default.toml has presence and join/leave off outside namespaces; the tests

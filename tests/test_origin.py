@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
-
-from server.auth.origin import OriginPolicy
+from wsfan.auth.origin import OriginPolicy
 
 # The policy ---------------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from server.web.pages import STATIC_DIR
+from wsfan.web.pages import STATIC_DIR
 
 VENDORED = [
     "vendor/centrifuge/centrifuge.js",

@@ -3,7 +3,7 @@ waiting longest for a request head is the one dropped to make room."""
 
 from __future__ import annotations
 
-from server.web.pending import PendingConnections
+from wsfan.web.pending import PendingConnections
 
 
 class Closed:

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
+from wsfan.positions import SharedPositions
+from wsfan.protocol import StreamPosition
 
-from server.positions import SharedPositions
-from server.protocol import StreamPosition
 from tests.conftest import TIMEOUT_SCALE
 
 

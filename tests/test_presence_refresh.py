@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
+from wsfan.broker.memory import MemoryPresence
+from wsfan.broker.redis import RedisPresence, redis_client
+from wsfan.embedded import EmbeddedServer
+from wsfan.node import Node
+from wsfan.protocol import ClientInfo, Encoding
 
-from server.broker.memory import MemoryPresence
-from server.broker.redis import RedisPresence, redis_client
-from server.embedded import EmbeddedServer
-from server.node import Node
-from server.protocol import ClientInfo, Encoding
 from tests.conftest import TIMEOUT_SCALE
 
 WITH_PRESENCE = {"presence": True}  # off by default outside namespaces

@@ -11,9 +11,8 @@ from typing import Any
 
 import msgpack
 import pytest
-
-from server.errors import ErrorCode, ReplyError
-from server.protocol import (
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import (
     PING,
     Encoding,
     ProtocolError,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from server.errors import ErrorCode, ReplyError
-from server.protocol import (
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import (
     METHODS,
     Command,
     ConnectRequest,

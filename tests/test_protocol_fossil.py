@@ -14,8 +14,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-
-from server.protocol.fossil import apply, checksum, create, delta_worth_it
+from wsfan.protocol.fossil import apply, checksum, create, delta_worth_it
 
 DOC = (
     b'{"user":"alice","score":41,"items":[1,2,3],'

@@ -26,12 +26,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
-
-from server.compose import build_node
-from server.config import load_settings
-from server.errors import ReplyError
-from server.node import Node
-from server.protocol import (
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.errors import ReplyError
+from wsfan.node import Node
+from wsfan.protocol import (
     METHODS,
     ConnectRequest,
     Encoding,
@@ -45,9 +44,10 @@ from server.protocol import (
     parse_command,
     parse_request,
 )
-from server.web.app import make_app
-from server.web.endpoint import close_websockets
-from server.web.upgrade import Listener
+from wsfan.web.app import make_app
+from wsfan.web.endpoint import close_websockets
+from wsfan.web.upgrade import Listener
+
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
 from tests.transports import RecordingTransport, new_session

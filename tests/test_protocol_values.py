@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.protocol import (
+from wsfan.protocol import (
     ClientInfo,
     Encoding,
     Publication,

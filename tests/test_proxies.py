@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from server.auth.proxies import Header, TrustedProxies, check_networks
-from server.config import ConfigError, load_settings
+from wsfan.auth.proxies import Header, TrustedProxies, check_networks
+from wsfan.config import ConfigError, load_settings
 
 
 def headers(**values: str) -> Header:

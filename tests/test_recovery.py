@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 from centrifuge import StreamPosition, SubscriptionState
 from tornado.ioloop import IOLoop
-
-from server.broker import create_broker
-from server.broker.base import (
+from wsfan.broker import create_broker
+from wsfan.broker.base import (
     Broker,
     BrokerEventHandler,
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
 )
-from server.compose import build_node
-from server.config import Settings
-from server.errors import Disconnect, DisconnectCode
-from server.node import Node
-from server.protocol import ClientInfo
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.errors import Disconnect, DisconnectCode
+from wsfan.node import Node
+from wsfan.protocol import ClientInfo
+
 from tests.test_sdk_python import CHANNEL, TEST_TIMEOUT, sdk_client, subscribed, until
 
 

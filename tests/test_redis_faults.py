@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wsfan.api.cluster_commands import ClusterCommands
+from wsfan.config import Settings, load_settings
+from wsfan.embedded import EmbeddedValkey
+from wsfan.errors import ReplyError
+from wsfan.node import Node
 
-from server.api.cluster_commands import ClusterCommands
-from server.config import Settings, load_settings
-from server.embedded import EmbeddedValkey
-from server.errors import ReplyError
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 from tests.test_sdk_python import CHANNEL, SubEvents, sdk_client, subscribed, until
 

@@ -4,11 +4,10 @@ encoded once (protocol.encode_reply), on the real in-memory broker."""
 from __future__ import annotations
 
 import pytest
-
-from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
-from server.broker.memory import MemoryBroker
-from server.errors import ErrorCode, ReplyError
-from server.protocol import (
+from wsfan.broker.base import HistoryOptions, HistoryQuery, HistoryResult
+from wsfan.broker.memory import MemoryBroker
+from wsfan.errors import ErrorCode, ReplyError
+from wsfan.protocol import (
     Encoded,
     Encoding,
     Publication,
@@ -21,7 +20,7 @@ from server.protocol import (
     reply,
     reply_overhead,
 )
-from server.replies import FIRST_PAGE, ReplyBounds, history_result, read_within
+from wsfan.replies import FIRST_PAGE, ReplyBounds, history_result, read_within
 
 KEEP = HistoryOptions(size=1000, ttl=60.0, meta_ttl=3600.0)
 ENCODINGS = pytest.mark.parametrize("encoding", list(Encoding), ids=lambda e: e.value)

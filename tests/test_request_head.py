@@ -8,9 +8,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-
-from server.auth.proxies import TrustedProxies
-from server.web.request_head import MAX_HEAD, client_address, head_arrived, parse_upgrade
+from wsfan.auth.proxies import TrustedProxies
+from wsfan.web.request_head import MAX_HEAD, client_address, head_arrived, parse_upgrade
 
 HEAD = (
     b"GET /connection/websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"

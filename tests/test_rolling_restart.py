@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from centrifuge import Client
 from tornado.httpclient import AsyncHTTPClient
+from wsfan.api.keys import DEVELOPMENT_KEY
 
-from server.api.keys import DEVELOPMENT_KEY
 from tests.conftest import TIMEOUT_SCALE
 from tests.faults import end_stale_sdk_readers
 from tests.processes import Server, clean_env, running

@@ -20,9 +20,9 @@ from centrifuge import (
     SubscriptionState,
     UnsubscribedContext,
 )
+from wsfan.auth.cli import mint
+from wsfan.node import Node
 
-from server.auth.cli import mint
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 from tests.test_sdk_python import TEST_TIMEOUT, TIMEOUT, ClientEvents, SubEvents, sdk_client, until
 

@@ -22,10 +22,10 @@ from centrifuge import (
     SubscriptionEventHandler,
     SubscriptionState,
 )
+from wsfan.api.cluster_commands import ClusterCommands
+from wsfan.errors import Disconnect, DisconnectCode
+from wsfan.node import Node
 
-from server.api.cluster_commands import ClusterCommands
-from server.errors import Disconnect, DisconnectCode
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 
 TIMEOUT = 5 * TIMEOUT_SCALE

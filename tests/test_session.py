@@ -10,8 +10,8 @@ import json
 import time
 
 import pytest
+from wsfan.errors import Disconnect, DisconnectCode
 
-from server.errors import Disconnect, DisconnectCode
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages, new_session, started_node
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from wsfan.app import RPCContext, RPCResult
+from wsfan.auth.cli import mint
+from wsfan.config import Settings, load_settings
+from wsfan.embedded import EmbeddedServer
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.app import RPCContext, RPCResult
-from server.auth.cli import mint
-from server.config import Settings, load_settings
-from server.embedded import EmbeddedServer
-from server.node import Node
-from server.protocol import Encoding
 from tests.app_hooks import install
 from tests.client import ProtoClient
 from tests.transports import RecordingTransport, messages, new_session, started_node

@@ -13,8 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-
-from server.app import (
+from wsfan.app import (
     Client,
     ConnectContext,
     ConnectResult,
@@ -31,13 +30,14 @@ from server.app import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.auth.cli import mint
-from server.compose import build_node
-from server.config import load_settings
-from server.errors import ErrorCode
-from server.node import Node
-from server.session import Session
-from server.transport import Handshake
+from wsfan.auth.cli import mint
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.errors import ErrorCode
+from wsfan.node import Node
+from wsfan.session import Session
+from wsfan.transport import Handshake
+
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages
 
@@ -102,7 +102,7 @@ async def until(condition: Callable[[], Any]) -> None:
 
 
 def hook_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "server.app.layer"]
+    return [r.getMessage() for r in caplog.records if r.name == "wsfan.app.layer"]
 
 
 # connecting ---------------------------------------------------------------------------

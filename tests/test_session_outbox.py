@@ -17,16 +17,15 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from server.app import RPCContext, RPCResult
-from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
-from server.broker.memory import MemoryBroker
-from server.compose import build_node
-from server.config import load_settings
-from server.errors import ErrorCode
-from server.metrics import Metrics
-from server.node import Node
-from server.protocol import (
+from wsfan.app import RPCContext, RPCResult
+from wsfan.broker.base import HistoryOptions, HistoryQuery, HistoryResult
+from wsfan.broker.memory import MemoryBroker
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.errors import ErrorCode
+from wsfan.metrics import Metrics
+from wsfan.node import Node
+from wsfan.protocol import (
     Encoding,
     Publication,
     StreamPosition,
@@ -34,8 +33,9 @@ from server.protocol import (
     push,
     reply,
 )
-from server.session.outbox import Outbox
-from server.transport import Frame
+from wsfan.session.outbox import Outbox
+from wsfan.transport import Frame
+
 from tests.app_hooks import install
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, new_session

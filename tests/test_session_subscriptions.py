@@ -11,15 +11,15 @@ import logging
 from typing import Any
 
 import pytest
+from wsfan.auth.cli import mint
+from wsfan.broker.base import HistoryOptions, HistoryQuery, HistoryResult
+from wsfan.broker.memory import MemoryBroker, MemoryPresence
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.node import Node
+from wsfan.protocol import ClientInfo, Publication, StreamPosition
+from wsfan.session import Session
 
-from server.auth.cli import mint
-from server.broker.base import HistoryOptions, HistoryQuery, HistoryResult
-from server.broker.memory import MemoryBroker, MemoryPresence
-from server.compose import build_node
-from server.config import load_settings
-from server.node import Node
-from server.protocol import ClientInfo, Publication, StreamPosition
-from server.session import Session
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages, new_session, started_node
 
@@ -136,7 +136,7 @@ async def test_a_presence_failure_while_subscribing_is_answered_100_and_undone(c
         assert session.channels == []
         assert not node.hub.has_subscribers("p:a")
         failures = [r for r in caplog.records if "presence" in r.getMessage()]
-        assert len(failures) == 1 and failures[0].name == "server.node"
+        assert len(failures) == 1 and failures[0].name == "wsfan.node"
         assert failures[0].levelno == logging.WARNING and not failures[0].exc_info
     finally:
         await node.close()

@@ -9,20 +9,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-
-from server.auth.cli import mint
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
-from server.node import Node
-from server.protocol import Encoding, ProtocolError
-from server.session import Session
-from server.session.unidirectional import (
+from wsfan.auth.cli import mint
+from wsfan.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from wsfan.node import Node
+from wsfan.protocol import Encoding, ProtocolError
+from wsfan.session import Session
+from wsfan.session.unidirectional import (
     connect_message,
     connect_push,
     disconnect_for,
     requested_subscriptions,
 )
-from server.transport import variant
-from server.web.stream_framing import UNI_SSE
+from wsfan.transport import variant
+from wsfan.web.stream_framing import UNI_SSE
+
 from tests.conftest import TIMEOUT_SCALE
 from tests.transports import RecordingTransport, messages, new_session, started_node
 

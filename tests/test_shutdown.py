@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from wsfan.protocol import Encoding
 
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.processes import clean_env, get, run_to_exit, running

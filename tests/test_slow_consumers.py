@@ -7,9 +7,9 @@ import json
 import time
 
 import pytest
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket
 

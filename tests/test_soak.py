@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 

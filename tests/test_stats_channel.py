@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 from tornado.ioloop import IOLoop
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.stats_channel import NodeStats
 
-from server.compose import build_node
-from server.config import load_settings
-from server.node import Node
-from server.protocol import Encoding
-from server.stats_channel import NodeStats
 from tests.api_client import ApiCaller
 from tests.conftest import TIMEOUT_SCALE
 
@@ -169,7 +169,7 @@ async def test_a_stats_channel_in_an_undeclared_namespace_publishes_nothing(node
 
 @pytest.mark.gen_test(timeout=40 * TIMEOUT_SCALE)
 async def test_a_broker_outage_is_logged_once_and_stats_resume_after_it(embedded_redis, caplog):
-    caplog.set_level(logging.INFO, logger="server.stats_channel")
+    caplog.set_level(logging.INFO, logger="wsfan.stats_channel")
     settings = load_settings(env={}).with_overrides(
         broker={"type": "redis"},
         redis={

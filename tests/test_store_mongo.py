@@ -6,9 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from server.protocol import ClientInfo, Publication
-from server.store.records import LogRecord
+from wsfan.protocol import ClientInfo, Publication
+from wsfan.store.records import LogRecord
 
 
 def record(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from server.protocol import Encoding, encode, push
-from server.transport import variant
-from server.web.stream_framing import (
+from wsfan.protocol import Encoding, encode, push
+from wsfan.transport import variant
+from wsfan.web.stream_framing import (
     END_OF_STREAM,
     HTTP_STREAM,
     SSE,

@@ -12,9 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from server.auth.tokens import TokenError, TokenExpired, TokenVerifier
-from server.config import AuthSettings, ConfigError
+from wsfan.auth.tokens import TokenError, TokenExpired, TokenVerifier
+from wsfan.config import AuthSettings, ConfigError
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-and-hs384-and-hs512!!!"
 OTHER_SECRET = "another-secret-that-is-long-enough-too!!"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.frames import WEBSOCKET
-from server.protocol import Encoding
-from server.transport import Frame, variant
+from wsfan.frames import WEBSOCKET
+from wsfan.protocol import Encoding
+from wsfan.transport import Frame, variant
 
 
 class LineFraming:

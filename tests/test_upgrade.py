@@ -14,14 +14,14 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 from tornado.web import Application
+from wsfan.api.keys import ApiKeyChecker
+from wsfan.config import Settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.web.app import make_app
+from wsfan.web.endpoint import close_websockets
+from wsfan.web.upgrade import Listener, make_server
 
-from server.api.keys import ApiKeyChecker
-from server.config import Settings
-from server.node import Node
-from server.protocol import Encoding
-from server.web.app import make_app
-from server.web.endpoint import close_websockets
-from server.web.upgrade import Listener, make_server
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 

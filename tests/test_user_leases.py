@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
+from wsfan.auth.cli import mint
+from wsfan.broker.redis import redis_client
+from wsfan.broker.redis_keys import escape
+from wsfan.broker.redis_user_leases import RedisUserLeases, user_key
+from wsfan.compose import build_node
+from wsfan.config import Settings, load_settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.auth.cli import mint
-from server.broker.redis import redis_client
-from server.broker.redis_keys import escape
-from server.broker.redis_user_leases import RedisUserLeases, user_key
-from server.compose import build_node
-from server.config import Settings, load_settings
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import ACROSS_REDIS, TIMEOUT_SCALE, broker_settings
 from tests.processes import Server, clean_env, running

@@ -4,11 +4,11 @@ reached is answered with the temporary error (100), and the SDK retries."""
 from __future__ import annotations
 
 import pytest
+from wsfan.auth.cli import mint
+from wsfan.embedded import EmbeddedServer
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.auth.cli import mint
-from server.embedded import EmbeddedServer
-from server.node import Node
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
 

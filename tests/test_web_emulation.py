@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from tornado.ioloop import IOLoop
 from tornado.web import Application
+from wsfan.node import Node
 
-from server.node import Node
 from tests.streams_client import Clients, serving_as_run_py
 
 ORIGIN = "https://app.example"

@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 from tornado.web import Application
+from wsfan.auth.origin import OriginPolicy
+from wsfan.node import Node
+from wsfan.web.endpoint import Endpoint, LiveConnections, close_websockets, endpoint_of
+from wsfan.web.websocket_transport import Connection
 
-from server.auth.origin import OriginPolicy
-from server.node import Node
-from server.web.endpoint import Endpoint, LiveConnections, close_websockets, endpoint_of
-from server.web.websocket_transport import Connection
 from tests.conftest import TIMEOUT_SCALE
 
 

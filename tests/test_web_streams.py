@@ -15,11 +15,11 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.ioloop import IOLoop
 from tornado.web import Application
+from wsfan.api.keys import DEVELOPMENT_KEY
+from wsfan.auth.cli import mint
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.api.keys import DEVELOPMENT_KEY
-from server.auth.cli import mint
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE
 from tests.streams_client import BIDIRECTIONAL, Clients, serving_as_run_py

@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import pytest
+from wsfan.api.keys import DEVELOPMENT_KEY
+from wsfan.auth.cli import mint
+from wsfan.node import Node
 
-from server.api.keys import DEVELOPMENT_KEY
-from server.auth.cli import mint
-from server.node import Node
 from tests.streams_client import UNIDIRECTIONAL, Clients, Stream, UniWebSocket
 
 each_kind = pytest.mark.parametrize("kind", UNIDIRECTIONAL)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.client import ProtoClient
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from wsfan.app import RPCContext, RPCResult
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.app import RPCContext, RPCResult
-from server.node import Node
-from server.protocol import Encoding
 from tests.app_hooks import install
 
 # config/default.toml has presence and join/leave off outside namespaces; the tests

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
-
-from server.auth.origin import OriginPolicy
-from server.node import Node
-from server.protocol import Encoding
-from server.web.endpoint import Endpoint
-from server.web.handshake import (
+from wsfan.auth.origin import OriginPolicy
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.web.endpoint import Endpoint
+from wsfan.web.handshake import (
     accept_key,
     handshake_problem,
     negotiated_encoding,

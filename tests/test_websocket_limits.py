@@ -6,9 +6,9 @@ import asyncio
 import json
 
 import pytest
+from wsfan.node import Node
+from wsfan.protocol import Encoding
 
-from server.node import Node
-from server.protocol import Encoding
 from tests.conftest import TIMEOUT_SCALE
 
 # config/default.toml has presence and join/leave off outside namespaces; the tests

@@ -9,8 +9,8 @@ import json
 import time
 
 import pytest
+from wsfan.node import Node
 
-from server.node import Node
 from tests.conftest import TIMEOUT_SCALE
 from tests.raw_ws import RawWebSocket, mask_frame
 

@@ -6,13 +6,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from server.compose import build_node
-from server.config import load_settings
-from server.frames import WEBSOCKET
-from server.node import Node
-from server.protocol import Encoding
-from server.session import Session
-from server.transport import Frame, variant
+from wsfan.compose import build_node
+from wsfan.config import load_settings
+from wsfan.frames import WEBSOCKET
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.session import Session
+from wsfan.transport import Frame, variant
 
 __all__ = ["RecordingTransport", "messages", "new_session", "started_node"]
 

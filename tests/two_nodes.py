@@ -13,13 +13,13 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
+from wsfan.compose import build_node
+from wsfan.config import Settings
+from wsfan.node import Node
+from wsfan.protocol import Encoding
+from wsfan.web.app import make_app
+from wsfan.web.endpoint import close_websockets
 
-from server.compose import build_node
-from server.config import Settings
-from server.node import Node
-from server.protocol import Encoding
-from server.web.app import make_app
-from server.web.endpoint import close_websockets
 from tests.api_client import ApiCaller
 from tests.client import ProtoClient
 from tests.conftest import TIMEOUT_SCALE

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from wsfan.embedded import EmbeddedServerError, EmbeddedValkey
+from wsfan.embedded.servers import HOST, free_port
 
-from server.embedded import EmbeddedServerError, EmbeddedValkey
-from server.embedded.servers import HOST, free_port
 from tests.conftest import TIMEOUT_SCALE
 
 __all__ = ["SLOTS", "ClusterStartError", "ClusterValkey", "ValkeyCluster"]

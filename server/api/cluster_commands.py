@@ -16,13 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from server.api.pattern import compile_pattern
-from server.errors import Disconnect
-from server.protocol import StreamPosition
+from ..errors import Disconnect
+from ..protocol import StreamPosition
+from .pattern import compile_pattern
 
 if TYPE_CHECKING:
-    from server.node import Node
-    from server.session import ClientSession
+    from ..node import Node
+    from ..session import ClientSession
 
 __all__ = ["COMMANDS", "ClusterCommands", "Command"]
 

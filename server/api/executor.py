@@ -17,8 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from server.api.cluster_commands import ClusterCommands
-from server.api.requests import (
+from ..errors import ErrorCode, ReplyError
+from .cluster_commands import ClusterCommands
+from .requests import (
     BatchRequest,
     BroadcastRequest,
     ChannelRequest,
@@ -34,10 +35,9 @@ from server.api.requests import (
     bad_request,
     parse,
 )
-from server.errors import ErrorCode, ReplyError
 
 if TYPE_CHECKING:
-    from server.node import Node
+    from ..node import Node
 
 __all__ = ["METHODS", "ApiExecutor"]
 

@@ -19,9 +19,9 @@ import binascii
 from dataclasses import dataclass, fields
 from typing import Any
 
-from server.api.pattern import compile_pattern
-from server.errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
-from server.protocol import HistoryRequest, StreamPosition, parse_request
+from ..errors import CUSTOM_DISCONNECT_CODES, DisconnectCode, ErrorCode, ReplyError
+from ..protocol import HistoryRequest, StreamPosition, parse_request
+from .pattern import compile_pattern
 
 __all__ = [
     "MAX_INTEGER",

@@ -5,7 +5,7 @@ notifications after the fact; cluster-wide channel occupancy and channel sources
 Import the types an application's hooks use from here.
 """
 
-from server.app.hooks import (
+from .hooks import (
     Client,
     ConnectContext,
     ConnectResult,

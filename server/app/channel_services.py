@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from server.app.hooks import SourceFactory
-from server.app.occupancy import ChannelHandler, OccupancyService
-from server.app.sources import SourceRunner
+from .hooks import SourceFactory
+from .occupancy import ChannelHandler, OccupancyService
+from .sources import SourceRunner
 
 if TYPE_CHECKING:
-    from server.node import Node
+    from ..node import Node
 
 __all__ = ["ChannelServices", "attach"]
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from server.auth.tokens import ConnectionClaims
-from server.errors import Disconnect, ReplyError
-from server.protocol import Publication
+from ..auth.tokens import ConnectionClaims
+from ..errors import Disconnect, ReplyError
+from ..protocol import Publication
 
 __all__ = [
     "DECISION_POINTS",

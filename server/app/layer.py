@@ -26,8 +26,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import FrameType
 from typing import Any, NoReturn
 
-from server.app.channel_services import ChannelServices
-from server.app.hooks import (
+from ..config import ChannelOptions, ConfigError, Settings
+from ..errors import ErrorCode
+from ..logs import Repeated
+from ..metrics import Metrics
+from ..protocol import Encoding, encode
+from ..transport import Handshake
+from .channel_services import ChannelServices
+from .hooks import (
     DECISION_POINTS,
     ConnectContext,
     ConnectResult,
@@ -46,14 +52,8 @@ from server.app.hooks import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.python_hooks import PythonHooks
-from server.app.watchdog import LoopWatchdog
-from server.config import ChannelOptions, ConfigError, Settings
-from server.errors import ErrorCode
-from server.logs import Repeated
-from server.metrics import Metrics
-from server.protocol import Encoding, encode
-from server.transport import Handshake
+from .python_hooks import PythonHooks
+from .watchdog import LoopWatchdog
 
 __all__ = ["AppLayer", "Spawn", "check_points", "running_hook"]
 

@@ -29,9 +29,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from server.broker.occupancy import NOTHING, OCCUPIED, OccupancyStore, Op, Timing
-from server.config.settings import AppSettings
-from server.logs import Repeated
+from ..broker.occupancy import NOTHING, OCCUPIED, OccupancyStore, Op, Timing
+from ..config.settings import AppSettings
+from ..logs import Repeated
 
 __all__ = ["SWEEP_BATCH", "ChannelHandler", "OccupancyService"]
 

@@ -39,7 +39,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from server.app.hooks import (
+from ..config.settings import ProxySettings
+from ..errors import Disconnect, DisconnectCode, ReplyError
+from ..protocol import DEFAULT_MAX_DATA_DEPTH, Encoding, check_data, encode
+from .hooks import (
     Client,
     ConnectContext,
     ConnectResult,
@@ -55,10 +58,7 @@ from server.app.hooks import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.app.proxy_client import ProxyClient, ProxyError
-from server.config.settings import ProxySettings
-from server.errors import Disconnect, DisconnectCode, ReplyError
-from server.protocol import DEFAULT_MAX_DATA_DEPTH, Encoding, check_data, encode
+from .proxy_client import ProxyClient, ProxyError
 
 __all__ = ["ProxyError", "ProxyHooks"]
 

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from server.app.hooks import (
+from ..config import ConfigError
+from .hooks import (
     DECISION_POINTS,
     NOTIFICATIONS,
     ConnectContext,
@@ -37,7 +38,6 @@ from server.app.hooks import (
     SubscribeContext,
     SubscribeResult,
 )
-from server.config import ConfigError
 
 __all__ = ["PythonHooks", "load_app"]
 
@@ -82,7 +82,7 @@ def _async_method(app: object, name: str) -> Callable[..., Awaitable[Any]] | Non
 
 
 class PythonHooks:
-    """The hook interface (server.app.hooks.Hooks) answered by `app`'s methods."""
+    """The hook interface (wsfan.app.hooks.Hooks) answered by `app`'s methods."""
 
     name = "python"
 

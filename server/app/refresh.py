@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from server.app.hooks import RefreshResult, SubRefreshResult
-from server.app.layer import Spawn
-from server.auth.access import Expiry
-from server.errors import Disconnect
+from ..auth.access import Expiry
+from ..errors import Disconnect
+from .hooks import RefreshResult, SubRefreshResult
+from .layer import Spawn
 
 __all__ = ["ServerRefresh"]
 

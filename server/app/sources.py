@@ -32,17 +32,17 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from server.app.hooks import SourceFactory
-from server.broker.base import FENCED, Fence, HistoryQuery
-from server.broker.leases import Leases
-from server.config.settings import AppSettings
-from server.errors import ReplyError
-from server.logs import Repeated
-from server.pattern import Pattern, compile_pattern
-from server.protocol import Encoding, Publication, encode
+from ..broker.base import FENCED, Fence, HistoryQuery
+from ..broker.leases import Leases
+from ..config.settings import AppSettings
+from ..errors import ReplyError
+from ..logs import Repeated
+from ..pattern import Pattern, compile_pattern
+from ..protocol import Encoding, Publication, encode
+from .hooks import SourceFactory
 
 if TYPE_CHECKING:
-    from server.node import Node
+    from ..node import Node
 
 __all__ = ["LEASE_NAME", "RESTART_DELAY_MAX", "RESTART_DELAY_MIN", "SourceRunner"]
 

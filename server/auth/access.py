@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from server.auth.tokens import (
+from ..errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from .tokens import (
     ConnectionClaims,
     SubscriptionClaims,
     TokenError,
     TokenExpired,
     TokenVerifier,
 )
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 
 __all__ = ["Expiry", "connection_claims", "refreshed_claims", "subscription_claims", "ttl"]
 

@@ -64,7 +64,7 @@ class OriginPolicy:
     def credentials_for(self, origin: str, host: str | None, scheme: str = "http") -> bool:
         """Whether `origin` is allowed other than by `*` alone: the same origin,
         or one the list names (exactly or by a pattern). CORS grants credentials
-        only to these (server.web.cors)."""
+        only to these (wsfan.web.cors)."""
         origin = origin.strip().lower()
         if host:
             scheme_of_origin, sep, netloc = origin.partition("://")

@@ -28,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from server.config import AuthSettings, ConfigError
+from ..config import AuthSettings, ConfigError
 
 __all__ = [
     "DEV_HMAC_SECRET",

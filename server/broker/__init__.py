@@ -1,6 +1,7 @@
 """Brokers: how publications, history and presence are shared between nodes."""
 
-from server.broker.base import (
+from ..config import Settings
+from .base import (
     Broker,
     BrokerEventHandler,
     HistoryOptions,
@@ -9,7 +10,6 @@ from server.broker.base import (
     PresenceManager,
     PresenceStats,
 )
-from server.config import Settings
 
 __all__ = [
     "Broker",
@@ -34,14 +34,14 @@ def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
         if not redis.url:
             raise ValueError("broker.type 'redis' needs redis.url")
         return _redis(settings, redis.url)
-    from server.broker.memory import MemoryBroker, MemoryPresence
+    from .memory import MemoryBroker, MemoryPresence
 
     return MemoryBroker(), MemoryPresence()
 
 
 def _redis(settings: Settings, url: str) -> tuple[Broker, PresenceManager]:
     """A broker and presence on the one Redis at `url`."""
-    from server.broker.redis import RedisBroker, RedisPresence, redis_client
+    from .redis import RedisBroker, RedisPresence, redis_client
 
     redis = settings.redis
     client = redis_client(url, redis.connect_timeout, redis.command_timeout, redis.max_connections)
@@ -58,7 +58,7 @@ def _redis(settings: Settings, url: str) -> tuple[Broker, PresenceManager]:
 
 def _sharded(settings: Settings) -> tuple[Broker, PresenceManager]:
     """Client-side sharding over `redis.shards` (server/broker/sharded.py)."""
-    from server.broker.sharded import ShardedBroker, ShardedPresence, shard_label
+    from .sharded import ShardedBroker, ShardedPresence, shard_label
 
     built = [_redis(settings, url) for url in settings.redis.shards]
     labels = [shard_label(url) for url in settings.redis.shards]
@@ -72,8 +72,8 @@ def _cluster_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
 
     from redis.asyncio import Redis
 
-    from server.broker.redis_cluster import RedisClusterBroker, cluster_client
-    from server.broker.redis_presence import RedisPresence
+    from .redis_cluster import RedisClusterBroker, cluster_client
+    from .redis_presence import RedisPresence
 
     redis = settings.redis
     if not redis.url:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.protocol import ClientInfo, Publication, StreamPosition
+from ..protocol import ClientInfo, Publication, StreamPosition
 
 if TYPE_CHECKING:
-    from server.broker.leases import Leases
-    from server.broker.occupancy import OccupancyStore
-    from server.broker.user_leases import UserLeases
+    from .leases import Leases
+    from .occupancy import OccupancyStore
+    from .user_leases import UserLeases
 
 __all__ = [
     "FENCED",

@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from server.broker.base import Fence
+from .base import Fence
 
 __all__ = ["Leases", "MemoryLeases"]
 

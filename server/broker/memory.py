@@ -14,7 +14,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.broker.base import (
+from ..errors import ErrorCode, ReplyError
+from ..protocol import ClientInfo, Publication, StreamPosition
+from .base import (
     FENCED,
     Broker,
     BrokerEventHandler,
@@ -25,10 +27,8 @@ from server.broker.base import (
     LogState,
     PresenceManager,
 )
-from server.broker.leases import Leases, MemoryLeases
-from server.broker.occupancy import MemoryOccupancy, OccupancyStore
-from server.errors import ErrorCode, ReplyError
-from server.protocol import ClientInfo, Publication, StreamPosition
+from .leases import Leases, MemoryLeases
+from .occupancy import MemoryOccupancy, OccupancyStore
 
 __all__ = ["LOG_BEHIND", "MemoryBroker", "MemoryPresence", "new_epoch"]
 

@@ -30,7 +30,9 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from server.broker.base import (
+from ..errors import ErrorCode, ReplyError
+from ..protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
+from .base import (
     FENCED,
     Broker,
     BrokerEventHandler,
@@ -40,22 +42,20 @@ from server.broker.base import (
     HistoryResult,
     LogState,
 )
-from server.broker.leases import Leases
-from server.broker.memory import LOG_BEHIND, new_epoch
-from server.broker.occupancy import OccupancyStore
-from server.broker.redis_keys import channel_key, escape, pubsub_channel, untag
-from server.broker.redis_leases import RedisLeases, lease_key
-from server.broker.redis_occupancy import RedisOccupancy
-from server.broker.redis_presence import RedisPresence
-from server.broker.redis_pubsub import PubSubConnection, RedisUnavailable
-from server.broker.redis_scripts import (
+from .leases import Leases
+from .memory import LOG_BEHIND, new_epoch
+from .occupancy import OccupancyStore
+from .redis_keys import channel_key, escape, pubsub_channel, untag
+from .redis_leases import RedisLeases, lease_key
+from .redis_occupancy import RedisOccupancy
+from .redis_presence import RedisPresence
+from .redis_pubsub import PubSubConnection, RedisUnavailable
+from .redis_scripts import (
     HISTORY,
     LOGGED,
     NEW_EPOCH,
     PUBLISH,
 )
-from server.errors import ErrorCode, ReplyError
-from server.protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
 
 __all__ = ["RedisBroker", "RedisPresence", "RedisRestarted", "RestartWatch", "redis_client"]
 

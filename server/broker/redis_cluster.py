@@ -41,23 +41,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
-from server.broker.base import (
+from ..protocol import ClientInfo, StreamPosition
+from .base import (
     BrokerEventHandler,
     Fence,
     HistoryOptions,
     HistoryQuery,
     HistoryResult,
 )
-from server.broker.leases import Leases
-from server.broker.occupancy import OccupancyStore
-from server.broker.redis import RedisBroker
-from server.broker.redis_cluster_check import SLOTS, check_cluster
-from server.broker.redis_cluster_pubsub import ShardedSubscriber
-from server.broker.redis_leases import RedisLeases
-from server.broker.redis_occupancy import RedisOccupancy
-from server.broker.redis_pubsub import RedisUnavailable
-from server.broker.redis_scripts import NEW_EPOCH
-from server.protocol import ClientInfo, StreamPosition
+from .leases import Leases
+from .occupancy import OccupancyStore
+from .redis import RedisBroker
+from .redis_cluster_check import SLOTS, check_cluster
+from .redis_cluster_pubsub import ShardedSubscriber
+from .redis_leases import RedisLeases
+from .redis_occupancy import RedisOccupancy
+from .redis_pubsub import RedisUnavailable
+from .redis_scripts import NEW_EPOCH
 
 __all__ = ["RedisClusterBroker", "SlotNotServed", "cluster_client"]
 

@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.config import ConfigError, Settings
+from ..config import ConfigError, Settings
 
 __all__ = [
     "SLOTS",

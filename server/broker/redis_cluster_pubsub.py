@@ -35,8 +35,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from server.broker.redis_pubsub import ChannelMoved, PubSubConnection, RedisUnavailable
-from server.logs import Repeated
+from ..logs import Repeated
+from .redis_pubsub import ChannelMoved, PubSubConnection, RedisUnavailable
 
 __all__ = ["ShardedSubscriber"]
 

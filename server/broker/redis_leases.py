@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from server.broker.leases import Leases
-from server.broker.redis_keys import channel_key
+from .leases import Leases
+from .redis_keys import channel_key
 
 __all__ = ["ACQUIRE", "RELEASE", "RedisLeases", "lease_key"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from server.broker.occupancy import NOTHING, OccupancyStore, Op, Timing
-from server.broker.redis_keys import channel_key
+from .occupancy import NOTHING, OccupancyStore, Op, Timing
+from .redis_keys import channel_key
 
 __all__ = ["DUE", "FORGET", "STEP", "RedisOccupancy"]
 

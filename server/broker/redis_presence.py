@@ -12,11 +12,11 @@ from typing import Any
 import msgpack
 from redis.asyncio import Redis
 
-from server.broker.base import PresenceEntry, PresenceManager
-from server.broker.redis_keys import channel_key
-from server.broker.redis_scripts import PRESENCE_GET
-from server.broker.redis_user_leases import RedisUserLeases
-from server.protocol import ClientInfo
+from ..protocol import ClientInfo
+from .base import PresenceEntry, PresenceManager
+from .redis_keys import channel_key
+from .redis_scripts import PRESENCE_GET
+from .redis_user_leases import RedisUserLeases
 
 __all__ = ["REFRESH_CHUNK", "RedisPresence"]
 

@@ -45,7 +45,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisError, ResponseError
 
-from server.logs import Repeated
+from ..logs import Repeated
 
 __all__ = ["ChannelMoved", "PubSubConnection", "RedisUnavailable"]
 

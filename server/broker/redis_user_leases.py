@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from server.broker.redis_keys import channel_key
-from server.broker.user_leases import UserLeases
+from .redis_keys import channel_key
+from .user_leases import UserLeases
 
 __all__ = ["ACQUIRE_USER", "RENEW_CHUNK", "RedisUserLeases", "user_key"]
 

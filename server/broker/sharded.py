@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from server.broker.base import (
+from ..protocol import ClientInfo, Publication, StreamPosition
+from .base import (
     Broker,
     BrokerEventHandler,
     Fence,
@@ -40,10 +41,9 @@ from server.broker.base import (
     PresenceEntry,
     PresenceManager,
 )
-from server.broker.leases import Leases
-from server.broker.occupancy import NOTHING, OccupancyStore, Op, Timing
-from server.broker.user_leases import UserLeases
-from server.protocol import ClientInfo, Publication, StreamPosition
+from .leases import Leases
+from .occupancy import NOTHING, OccupancyStore, Op, Timing
+from .user_leases import UserLeases
 
 __all__ = [
     "ShardedBroker",

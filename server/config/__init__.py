@@ -1,8 +1,8 @@
 """Settings: loaded once, validated, frozen (see `loading` for the layers and
 `settings` for every key). Import from here."""
 
-from server.config.loading import DEFAULT_CONFIG, ENV_PREFIX, load_settings
-from server.config.settings import (
+from .loading import DEFAULT_CONFIG, ENV_PREFIX, load_settings
+from .settings import (
     ApiSettings,
     AppSettings,
     AuthSettings,

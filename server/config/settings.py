@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from server.loops import LOOP_CHOICES
+from ..loops import LOOP_CHOICES
 
 __all__ = [
     "NAMESPACE_SEPARATOR",
@@ -418,6 +418,6 @@ class Settings:
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some keys replaced, validated like any other layer (tests use it)."""
-        from server.config.loading import apply_layer  # the loader imports this module
+        from .loading import apply_layer  # the loader imports this module
 
         return apply_layer({name: dict(v) for name, v in sections.items()}, base=self)

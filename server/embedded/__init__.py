@@ -4,9 +4,9 @@
 user; `lease` attaches a process to it; `group` is what `run.py` uses.
 """
 
-from server.embedded.group import EmbeddedSet, is_embedded_url, running_url, start_embedded
-from server.embedded.lease import Lease, attach
-from server.embedded.servers import (
+from .group import EmbeddedSet, is_embedded_url, running_url, start_embedded
+from .lease import Lease, attach
+from .servers import (
     HOST,
     EmbeddedSecantus,
     EmbeddedServer,

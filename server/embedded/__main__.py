@@ -1,8 +1,8 @@
-"""``python -m server.embedded keep KIND DIR [...]``: the keeper (server.embedded.keeper)."""
+"""``python -m wsfan.embedded keep KIND DIR [...]``: the keeper (wsfan.embedded.keeper)."""
 
 import sys
 
-from server.embedded.keeper import main
+from .keeper import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """The embedded servers one process uses: Valkey and/or SecantusDB under `embedded.dir`.
 
 ``start_embedded(var, need_redis, need_mongo)`` attaches to (or starts) the servers of
-``var/valkey`` and ``var/secantusdb`` through their keepers (server.embedded.lease);
+``var/valkey`` and ``var/secantusdb`` through their keepers (wsfan.embedded.lease);
 ``EmbeddedSet.watch()`` starts them again should a keeper be killed while this
 process runs; ``release()`` lets them stop once no other process uses them.
 """
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from server.embedded import procs
-from server.embedded.keeper import STOP_TIMEOUT
-from server.embedded.lease import START_TIMEOUT, Lease, attach
-from server.embedded.servers import EmbeddedServerError, Fsync
-from server.embedded.state import read_state
-from server.logs import Repeated
+from ..logs import Repeated
+from . import procs
+from .keeper import STOP_TIMEOUT
+from .lease import START_TIMEOUT, Lease, attach
+from .servers import EmbeddedServerError, Fsync
+from .state import read_state
 
 __all__ = ["DIRS", "EmbeddedSet", "is_embedded_url", "running_url", "start_embedded"]
 

@@ -1,7 +1,7 @@
 """The keeper: one small process per embedded server, holding it for every user.
 
-``python -m server.embedded keep KIND DIR [--port N] [--fsync always|everysec]`` is
-started by `server.embedded.lease.attach` (not by hand), with DIR as its working
+``python -m wsfan.embedded keep KIND DIR [--port N] [--fsync always|everysec]`` is
+started by `wsfan.embedded.lease.attach` (not by hand), with DIR as its working
 directory. It detaches (the launcher exits at once), prints ``keeper PID`` on
 stdout, starts the server as its own child with the parent-death signal set (the
 kernel sends the server SIGTERM when the keeper dies, even by SIGKILL), writes
@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from server.embedded.servers import (
+from ..logs import Repeated
+from .servers import (
     EmbeddedSecantus,
     EmbeddedServer,
     EmbeddedServerError,
     EmbeddedValkey,
 )
-from server.embedded.state import (
+from .state import (
     MutexTimeout,
     State,
     held_leases,
@@ -43,7 +44,6 @@ from server.embedded.state import (
     remove_state,
     write_state,
 )
-from server.logs import Repeated
 
 __all__ = ["KINDS", "POLL", "main", "make_server"]
 
@@ -148,7 +148,7 @@ def _say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.embedded")
+    parser = argparse.ArgumentParser(prog="python -m wsfan.embedded")
     parser.add_argument("command", choices=("keep",))
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("directory", type=Path)

@@ -1,7 +1,7 @@
 """Attach to the embedded server of a data directory, starting its keeper if need be.
 
 Every process that uses an embedded server (each `run.py`, `run.py apikey`) holds a
-lease on it; one keeper process per server (server.embedded.keeper) runs it while
+lease on it; one keeper process per server (wsfan.embedded.keeper) runs it while
 any lease is held and stops it at most `keeper.POLL` seconds (plus its stop time)
 after the last holder is gone, however that holder died. Several `run.py` in one
 checkout therefore share the servers of its `embedded.dir`.
@@ -28,11 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Self
 
-import server
-from server.embedded import procs
-from server.embedded.keeper import KINDS, STOP_TIMEOUT, make_server
-from server.embedded.servers import HOST, EmbeddedServerError
-from server.embedded.state import (
+from . import procs
+from .keeper import KINDS, STOP_TIMEOUT, make_server
+from .servers import HOST, EmbeddedServerError
+from .state import (
     KEEPER_COMMAND,
     KEEPER_LOG,
     MUTEX_FILE,
@@ -54,7 +53,6 @@ log = logging.getLogger("wsfan.embedded")
 
 START_TIMEOUT = 60.0  # waiting for another process's attach, then for the server to answer
 _KEEPER_ARGS = [arg.encode() for arg in KEEPER_COMMAND]
-_ROOT = Path(server.__file__).resolve().parents[1]  # on the keeper's PYTHONPATH
 
 
 class Lease:
@@ -319,7 +317,6 @@ def _spawn_keeper(
     if fsync is not None:
         command += ["--fsync", fsync]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     keeper_log = directory / KEEPER_LOG
     with keeper_log.open("ab") as err:
         launcher = subprocess.Popen(

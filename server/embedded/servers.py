@@ -1,6 +1,6 @@
 """Real Valkey / SecantusDB servers run as child processes on free loopback ports.
 
-Used by the keeper behind ``make run`` (server.embedded.keeper) and by the tests. No
+Used by the keeper behind ``make run`` (wsfan.embedded.keeper) and by the tests. No
 mocks: each class spawns the real server, waits until that very process answers,
 stops it by PID.
 """

@@ -48,7 +48,7 @@ STATE_FILE = "embedded.json"
 MUTEX_FILE = "keeper.lock"
 LEASES = "leases"
 KEEPER_LOG = "keeper.log"
-KEEPER_COMMAND = ("-m", "server.embedded", "keep")  # how a keeper is run, and recognised
+KEEPER_COMMAND = ("-m", "wsfan.embedded", "keep")  # how a keeper is run, and recognised
 
 _HELD: set[int] = set()  # mutex fds this process holds: a forked child must not keep them
 

@@ -1,6 +1,6 @@
 """The load tester: many simulated clients against any server speaking the client protocol.
 
-    from server.loadtest import Options, run
+    from . import Options, run
     result = run(Options(urls=("ws://127.0.0.1:8888/connection/websocket",), clients=1000))
 
 `run_async` does the same inside a running event loop. Clients live in worker
@@ -10,7 +10,7 @@ and builds one result dict (`results.py`); `report.py` writes it as JSON, a
 table and a self-contained HTML page.
 """
 
-from server.loadtest.options import Options, OptionsError, parse_options
-from server.loadtest.runner import LoadTestError, run, run_async
+from .options import Options, OptionsError, parse_options
+from .runner import LoadTestError, run, run_async
 
 __all__ = ["LoadTestError", "Options", "OptionsError", "parse_options", "run", "run_async"]

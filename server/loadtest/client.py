@@ -1,5 +1,5 @@
 """Subscribing clients: one picows listener per connection, all of a worker in one pool.
-(`Receiver` is the protocol whatever carries it; server.loadtest.streams carries
+(`Receiver` is the protocol whatever carries it; wsfan.loadtest.streams carries
 it over SSE and HTTP-streaming.)
 
 A client sends connect and subscribe in its first frame, answers server pings
@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import msgpack
 from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
 
-from server.errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM, RESUBSCRIBE_CODES
-from server.loadtest.metrics import Histogram, Recorder
-from server.loadtest.wire import CONNECT_ID, SUBSCRIBE_ID, Codec
+from ..errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM, RESUBSCRIBE_CODES
+from .metrics import Histogram, Recorder
+from .wire import CONNECT_ID, SUBSCRIBE_ID, Codec
 
 __all__ = ["Carrier", "Pool", "Receiver", "Stats", "SubscribeFailed", "Subscriber"]
 
@@ -72,7 +72,7 @@ class SubscribeFailed(Exception):
 
 class Carrier(Protocol):
     """What a `Receiver` sends through: a picows `WSTransport`, or an HTTP stream
-    (server.loadtest.streams) whose commands go out through /emulation."""
+    (wsfan.loadtest.streams) whose commands go out through /emulation."""
 
     @property
     def is_disconnected(self) -> bool: ...

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from server.loops import LOOP_CHOICES
+from ..loops import LOOP_CHOICES
+from ..prog import prog_name
 
 __all__ = [
     "LAYOUTS",
@@ -34,7 +35,7 @@ LAYOUTS = ("hot", "channels", "per-client")
 TRANSPORTS = ("websocket", "sse", "http_stream")
 """How subscribers connect: a WebSocket at the URL; or an HTTP stream at the same
 host's `/connection/sse` or `/connection/http_stream`, with `/emulation` for the
-commands after connect (see server.loadtest.streams). Publishers stay WebSocket."""
+commands after connect (see wsfan.loadtest.streams). Publishers stay WebSocket."""
 
 FD_RESERVE = 64  # descriptors a worker keeps for its pipes, loop and imports
 
@@ -234,7 +235,7 @@ def _rates(text: str) -> tuple[float, ...]:
 def build_parser() -> argparse.ArgumentParser:
     d = Options()
     p = argparse.ArgumentParser(
-        prog="run.py loadtest",
+        prog=prog_name("loadtest"),
         description=(
             "Drive a server speaking the Centrifugo client protocol (wsfan or Centrifugo) "
             "with many simulated clients and report delivery latency and throughput."

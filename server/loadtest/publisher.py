@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
-from server.errors import NO_CLOSE_FRAME
-from server.loadtest.options import Options
-from server.loadtest.wire import CONNECT_ID, Codec, mint_token, padding, payload
-from server.loadtest.worker import STATUS_INTERVAL, WorkerIO
+from ..errors import NO_CLOSE_FRAME
+from .options import Options
+from .wire import CONNECT_ID, Codec, mint_token, padding, payload
+from .worker import STATUS_INTERVAL, WorkerIO
 
 __all__ = ["read_response", "run_publisher"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.loadtest.targets import describe
+from .targets import describe
 
 __all__ = ["format_table", "nice_ticks", "svg_chart", "write_html", "write_json"]
 

@@ -50,10 +50,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server import __version__
-from server.loadtest.metrics import Histogram, merge_counts
-from server.loadtest.options import Options
-from server.loadtest.targets import EMBEDDED
+from .. import __version__
+from .metrics import Histogram, merge_counts
+from .options import Options
+from .targets import EMBEDDED
 
 __all__ = ["CpuSample", "build", "cpu_at", "machine", "step_windows"]
 

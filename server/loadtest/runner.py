@@ -27,16 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.loadtest.metrics import Histogram, cpu_seconds
-from server.loadtest.options import Options
-from server.loadtest.progress import Progress, Snapshot
-from server.loadtest.results import CpuSample, build
-from server.loadtest.targets import EMBEDDED, follow
-from server.loadtest.worker import encode_options
+from .metrics import Histogram, cpu_seconds
+from .options import Options
+from .progress import Progress, Snapshot
+from .results import CpuSample, build
+from .targets import EMBEDDED, follow
+from .worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
 
-ROOT = Path(__file__).resolve().parents[2]
 TICK = 0.5  # seconds between progress updates
 EXIT_TIMEOUT = 10.0  # seconds a worker gets to exit after stop before it is killed
 STDERR_KEEP = 16 << 10
@@ -153,17 +152,14 @@ class Coordinator:
     # Processes ----------------------------------------------------------------------
 
     async def _spawn(self, role: str, index: int, job: dict[str, Any]) -> Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.loadtest.worker",
+            "wsfan.loadtest.worker",
             self.options.loop,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=env,
             limit=256 << 20,
         )
         worker = Worker(role, index, proc)

@@ -33,10 +33,10 @@ from urllib.parse import quote, urlsplit
 
 from picows import WSCloseCode, WSMsgType
 
-from server.errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM
-from server.loadtest.client import PUBLICATION_LINE, Carrier, Pool, Receiver, SubscribeFailed
-from server.loadtest.publisher import read_response
-from server.loadtest.wire import Codec
+from ..errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM
+from .client import PUBLICATION_LINE, Carrier, Pool, Receiver, SubscribeFailed
+from .publisher import read_response
+from .wire import Codec
 
 __all__ = ["EMULATION_CONNECTIONS", "Emulation", "StreamPool", "StreamSubscriber", "endpoint_of"]
 

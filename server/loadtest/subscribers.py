@@ -7,12 +7,12 @@ import asyncio
 import time
 from typing import Any
 
-from server.loadtest.client import Pool, Receiver, Stats, Subscriber
-from server.loadtest.metrics import Recorder
-from server.loadtest.options import Options
-from server.loadtest.streams import EMULATION_CONNECTIONS, StreamPool, StreamSubscriber
-from server.loadtest.wire import Codec, mint_token
-from server.loadtest.worker import STATUS_INTERVAL, WorkerIO
+from .client import Pool, Receiver, Stats, Subscriber
+from .metrics import Recorder
+from .options import Options
+from .streams import EMULATION_CONNECTIONS, StreamPool, StreamSubscriber
+from .wire import Codec, mint_token
+from .worker import STATUS_INTERVAL, WorkerIO
 
 __all__ = ["run_subscribers", "stats_body"]
 

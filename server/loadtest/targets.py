@@ -79,7 +79,7 @@ def _descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
 
 def embedded_of(pid: int) -> list[tuple[str, int]]:
     """(kind, PID) of each embedded server `pid` holds a lease on, from its open files."""
-    from server.embedded.state import LEASES, read_state
+    from ..embedded.state import LEASES, read_state
 
     found = []
     try:

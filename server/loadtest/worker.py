@@ -1,4 +1,4 @@
-"""A load-test worker process: `python -m server.loadtest.worker`, driven over its pipes.
+"""A load-test worker process: `python -m wsfan.loadtest.worker`, driven over its pipes.
 
 The coordinator writes JSON lines to the worker's stdin: first the job
 (`{"role": "subscribers" | "publisher", "index", "options", "t0", ...}`, t0 being
@@ -22,8 +22,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from server.loadtest.options import Options
-from server.loops import loop_factory
+from ..loops import loop_factory
+from .options import Options
 
 __all__ = ["STATUS_INTERVAL", "WorkerIO", "decode_options", "encode_options", "main"]
 
@@ -117,11 +117,11 @@ async def _main() -> int:
     options = decode_options(job["options"])
     try:
         if job["role"] == "publisher":
-            from server.loadtest.publisher import run_publisher
+            from .publisher import run_publisher
 
             await run_publisher(options, io, job["t0"])
         else:
-            from server.loadtest.subscribers import run_subscribers
+            from .subscribers import run_subscribers
 
             await run_subscribers(options, io, range(*job["clients"]), job["workers"], job["t0"])
     except Exception as exc:  # the coordinator reports it; the traceback goes to stderr
@@ -131,7 +131,7 @@ async def _main() -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m server.loadtest.worker [LOOP]`: LOOP as `server.loops` knows them."""
+    """`python -m wsfan.loadtest.worker [LOOP]`: LOOP as `wsfan.loops` knows them."""
     factory = loop_factory(argv[0] if argv else "auto")
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -9,7 +9,7 @@ The package's modules: `values` (types shared with the broker and the hub),
 command envelope and typed requests); each states its contract. Import from here.
 """
 
-from server.protocol.codec import (
+from .codec import (
     PING,
     Encoded,
     Spliced,
@@ -24,7 +24,7 @@ from server.protocol.codec import (
     reply,
     reply_overhead,
 )
-from server.protocol.commands import (
+from .commands import (
     DEFAULT_MAX_DATA_DEPTH,
     FLAG_REJECT_UNRECOVERED,
     MAX_COMMAND_ID,
@@ -46,7 +46,7 @@ from server.protocol.commands import (
     parse_request,
     validate_channel,
 )
-from server.protocol.values import ClientInfo, Encoding, ProtocolError, Publication, StreamPosition
+from .values import ClientInfo, Encoding, ProtocolError, Publication, StreamPosition
 
 __all__ = [
     "DEFAULT_MAX_DATA_DEPTH",

@@ -22,8 +22,8 @@ from typing import Any
 
 import msgpack
 
-from server.errors import ReplyError
-from server.protocol.values import Encoding, ProtocolError
+from ..errors import ReplyError
+from .values import Encoding, ProtocolError
 
 __all__ = [
     "PING",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, get_type_hints
 
-from server.errors import ErrorCode, ReplyError
-from server.protocol.values import ProtocolError, StreamPosition
+from ..errors import ErrorCode, ReplyError
+from .values import ProtocolError, StreamPosition
 
 __all__ = [
     "DEFAULT_MAX_DATA_DEPTH",

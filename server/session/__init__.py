@@ -10,7 +10,7 @@
 - hook_calls.py: what the command handlers hand the application's hooks.
 """
 
-from server.session.port import ChannelSubscriber, ClientSession, NodePort
-from server.session.session import Session, State
+from .port import ChannelSubscriber, ClientSession, NodePort
+from .session import Session, State
 
 __all__ = ["ChannelSubscriber", "ClientSession", "NodePort", "Session", "State"]

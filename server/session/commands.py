@@ -15,18 +15,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from server.app.hooks import (
+from ..app.hooks import (
     HookPoint,
     PublishContext,
     RPCContext,
     SubscribeContext,
     SubscribeResult,
 )
-from server.auth import access
-from server.auth.tokens import ConnectionClaims
-from server.config import ChannelOptions
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
-from server.protocol import (
+from ..auth import access
+from ..auth.tokens import ConnectionClaims
+from ..config import ChannelOptions
+from ..errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from ..protocol import (
     Command,
     ConnectRequest,
     HistoryRequest,
@@ -45,18 +45,18 @@ from server.protocol import (
     parse_request,
     reply_overhead,
 )
-from server.replies import ReplyBounds
-from server.session.hook_calls import (
+from ..replies import ReplyBounds
+from .hook_calls import (
     client_of,
     connect_context,
     refresh_connection,
     refresh_subscription,
 )
-from server.session.subscriptions import Subscription
-from server.session.unidirectional import requested_subscriptions
+from .subscriptions import Subscription
+from .unidirectional import requested_subscriptions
 
 if TYPE_CHECKING:
-    from server.session.session import Session
+    from .session import Session
 
 __all__ = ["HANDLERS", "Answer", "Handler"]
 

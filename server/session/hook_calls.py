@@ -12,23 +12,23 @@ import asyncio
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from server.app.hooks import (
+from ..app.hooks import (
     Client,
     ConnectContext,
     HookPoint,
     RefreshContext,
     SubRefreshContext,
 )
-from server.app.refresh import ServerRefresh
-from server.auth.tokens import ConnectionClaims
-from server.config import ChannelOptions
-from server.errors import Disconnect, DisconnectCode
-from server.protocol import ConnectRequest
-from server.transport import Headers
+from ..app.refresh import ServerRefresh
+from ..auth.tokens import ConnectionClaims
+from ..config import ChannelOptions
+from ..errors import Disconnect, DisconnectCode
+from ..protocol import ConnectRequest
+from ..transport import Headers
 
 if TYPE_CHECKING:
-    from server.session.session import Session
-    from server.session.subscriptions import Subscription
+    from .session import Session
+    from .subscriptions import Subscription
 
 __all__ = ["client_of", "connect_context", "refresh_connection", "refresh_subscription"]
 

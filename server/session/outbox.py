@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from server.metrics import Metrics
-from server.protocol import Encoding, encode
-from server.transport import Frame, Transport
+from ..metrics import Metrics
+from ..protocol import Encoding, encode
+from ..transport import Frame, Transport
 
 __all__ = ["Outbox", "OutboxOwner"]
 

@@ -11,16 +11,16 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.broker.base import HistoryQuery, HistoryResult, PresenceStats
-from server.config import ChannelOptions
-from server.errors import Disconnect, UnsubscribeCode
-from server.hub import Connection, Outlet, Subscriber
-from server.protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
-from server.replies import ReplyBounds
+from ..broker.base import HistoryQuery, HistoryResult, PresenceStats
+from ..config import ChannelOptions
+from ..errors import Disconnect, UnsubscribeCode
+from ..hub import Connection, Outlet, Subscriber
+from ..protocol import ClientInfo, HistoryRequest, Publication, StreamPosition
+from ..replies import ReplyBounds
 
 if TYPE_CHECKING:
-    from server.app.layer import AppLayer
-    from server.session.session import Session
+    from ..app.layer import AppLayer
+    from .session import Session
 
 __all__ = ["ChannelSubscriber", "ClientSession", "NodePort", "SendHandler"]
 

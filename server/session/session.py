@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
-from server.auth import access
-from server.auth.limits import CommandLimiter, Verdict
-from server.auth.tokens import TokenVerifier
-from server.config import Settings
-from server.errors import (
+from ..auth import access
+from ..auth.limits import CommandLimiter, Verdict
+from ..auth.tokens import TokenVerifier
+from ..config import Settings
+from ..errors import (
     CONNECTION_CLOSED,
     Disconnect,
     DisconnectCode,
@@ -39,8 +39,8 @@ from server.errors import (
     ReplyError,
     UnsubscribeCode,
 )
-from server.metrics import Metrics
-from server.protocol import (
+from ..metrics import Metrics
+from ..protocol import (
     PING,
     ClientInfo,
     Command,
@@ -53,13 +53,13 @@ from server.protocol import (
     parse_command,
     push,
 )
-from server.session import unidirectional
-from server.session.commands import HANDLERS, Answer
-from server.session.hook_calls import client_of
-from server.session.outbox import Outbox
-from server.session.port import NodePort
-from server.session.subscriptions import Subscriptions
-from server.transport import Handshake, Transport
+from ..transport import Handshake, Transport
+from . import unidirectional
+from .commands import HANDLERS, Answer
+from .hook_calls import client_of
+from .outbox import Outbox
+from .port import NodePort
+from .subscriptions import Subscriptions
 
 __all__ = ["Session", "State"]
 

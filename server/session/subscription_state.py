@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
-from server.auth import access
-from server.config import ChannelOptions
-from server.protocol import ClientInfo, Publication
-from server.transport import Frame
+from ..auth import access
+from ..config import ChannelOptions
+from ..protocol import ClientInfo, Publication
+from ..transport import Frame
 
 __all__ = ["Started", "Subscription", "SubscriptionListener"]
 

@@ -26,12 +26,12 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from server.auth import access
-from server.auth.tokens import SubscriptionClaims
-from server.broker.base import HistoryQuery
-from server.config import ChannelOptions, Settings
-from server.errors import ErrorCode, ReplyError, UnsubscribeCode
-from server.protocol import (
+from ..auth import access
+from ..auth.tokens import SubscriptionClaims
+from ..broker.base import HistoryQuery
+from ..config import ChannelOptions, Settings
+from ..errors import ErrorCode, ReplyError, UnsubscribeCode
+from ..protocol import (
     FLAG_REJECT_UNRECOVERED,
     ClientInfo,
     Encoded,
@@ -43,11 +43,11 @@ from server.protocol import (
     encode_spliced,
     push,
 )
-from server.replies import read_within
-from server.session.outbox import Outbox
-from server.session.port import NodePort
-from server.session.subscription_state import Started, Subscription, SubscriptionListener
-from server.transport import Frame
+from ..replies import read_within
+from ..transport import Frame
+from .outbox import Outbox
+from .port import NodePort
+from .subscription_state import Started, Subscription, SubscriptionListener
 
 __all__ = ["Started", "Subscription", "Subscriptions"]
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from server.app.hooks import HookPoint, SubscribeContext, SubscribeResult
-from server.auth import access
-from server.errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
-from server.protocol import Encoding, ProtocolError, Spliced, decode_frame, encode_spliced
-from server.session.hook_calls import client_of
+from ..app.hooks import HookPoint, SubscribeContext, SubscribeResult
+from ..auth import access
+from ..errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
+from ..protocol import Encoding, ProtocolError, Spliced, decode_frame, encode_spliced
+from .hook_calls import client_of
 
 if TYPE_CHECKING:
-    from server.session.session import Session
+    from .session import Session
 
 __all__ = ["connect_message", "connect_push", "disconnect_for", "requested_subscriptions"]
 

@@ -1,5 +1,5 @@
 """Durable state in MongoDB. `store.mongo` is the only module that imports Motor."""
 
-from server.store.mongo import MongoStore
+from .mongo import MongoStore
 
 __all__ = ["MongoStore"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from server.store.mongo import MongoStore
+from .mongo import MongoStore
 
 __all__ = ["ALL_SCOPES", "ApiKey", "KeyStore", "parse_key"]
 

@@ -15,8 +15,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from server.protocol import Publication
-from server.store.records import LogRecord, RetainedState, publication_from_document
+from ..protocol import Publication
+from .records import LogRecord, RetainedState, publication_from_document
 
 __all__ = ["DUPLICATE_KEY", "MongoStore"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from server.protocol import Encoding, Publication, encode
+from ..protocol import Encoding, Publication, encode
 
 __all__ = ["LogRecord", "RetainedState", "publication_from_document"]
 

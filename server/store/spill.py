@@ -20,7 +20,7 @@ from typing import IO
 
 import msgpack
 
-from server.store.records import LogRecord
+from .records import LogRecord
 
 __all__ = ["SpillFile", "Spool"]
 

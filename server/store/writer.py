@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.store.records import LogRecord
-from server.store.spill import SpillFile, Spool
+from .records import LogRecord
+from .spill import SpillFile, Spool
 
 __all__ = ["LogWriter", "Sink", "WriterStats"]
 

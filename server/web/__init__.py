@@ -1,5 +1,5 @@
 """Thin Tornado handlers: they adapt HTTP and WebSocket to the node and sessions."""
 
-from server.web.app import make_app
+from .app import make_app
 
 __all__ = ["make_app"]

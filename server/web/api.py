@@ -23,10 +23,10 @@ import msgpack
 from tornado.http1connection import HTTP1Connection
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from server.api.executor import ApiExecutor
-from server.api.keys import ApiKeyChecker
-from server.errors import HTTP_ERROR_CODES, HTTP_MESSAGES, ErrorCode, ReplyError
-from server.protocol import Encoding, encode
+from ..api.executor import ApiExecutor
+from ..api.keys import ApiKeyChecker
+from ..errors import HTTP_ERROR_CODES, HTTP_MESSAGES, ErrorCode, ReplyError
+from ..protocol import Encoding, encode
 
 __all__ = ["MSGPACK_TYPES", "ApiHandler"]
 

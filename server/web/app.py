@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from tornado.web import Application, StaticFileHandler
 
-from server.api.keys import ApiKeyChecker
-from server.node import Node
-from server.web.endpoint import Endpoint
-from server.web.health import ReadinessCheck
-from server.web.mount import make_endpoint, server_routes
-from server.web.pages import STATIC_DIR, page_routes
+from ..api.keys import ApiKeyChecker
+from ..node import Node
+from .endpoint import Endpoint
+from .health import ReadinessCheck
+from .mount import make_endpoint, server_routes
+from .pages import STATIC_DIR, page_routes
 
 __all__ = ["STATIC_DIR", "make_app"]
 
@@ -20,7 +20,7 @@ def make_app(
     api_keys: ApiKeyChecker | None = None,
     endpoint: Endpoint | None = None,
 ) -> Application:
-    """Routes for one node (server.web.mount's, and the pages); `readiness` names the
+    """Routes for one node (wsfan.web.mount's, and the pages); `readiness` names the
     dependency checks behind /readyz; `api_keys` decides the server API's keys
     (default: `api.keys` from settings); `endpoint` is the WebSocket endpoint
     (default: a new one, see `make_endpoint`)."""

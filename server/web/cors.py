@@ -1,6 +1,6 @@
 """CORS for the HTTP transports (`/connection/http_stream`, `/connection/sse`,
 the uni streams and `/emulation`), under the WebSocket endpoint's origin policy
-(`client.allowed_origins`, server.auth.origin).
+(`client.allowed_origins`, wsfan.auth.origin).
 
 - A request without `Origin` (curl, servers, same-origin EventSource in some
   browsers) gets no CORS headers and is not refused.
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.auth.origin import OriginPolicy
-from server.auth.proxies import TrustedProxies
+from ..auth.origin import OriginPolicy
+from ..auth.proxies import TrustedProxies
 
 __all__ = ["ALLOWED_METHODS", "CorsDecision", "cors"]
 

@@ -33,11 +33,11 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from server.auth.limits import AddressRates
-from server.web.cors import ALLOWED_METHODS, cors
-from server.web.endpoint import Endpoint, Streams
-from server.web.handshake import peer_of
-from server.web.request_body import BodyHandler
+from ..auth.limits import AddressRates
+from .cors import ALLOWED_METHODS, cors
+from .endpoint import Endpoint, Streams
+from .handshake import peer_of
+from .request_body import BodyHandler
 
 __all__ = ["EMULATION_OP", "EMULATION_PATH", "EmulationHandler", "deliver", "serve_emulation"]
 

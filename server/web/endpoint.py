@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from tornado.web import Application
 
-from server.auth.limits import ConnectionCounter
-from server.auth.origin import OriginPolicy
-from server.auth.proxies import TrustedProxies
-from server.node import Node
+from ..auth.limits import ConnectionCounter
+from ..auth.origin import OriginPolicy
+from ..auth.proxies import TrustedProxies
+from ..node import Node
 
 if TYPE_CHECKING:
-    from server.web.stream_transport import StreamConnection
+    from .stream_transport import StreamConnection
 
 __all__ = ["Endpoint", "LiveConnections", "Streams", "close_websockets", "endpoint_of"]
 
@@ -76,7 +76,7 @@ class Streams:
 @dataclass(frozen=True)
 class Endpoint:
     """What the WebSocket endpoint needs, shared by its handler and the fast path
-    (server.web.upgrade); an app keeps it in its settings as `websocket_endpoint`.
+    (wsfan.web.upgrade); an app keeps it in its settings as `websocket_endpoint`.
     `proxies` are the node's `server.trusted_proxies`."""
 
     node: Node

@@ -1,7 +1,7 @@
 """The WebSocket opening handshake (RFC 6455 section 4), without I/O: whether an
 upgrade request is refused and with which HTTP status, and what the 101 answer
-carries. Both the Tornado handler (server.web.websocket) and the listener's fast
-path (server.web.upgrade) decide with these, so they refuse and accept alike.
+carries. Both the Tornado handler (wsfan.web.websocket) and the listener's fast
+path (wsfan.web.upgrade) decide with these, so they refuse and accept alike.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import hashlib
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from server.auth.proxies import Header
-from server.protocol import Encoding
+from ..auth.proxies import Header
+from ..protocol import Encoding
 
 if TYPE_CHECKING:
-    from server.web.endpoint import Endpoint
+    from .endpoint import Endpoint
 
 __all__ = [
     "MSGPACK_SUBPROTOCOL",

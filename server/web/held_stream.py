@@ -1,5 +1,5 @@
 """The stream Tornado serves a pending connection through, with a deadline on
-every request head it waits for (see server.web.upgrade)."""
+every request head it waits for (see wsfan.web.upgrade)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from tornado.iostream import IOStream
 
-from server.web.pending import PendingConnections
+from .pending import PendingConnections
 
 __all__ = ["HeldStream"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tornado.web import RequestHandler
 
-from server.metrics import CONTENT_TYPE
-from server.node import Node
+from ..metrics import CONTENT_TYPE
+from ..node import Node
 
 __all__ = ["MetricsHandler"]
 

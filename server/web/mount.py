@@ -7,7 +7,7 @@ per-address cap, API keys), so a mounted WebSocket endpoint refuses and
 accepts exactly as the server's own. What only the listener can bound (a
 request head's time, idle keep-alive connections, connections not upgraded
 yet, accepting when out of descriptors) comes with serving the application
-through `server.web.upgrade.make_server`, as `Server.listen` does.
+through `wsfan.web.upgrade.make_server`, as `Server.listen` does.
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ from typing import Any
 from tornado.routing import Rule
 from tornado.web import Application, RequestHandler
 
-from server.api.executor import ApiExecutor
-from server.api.keys import ApiKeyChecker
-from server.auth.limits import AddressRates, ConnectionCounter
-from server.auth.origin import OriginPolicy
-from server.node import Node
-from server.web.api import ApiHandler
-from server.web.emulation import EMULATION_PATH, EmulationHandler, serve_emulation
-from server.web.endpoint import Endpoint
-from server.web.health import HealthHandler, ReadinessCheck, ReadyHandler
-from server.web.metrics import MetricsHandler
-from server.web.stream_framing import UNI_WEBSOCKET
-from server.web.streams import STREAM_PATHS, StreamHandler
-from server.web.websocket import WEBSOCKET_PATH, ClientWebSocketHandler
+from ..api.executor import ApiExecutor
+from ..api.keys import ApiKeyChecker
+from ..auth.limits import AddressRates, ConnectionCounter
+from ..auth.origin import OriginPolicy
+from ..node import Node
+from .api import ApiHandler
+from .emulation import EMULATION_PATH, EmulationHandler, serve_emulation
+from .endpoint import Endpoint
+from .health import HealthHandler, ReadinessCheck, ReadyHandler
+from .metrics import MetricsHandler
+from .stream_framing import UNI_WEBSOCKET
+from .streams import STREAM_PATHS, StreamHandler
+from .websocket import WEBSOCKET_PATH, ClientWebSocketHandler
 
 __all__ = ["Route", "make_endpoint", "mounted_endpoints", "server_routes", "transport_routes"]
 

@@ -2,7 +2,7 @@
 an /emulation request), up to `transports.max_request_body_bytes`.
 
 The server's HTTP server reads no body for a route that does not ask for one
-(server.web.upgrade.MAX_PLAIN_BODY: Tornado refuses it with 400 before any
+(wsfan.web.upgrade.MAX_PLAIN_BODY: Tornado refuses it with 400 before any
 handler runs). These handlers stream theirs: once the headers are in, each
 raises its connection's limit, keeps up to `body_limit` bytes, and reads on
 (dropping) up to DISCARD_BYTES past it so the client hears the 413; beyond

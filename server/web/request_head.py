@@ -1,6 +1,6 @@
 """Request heads peeked at on a socket before Tornado or the upgrade fast path
 reads them: whether a whole head has arrived, and the WebSocket upgrade request
-the fast path answers itself (see server.web.upgrade).
+the fast path answers itself (see wsfan.web.upgrade).
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import socket
 
-from server.auth.proxies import TrustedProxies
-from server.web.handshake import WEBSOCKET_PATH
+from ..auth.proxies import TrustedProxies
+from .handshake import WEBSOCKET_PATH
 
 __all__ = [
     "HEAD_END",

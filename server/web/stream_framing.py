@@ -8,16 +8,16 @@ one chunk, so proxies and `fetch` pass it on as it comes. Inside a chunk:
   and the server ping in the form Centrifugo documents for each: `{}` on
   uni_sse and uni_websocket, `null` on uni_http_stream.
 
-These transports speak JSON only. The WebSocket framing is server.frames'.
+These transports speak JSON only. The WebSocket framing is wsfan.frames'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.frames import frame_header
-from server.protocol import Encoding, join_frame
-from server.transport import Frame
+from ..frames import frame_header
+from ..protocol import Encoding, join_frame
+from ..transport import Frame
 
 __all__ = [
     "END_OF_STREAM",

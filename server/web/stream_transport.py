@@ -1,11 +1,11 @@
 """The HTTP streaming transports: once a stream request is accepted, its socket
 moves to an asyncio protocol that writes the response (chunked) and carries a
-`Session`, as a WebSocket's does (server.web.websocket_transport).
+`Session`, as a WebSocket's does (wsfan.web.websocket_transport).
 
 The client sends nothing more on the stream's connection: anything it sends
 ends it. Later commands of a bidirectional stream (http_stream, sse) arrive
-through `/emulation` (server.web.emulation), which hands them to `take`.
-`StreamConnection` is the session's `server.transport.Transport`.
+through `/emulation` (wsfan.web.emulation), which hands them to `take`.
+`StreamConnection` is the session's `wsfan.transport.Transport`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import cast
 
-from server.errors import Disconnect, DisconnectCode
-from server.protocol import Encoding
-from server.session import Session
-from server.transport import Frame, Framing, Handshake, variant
-from server.web.endpoint import Endpoint
-from server.web.stream_framing import END_OF_STREAM
-from server.web.websocket_transport import CLOSE_TIMEOUT
+from ..errors import Disconnect, DisconnectCode
+from ..protocol import Encoding
+from ..session import Session
+from ..transport import Frame, Framing, Handshake, variant
+from .endpoint import Endpoint
+from .stream_framing import END_OF_STREAM
+from .websocket_transport import CLOSE_TIMEOUT
 
 __all__ = ["StreamConnection", "adopt_stream"]
 

@@ -6,7 +6,7 @@
   (the SDK's `sse`); later commands of both arrive through `/emulation`;
 - `GET /connection/uni_sse?cf_connect=<connect request>` and
   `POST /connection/uni_http_stream` (the connect request as the body): the
-  unidirectional protocol (server.session.unidirectional). Both also take a
+  unidirectional protocol (wsfan.session.unidirectional). Both also take a
   POST with the request as the body, and uni_sse a GET with no `cf_connect`
   (an empty request).
 
@@ -16,7 +16,7 @@ with 413 for a body over `transports.max_request_body_bytes`, 415 for a
 binary (`application/octet-stream`, the SDK's protobuf) body, 400 for a
 missing connect command, 505 for HTTP/1.0 (a stream is a chunked response).
 An accepted stream answers 200 at once, then the socket moves to a
-`StreamConnection` (server.web.stream_transport). `cf_connect` can carry a
+`StreamConnection` (wsfan.web.stream_transport). `cf_connect` can carry a
 token: access and error logs show it redacted.
 """
 
@@ -28,13 +28,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from tornado.iostream import StreamClosedError
 
-from server.transport import Framing, Handshake
-from server.web.cors import ALLOWED_METHODS, cors
-from server.web.endpoint import Endpoint
-from server.web.handshake import peer_of
-from server.web.request_body import BodyHandler
-from server.web.stream_framing import HTTP_STREAM, SSE, UNI_HTTP_STREAM, UNI_SSE
-from server.web.stream_transport import adopt_stream
+from ..transport import Framing, Handshake
+from .cors import ALLOWED_METHODS, cors
+from .endpoint import Endpoint
+from .handshake import peer_of
+from .request_body import BodyHandler
+from .stream_framing import HTTP_STREAM, SSE, UNI_HTTP_STREAM, UNI_SSE
+from .stream_transport import adopt_stream
 
 __all__ = ["STREAM_PATHS", "StreamHandler", "redacted_uri"]
 
@@ -152,7 +152,7 @@ class StreamHandler(BodyHandler):
         try:
             if stream.writing():
                 await stream.write(b"")
-            sock = stream.socket.dup()  # outlives closing the stream (see server.web.websocket)
+            sock = stream.socket.dup()  # outlives closing the stream (see wsfan.web.websocket)
         except (OSError, StreamClosedError, AttributeError) as exc:  # the peer left already
             log.debug("%s stream from %s gone: %r", self.framing.name, address, exc)
             stream.close()

@@ -19,7 +19,7 @@ No socket is held forever before it upgrades:
 - between keep-alive requests, the next head must come within
   `server.idle_timeout` (and a request body, too: Tornado's `body_timeout`);
 - at most `server.max_pending_connections` are pending (see
-  server.web.pending: the longest-waiting one makes room for a newcomer);
+  wsfan.web.pending: the longest-waiting one makes room for a newcomer);
 - when the process is out of file descriptors (EMFILE), the longest-waiting
   pending connection is closed to make room; with none to close, accepting
   pauses for ACCEPT_PAUSE seconds instead of spinning. Either is logged once
@@ -40,21 +40,21 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.web import Application
 
-from server.config import Settings
-from server.logs import Repeated
-from server.transport import Handshake
-from server.web.endpoint import Endpoint, endpoint_of
-from server.web.handshake import handshake_problem, negotiated_encoding, upgrade_headers
-from server.web.held_stream import HeldStream
-from server.web.pending import PendingConnections
-from server.web.request_head import (
+from ..config import Settings
+from ..logs import Repeated
+from ..transport import Handshake
+from .endpoint import Endpoint, endpoint_of
+from .handshake import handshake_problem, negotiated_encoding, upgrade_headers
+from .held_stream import HeldStream
+from .pending import PendingConnections
+from .request_head import (
     HEAD_END,
     MAX_HEAD,
     client_address,
     head_arrived,
     parse_upgrade,
 )
-from server.web.websocket_transport import adopt
+from .websocket_transport import adopt
 
 __all__ = ["MAX_PLAIN_BODY", "Listener", "make_server"]
 

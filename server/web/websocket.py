@@ -1,8 +1,8 @@
 """`/connection/websocket`: Tornado answers the handshake, then the socket moves
-to a `Connection` (server.web.websocket_transport) that carries its frames.
+to a `Connection` (wsfan.web.websocket_transport) that carries its frames.
 
-The handshake is an ordinary request handler deciding with server.web.handshake,
-as the listener's fast path does (server.web.upgrade); a handshake that path
+The handshake is an ordinary request handler deciding with wsfan.web.handshake,
+as the listener's fast path does (wsfan.web.upgrade); a handshake that path
 answered never reaches this handler.
 """
 
@@ -14,11 +14,11 @@ from http import HTTPStatus
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler
 
-from server.frames import WEBSOCKET
-from server.protocol import Encoding
-from server.transport import Framing, Handshake
-from server.web.endpoint import Endpoint, close_websockets
-from server.web.handshake import (
+from ..frames import WEBSOCKET
+from ..protocol import Encoding
+from ..transport import Framing, Handshake
+from .endpoint import Endpoint, close_websockets
+from .handshake import (
     SUPPORTED_VERSIONS,
     WEBSOCKET_PATH,
     handshake_problem,
@@ -26,7 +26,7 @@ from server.web.handshake import (
     peer_of,
     upgrade_headers,
 )
-from server.web.websocket_transport import adopt
+from .websocket_transport import adopt
 
 __all__ = [
     "WEBSOCKET_PATH",
@@ -34,8 +34,8 @@ __all__ = [
     "Endpoint",
     "close_websockets",
 ]
-# WEBSOCKET_PATH, Endpoint and close_websockets are re-exported: server.web.app and
-# server.cli import them from here.
+# WEBSOCKET_PATH, Endpoint and close_websockets are re-exported: wsfan.web.app and
+# wsfan.cli import them from here.
 
 log = logging.getLogger(__name__)
 

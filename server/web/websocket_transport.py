@@ -5,8 +5,8 @@ Tornado's own WebSocket layer keeps, per connection, an IOStream, the HTTP
 connection and request handler, and a chain of coroutines waiting for the next
 frame, and makes a Future per write. Here the socket moves, after the 101
 answer, to an asyncio transport (C in uvloop) whose protocol parses frames as
-they arrive (server.frames) and writes the hub's shared frame bytes straight to
-the transport. `Connection` is the session's `server.transport.Transport`.
+they arrive (wsfan.frames) and writes the hub's shared frame bytes straight to
+the transport. `Connection` is the session's `wsfan.transport.Transport`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import cast
 
-from server.errors import CloseCode, Disconnect, DisconnectCode
-from server.frames import (
+from ..errors import CloseCode, Disconnect, DisconnectCode
+from ..frames import (
     CLOSE,
     PING,
     PONG,
@@ -30,10 +30,10 @@ from server.frames import (
     close_frame,
     control_frame,
 )
-from server.protocol import Encoding
-from server.session import Session
-from server.transport import Frame, Framing, Handshake, variant
-from server.web.endpoint import Endpoint
+from ..protocol import Encoding
+from ..session import Session
+from ..transport import Frame, Framing, Handshake, variant
+from .endpoint import Endpoint
 
 __all__ = ["CLOSE_TIMEOUT", "FRAMES_PER_TURN", "Connection", "adopt"]
 
@@ -56,7 +56,7 @@ async def adopt(
 ) -> None:
     """Run the WebSocket on `sock` (the handshake answered) as a `Connection`;
     `handshake` goes to its session (for a connecting hook); `framing`: WEBSOCKET,
-    or the unidirectional form (server.web.stream_framing)."""
+    or the unidirectional form (wsfan.web.stream_framing)."""
     counted = endpoint.connections.acquire(address)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from wsfan.auth.cli import mint
 
-from server.auth.cli import mint
 from tests.browser.conftest import (
     DESKTOP,
     PAGE_TIMEOUT_MS,

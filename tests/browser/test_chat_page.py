@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from wsfan.api.keys import DEVELOPMENT_KEY
+from wsfan.embedded import free_port
 
-from server.api.keys import DEVELOPMENT_KEY
-from server.embedded import free_port
 from tests.browser.conftest import (
     PAGE_TIMEOUT_MS,
     WS_CONNECT_FAILED,

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.protocol.fossil import create
+from wsfan.protocol.fossil import create
 
 SDK = Path(__file__).resolve().parents[2] / "static" / "vendor" / "centrifuge" / "centrifuge.js"
 

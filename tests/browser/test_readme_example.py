@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from wsfan.api.keys import DEVELOPMENT_KEY
 
-from server.api.keys import DEVELOPMENT_KEY
 from tests.browser.conftest import base_url
 from tests.processes import clean_env, run_to_exit
 
