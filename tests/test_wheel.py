@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,6 +27,17 @@ from tests.conftest import TIMEOUT_SCALE
 from tests.processes import Server, clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCES = (
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "server",
+    "static",
+    "config",
+)
+IGNORED = ("__pycache__", "*.pyc", "production.toml")
 BUILD_TIMEOUT = 300 * TIMEOUT_SCALE  # pip fetches setuptools for the isolated build
 
 
@@ -39,9 +51,18 @@ def _run(args: list[str], cwd: Path, **kwargs: object) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel built from this checkout."""
+    """The wheel built from a copy of this checkout's sources (the build leaves its
+    build/ directory there, not in the checkout)."""
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)], out)
+    source = tmp_path_factory.mktemp("source")
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns(*IGNORED))
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)], out
+    )
     (built,) = out.glob("wsfan-*.whl")
     return built
 
