@@ -4,7 +4,7 @@
 
 FROM python:3.12-slim AS build
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md LICENSE ./
+COPY setup.py setup.cfg pyproject.toml README.md LICENSE ./
 COPY server server
 COPY static static
 COPY config config

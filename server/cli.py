@@ -1,7 +1,7 @@
-"""Command line: `python run.py [--port N] [--workers N] [--config FILE] [--host H]`.
+"""Command line: `wsfan [serve] [--port N] [--workers N] [--config FILE] [--host H]`.
 
-`python run.py COMMAND ...` runs one of the tools in `COMMANDS` instead of the
-server (`python run.py COMMAND --help` for each one's options).
+`wsfan COMMAND ...` runs one of the tools in `COMMANDS` instead of the
+server (`wsfan COMMAND --help` for each one's options).
 
 Loads settings once, binds the port, attaches to embedded Valkey / SecantusDB
 when no URL is configured (starting them unless another run.py of the same
@@ -51,6 +51,7 @@ from .logs import configure as configure_logging
 from .loops import loop_factory
 from .metrics import SYNC_INTERVAL, enable_multiprocess, mark_worker_dead, multiprocess_dir
 from .node import Node
+from .prog import prog_name
 from .workers import run_workers
 
 __all__ = ["main", "parse_args", "serve"]
@@ -71,9 +72,9 @@ COMMANDS: dict[str, str] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="run.py",
+        prog=prog_name(),
         description="Run the wsfan server.",
-        epilog="tools: " + ", ".join(f"run.py {name} --help" for name in sorted(COMMANDS)),
+        epilog="tools: " + ", ".join(f"{prog_name(name)} --help" for name in sorted(COMMANDS)),
     )
     parser.add_argument("--config", type=Path, help="TOML file layered over config/default.toml")
     parser.add_argument("--host", help="address to listen on (server.host)")
@@ -282,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
         return run_command(argv[0], argv[1:])
+    if argv and argv[0] == "serve":  # `wsfan serve`; the bare form serves too
+        argv = argv[1:]
     args = parse_args(argv)
     try:
         settings = _settings(args)

@@ -48,17 +48,35 @@ def core_modules() -> list[Path]:
     return sorted(found)
 
 
+def package_of(path: Path) -> list[str]:
+    """The package `path` (a file under server/) belongs to, as import names."""
+    parts = ["wsfan", *path.relative_to(SERVER).with_suffix("").parts]
+    return parts[:-1]
+
+
 def imported(path: Path) -> set[str]:
-    """Every module `path` imports, absolute names (`from server import web` gives
-    `wsfan.web`)."""
+    """Every module `path` imports, as absolute names: `from ..web import app` in
+    server/api/x.py gives `wsfan.web` and `wsfan.web.app`."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = package_of(path)
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
+
+
+def test_relative_imports_resolve_to_the_package_names():
+    names = imported(SERVER / "api" / "executor.py")
+    assert any(name.startswith("wsfan.") for name in names)
+    assert not any(name.startswith(".") or name.startswith("server.") for name in names)
 
 
 def test_the_core_module_list_finds_the_modules_it_names():

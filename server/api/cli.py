@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import ConfigError, Settings, load_settings
 from ..instances import client_host, find
+from ..prog import prog_name
 
 __all__ = ["main"]
 
@@ -31,7 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run.py publish",
+        prog=prog_name("publish"),
         description="Publish JSON data into a channel through the server HTTP API.",
     )
     parser.add_argument("channel", help="channel to publish into, e.g. chat:lobby")

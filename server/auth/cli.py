@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from ..config import ConfigError, load_settings
+from ..prog import prog_name
 from .tokens import HS256, TokenVerifier
 
 __all__ = ["main", "mint"]
@@ -52,7 +53,7 @@ def mint(
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="run.py token",
+        prog=prog_name("token"),
         description="Print a token signed with auth.hmac_secret (for development).",
     )
     parser.add_argument("user", help='the user id (the "sub" claim); "" for anonymous')

@@ -30,12 +30,12 @@ from types import MappingProxyType
 from typing import Any, get_type_hints
 
 from ..auth.proxies import check_networks
+from ..resources import DEFAULT_CONFIG
 from .settings import SECTIONS, ChannelOptions, ConfigError, Settings
 
 __all__ = ["DEFAULT_CONFIG", "ENV_PREFIX", "apply_layer", "load_settings"]
 
 ENV_PREFIX = "WSFAN_"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "default.toml"
 _NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 

@@ -28,8 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Self
 
-import server
-
 from . import procs
 from .keeper import KINDS, STOP_TIMEOUT, make_server
 from .servers import HOST, EmbeddedServerError
@@ -55,7 +53,6 @@ log = logging.getLogger("wsfan.embedded")
 
 START_TIMEOUT = 60.0  # waiting for another process's attach, then for the server to answer
 _KEEPER_ARGS = [arg.encode() for arg in KEEPER_COMMAND]
-_ROOT = Path(server.__file__).resolve().parents[1]  # on the keeper's PYTHONPATH
 
 
 class Lease:
@@ -320,7 +317,6 @@ def _spawn_keeper(
     if fsync is not None:
         command += ["--fsync", fsync]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     keeper_log = directory / KEEPER_LOG
     with keeper_log.open("ab") as err:
         launcher = subprocess.Popen(

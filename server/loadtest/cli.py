@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from ..prog import prog_name
 from .options import OptionsError, parse_options
 from .report import format_table, write_html, write_json
 from .runner import LoadTestError, run
@@ -19,15 +20,15 @@ def main(argv: list[str]) -> int:
     try:
         options = parse_options(argv)
     except OptionsError as exc:
-        print(f"run.py loadtest: {exc}", file=sys.stderr)
+        print(f"{prog_name('loadtest')}: {exc}", file=sys.stderr)
         return 2
     try:
         result = run(options)
     except LoadTestError as exc:
-        print(f"run.py loadtest: {exc}", file=sys.stderr)
+        print(f"{prog_name('loadtest')}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("run.py loadtest: interrupted", file=sys.stderr)
+        print(f"{prog_name('loadtest')}: interrupted", file=sys.stderr)
         return 1
     print(format_table(result))
     if options.out is not None:

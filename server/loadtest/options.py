@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..loops import LOOP_CHOICES
+from ..prog import prog_name
 
 __all__ = [
     "LAYOUTS",
@@ -234,7 +235,7 @@ def _rates(text: str) -> tuple[float, ...]:
 def build_parser() -> argparse.ArgumentParser:
     d = Options()
     p = argparse.ArgumentParser(
-        prog="run.py loadtest",
+        prog=prog_name("loadtest"),
         description=(
             "Drive a server speaking the Centrifugo client protocol (wsfan or Centrifugo) "
             "with many simulated clients and report delivery latency and throughput."

@@ -36,7 +36,6 @@ from .worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
 
-ROOT = Path(__file__).resolve().parents[2]
 TICK = 0.5  # seconds between progress updates
 EXIT_TIMEOUT = 10.0  # seconds a worker gets to exit after stop before it is killed
 STDERR_KEEP = 16 << 10
@@ -153,8 +152,6 @@ class Coordinator:
     # Processes ----------------------------------------------------------------------
 
     async def _spawn(self, role: str, index: int, job: dict[str, Any]) -> Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -163,7 +160,6 @@ class Coordinator:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=env,
             limit=256 << 20,
         )
         worker = Worker(role, index, proc)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import ConfigError, Settings, load_settings
 from ..embedded import EmbeddedServerError, start_embedded
+from ..prog import prog_name
 from .keys import ALL_SCOPES, ApiKey, KeyStore
 from .mongo import MongoStore
 
@@ -25,7 +26,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py apikey", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog_name("apikey"), description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="TOML file layered over config/default.toml")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="make a key; it is printed once, never again")
@@ -58,7 +59,7 @@ def _mongo_url(settings: Settings) -> Iterator[str]:
 
 NO_KEYS = (
     "no stored API keys (keys set in [api] keys are not listed); "
-    "create one with: run.py apikey create NAME"
+    f"create one with: {prog_name('apikey')} create NAME"
 )
 
 

@@ -10,11 +10,10 @@ its operator types, so it can do nothing that key cannot.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tornado.web import RequestHandler
 
 from ..node import Node
+from ..resources import STATIC_DIR
 
 __all__ = [
     "ADMIN_CSP",
@@ -25,7 +24,6 @@ __all__ = [
     "page_routes",
 ]
 
-STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 CHAT_NAMESPACE = "chat"  # the chat demo's rooms are channels "chat:<room>"
 ADMIN_CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 """The admin page's Content-Security-Policy: its own scripts and styles only (no
