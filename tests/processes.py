@@ -162,6 +162,30 @@ def running(
         server.stop()
 
 
+@contextmanager
+def ready(
+    command: list[str], port: int, log: Path, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """`command` (a server that will listen on `port`) run in `cwd` with `env` (default:
+    `clean_env()`), stderr to `log`; yielded once its /readyz answers 200, stopped after
+    (SIGTERM, SIGKILL if that is not enough)."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(clean_env() if env is None else env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    server = Server(proc, port, log)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
 # Embedded servers of a run.py (keepers and their servers) ------------------------------
 
 EMBEDDED_KINDS = ("valkey", "secantusdb")  # also their directories under embedded.dir

@@ -28,7 +28,7 @@ from wsfan.embedded import free_port
 from wsfan.errors import ErrorCode
 
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import ROOT, Server, clean_env
+from tests.processes import ROOT, Server, clean_env, ready
 
 TIMEOUT = 5 * TIMEOUT_SCALE
 TEST_TIMEOUT = 20 * TIMEOUT_SCALE
@@ -41,21 +41,8 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`python -m examples.cookie_auth PORT`, ready; stopped (SIGTERM) after."""
     port = free_port()
     log = tmp_path_factory.mktemp("cookie-auth") / "example.stderr"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.cookie_auth", str(port)],
-            cwd=ROOT,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server(proc, port, log)
-    try:
-        server.wait_ready()
+    with ready([sys.executable, "-m", "examples.cookie_auth", str(port)], port, log) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def log_in(server: Server, user: str) -> str:

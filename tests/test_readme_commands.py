@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import Server, clean_env
+from tests.processes import Server, clean_env, ready
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -150,21 +150,9 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def served(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`wsfan serve` on the README's port, with its embedded servers, in `checkout`."""
     log = tmp_path_factory.mktemp("served") / "serve.stderr"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [".venv/bin/wsfan", "serve"],
-            cwd=checkout,
-            env=clean_env(WSFAN_SERVER__WORKERS="1"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server(proc, PORT, log)
-    try:
-        server.wait_ready()
+    env = clean_env(WSFAN_SERVER__WORKERS="1")
+    with ready([".venv/bin/wsfan", "serve"], PORT, log, cwd=checkout, env=env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _run(command: Command, cwd: Path) -> subprocess.CompletedProcess[str]:

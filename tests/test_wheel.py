@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 from wsfan.embedded import free_port
 
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import Server, clean_env
+from tests.processes import Server, ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = (
@@ -120,22 +120,9 @@ def served(venv: Path, tmp_path: Path) -> Iterator[Server]:
     empty = tmp_path / "empty"
     empty.mkdir()
     port = free_port()
-    log = tmp_path / "serve.stderr"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [str(venv / "wsfan"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=empty,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    server = Server(proc, port, log)
-    try:
-        server.wait_ready()
+    command = [str(venv / "wsfan"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with ready(command, port, tmp_path / "serve.stderr", cwd=empty) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_wsfan_serve_from_an_empty_directory_serves_pages_and_clients(
