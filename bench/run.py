@@ -59,6 +59,23 @@ CAPACITY = {
     "drain_max": 30.0,
 }
 
+# An application's shape (issue 20): each client on 5 of 2,000 channels drawn
+# uniformly (about 25 subscribers a channel), publications Zipf-skewed over the
+# channels so channel 0 takes about 12% of them (1/H(2000), s = 1.0). Rates are
+# publications/s in total, each delivered to its channel's subscribers: about
+# 25 deliveries a publication, so 1,000/s is about 25,000 deliveries/s.
+MANY_ZIPF = {
+    "clients": 10000,
+    "ramp": 2000.0,
+    "layout": "zipf",
+    "channels": 2000,
+    "channels_per_client": 5,
+    "zipf": 1.0,
+    "rates": (200.0, 500.0, 1000.0),
+    "duration": 5.0,
+    "drain_max": 30.0,
+}
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -160,6 +177,25 @@ SCENARIOS = [
             "rates": (200.0, 500.0, 1000.0),
             "duration": 3.0,
         },
+    ),
+    Scenario(
+        "fanout_redis_msgpack",
+        "fanout_redis over the msgpack subprotocol (subscribers and publishers)",
+        {**FANOUT, "encoding": "msgpack"},
+        default=False,
+    ),
+    Scenario(
+        "many_channels_zipf",
+        "1 process, Redis broker, 10,000 clients each on 5 of 2,000 channels (one "
+        "connection each), publications Zipf-skewed (s = 1.0) over the channels; JSON",
+        MANY_ZIPF,
+        default=False,
+    ),
+    Scenario(
+        "many_channels_zipf_msgpack",
+        "many_channels_zipf over the msgpack subprotocol",
+        {**MANY_ZIPF, "encoding": "msgpack"},
+        default=False,
     ),
     Scenario(
         "churn",
@@ -383,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for s in SCENARIOS:
-            print(f"{s.name:22} {'default' if s.default else 'extra  '}  {s.about}")
+            print(f"{s.name:26} {'default' if s.default else 'extra  '}  {s.about}")
         return 0
     names = [ALIASES.get(n, n) for n in args.names]
     unknown = [n for n in names if n not in BY_NAME]

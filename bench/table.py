@@ -18,6 +18,11 @@ rules are tested apart from any run:
   proper) after every client subscribed minus before any connected, over the
   subscribed clients; from the 10k scenario when it ran, else the 1k one.
 
+Beside the field table, once a msgpack or many-channel result is present,
+`ENCODING_PAIRS`: the hot channel and the many-channel (Zipf) scenario, JSON and
+msgpack side by side, step by step: delivered/s, p50 and p99 latency, server
+CPU per delivery.
+
 A figure's **limit step** is the first step from it upwards that shows the
 limit: for passing, the first step above it that does not pass; for
 capacity, the first from it upwards with loss or that did not keep up
@@ -38,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "CPU_RATE",
+    "ENCODING_PAIRS",
     "ISSUE_ROWS",
     "KEPT_UP",
     "MEASURED_ROWS",
@@ -49,6 +55,7 @@ __all__ = [
     "capacity",
     "cpu_per_delivery",
     "derive_row",
+    "encoding_rows",
     "kb_per_connection",
     "passing",
     "render",
@@ -100,6 +107,25 @@ MEASURED_ROWS = (
     RowSpec("wsfan, 1 process, memory broker", "fanout_memory", "capacity_10k_memory"),
     RowSpec("wsfan, 1 process, Redis broker", "fanout_redis", "capacity_10k"),
     RowSpec("wsfan, 2 workers, Redis broker", "fanout_2workers", "capacity_10k_2workers"),
+)
+
+
+# (set-up, JSON scenario, msgpack scenario): the same ramp, one encoding each
+ENCODING_PAIRS = (
+    ("one hot channel, 1,000 subscribers", "fanout_redis", "fanout_redis_msgpack"),
+    (
+        "10,000 clients on 5 of 2,000 channels, Zipf 1.0",
+        "many_channels_zipf",
+        "many_channels_zipf_msgpack",
+    ),
+)
+ENCODING_HEAD = (
+    "set-up (Redis broker)",
+    "pub/s",
+    "delivered/s JSON / msgpack",
+    "p50 ms JSON / msgpack",
+    "p99 ms JSON / msgpack",
+    "server us/delivery JSON / msgpack",
 )
 
 
@@ -254,6 +280,47 @@ def _cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _pair(a: Step | None, b: Step | None, read: Callable[[Step], Any], digits: int) -> str:
+    def one(s: Step | None) -> str:
+        value = None if s is None else read(s)
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    return f"{one(a)} / {one(b)}"
+
+
+def encoding_rows(results: Mapping[str, Result]) -> list[list[str]]:
+    """`ENCODING_PAIRS` step by step (steps paired by position: one ramp), for
+    the pairs with at least one result present; none unless a result beyond the
+    field table's (a msgpack or a many-channel one) is, so the table of the
+    default set stays as it was."""
+    beyond = {n for _, *names in ENCODING_PAIRS for n in names}
+    beyond -= {n for spec in MEASURED_ROWS for n in (spec.one_k, spec.ten_k)}
+    if not beyond & set(results):
+        return []
+    out: list[list[str]] = []
+    for about, json_name, msgpack_name in ENCODING_PAIRS:
+        a, b = results.get(json_name), results.get(msgpack_name)
+        if a is None and b is None:
+            continue
+        steps_a = [s for s in (a or {}).get("steps", []) if _publishing(s)]
+        steps_b = [s for s in (b or {}).get("steps", []) if _publishing(s)]
+        for i in range(max(len(steps_a), len(steps_b))):
+            sa = steps_a[i] if i < len(steps_a) else None
+            sb = steps_b[i] if i < len(steps_b) else None
+            rate = (sa or sb or {}).get("rate", 0)
+            out.append(
+                [
+                    about,
+                    f"{rate:g}",
+                    _pair(sa, sb, lambda s: s.get("deliveries_per_second"), 0),
+                    _pair(sa, sb, lambda s: s["latency_ms"].get("p50"), 2),
+                    _pair(sa, sb, lambda s: s["latency_ms"].get("p99"), 2),
+                    _pair(sa, sb, lambda s: s.get("server_cpu_us_per_delivery"), 1),
+                ]
+            )
+    return out
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -340,6 +407,20 @@ def render(results: Mapping[str, Result]) -> tuple[str, dict[str, Any]]:
         "",
         "Results used: " + ", ".join(f"{n} ({results[n].get('started', '?')})" for n in used) + ".",
     ]
+    encodings = encoding_rows(results)
+    if encodings:
+        pairs = [n for _, *names in ENCODING_PAIRS for n in names if n in results]
+        lines += [
+            "",
+            "Hot channel and many channels, JSON and msgpack (each step: JSON / msgpack; "
+            "`-`: not measured):",
+            "",
+            *_markdown(ENCODING_HEAD, encodings),
+            "",
+            "Results used: "
+            + ", ".join(f"{n} ({results[n].get('started', '?')})" for n in pairs)
+            + ".",
+        ]
     data = {
         "head": list(HEAD),
         "issue_rows": [list(r) for r in ISSUE_ROWS],
@@ -355,4 +436,6 @@ def render(results: Mapping[str, Result]) -> tuple[str, dict[str, Any]]:
             "other_load": OTHER_LOAD,
         },
     }
+    if encodings:
+        data["encodings"] = {"head": list(ENCODING_HEAD), "rows": encodings}
     return "\n".join(lines) + "\n", data

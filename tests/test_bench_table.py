@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from bench.table import (
+    ENCODING_PAIRS,
     ISSUE_ROWS,
     MEASURED_ROWS,
     capacity,
     cpu_per_delivery,
     derive_row,
+    encoding_rows,
     passing,
     render,
 )
@@ -153,3 +155,28 @@ def test_targets_compare_our_10k_capacity_with_raw_picows_measured_in_the_run():
     assert redis_cost == ["+12%", "yes"]
     storm = next(v for k, v in by_target.items() if k.startswith("connection storm"))
     assert storm == ["-", "-"]  # not run
+
+
+def test_the_encoding_section_pairs_json_and_msgpack_step_by_step_when_present():
+    base = {"fanout_redis": result(step(20, 20_000))}
+    table, data = render(base)
+    assert "msgpack" not in table and "encodings" not in data  # unchanged without them
+
+    def with_latency(s: dict[str, Any], p50: float) -> dict[str, Any]:
+        return s | {"latency_ms": {"p50": p50, "p99": p50 * 4}}
+
+    results = {
+        "many_channels_zipf": result(
+            with_latency(step(200, 5_000, server_us=30.0), 1.0),
+            with_latency(step(500, 12_500, server_us=25.0), 2.0),
+        ),
+        "many_channels_zipf_msgpack": result(with_latency(step(200, 5_000, server_us=20.0), 0.5)),
+    }
+    rows = encoding_rows(results)
+    assert rows == [
+        [ENCODING_PAIRS[1][0], "200", "5,000 / 5,000", "1.00 / 0.50", "4.00 / 2.00", "30.0 / 20.0"],
+        [ENCODING_PAIRS[1][0], "500", "12,500 / -", "2.00 / -", "8.00 / -", "25.0 / -"],
+    ]
+    table, data = render(results)
+    assert "| 10,000 clients on 5 of 2,000 channels, Zipf 1.0 | 200 |" in table
+    assert data["encodings"]["rows"] == rows

@@ -101,6 +101,47 @@ async def test_counts_match_what_the_server_reports(ws_url: str, node: Node):
 @pytest.mark.brokers("memory")
 @pytest.mark.settings(channels=QUIET_CHANNELS)
 @pytest.mark.gen_test(timeout=TEST_TIMEOUT)
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_zipf_layout_delivers_each_publication_to_its_channels_subscribers(
+    ws_url: str, node: Node, encoding: str
+):
+    opts = options(
+        ws_url,
+        clients=50,
+        layout="zipf",
+        channels=20,
+        channels_per_client=3,
+        rates=(40.0,),
+        duration=1.5,
+        encoding=encoding,
+        workers=2,
+    )
+    sampler = Sampler(node)
+    result = await run_async(opts)
+    sampler.stop()
+
+    assert result["clients"]["subscribed"] == 50
+    assert sampler.subscriptions == 50 * 3  # three channels on each connection
+    assert sampler.clients == 50 + opts.publisher_connections
+    subscribers = [0] * 20
+    for client in range(50):
+        for channel in opts.channels_of(client):
+            subscribers[channel] += 1
+    offsets = [await top_offset(node, opts.channel_name(i)) for i in range(20)]
+    assert result["publications"]["acked"] == sum(offsets) == 60
+    assert offsets[0] == max(offsets) > 0  # rank 1 the most published to
+    expected = sum(o * n for o, n in zip(offsets, subscribers, strict=True))
+    assert result["deliveries"]["expected"] == expected
+    assert result["deliveries"]["received"] == expected
+    assert result["deliveries"]["loss"] == 0
+    assert result["deliveries"]["gaps"] == result["deliveries"]["duplicates"] == 0
+    assert result["deliveries"]["foreign"] == 0
+    assert result["errors"] == {} and result["close_codes"] == {}
+
+
+@pytest.mark.brokers("memory")
+@pytest.mark.settings(channels=QUIET_CHANNELS)
+@pytest.mark.gen_test(timeout=TEST_TIMEOUT)
 async def test_server_cpu_is_reported_per_step_over_consecutive_windows(ws_url: str):
     # The server runs in this process, so this process is the server PID.
     opts = options(ws_url, clients=100, rates=(20.0, 40.0), server_pids=(os.getpid(),))

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 from picows import WSMsgType
 from picows.picows import _make_test_ws_frame
-from wsfan.loadtest.client import Pool, Subscriber
+from wsfan.loadtest.client import MultiSubscriber, Pool, Subscriber
 from wsfan.loadtest.wire import Codec, mint_token
 
 SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
@@ -218,3 +218,80 @@ def test_a_frame_mixing_a_ping_and_publications_answers_the_ping_and_counts_them
     subscribed(client, t, 0)
     feed(client, t, pub(1), {}, pub(2))
     assert client.pool.stats.deliveries == 2 and t.sent[-1] == b"{}"
+
+
+def make_multi(encoding: str = "json") -> tuple[MultiSubscriber, FakeTransport]:
+    names = ["a", "b", "c"]
+    pool = Pool(["ws://127.0.0.1:1/"], Codec(encoding), names, 1.0, lambda i: "")
+    client = MultiSubscriber(pool, 0, (2, 0))
+    transport = FakeTransport()
+    client.transport = transport  # type: ignore[assignment]
+    return client, transport
+
+
+def pub_on(channel: str, offset: int) -> dict[str, Any]:
+    data = {"ts": time.time_ns(), "s": 0, "n": offset, "p": ""}
+    return {"push": {"channel": channel, "pub": {"data": data, "offset": offset}}}
+
+
+def multi_subscribed(client: MultiSubscriber, t: FakeTransport, *offsets: int) -> None:
+    for k, offset in enumerate(offsets):
+        result = {"recoverable": True, "epoch": "e1", "offset": offset}
+        feed(client, t, {"id": 2 + k, "subscribe": result})
+
+
+def test_a_multi_channel_client_subscribes_to_all_in_its_first_frame():
+    client, t = make_multi()
+    client.on_ws_connected(t)  # type: ignore[arg-type]
+    assert Codec("json").decode(t.sent[0]) == [
+        {"id": 1, "connect": {"name": "loadtest"}},
+        {"id": 2, "subscribe": {"channel": "c"}},
+        {"id": 3, "subscribe": {"channel": "a"}},
+    ]
+    assert client.channels == (2, 0)
+    feed(client, t, {"id": 2, "subscribe": {"recoverable": True, "epoch": "e", "offset": 0}})
+    assert not client.subscribed and client.pool.stats.subscribed == 0  # one of two
+    feed(client, t, {"id": 3, "subscribe": {"recoverable": True, "epoch": "e", "offset": 4}})
+    assert client.subscribed and client.pool.stats.subscribed == 1
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_a_multi_channel_client_checks_offsets_per_channel(encoding: str):
+    client, t = make_multi(encoding)
+    multi_subscribed(client, t, 0, 10)
+    feed(client, t, pub_on("c", 1), pub_on("a", 11), pub_on("c", 2), pub_on("a", 12))
+    feed(client, t, pub_on("a", 14), pub_on("c", 2))  # a gap, a repeat
+    feed(client, t, pub_on("b", 1))  # not one of its channels
+    stats = client.pool.stats
+    assert (stats.deliveries, stats.gaps, stats.duplicates, stats.foreign) == (5, 1, 1, 1)
+
+
+def test_a_multi_channel_client_resubscribes_only_the_channel_unsubscribed():
+    client, t = make_multi()
+    multi_subscribed(client, t, 0, 0)
+    feed(client, t, pub_on("a", 1), {"push": {"channel": "a", "unsubscribe": {"code": 2500}}})
+    assert json.loads(t.sent[-1]) == {
+        "id": 3,
+        "subscribe": {"channel": "a", "recover": True, "offset": 1, "epoch": "e1"},
+    }
+    assert not client.subscribed and client.pool.stats.subscribed == 0
+    recovered = [pub_on("a", 2)["push"]["pub"]]
+    result = {"recoverable": True, "epoch": "e1", "offset": 2, "recovered": True}
+    feed(client, t, {"id": 3, "subscribe": result | {"publications": recovered}})
+    stats = client.pool.stats
+    assert client.subscribed and stats.subscribed == 1
+    assert (stats.resubscribes, stats.recovered, stats.deliveries, stats.gaps) == (1, 1, 2, 0)
+
+
+def test_a_reconnected_multi_channel_client_recovers_every_channel():
+    client, t = make_multi()
+    multi_subscribed(client, t, 0, 5)
+    feed(client, t, pub_on("c", 1))
+    client.gone(t)
+    assert not any(track.subscribed for track in client.tracks)
+    client.on_ws_connected(t)  # type: ignore[arg-type]
+    subscribes = Codec("json").decode(t.sent[-1])[1:]
+    assert [s["subscribe"] for s in subscribes] == [
+        {"channel": "c", "recover": True, "offset": 1, "epoch": "e1"},
+        {"channel": "a", "recover": True, "offset": 5, "epoch": "e1"},
+    ]

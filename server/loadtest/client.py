@@ -9,6 +9,9 @@ step back counts a duplicate. Reconnecting (churn, or a close code below 3500)
 resubscribes with `recover` from the last offset, and the recovered
 publications go through the same check, so a recovery that loses or repeats
 anything shows up the same way as a live gap.
+
+A `MultiSubscriber` (layout "zipf") holds several channels on its one connection
+and keeps that check, and the recovery, per channel.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from ..errors import NO_CLOSE_FRAME, NO_RECONNECT_FROM, RESUBSCRIBE_CODES
 from .metrics import Histogram, Recorder
 from .wire import CONNECT_ID, SUBSCRIBE_ID, Codec
 
-__all__ = ["Carrier", "Pool", "Receiver", "Stats", "SubscribeFailed", "Subscriber"]
+__all__ = [
+    "Carrier",
+    "MultiSubscriber",
+    "Pool",
+    "Receiver",
+    "Stats",
+    "SubscribeFailed",
+    "Subscriber",
+    "Track",
+]
 
 RECONNECT_DELAY = (0.2, 1.0)  # seconds, jittered, after a drop we did not ask for
 RECONNECT_ATTEMPTS = 5
@@ -105,6 +117,11 @@ class Receiver:
         self.live = 0  # connections reported connected and not yet disconnected
         self.started = 0
         self.ready: asyncio.Future[None] | None = None
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Every channel index this client subscribes to."""
+        return (self.channel,)
 
     def handle(self, transport: Carrier, messages: Any, now: int) -> None:
         """Messages that arrived on `transport` (this client's current one) at `now`."""
@@ -345,6 +362,214 @@ class Subscriber(Receiver, WSListener):
             self.pool.stats.error("wrong frame type")
 
 
+class Track:
+    """One channel of a `MultiSubscriber`: its subscribe id and stream position."""
+
+    __slots__ = (
+        "channel",
+        "cmd_id",
+        "epoch",
+        "offset",
+        "positioned",
+        "recovering",
+        "resubscribing",
+        "subscribed",
+    )
+
+    def __init__(self, channel: int, cmd_id: int) -> None:
+        self.channel = channel
+        self.cmd_id = cmd_id
+        self.offset = 0
+        self.epoch = ""
+        self.positioned = False  # offsets of this channel are tracked
+        self.recovering = False
+        self.resubscribing = False
+        self.subscribed = False
+
+
+class MultiSubscriber(Subscriber):
+    """A client on several channels over one WebSocket (layout "zipf").
+
+    Its first frame carries connect and one subscribe per channel (ids
+    SUBSCRIBE_ID, SUBSCRIBE_ID + 1, ...); a publication's channel comes from its
+    push, and each channel's offsets are checked on their own, as a `Subscriber`
+    checks its one channel's: gaps, duplicates, recovery on reconnect and
+    resubscription after an unsubscribe push, all per channel (so `reconnects`,
+    `recovered`... count channel subscriptions). The client counts as subscribed
+    (`stats.subscribed`, its `ready`) while every one of its channels is.
+    """
+
+    def __init__(self, pool: Pool, index: int, channels: tuple[int, ...]) -> None:
+        super().__init__(pool, index, channels[0])
+        self.tracks = [Track(c, SUBSCRIBE_ID + i) for i, c in enumerate(channels)]
+        self.by_name = {pool.channel_names[t.channel]: t for t in self.tracks}
+        self.by_bytes = {name.encode(): t for name, t in self.by_name.items()}
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(t.channel for t in self.tracks)
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.live += 1
+        self.pool.stats.connected += 1
+        subscriptions = []
+        for track in self.tracks:  # a later connection recovers every tracked channel
+            track.subscribed = track.resubscribing = False
+            track.recovering = track.positioned
+            position = (track.offset, track.epoch) if track.recovering else None
+            subscriptions.append((self.pool.channel_names[track.channel], position))
+        hello = self.pool.codec.hello_many(subscriptions, self.pool.token(self.index))
+        transport.send(self.pool.msg_type, hello)
+
+    def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+        if transport is not self.transport:
+            return  # a connection this client already left
+        if frame.msg_type is not self.pool.msg_type or not frame.fin or self.partial:
+            self.other_frame(transport, frame)
+            return
+        now = time.time_ns()
+        if self.pool.fast_json:
+            data = frame.get_payload_as_bytes()
+            found = _CHANNEL_PUBLICATION.findall(data)
+            tracks = self.by_bytes
+            if found and len(found) == data.count(b"\n") + 1 and all(f[0] in tracks for f in found):
+                for name, sent, step, offset in found:
+                    self.count_on(
+                        tracks[name], int(offset) if offset else 0, int(sent), int(step), now
+                    )
+                return
+        try:
+            messages = self.pool.decode(frame)
+        except ValueError:
+            self.pool.stats.error("malformed frame")
+            transport.disconnect()
+            return
+        self.handle(transport, messages, now)
+
+    def handle(self, transport: Carrier, messages: Any, now: int) -> None:
+        for message in messages:
+            if not message:
+                transport.send(self.pool.msg_type, self.pool.codec.pong)
+                continue
+            push = message.get("push")
+            if push is None:
+                if "id" in message:
+                    self.reply(message, now)
+                continue
+            if "disconnect" in push:
+                self.disconnect_push(transport, push["disconnect"] or {})
+                continue
+            track = self.by_name.get(push.get("channel", ""))
+            pub = push.get("pub")
+            if track is None:
+                if pub is not None:
+                    self.pool.stats.foreign += 1  # not one of our channels
+            elif pub is not None:
+                self.publication_on(track, pub, now)
+            elif "unsubscribe" in push:
+                self.unsubscribed_on(track, transport, push["unsubscribe"] or {}, now)
+
+    def publication_on(self, track: Track, pub: dict[str, Any], now: int) -> None:
+        data = pub.get("data")
+        try:
+            sent, step = data["ts"], data["s"]  # type: ignore[index]
+        except (TypeError, KeyError):
+            sent = step = None  # not this tool's payload
+        self.count_on(track, pub.get("offset", 0), sent, step, now)
+
+    def count_on(
+        self, track: Track, offset: int, sent: int | None, step: int | None, now: int
+    ) -> None:
+        """`Receiver.count` against `track`'s position."""
+        stats = self.pool.stats
+        if offset and track.positioned:
+            last = track.offset
+            if offset != last + 1:
+                if offset <= last:
+                    stats.duplicates += 1
+                    return
+                stats.gaps += offset - last - 1
+            track.offset = offset
+        if sent is None or step is None:
+            stats.foreign += 1
+            return
+        latency = (now - sent) // 1000
+        if latency < 0:
+            stats.negative_latency += 1
+        stats.deliveries += 1
+        stats.latency.record(now, step, latency)
+
+    def reply(self, message: dict[str, Any], now: int) -> None:
+        k = message["id"] - SUBSCRIBE_ID
+        if message.get("error") is None and 0 <= k < len(self.tracks):
+            self.subscribed_on(self.tracks[k], message.get("subscribe") or {}, now)
+        else:  # connect, or an error (counted by kind, the client fails)
+            super().reply(message, now)
+
+    def subscribed_on(self, track: Track, result: dict[str, Any], now: int) -> None:
+        """`Receiver.subscribed_reply` for one channel."""
+        stats = self.pool.stats
+        top, epoch = result.get("offset", 0), result.get("epoch", "")
+        if track.recovering:
+            if track.resubscribing:
+                stats.resubscribes += 1
+            else:
+                stats.reconnects += 1
+            if epoch != track.epoch:
+                stats.epoch_changes += 1
+                track.offset = top
+            else:
+                for pub in result.get("publications") or ():
+                    stats.recovered_publications += 1
+                    self.publication_on(track, pub, now)
+                if top > track.offset:  # not recovered, or recovered short: missed
+                    stats.gaps += top - track.offset
+                    track.offset = top
+            if result.get("recovered"):
+                stats.recovered += 1
+            else:
+                stats.not_recovered += 1
+        else:
+            track.offset = top
+        track.epoch = epoch
+        track.recovering = track.resubscribing = False
+        track.positioned = bool(result.get("recoverable")) or top > 0
+        track.subscribed = True
+        if not self.subscribed and all(t.subscribed for t in self.tracks):
+            self.subscribed = True
+            stats.subscribed += 1
+            stats.subscribe.record((now - self.started) // 1000)
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_result(None)
+
+    def unsubscribed_on(
+        self, track: Track, transport: Carrier, body: dict[str, Any], now: int
+    ) -> None:
+        """`Receiver.unsubscribed` for one channel: the client is unsubscribed
+        until that channel is back."""
+        stats = self.pool.stats
+        code = int(body.get("code", 0))
+        stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
+        track.subscribed = False
+        if self.subscribed:
+            self.subscribed = False
+            stats.subscribed -= 1
+        if code in RESUBSCRIBE_CODES and not self.pool.stopping:
+            track.recovering = track.resubscribing = track.positioned
+            self.started = now
+            position = (track.offset, track.epoch) if track.recovering else None
+            name = self.pool.channel_names[track.channel]
+            message = self.pool.codec.resubscribe(name, position, track.cmd_id)
+            transport.send(self.pool.msg_type, message)
+
+    def gone(self, transport: object) -> bool:
+        if transport is self.transport:
+            for track in self.tracks:
+                track.subscribed = False
+        return super().gone(transport)
+
+
 _json = json.JSONDecoder().decode
 
 # One publication push of this tool's payload (server/loadtest/wire.py `payload`),
@@ -356,6 +581,13 @@ PUBLICATION_LINE = (
     rb'"p":"x*"\}(?:,"offset":(\d+))?[,}][^\n]*$'
 )
 _PUBLICATION = re.compile(rb"^" + PUBLICATION_LINE, re.MULTILINE)
+# The same with the channel required and captured (a MultiSubscriber's frames).
+_OPTIONAL_CHANNEL = rb'(?:"channel":"[^"\n]*",)?'
+assert _OPTIONAL_CHANNEL in PUBLICATION_LINE
+_CHANNEL_PUBLICATION = re.compile(
+    rb"^" + PUBLICATION_LINE.replace(_OPTIONAL_CHANNEL, rb'"channel":"([^"\n]*)",'),
+    re.MULTILINE,
+)
 
 
 def _decode_json(frame: Any) -> Any:

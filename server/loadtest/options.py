@@ -7,9 +7,12 @@ raise `OptionsError` naming the option at fault; nothing else reads argv.
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import os
+import random
 import resource
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,18 @@ __all__ = [
     "TRANSPORTS",
     "Options",
     "OptionsError",
+    "ZipfSampler",
     "build_parser",
     "fd_budget",
     "parse_options",
 ]
 
-LAYOUTS = ("hot", "channels", "per-client")
+LAYOUTS = ("hot", "channels", "per-client", "zipf")
 """hot: every client on one channel; channels: clients spread over N channels
-(client i on channel i mod N); per-client: a channel of its own for each client."""
+(client i on channel i mod N); per-client: a channel of its own for each client;
+zipf: each client on `channels_per_client` distinct channels of N, drawn from
+`seed`, and publications to channels drawn with a Zipf skew over channel rank
+(channel 0 the most published to)."""
 
 TRANSPORTS = ("websocket", "sse", "http_stream")
 """How subscribers connect: a WebSocket at the URL; or an HTTP stream at the same
@@ -63,7 +70,10 @@ class Options:
     connect_timeout: float = 10.0  # per connection, until subscribed
     layout: str = "hot"
     transport: str = "websocket"  # the subscribers' (TRANSPORTS); publishers use WebSocket
-    channels: int = 1  # for layout "channels"
+    channels: int = 1  # for layouts "channels" and "zipf"
+    channels_per_client: int = 5  # for layout "zipf": distinct channels each client joins
+    zipf: float = 1.0  # for layout "zipf": exponent s, channel of rank k gets 1/k**s
+    seed: int = 0  # for layout "zipf": the clients' channels and the publisher's draws
     channel_prefix: str = "loadtest"
     rates: tuple[float, ...] = (10.0,)  # publications per second, one step each
     duration: float = 10.0  # seconds per rate step
@@ -102,8 +112,27 @@ class Options:
         return self.channel_prefix if self.layout == "hot" else f"{self.channel_prefix}.{index}"
 
     def channel_of(self, client: int) -> int:
-        """The channel index client `client` (0-based, global) subscribes to."""
+        """The channel index client `client` (0-based, global) subscribes to
+        (the first of them for layout "zipf": see `channels_of`)."""
+        if self.layout == "zipf":
+            return self.channels_of(client)[0]
         return client % self.channel_count
+
+    def channels_of(self, client: int) -> tuple[int, ...]:
+        """Every channel index client `client` subscribes to: one, or for layout
+        "zipf" `channels_per_client` distinct ones, the same for the same seed."""
+        if self.layout != "zipf":
+            return (client % self.channel_count,)
+        rng = random.Random(self.seed * 1_000_003 + client)
+        return tuple(rng.sample(range(self.channels), self.channels_per_client))
+
+    def channel_picker(self) -> Callable[[int], int]:
+        """The channel index of publication number `seq`: round-robin, or for layout
+        "zipf" a seeded Zipf draw (ignoring `seq`)."""
+        if self.layout == "zipf":
+            return ZipfSampler(self.channels, self.zipf, self.seed).sample_ignoring
+        count = self.channel_count
+        return lambda seq: seq % count
 
     @property
     def publish_url(self) -> str:
@@ -172,6 +201,22 @@ class Options:
         _at_least("--channels", self.channels, 1)
         if self.layout == "channels" and self.channels > self.clients:
             raise OptionsError("--channels: more channels than clients leaves some empty")
+        if self.layout == "zipf":
+            if (
+                not isinstance(self.channels_per_client, int)
+                or not 1 <= self.channels_per_client <= self.channels
+            ):
+                raise OptionsError(
+                    f"--channels-per-client: between 1 and --channels ({self.channels}), "
+                    f"not {self.channels_per_client!r}"
+                )
+            _positive("--zipf", self.zipf)
+            if math.isinf(self.zipf):
+                raise OptionsError(f"--zipf: a finite positive number, not {self.zipf!r}")
+            if not isinstance(self.seed, int):
+                raise OptionsError(f"--seed: an integer, not {self.seed!r}")
+            if self.transport != "websocket":
+                raise OptionsError("--layout: zipf subscribes over --transport websocket only")
         if not self.channel_prefix or any(c.isspace() for c in self.channel_prefix):
             raise OptionsError("--channel-prefix: a non-empty name without whitespace")
         if not self.rates:
@@ -210,6 +255,35 @@ class Options:
                 f"{budget} connections, past the open-files limit; use more workers"
             )
         return self
+
+
+class ZipfSampler:
+    """Ranks 0..n-1 drawn with probability proportional to 1/(rank+1)**s, from
+    precomputed cumulative weights and bisect, reproducible from `seed`."""
+
+    def __init__(self, n: int, s: float, seed: int = 0) -> None:
+        if n < 1 or not s > 0:
+            raise ValueError("ZipfSampler: n >= 1 and s > 0")
+        self.cumulative: list[float] = []
+        total = 0.0
+        for rank in range(1, n + 1):
+            total += rank**-s
+            self.cumulative.append(total)
+        self.total = total
+        self._random = random.Random(seed).random
+
+    def probability(self, rank: int) -> float:
+        """The chance of drawing `rank` (0-based)."""
+        below = self.cumulative[rank - 1] if rank else 0.0
+        return (self.cumulative[rank] - below) / self.total
+
+    def sample(self) -> int:
+        # min(): a draw of exactly total (rounding) stays on the last rank
+        point = self._random() * self.total
+        return min(bisect.bisect_right(self.cumulative, point), len(self.cumulative) - 1)
+
+    def sample_ignoring(self, _seq: int) -> int:
+        return self.sample()
 
 
 def _at_least(name: str, value: float, lo: float) -> None:
@@ -268,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LAYOUTS,
         default=d.layout,
         help="hot: one channel for all; channels: spread over --channels; "
-        "per-client: one channel each",
+        "per-client: one channel each; zipf: --channels-per-client of --channels each, "
+        "publications Zipf-skewed over channel rank",
     )
     p.add_argument(
         "--transport",
@@ -278,7 +353,29 @@ def build_parser() -> argparse.ArgumentParser:
         "host's /connection/sse or /connection/http_stream with /emulation (JSON only); "
         "publishers stay WebSocket",
     )
-    p.add_argument("--channels", type=int, default=d.channels, help="for --layout channels")
+    p.add_argument(
+        "--channels", type=int, default=d.channels, help="for --layout channels and zipf"
+    )
+    p.add_argument(
+        "--channels-per-client",
+        type=int,
+        default=d.channels_per_client,
+        help="for --layout zipf: distinct channels each client subscribes to, on its one "
+        "connection, drawn from --seed",
+    )
+    p.add_argument(
+        "--zipf",
+        type=float,
+        default=d.zipf,
+        help="for --layout zipf: exponent s; the channel of rank k gets a share 1/k**s "
+        "of the publications (channel 0 the most)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="for --layout zipf: seed of the clients' channels and the publisher's draws",
+    )
     p.add_argument(
         "--channel-prefix",
         default=d.channel_prefix,

@@ -5,6 +5,8 @@ commands round-robin (several per frame, under the server's frame limit; a
 server handles one connection's commands in order, so one client caps the
 rate); over HTTP it POSTs `{api}/api/publish` with `X-API-Key` on as many
 keep-alive connections (the cent library's contract).
+Publications go round-robin over the channels, or for layout "zipf" to channels
+drawn with a Zipf skew (`Options.channel_picker`, seeded).
 A publication counts as published when the server acknowledged it; the
 deliveries it should cause are its channel's subscriber count, summed as the
 acknowledgements come in.
@@ -403,7 +405,7 @@ async def _publish_plan(
     loop = asyncio.get_running_loop()
     pad = padding(options.size)
     names = [options.channel_name(i) for i in range(options.channel_count)]
-    channels = len(names)
+    pick = options.channel_picker()
     key = CONNECT_ID
     seq = 0
     for step, rate in enumerate(options.rates):
@@ -416,7 +418,7 @@ async def _publish_plan(
             due = min(int((loop.time() - start) * rate) + 1, target)
             while sent < due:
                 key += 1
-                channel = seq % channels
+                channel = pick(seq)
                 ledger.sent(key, step, channel, publishers.connection(key))
                 publishers.submit(key, names[channel], payload(step, seq, pad))
                 sent += 1

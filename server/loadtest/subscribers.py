@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from .client import Pool, Receiver, Stats, Subscriber
+from .client import MultiSubscriber, Pool, Receiver, Stats, Subscriber
 from .metrics import Recorder
 from .options import Options
 from .streams import EMULATION_CONNECTIONS, StreamPool, StreamSubscriber
@@ -117,7 +117,10 @@ async def run_subscribers(
     pool: Pool
     if options.transport == "websocket":
         pool = Pool(urls, codec, names, timeout, token)
-        pool.clients = [Subscriber(pool, i, options.channel_of(i)) for i in clients]
+        if options.layout == "zipf":
+            pool.clients = [MultiSubscriber(pool, i, options.channels_of(i)) for i in clients]
+        else:
+            pool.clients = [Subscriber(pool, i, options.channel_of(i)) for i in clients]
     else:
         connections = min(EMULATION_CONNECTIONS, options.connect_concurrency)
         pool = StreamPool(options.transport, urls, codec, names, timeout, token, connections)
@@ -132,8 +135,9 @@ async def run_subscribers(
         per_channel: dict[str, int] = {}
         for client in pool.clients:
             if client.subscribed:
-                key = str(client.channel)
-                per_channel[key] = per_channel.get(key, 0) + 1
+                for channel in client.channels:
+                    key = str(channel)
+                    per_channel[key] = per_channel.get(key, 0) + 1
         io.emit(
             "ready",
             subscribed=pool.stats.subscribed,

@@ -63,14 +63,31 @@ class Codec:
         subscribe asks to recover what was published after it."""
         return self.encode([self._connect(token), self._subscribe(channel, position)])
 
+    def hello_many(
+        self, subscriptions: list[tuple[str, tuple[int, str] | None]], token: str = ""
+    ) -> bytes:
+        """connect and one subscribe per (channel, position) in one frame, the
+        subscribes numbered SUBSCRIBE_ID, SUBSCRIBE_ID + 1, ... in order."""
+        return self.encode(
+            [
+                self._connect(token),
+                *(
+                    self._subscribe(channel, position, SUBSCRIBE_ID + i)
+                    for i, (channel, position) in enumerate(subscriptions)
+                ),
+            ]
+        )
+
     def connect(self, token: str = "") -> bytes:
         """connect alone: an HTTP stream's request, its subscribe to follow."""
         return self.encode([self._connect(token)])
 
-    def subscribe(self, channel: str, position: tuple[int, str] | None) -> bytes:
+    def subscribe(
+        self, channel: str, position: tuple[int, str] | None, cmd_id: int = SUBSCRIBE_ID
+    ) -> bytes:
         """subscribe alone: after an HTTP stream's connect, or on a connection the
         server unsubscribed (code 2500..2999)."""
-        return self.encode([self._subscribe(channel, position)])
+        return self.encode([self._subscribe(channel, position, cmd_id)])
 
     resubscribe = subscribe
 
@@ -82,11 +99,13 @@ class Codec:
         return {"id": CONNECT_ID, "connect": connect}
 
     @staticmethod
-    def _subscribe(channel: str, position: tuple[int, str] | None) -> dict[str, Any]:
+    def _subscribe(
+        channel: str, position: tuple[int, str] | None, cmd_id: int = SUBSCRIBE_ID
+    ) -> dict[str, Any]:
         subscribe: dict[str, Any] = {"channel": channel}
         if position is not None:
             subscribe.update(recover=True, offset=position[0], epoch=position[1])
-        return {"id": SUBSCRIBE_ID, "subscribe": subscribe}
+        return {"id": cmd_id, "subscribe": subscribe}
 
     def connect_only(self, token: str = "") -> bytes:
         connect: dict[str, Any] = {"name": "loadtest-publisher"}
