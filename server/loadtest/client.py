@@ -96,6 +96,17 @@ class Carrier(Protocol):
     def disconnect(self) -> None: ...
 
 
+class Position(Protocol):
+    """One channel's stream position as a client follows it: a `Receiver`'s own
+    (its one channel) or a `Track` of a `MultiSubscriber`."""
+
+    offset: int
+    epoch: str
+    positioned: bool  # offsets of this channel are tracked
+    recovering: bool
+    resubscribing: bool
+
+
 class Receiver:
     """One simulated client's protocol, whatever carries it: replies, pushes and
     offsets; reused across reconnects so it keeps its stream position. `transport`
@@ -144,26 +155,30 @@ class Receiver:
 
     # Messages ---------------------------------------------------------------------
 
-    def publication(self, pub: dict[str, Any], now: int) -> None:
+    def publication(self, pub: dict[str, Any], now: int, at: Position | None = None) -> None:
         data = pub.get("data")
         try:
             sent, step = data["ts"], data["s"]  # type: ignore[index]
         except (TypeError, KeyError):
             sent = step = None  # not this tool's payload
-        self.count(pub.get("offset", 0), sent, step, now)
+        self.count(pub.get("offset", 0), sent, step, now, at)
 
-    def count(self, offset: int, sent: int | None, step: int | None, now: int) -> None:
-        """One publication: its offset checked; its latency recorded when `sent`
-        and `step` came from this tool's payload, else it counts as foreign."""
+    def count(
+        self, offset: int, sent: int | None, step: int | None, now: int, at: Position | None = None
+    ) -> None:
+        """One publication: its offset checked against `at` (a channel's position;
+        default: this client's one channel); its latency recorded when `sent` and
+        `step` came from this tool's payload, else it counts as foreign."""
         stats = self.pool.stats
-        if offset and self.positioned:
-            last = self.offset
+        position = self if at is None else at
+        if offset and position.positioned:
+            last = position.offset
             if offset != last + 1:
                 if offset <= last:
                     stats.duplicates += 1
                     return
                 stats.gaps += offset - last - 1
-            self.offset = offset
+            position.offset = offset
         if sent is None or step is None:
             stats.foreign += 1
             return
@@ -176,18 +191,31 @@ class Receiver:
     def unsubscribed(self, transport: Carrier, body: dict[str, Any], now: int) -> None:
         """The server ended the subscription; RESUBSCRIBE_CODES ask for a resubscribe,
         which recovers from the last offset seen like a reconnect does."""
+        if self.subscribed:
+            self.subscribed = False
+            self.pool.stats.subscribed -= 1
+        self.resubscribe_if_asked(self, self.channel, SUBSCRIBE_ID, transport, body, now)
+
+    def resubscribe_if_asked(
+        self,
+        at: Position,
+        channel: int,
+        cmd_id: int,
+        transport: Carrier,
+        body: dict[str, Any],
+        now: int,
+    ) -> None:
+        """An unsubscribe push for `channel` (position `at`) counted by code; for
+        RESUBSCRIBE_CODES, the subscribe again (command `cmd_id`), recovering from `at`."""
         stats = self.pool.stats
         code = int(body.get("code", 0))
         stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
-        if self.subscribed:
-            self.subscribed = False
-            stats.subscribed -= 1
         if code in RESUBSCRIBE_CODES and not self.pool.stopping:
-            self.recovering = self.resubscribing = self.positioned
+            at.recovering = at.resubscribing = at.positioned
             self.started = now
-            position = (self.offset, self.epoch) if self.recovering else None
-            name = self.pool.channel_names[self.channel]
-            transport.send(self.pool.msg_type, self.pool.codec.resubscribe(name, position))
+            position = (at.offset, at.epoch) if at.recovering else None
+            name = self.pool.channel_names[channel]
+            transport.send(self.pool.msg_type, self.pool.codec.resubscribe(name, position, cmd_id))
 
     def reply(self, message: dict[str, Any], now: int) -> None:
         cmd_id = message["id"]
@@ -213,35 +241,44 @@ class Receiver:
         and carries the code, so there is nothing to do."""
 
     def subscribed_reply(self, result: dict[str, Any], now: int) -> None:
+        self.reposition(self, result, now)
+        self.subscribed = True
+        self.pool.stats.subscribed += 1
+        self.subscribe_done(now)
+
+    def reposition(self, at: Position, result: dict[str, Any], now: int) -> None:
+        """A subscribe reply's position taken into `at`: after a recovery, its
+        publications counted and what it could not recover counted as gaps."""
         stats = self.pool.stats
         top, epoch = result.get("offset", 0), result.get("epoch", "")
-        if self.recovering:
-            if self.resubscribing:
+        if at.recovering:
+            if at.resubscribing:
                 stats.resubscribes += 1
             else:
                 stats.reconnects += 1
-            if epoch != self.epoch:
+            if epoch != at.epoch:
                 stats.epoch_changes += 1
-                self.offset = top
+                at.offset = top
             else:
                 for pub in result.get("publications") or ():
                     stats.recovered_publications += 1
-                    self.publication(pub, now)
-                if top > self.offset:  # not recovered, or recovered short: missed
-                    stats.gaps += top - self.offset
-                    self.offset = top
+                    self.publication(pub, now, at)
+                if top > at.offset:  # not recovered, or recovered short: missed
+                    stats.gaps += top - at.offset
+                    at.offset = top
             if result.get("recovered"):
                 stats.recovered += 1
             else:
                 stats.not_recovered += 1
         else:
-            self.offset = top
-        self.epoch = epoch
-        self.recovering = self.resubscribing = False
-        self.positioned = bool(result.get("recoverable")) or top > 0
-        self.subscribed = True
-        stats.subscribed += 1
-        stats.subscribe.record((now - self.started) // 1000)
+            at.offset = top
+        at.epoch = epoch
+        at.recovering = at.resubscribing = False
+        at.positioned = bool(result.get("recoverable")) or top > 0
+
+    def subscribe_done(self, now: int) -> None:
+        """The client is subscribed (to all its channels): timed, and `ready` set."""
+        self.pool.stats.subscribe.record((now - self.started) // 1000)
         if self.ready is not None and not self.ready.done():
             self.ready.set_result(None)
 
@@ -435,8 +472,8 @@ class MultiSubscriber(Subscriber):
             tracks = self.by_bytes
             if found and len(found) == data.count(b"\n") + 1 and all(f[0] in tracks for f in found):
                 for name, sent, step, offset in found:
-                    self.count_on(
-                        tracks[name], int(offset) if offset else 0, int(sent), int(step), now
+                    self.count(
+                        int(offset) if offset else 0, int(sent), int(step), now, tracks[name]
                     )
                 return
         try:
@@ -466,39 +503,9 @@ class MultiSubscriber(Subscriber):
                 if pub is not None:
                     self.pool.stats.foreign += 1  # not one of our channels
             elif pub is not None:
-                self.publication_on(track, pub, now)
+                self.publication(pub, now, track)
             elif "unsubscribe" in push:
                 self.unsubscribed_on(track, transport, push["unsubscribe"] or {}, now)
-
-    def publication_on(self, track: Track, pub: dict[str, Any], now: int) -> None:
-        data = pub.get("data")
-        try:
-            sent, step = data["ts"], data["s"]  # type: ignore[index]
-        except (TypeError, KeyError):
-            sent = step = None  # not this tool's payload
-        self.count_on(track, pub.get("offset", 0), sent, step, now)
-
-    def count_on(
-        self, track: Track, offset: int, sent: int | None, step: int | None, now: int
-    ) -> None:
-        """`Receiver.count` against `track`'s position."""
-        stats = self.pool.stats
-        if offset and track.positioned:
-            last = track.offset
-            if offset != last + 1:
-                if offset <= last:
-                    stats.duplicates += 1
-                    return
-                stats.gaps += offset - last - 1
-            track.offset = offset
-        if sent is None or step is None:
-            stats.foreign += 1
-            return
-        latency = (now - sent) // 1000
-        if latency < 0:
-            stats.negative_latency += 1
-        stats.deliveries += 1
-        stats.latency.record(now, step, latency)
 
     def reply(self, message: dict[str, Any], now: int) -> None:
         k = message["id"] - SUBSCRIBE_ID
@@ -509,59 +516,23 @@ class MultiSubscriber(Subscriber):
 
     def subscribed_on(self, track: Track, result: dict[str, Any], now: int) -> None:
         """`Receiver.subscribed_reply` for one channel."""
-        stats = self.pool.stats
-        top, epoch = result.get("offset", 0), result.get("epoch", "")
-        if track.recovering:
-            if track.resubscribing:
-                stats.resubscribes += 1
-            else:
-                stats.reconnects += 1
-            if epoch != track.epoch:
-                stats.epoch_changes += 1
-                track.offset = top
-            else:
-                for pub in result.get("publications") or ():
-                    stats.recovered_publications += 1
-                    self.publication_on(track, pub, now)
-                if top > track.offset:  # not recovered, or recovered short: missed
-                    stats.gaps += top - track.offset
-                    track.offset = top
-            if result.get("recovered"):
-                stats.recovered += 1
-            else:
-                stats.not_recovered += 1
-        else:
-            track.offset = top
-        track.epoch = epoch
-        track.recovering = track.resubscribing = False
-        track.positioned = bool(result.get("recoverable")) or top > 0
+        self.reposition(track, result, now)
         track.subscribed = True
         if not self.subscribed and all(t.subscribed for t in self.tracks):
             self.subscribed = True
-            stats.subscribed += 1
-            stats.subscribe.record((now - self.started) // 1000)
-            if self.ready is not None and not self.ready.done():
-                self.ready.set_result(None)
+            self.pool.stats.subscribed += 1
+            self.subscribe_done(now)
 
     def unsubscribed_on(
         self, track: Track, transport: Carrier, body: dict[str, Any], now: int
     ) -> None:
         """`Receiver.unsubscribed` for one channel: the client is unsubscribed
         until that channel is back."""
-        stats = self.pool.stats
-        code = int(body.get("code", 0))
-        stats.unsubscribes[str(code)] = stats.unsubscribes.get(str(code), 0) + 1
         track.subscribed = False
         if self.subscribed:
             self.subscribed = False
-            stats.subscribed -= 1
-        if code in RESUBSCRIBE_CODES and not self.pool.stopping:
-            track.recovering = track.resubscribing = track.positioned
-            self.started = now
-            position = (track.offset, track.epoch) if track.recovering else None
-            name = self.pool.channel_names[track.channel]
-            message = self.pool.codec.resubscribe(name, position, track.cmd_id)
-            transport.send(self.pool.msg_type, message)
+            self.pool.stats.subscribed -= 1
+        self.resubscribe_if_asked(track, track.channel, track.cmd_id, transport, body, now)
 
     def gone(self, transport: object) -> bool:
         if transport is self.transport:
