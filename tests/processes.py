@@ -24,6 +24,9 @@ EXIT_TIMEOUT = 10 * TIMEOUT_SCALE  # a process with a bad configuration is gone 
 # Stopping includes stopping embedded servers: SecantusDB alone takes ~2.1 s on SIGTERM
 # (its accept thread's timeout), and CI runs this with the rest of the suite.
 SIGTERM_TIMEOUT = 10 * TIMEOUT_SCALE
+# An embedded SecantusDB's graceful stop: 2 s for its accept thread, up to 5 s draining
+# connection threads, then a checkpoint; longer on a loaded CI machine.
+EMBEDDED_STOP_TIMEOUT = 30 * TIMEOUT_SCALE
 READY_TIMEOUT = 30 * TIMEOUT_SCALE  # includes starting embedded Valkey and SecantusDB
 
 

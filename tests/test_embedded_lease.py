@@ -21,7 +21,14 @@ from wsfan.embedded import EmbeddedServerError, EmbeddedValkey, attach, start_em
 from wsfan.embedded.lease import _runs_server
 
 from tests.conftest import TIMEOUT_SCALE
-from tests.processes import ROOT, is_running, kill_embedded, stays_running, still_running
+from tests.processes import (
+    EMBEDDED_STOP_TIMEOUT,
+    ROOT,
+    is_running,
+    kill_embedded,
+    stays_running,
+    still_running,
+)
 
 
 @pytest.fixture
@@ -127,7 +134,8 @@ def test_a_killed_keeper_takes_its_server_along_and_restore_brings_it_back(var: 
     before = {kind: lease.pid, "keeper": lease.keeper}
     url = lease.url
     os.kill(lease.keeper, signal.SIGKILL)
-    assert still_running(before) == []  # the server got SIGTERM from the kernel
+    # The server got SIGTERM from the kernel; SecantusDB's graceful stop takes a while.
+    assert still_running(before, timeout=EMBEDDED_STOP_TIMEOUT) == []
     assert lease.restore() is True
     assert lease.url == url  # same port: the holder's connections come back
     assert lease.pid not in before.values() and is_running(lease.pid)

@@ -12,6 +12,7 @@ import redis
 from wsfan.embedded import EmbeddedSecantus, EmbeddedValkey
 
 from tests.processes import (
+    EMBEDDED_STOP_TIMEOUT,
     clean_env,
     embedded_pids,
     embedded_state,
@@ -46,7 +47,7 @@ def test_sigkill_of_run_py_leaves_no_embedded_process_and_the_next_start_is_clea
         pids = embedded_pids(var)
         assert set(pids) == {"valkey", "valkey keeper", "secantusdb", "secantusdb keeper"}
         killed.kill()  # its workers notice within a second and exit; then the keepers stop
-    assert still_running(pids) == []
+    assert still_running(pids, timeout=EMBEDDED_STOP_TIMEOUT) == []
     with running(tmp_path, env_for(var), args=ONE, name="next") as after:
         after.wait_ready()
         assert "not stopped cleanly" not in after.stderr()
