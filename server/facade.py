@@ -279,13 +279,13 @@ class Server:
         that allows; 0: only the position). 108 where none are kept; 112 when
         `since` cannot be served exactly."""
         self.node.checked_channel(channel)
-        query = self.node.history_query(HistoryRequest(channel, limit, since, reverse))
-        return await self.node.history(channel, query)
+        query = self.node.reads.history_query(HistoryRequest(channel, limit, since, reverse))
+        return await self.node.reads.history(channel, query)
 
     async def history_remove(self, channel: str) -> None:
         """Drop the publications the broker keeps for `channel`."""
         self.node.checked_channel(channel)
-        await self.node.remove_history(channel)
+        await self.node.reads.remove_history(channel)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         """Who is subscribed to `channel` on any node, by client id."""

@@ -14,7 +14,6 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -22,27 +21,23 @@ from .broker.base import (
     Broker,
     Fence,
     HistoryOptions,
-    HistoryQuery,
-    HistoryResult,
     PresenceEntry,
     PresenceManager,
     PresenceStats,
 )
 from .broker_recovery import BrokerRecovery
 from .broker_subscriptions import BrokerSubscriptions
+from .channel_reads import ChannelReads
 from .config import ChannelOptions, Settings
 from .errors import Disconnect, DisconnectCode, ErrorCode, ReplyError
 from .hub import Hub
 from .logs import Repeated, temporary_failure
-from .positions import SharedPositions
 from .protocol import (
     ClientInfo,
-    HistoryRequest,
     Publication,
     StreamPosition,
     validate_channel,
 )
-from .replies import ReplyBounds
 
 if TYPE_CHECKING:
     from .app.layer import AppLayer
@@ -93,7 +88,6 @@ class Node:
         self.app = app  # the application's hooks (server/app/layer.py)
         self.send_handler: SendHandler | None = None
         self._observers: dict[str, PublicationObserver] = {}
-        self._positions = SharedPositions(self._read_position, self.spawn)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         # Cluster-wide per-user caps: the shared leases, and the ones this node holds.
@@ -112,16 +106,26 @@ class Node:
         self._publishing = 0  # publishes waiting for the broker
         self._publishes_done = asyncio.Event()
         self._publishes_done.set()
+        self._broker_log = Repeated(log, settings.log.repeat_interval)
+        # Positions, history, retained state: server/channel_reads.py.
+        self.reads = ChannelReads(
+            settings,
+            broker,
+            durable,
+            self.channel_options,
+            self.history_options,
+            self._broker_log,
+            self.spawn,
+        )
         self._recovery = BrokerRecovery(
             settings,
             broker,
             durable,
             self.hub.channels,
             self.hub.subscribers,
-            self.position,
+            self.reads.position,
             self.spawn,
         )
-        self._broker_log = Repeated(log, settings.log.repeat_interval)
         self._broker_subs = BrokerSubscriptions(broker, self._broker_log)
         self.draining = False  # set when shutdown begins: /readyz answers 503
         self._started_at = time.monotonic()
@@ -390,74 +394,6 @@ class Node:
             if not self._publishing:
                 self._publishes_done.set()
         return position
-
-    async def position(self, channel: str) -> StreamPosition:
-        """The channel's current stream position (one broker read per event-loop
-        turn, however many ask: see server/positions.py)."""
-        return await self._positions.get(channel)
-
-    async def _read_position(self, channel: str) -> StreamPosition:
-        return (await self.history(channel, HistoryQuery())).position
-
-    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult:
-        """The channel's history; for persisted namespaces a `since` older than the
-        broker's window is served from the MongoDB log too (see `ChannelLog.history`)."""
-        options = self.channel_options(channel)
-        read = partial(self.broker.history, channel, options=self.history_options(options))
-        with temporary_failure(self._broker_log, "history of", channel):
-            if options.persist and self.durable is not None:
-                return await self.durable.history(channel, query, read)
-            return await read(query)
-
-    async def retained_state(self, channel: str) -> Publication | None:
-        """The state a new subscriber of a `retained` namespace gets (None if nothing)."""
-        options = self.channel_options(channel)
-        if not options.retained or self.durable is None:
-            return None
-        read = partial(self.broker.history, channel, options=self.history_options(options))
-        with temporary_failure(self._broker_log, "state of", channel):
-            return await self.durable.state(channel, read)
-
-    async def set_retained_state(self, channel: str, data: Any) -> None:
-        """Store an explicit retained state (the server API's `state_set`)."""
-        options = self.channel_options(channel)
-        if not options.retained or self.durable is None:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no retained state")
-        position = await self.position(channel)
-        try:
-            await self.durable.set_state(channel, data, position)
-        except Exception as exc:
-            self._broker_log("storing the state of %r failed: %s", channel, exc)
-            raise ReplyError(ErrorCode.INTERNAL) from None
-
-    def history_query(self, request: HistoryRequest) -> HistoryQuery:
-        """The query a history request makes: at most `client.history_max_limit`
-        publications (-1: that many); ReplyError(108) where none are kept."""
-        if self.channel_options(request.channel).history_size <= 0:
-            raise ReplyError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
-        most = self.settings.client.history_max_limit
-        limit = most if request.limit < 0 else min(request.limit, most)
-        return HistoryQuery(request.since, limit, request.reverse)
-
-    async def history_reply(
-        self, request: HistoryRequest, bounds: ReplyBounds | None = None
-    ) -> dict[str, Any]:
-        """The answer to a client's or the API's history request (`history_query`);
-        with a client's `bounds`, read page by page within them (server/replies.py)."""
-        query = self.history_query(request)
-        if bounds is not None:
-            return await bounds.history(partial(self.history, request.channel), query)
-        history = await self.history(request.channel, query)
-        return {
-            "publications": [p.to_dict() for p in history.publications],
-            "epoch": history.position.epoch,
-            "offset": history.position.offset,
-        }
-
-    async def remove_history(self, channel: str) -> None:
-        self.channel_options(channel)
-        with temporary_failure(self._broker_log, "remove history of", channel):
-            await self.broker.remove_history(channel)
 
     def info(self) -> dict[str, Any]:
         """What this node tells the cluster about itself."""

@@ -213,7 +213,7 @@ async def test_a_publication_the_backend_skips_history_for_has_no_offset(
         await client.result("publish", {"channel": "proxied:room", "data": {"n": 1}})
         (pub,) = await client.publications("proxied:room", 1)
         assert not pub.get("offset")
-        assert (await node.position("proxied:room")).offset == 0
+        assert (await node.reads.position("proxied:room")).offset == 0
     finally:
         client.close()
 

@@ -74,7 +74,7 @@ async def occupy(node: Node, channel: str = "ticker:eur") -> Subscriber:
 
 
 async def top(node: Node, channel: str = "ticker:eur") -> int:
-    return (await node.history(channel, HistoryQuery())).position.offset
+    return (await node.reads.history(channel, HistoryQuery())).position.offset
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -165,7 +165,7 @@ async def test_retained_state_outlives_the_broker_window(client, node, durable, 
 @pytest.mark.gen_test
 async def test_an_explicit_state_is_retained_until_the_next_publication(client, node):
     await publish(node, "state:a", 2)
-    await node.set_retained_state("state:a", {"whole": "state"})
+    await node.reads.set_retained_state("state:a", {"whole": "state"})
     first = await (await client()).result("subscribe", {"channel": "state:a"})
     assert [p["data"] for p in first["publications"]] == [{"whole": "state"}]
     assert "offset" not in first["publications"][0]
@@ -193,7 +193,7 @@ async def test_an_unreachable_mongodb_delays_neither_publishing_nor_history(
     epoch = await publish(node, "log:a", 10)
     assert time.monotonic() - started < 0.5
     # Nothing reached the log, so the broker still holds all of it, past its window.
-    found = await node.history("log:a", HistoryQuery(StreamPosition(1, epoch), -1))
+    found = await node.reads.history("log:a", HistoryQuery(StreamPosition(1, epoch), -1))
     assert [p.offset for p in found.publications] == list(range(2, 11))
     assert time.monotonic() - started < 2
     await node.close()

@@ -188,7 +188,7 @@ async def test_a_broker_that_lost_acknowledged_publications_starts_a_new_epoch(
     after = await node.publish("log:a", {"n": "after"})
     assert after.epoch != acknowledged.epoch
     assert after.offset == 1
-    found = await node.history("log:a", HistoryQuery(limit=-1))
+    found = await node.reads.history("log:a", HistoryQuery(limit=-1))
     assert [p.data for p in found.publications] == [{"n": "after"}]
 
 

@@ -51,7 +51,7 @@ def options(ws_url: str, **values: Any) -> Options:
 
 
 async def top_offset(node: Node, channel: str) -> int:
-    return (await node.history(channel, HistoryQuery())).position.offset
+    return (await node.reads.history(channel, HistoryQuery())).position.offset
 
 
 class Sampler:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from wsfan.broker.memory import MemoryBroker
-from wsfan.compose import build_node
 from wsfan.node import Node
 
 from tests.conftest import TIMEOUT_SCALE
@@ -75,26 +73,3 @@ async def test_a_subscribe_burst_larger_than_the_redis_pool_all_succeeds(client)
     )
     assert [r.get("error") for r in replies] == [None] * 60
     assert len({(r["subscribe"]["epoch"], r["subscribe"]["offset"]) for r in replies}) == 1
-
-
-class CountingBroker(MemoryBroker):
-    def __init__(self) -> None:
-        super().__init__()
-        self.history_calls = 0
-
-    async def history(self, channel, query, options):
-        self.history_calls += 1
-        return await super().history(channel, query, options)
-
-
-@pytest.mark.gen_test
-async def test_position_reads_in_one_loop_turn_share_one_broker_call(settings):
-    broker = CountingBroker()
-    node = build_node(settings, broker=broker)
-    await node.start()
-    await node.publish("news", "x")
-    positions = await asyncio.gather(*(node.position("news") for _ in range(50)))
-    assert broker.history_calls == 1
-    assert {(p.offset, p.epoch) for p in positions} == {(1, positions[0].epoch)}
-    assert (await node.position("news")).offset == 1 and broker.history_calls == 2
-    await node.close()

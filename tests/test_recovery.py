@@ -212,7 +212,7 @@ async def test_publications_during_subscribe_arrive_once_each_with_no_gap(
     await asyncio.sleep(0.05)
     stop.set()
     await task
-    top = (await node.history("news", HistoryQuery())).position.offset
+    top = (await node.reads.history("news", HistoryQuery())).position.offset
     first = result["offset"] + 1
     live = [p["offset"] for p in await c.publications("news", top - result["offset"])]
     recovered = [p["offset"] for p in result.get("publications", [])]

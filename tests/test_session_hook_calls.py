@@ -422,7 +422,7 @@ async def test_a_publication_that_skips_history_has_no_offset_and_is_not_kept():
     async with hooked(app) as node:
         _, pub = await published(node, app)
         assert "offset" not in pub
-        assert (await node.position("open:a")).offset == 0
+        assert (await node.reads.position("open:a")).offset == 0
 
 
 @pytest.mark.gen_test(timeout=TIMEOUT)

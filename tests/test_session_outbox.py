@@ -213,7 +213,7 @@ def test_a_batch_past_the_budget_overflows():
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_a_push_of_exactly_the_budget_reaches_an_idle_client(client, node: Node, encoding):
     c = await subscribed(client)
-    offset = (await node.position("news")).offset + 1
+    offset = (await node.reads.position("news")).offset + 1
 
     def measure(data: str) -> int:
         return len(encode(push("news", "pub", Publication(data, offset).to_dict()), encoding))
@@ -228,7 +228,7 @@ async def test_a_push_of_exactly_the_budget_reaches_an_idle_client(client, node:
 @pytest.mark.gen_test(timeout=30 * TIMEOUT_SCALE)
 async def test_a_push_one_byte_over_the_budget_closes_with_3008(client, node: Node, encoding):
     c = await subscribed(client)
-    offset = (await node.position("news")).offset + 1
+    offset = (await node.reads.position("news")).offset + 1
 
     def measure(data: str) -> int:
         return len(encode(push("news", "pub", Publication(data, offset).to_dict()), encoding))
@@ -297,7 +297,7 @@ async def two_publications(node: Node, encoding: Encoding, size: int) -> list[Pu
 async def test_a_history_reply_stops_before_max_reply_bytes(client, node: Node, encoding, over):
     c = await client()
     pubs = await two_publications(node, encoding, REPLY + over)
-    since = {"offset": pubs[0].offset - 1, "epoch": (await node.position("news")).epoch}
+    since = {"offset": pubs[0].offset - 1, "epoch": (await node.reads.position("news")).epoch}
     await c.send({"id": 50, "history": {"channel": "news", "limit": 2, "since": since}})
     result = (await c.reply(50))["history"]
     assert [p["offset"] for p in result["publications"]] == [p.offset for p in pubs][: 2 - over]
@@ -383,7 +383,7 @@ async def test_a_recovery_one_byte_over_answers_recovered_false_with_the_positio
     await c.send(recover(since))
     result = (await c.reply(50))["subscribe"]
     assert (result["recovered"], result.get("publications")) == (False, None)
-    top = await node.position("news")
+    top = await node.reads.position("news")
     assert (result["offset"], result["epoch"]) == (top.offset, top.epoch)
     # and the subscription goes on from there
     await node.publish("news", "next")

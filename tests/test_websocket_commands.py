@@ -327,7 +327,7 @@ async def test_client_caused_problems_never_answer_temporary(
     c = await open_client(Encoding.JSON)
     await c.connect()
     await node.publish("news", "one")
-    epoch = (await node.position("news")).epoch
+    epoch = (await node.reads.position("news")).epoch
     for params in command.values():
         for key in ("since", None):
             target = params.get(key) if key else params

@@ -185,12 +185,12 @@ class ApiExecutor:
     async def history(self, params: Any) -> Result:
         request: HistoryRequest = self._parse(HistoryRequest, params)
         self.node.checked_channel(request.channel)
-        return await self.node.history_reply(request)
+        return await self.node.reads.history_reply(request)
 
     async def history_remove(self, params: Any) -> Result:
         request: ChannelRequest = self._parse(ChannelRequest, params)
         self.node.checked_channel(request.channel)
-        await self.node.remove_history(request.channel)
+        await self.node.reads.remove_history(request.channel)
         return {}
 
     async def state_set(self, params: Any) -> Result:
@@ -198,14 +198,14 @@ class ApiExecutor:
         until the channel's next publication."""
         request: StateRequest = self._parse(StateRequest, params)
         self.node.checked_channel(request.channel)
-        await self.node.set_retained_state(request.channel, request.data)
+        await self.node.reads.set_retained_state(request.channel, request.data)
         return {}
 
     async def state_get(self, params: Any) -> Result:
         """Our extension: the retained state (`publication`, absent when none)."""
         request: ChannelRequest = self._parse(ChannelRequest, params)
         self.node.checked_channel(request.channel)
-        state = await self.node.retained_state(request.channel)
+        state = await self.node.reads.retained_state(request.channel)
         return {} if state is None else {"publication": state.to_dict()}
 
     async def channels(self, params: Any) -> Result:

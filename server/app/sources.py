@@ -197,7 +197,7 @@ class SourceRunner:
     async def _last_publication(self, channel: str) -> Publication | None:
         if self._node.channel_options(channel).history_size <= 0:
             return None
-        history = await self._node.history(channel, HistoryQuery(limit=1, reverse=True))
+        history = await self._node.reads.history(channel, HistoryQuery(limit=1, reverse=True))
         return history.publications[0] if history.publications else None
 
 

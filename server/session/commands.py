@@ -334,7 +334,7 @@ async def history(session: Session, command: Command) -> dict[str, Any]:
         session.settings.client.reply_bytes,
         session.outbox.budget,
     )
-    return await session.node.history_reply(request, bounds)
+    return await session.node.reads.history_reply(request, bounds)
 
 
 def _presence_channel(session: Session, channel: str) -> None:

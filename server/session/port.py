@@ -61,6 +61,20 @@ class ClientSession(Connection, Protocol):
     def disconnect(self, reason: Disconnect) -> None: ...
 
 
+class ReadsPort(Protocol):
+    """What a session reads of channels (server/channel_reads.py)."""
+
+    async def position(self, channel: str) -> StreamPosition: ...
+
+    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult: ...
+
+    async def history_reply(
+        self, request: HistoryRequest, bounds: ReplyBounds | None = None
+    ) -> dict[str, Any]: ...
+
+    async def retained_state(self, channel: str) -> Publication | None: ...
+
+
 class NodePort(Protocol):
     """What a session needs of the node.
 
@@ -75,6 +89,10 @@ class NodePort(Protocol):
 
     @property
     def send_handler(self) -> SendHandler | None: ...
+
+    @property
+    def reads(self) -> ReadsPort:
+        """Positions, history and retained state of channels."""
 
     def channel_options(self, channel: str) -> ChannelOptions:
         """The channel's namespace options; ReplyError(102) for an unknown namespace."""
@@ -135,16 +153,6 @@ class NodePort(Protocol):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
     ) -> StreamPosition: ...
-
-    async def position(self, channel: str) -> StreamPosition: ...
-
-    async def history(self, channel: str, query: HistoryQuery) -> HistoryResult: ...
-
-    async def history_reply(
-        self, request: HistoryRequest, bounds: ReplyBounds | None = None
-    ) -> dict[str, Any]: ...
-
-    async def retained_state(self, channel: str) -> Publication | None: ...
 
     # Presence and join/leave
 

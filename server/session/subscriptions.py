@@ -28,32 +28,25 @@ import logging
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from .. import delta
 from ..auth import access
 from ..auth.tokens import SubscriptionClaims
-from ..broker.base import HistoryQuery
 from ..config import ChannelOptions, Settings
-from ..errors import ErrorCode, ReplyError, UnsubscribeCode
+from ..errors import ReplyError, UnsubscribeCode
 from ..protocol import (
-    FLAG_REJECT_UNRECOVERED,
     ClientInfo,
-    Encoded,
     Encoding,
     Publication,
-    Spliced,
     StreamPosition,
     SubscribeRequest,
-    encode,
-    encode_spliced,
     push,
 )
-from ..replies import read_within
 from ..transport import Frame
 from .outbox import Outbox
 from .port import NodePort
+from .recovery import RecoveryLimits, reply_form, subscribe_result
 from .subscription_state import Started, Subscription, SubscriptionListener
 
 __all__ = ["Started", "Subscription", "Subscriptions"]
@@ -66,10 +59,9 @@ class Subscriptions:
 
     __slots__ = (
         "_grace",
+        "_limits",
         "_node",
         "_outbox",
-        "_recovery_max",
-        "_reply_limit",
         "_subs",
         "client_id",
         "closed",
@@ -91,8 +83,8 @@ class Subscriptions:
         # ended it (the session, for the application's notifications; None: nobody).
         self.listener: SubscriptionListener | None = None
         self._grace = settings.auth.expired_close_delay
-        self._recovery_max = settings.client.recovery_max_limit
-        self._reply_limit = settings.client.reply_bytes
+        client = settings.client
+        self._limits = RecoveryLimits(client.recovery_max_limit, client.reply_bytes)
         self.closed = False
 
     def __len__(self) -> int:
@@ -157,10 +149,12 @@ class Subscriptions:
             await node.add_subscriber(channel, self, wants_delta)
             # Read before the position, so live publications after it follow the state.
             retained = options.retained and not request.recover
-            state = await node.retained_state(channel) if retained else None
-            result, publications = await self._subscribe_result(channel, request, sub, base)
+            state = await node.reads.retained_state(channel) if retained else None
+            result, publications = await subscribe_result(
+                node.reads, channel, request, sub, base, self.encoding, self._limits
+            )
             if state is not None:
-                result["publications"] = [self._shape(sub, state)]
+                result["publications"] = [reply_form(sub, state, self.encoding)]
                 publications = [state]
             if wants_delta:
                 result["delta"] = True
@@ -220,75 +214,6 @@ class Subscriptions:
         send(push(channel, "subscribe", body))
         for pub in publications:
             send(push(channel, "pub", pub.to_dict()))
-
-    async def _subscribe_result(
-        self, channel: str, request: SubscribeRequest, sub: Subscription, base: int
-    ) -> tuple[dict[str, Any], list[Publication]]:
-        """The subscribe result and the publications it recovers.
-
-        A recovery is all or nothing: when the publications since the client's
-        position are more than `client.recovery_max_limit`, or would take the
-        reply past `client.reply_bytes` (`base` + the result), or are gone, the
-        answer is `recovered: false` with the current position (error 112 with
-        the reject-unrecovered flag).
-        """
-        if not sub.options.recoverable:
-            return {}, []
-        # History is kept: the subscription is positioned (the SDKs track its offset).
-        result: dict[str, Any] = {"recoverable": True, "positioned": True}
-        publications: list[Publication] = []
-        if request.recover:
-            limit = self._recovery_max
-            since = StreamPosition(request.offset, request.epoch)
-            result["was_recovering"] = True
-            result["recovered"] = True
-
-            def size_of(position: StreamPosition) -> int:
-                empty = Spliced(
-                    result, publications=Encoded(), epoch=position.epoch, offset=position.offset
-                )
-                extra = len(encode({"delta": True}, self.encoding)) if sub.delta else 0
-                return base + len(encode_spliced(empty, self.encoding)) + extra
-
-            within = None
-            try:
-                within = await read_within(
-                    partial(self._node.history, channel),
-                    HistoryQuery(since, limit + 1),
-                    self.encoding,
-                    size_of,
-                    self._reply_limit,
-                    shape=partial(self._shape, sub),
-                )
-                position = within.position
-            except ReplyError as exc:
-                if exc.code is not ErrorCode.UNRECOVERABLE_POSITION:
-                    raise
-                position = await self._node.position(channel)
-            recovered = within is not None and not within.cut and within.read <= limit
-            if not recovered and request.flag & FLAG_REJECT_UNRECOVERED:
-                raise ReplyError(ErrorCode.UNRECOVERABLE_POSITION)
-            result["recovered"] = recovered
-            if recovered and within is not None and within.encoded:
-                result = Spliced(result, publications=within.encoded)
-                publications = within.publications
-        else:
-            position = await self._node.position(channel)
-        result["epoch"] = position.epoch
-        result["offset"] = position.offset
-        sub.recoverable = True
-        sub.offset = position.offset
-        sub.epoch = position.epoch
-        return result, publications
-
-    def _shape(self, sub: Subscription, pub: Publication) -> dict[str, Any]:
-        """`pub` as the subscription gets it in its subscribe reply: in full, its
-        `data` as bytes for a delta subscription (the SDK keeps them as the base
-        of the next patch, whatever it recovers)."""
-        if not sub.delta:
-            return pub.to_dict()
-        encoding = self.encoding
-        return delta.full_form(pub, delta.data_bytes(pub.data, encoding), encoding)
 
     def _release(self, channel: str, sub: Subscription) -> None:
         """Send what was held back while subscribing: the reply went first."""
