@@ -314,8 +314,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def servers(
     scenario: Scenario, work: Path, cpus: set[int] | None
 ) -> Iterator[tuple[list[int], tuple[int, ...], tuple[int, ...]]]:
-    """Start the scenario's servers; yields (ports, server PIDs for CPU, server PIDs
-    for memory: without Valkey). Everything started here is stopped on exit."""
+    """Start the scenario's servers; yields (ports, server PIDs, the Valkey's PIDs: its
+    CPU is reported apart from the server's). Everything started here is stopped on exit."""
     with ExitStack() as stack:
         redis_url, valkey_pid = "", 0
         if scenario.server == "wsfan" and scenario.broker == "redis":
@@ -346,7 +346,7 @@ def servers(
         for port, proc in zip(ports, procs, strict=True):
             wait_healthy(port, proc)
         own = tuple(p.pid for p in procs)
-        yield ports, (*own, *((valkey_pid,) if valkey_pid else ())), own
+        yield ports, own, ((valkey_pid,) if valkey_pid else ())
 
 
 # Running ------------------------------------------------------------------------------
@@ -363,12 +363,13 @@ def run_scenario(
     scenario: Scenario, out_dir: Path, progress: bool, quick: bool, cpus: set[int] | None
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{scenario.name}-"))
-    with servers(scenario, work, cpus) as (ports, pids, memory_pids):
+    with servers(scenario, work, cpus) as (ports, pids, beside):
         options = replace(
             Options(),
             urls=tuple(f"ws://127.0.0.1:{p}/connection/websocket" for p in ports),
             channel_prefix="bench",
             server_pids=pids,
+            broker_pids=beside,
             progress=progress,
             label=scenario.name,
             extra={
@@ -377,8 +378,8 @@ def run_scenario(
                 "broker": scenario.broker if scenario.server == "wsfan" else None,
                 "instances": scenario.instances,
                 "transport": scenario.options.get("transport", "websocket"),
-                "server_pids_are": "server processes, then Valkey (when it ran)",
-                "memory_pids_are": "server processes",
+                "server_pids_are": "server processes (CPU and memory)",
+                "broker_pids_are": "Valkey, when it ran (CPU reported as embedded)",
                 "server_cpus": sorted(cpus) if cpus else None,
                 "generator_cpus": sorted(os.sched_getaffinity(0)),
                 "quick": quick,
@@ -388,7 +389,7 @@ def run_scenario(
             },
             **scenario_options(scenario, quick),
         )
-        result = run(options.checked(), memory_pids=memory_pids)
+        result = run(options.checked())
     write_json(result, out_dir / f"{scenario.name}.json")
     write_html(result, out_dir / f"{scenario.name}.html")
     return result

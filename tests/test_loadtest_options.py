@@ -142,3 +142,9 @@ def test_secrets_are_masked_in_the_result():
 def test_command_line_exits_2_on_a_bad_option(capsys: pytest.CaptureFixture[str]):
     assert main(["--clients", "0"]) == 2
     assert "--clients" in capsys.readouterr().err
+
+
+def test_broker_pids_are_carried_apart_from_server_pids():
+    options = parse_options(["--server-pid", "10", "--broker-pid", "11", "--broker-pid", "12"])
+    assert options.server_pids == (10,) and options.broker_pids == (11, 12)
+    assert options.to_dict()["broker_pids"] == [11, 12]

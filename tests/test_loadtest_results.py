@@ -34,3 +34,14 @@ def test_without_machine_figures_other_work_is_unknown():
     samples = [CpuSample(t=0.0, server={}, generator=0.0), CpuSample(1.0, {}, 0.5)]
     (window,) = step_windows(samples, [(0.0, 1.0)], cores=1)
     assert window["other_busy"] is None and window["generator_busy"] == pytest.approx(0.5)
+
+
+def test_embedded_servers_cpu_is_counted_apart_from_the_servers():
+    samples = [
+        CpuSample(t=0.0, server={1: 0.0, 9: 0.0}, generator=0.0, machine=0.0),
+        CpuSample(t=1.0, server={1: 0.5, 9: 0.25}, generator=0.0, machine=1.0),
+    ]
+    (window,) = step_windows(samples, [(0.0, 1.0)], cores=1, embedded={9})
+    assert window["server_cpu_seconds"] == pytest.approx(0.5)
+    assert window["embedded_cpu_seconds"] == pytest.approx(0.25)
+    assert window["other_busy"] == pytest.approx(0.25)  # 1.0 - 0.5 - 0.25

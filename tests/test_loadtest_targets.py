@@ -107,6 +107,10 @@ def test_loadtest_reports_what_it_measured_of_a_supervisor(
     assert result["cpu_seconds_run_by_role"]["server"] > 0
     assert result["cpu_seconds_run_by_role"]["embedded"] > 0
     assert result["cpu_us_per_delivery"] > 0
+    # per delivery: the server's own processes, the embedded Valkey's apart
+    run_by_role = result["cpu_seconds_run_by_role"]
+    assert result["cpu_seconds_run"] == pytest.approx(run_by_role["server"], abs=0.002)
+    assert result["embedded_cpu_us_per_delivery"] > 0
     # memory: the server proper, not the Valkey beside it
     assert sorted(result["memory_pids"]) == sorted(
         p["pid"] for p in result["processes"] if p["role"] == SERVER

@@ -92,6 +92,8 @@ class Options:
     token_ttl: float = 3600.0
     workers: int = 0  # subscriber processes; 0: enough for the open-files limit and the cores
     server_pids: tuple[int, ...] = ()  # processes whose CPU is reported per delivery
+    # processes beside the server (a Valkey): their CPU is reported apart from the server's
+    broker_pids: tuple[int, ...] = ()
     out: Path | None = None  # JSON result file
     report: Path | None = None  # self-contained HTML report
     progress: bool = True
@@ -175,6 +177,7 @@ class Options:
         d["urls"] = list(self.urls)
         d["rates"] = list(self.rates)
         d["server_pids"] = list(self.server_pids)
+        d["broker_pids"] = list(self.broker_pids)
         d["out"] = str(self.out) if self.out else None
         d["report"] = str(self.report) if self.report else None
         d["token_secret"] = "***" if self.token_secret else ""
@@ -461,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a server process (run.py, its supervisor with --workers) to report CPU and "
         "memory for; followed to its workers and embedded servers (repeatable)",
     )
+    p.add_argument(
+        "--broker-pid",
+        type=int,
+        action="append",
+        dest="broker_pids",
+        help="a broker or store process beside the server (Valkey, Redis, MongoDB): its CPU "
+        "is reported apart from the server's, as an embedded server's (repeatable)",
+    )
     p.add_argument("-o", "--out", type=Path, help="JSON result file")
     p.add_argument("--report", type=Path, help="self-contained HTML report")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
@@ -474,5 +485,6 @@ def parse_options(argv: list[str]) -> Options:
     values = {k: v for k, v in vars(ns).items() if k != "quiet" and v is not None}
     values["urls"] = tuple(ns.urls or Options.urls)
     values["server_pids"] = tuple(ns.server_pids or ())
+    values["broker_pids"] = tuple(ns.broker_pids or ())
     values["progress"] = not ns.quiet
     return replace(Options(), **values).checked()

@@ -65,6 +65,12 @@ def format_table(result: dict[str, Any]) -> str:
             f"server: {s['cpu_seconds_run']:.2f} CPU s, {per} per delivery, "
             f"{_us(s['cpu_us_per_connection'])} per connection"
         )
+        if s.get("embedded_cpu_us_per_delivery") is not None:
+            lines.append(
+                f"embedded servers and brokers beside it: "
+                f"{_us(s['embedded_cpu_us_per_delivery'])} per delivery, "
+                f"{_us(s.get('embedded_cpu_us_per_connection'))} per connection"
+            )
         lines.append(f"server processes measured: {measured(s)}")
         if s.get("kb_per_connection") is not None:
             lines.append(
@@ -288,6 +294,10 @@ def render_html(result: dict[str, Any]) -> str:
     if server:
         summary.append(("server CPU us per delivery", server["cpu_us_per_delivery"]))
         summary.append(("server CPU us per connection", server["cpu_us_per_connection"]))
+        if server.get("embedded_cpu_us_per_delivery") is not None:
+            summary.append(
+                ("embedded/broker CPU us per delivery", server["embedded_cpu_us_per_delivery"])
+            )
         if server.get("kb_per_connection") is not None:
             summary.append(
                 (

@@ -33,7 +33,10 @@ Definitions:
 - server CPU: of every process `--server-pid` leads to (targets.py): the given
   PIDs, their forked workers and the embedded Valkey / SecantusDB they use; the
   `processes` list says which, `cpu_seconds_run_by_role` splits "server" from
-  "embedded". Per-delivery and busy figures count them all.
+  "embedded". Per-delivery, per-connection and busy figures are the server's own
+  processes' (role "server"); the embedded servers' (and a `--broker-pid`'s, such as
+  a Valkey beside it) are reported apart as `embedded_*`. Results written before
+  2026-12-02 counted them in the server's figures.
 - server memory: resident memory of the `memory_pids` (the server proper,
   without a broker such as Redis beside it) before any client connected and
   once every client was subscribed, before publishing; `kb_per_connection` is
@@ -46,7 +49,7 @@ import bisect
 import datetime
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,11 +123,16 @@ def cpu_at(times: Sequence[float], values: Sequence[float], t: float) -> float:
 
 
 def step_windows(
-    samples: Sequence[CpuSample], bounds: Sequence[tuple[float, float]], cores: int
+    samples: Sequence[CpuSample],
+    bounds: Sequence[tuple[float, float]],
+    cores: int,
+    embedded: Collection[int] = (),
 ) -> list[dict[str, float | None]]:
-    """Server and generator CPU over each (start, end) window, from the samples."""
+    """Server, embedded-server and generator CPU over each (start, end) window, from
+    the samples; the server's without the `embedded` PIDs (Valkey, SecantusDB)."""
     times = [s.t for s in samples]
-    server = [sum(s.server.values()) for s in samples]
+    server = [sum(c for p, c in s.server.items() if p not in embedded) for s in samples]
+    beside = [sum(c for p, c in s.server.items() if p in embedded) for s in samples]
     generator = [s.generator for s in samples]
     machine = [s.machine for s in samples]
     known = all(m is not None for m in machine)
@@ -132,17 +140,19 @@ def step_windows(
     for start, end in bounds:
         seconds = max(end - start, 0.0)
         srv = cpu_at(times, server, end) - cpu_at(times, server, start)
+        emb = cpu_at(times, beside, end) - cpu_at(times, beside, start)
         gen = cpu_at(times, generator, end) - cpu_at(times, generator, start)
         other = None
         if known and samples and seconds > 0:
             total = [m or 0.0 for m in machine]
             busy = cpu_at(times, total, end) - cpu_at(times, total, start)
-            other = round(max(busy - srv - gen, 0.0) / seconds, 3)
+            other = round(max(busy - srv - emb - gen, 0.0) / seconds, 3)
         out.append(
             {
                 "window_seconds": round(seconds, 3),
                 "server_cpu_seconds": round(srv, 3),
                 "server_busy": round(srv / seconds, 3) if seconds > 0 else None,
+                "embedded_cpu_seconds": round(emb, 3),
                 "generator_cpu_seconds": round(gen, 3),
                 "generator_busy": round(gen / seconds / max(cores, 1), 3) if seconds > 0 else None,
                 "other_busy": other,
@@ -198,7 +208,7 @@ def build(
     generator_cpu_connect: float,
     generator_cpu_run: dict[str, float],
     server_cpu_run: dict[int, float] | None,
-    server_cpu_connect: float = 0.0,
+    server_cpu_connect: Mapping[int, float] | None = None,
     cpu_samples: Sequence[CpuSample] = (),
     go_at: float = 0.0,
     publish_end: float = 0.0,
@@ -230,8 +240,10 @@ def build(
     last_delivery = max(
         (float(t) for s in subscribers for t in s.get("last_delivery", {}).values()), default=0.0
     )
+    roles = {int(p["pid"]): str(p["role"]) for p in server_processes}
+    embedded = {pid for pid, role in roles.items() if role == EMBEDDED}
     windows = step_windows(
-        cpu_samples, _bounds(starts, go_at, publish_end, last_delivery), generator_cores
+        cpu_samples, _bounds(starts, go_at, publish_end, last_delivery), generator_cores, embedded
     )
     for index, rate in enumerate(options.rates):
         latency = step_latency.get(index, Histogram())
@@ -274,9 +286,15 @@ def build(
     connect = _hist([r.get("connect", {}) for r in readies])
     subscribe = _hist([r.get("subscribe", {}) for r in readies])
     per_delivery = 1e6 / deliveries if deliveries else None
-    roles = {int(p["pid"]): str(p["role"]) for p in server_processes}
-    embedded = {pid for pid, role in roles.items() if role == EMBEDDED}
     generator_run = sum(generator_cpu_run.values())
+    cpu_connect = server_cpu_connect or {}
+
+    def own(cpu: Mapping[int, float]) -> float:
+        """The server's own processes' share of `cpu` (by PID): not the embedded ones."""
+        return sum(c for p, c in cpu.items() if p not in embedded)
+
+    def beside(cpu: Mapping[int, float]) -> float:
+        return sum(c for p, c in cpu.items() if p in embedded)
 
     chart = []
     known = set(timeline) | set(published_timeline)
@@ -364,13 +382,19 @@ def build(
                 role: round(sum(c for p, c in server_cpu_run.items() if roles.get(p) == role), 3)
                 for role in sorted(set(roles.values()))
             },
-            "cpu_seconds_connect": round(server_cpu_connect, 3),
-            "cpu_us_per_connection": _per_connection(server_cpu_connect, subscribed),
-            "cpu_seconds_run": round(sum(server_cpu_run.values()), 3),
+            "cpu_seconds_connect": round(own(cpu_connect), 3),
+            "cpu_us_per_connection": _per_connection(own(cpu_connect), subscribed),
+            "embedded_cpu_us_per_connection": _per_connection(beside(cpu_connect), subscribed)
+            if embedded
+            else None,
+            "cpu_seconds_run": round(own(server_cpu_run), 3),
             "cpu_seconds_run_by_pid": {str(p): round(c, 3) for p, c in server_cpu_run.items()},
             "cpu_us_per_delivery": None
             if per_delivery is None
-            else round(sum(server_cpu_run.values()) * per_delivery, 2),
+            else round(own(server_cpu_run) * per_delivery, 2),
+            "embedded_cpu_us_per_delivery": None
+            if per_delivery is None or not embedded
+            else round(beside(server_cpu_run) * per_delivery, 2),
             **_memory(memory_pids, rss_before or {}, rss_subscribed or {}, subscribed),
         },
         "timeline": chart,
@@ -397,6 +421,9 @@ def _step_cpu(window: dict[str, float | None], deliveries: int, server: bool) ->
     out = dict(window)
     if not server:
         out["server_cpu_seconds"] = out["server_busy"] = None
+    if not server:
+        out["embedded_cpu_seconds"] = None
     out["server_cpu_us_per_delivery"] = per(out["server_cpu_seconds"])
+    out["embedded_cpu_us_per_delivery"] = per(out["embedded_cpu_seconds"])
     out["generator_cpu_us_per_delivery"] = per(out["generator_cpu_seconds"])
     return out

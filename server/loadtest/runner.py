@@ -31,7 +31,7 @@ from .metrics import Histogram, cpu_seconds
 from .options import Options
 from .progress import Progress, Snapshot
 from .results import CpuSample, build
-from .targets import EMBEDDED, follow
+from .targets import EMBEDDED, Measured, follow
 from .worker import encode_options
 
 __all__ = ["LoadTestError", "run", "run_async"]
@@ -124,6 +124,11 @@ class Coordinator:
         self.options = options
         # --server-pid followed to workers and embedded servers (targets.py)
         self.measured = follow(options.server_pids)
+        self.measured += [
+            Measured(pid, EMBEDDED, "broker", pid)
+            for pid in options.broker_pids
+            if pid not in {m.pid for m in self.measured}
+        ]
         self.server_pids = tuple(m.pid for m in self.measured)
         if memory_pids is None:  # the server proper, not the embedded servers beside it
             memory_pids = tuple(m.pid for m in self.measured if m.role != EMBEDDED)
@@ -329,7 +334,9 @@ class Coordinator:
                 per_channel[channel] = per_channel.get(channel, 0) + int(n)
         self.rss_subscribed = self._rss()
         cpu_own, server_cpu = cpu_seconds() or 0.0, self._server_cpu()
-        server_cpu_connect = sum(server_cpu.values()) - sum(self.server_cpu_start.values())
+        server_cpu_connect = {
+            pid: cpu - self.server_cpu_start.get(pid, 0.0) for pid, cpu in server_cpu.items()
+        }
         self.t0_monotonic = time.monotonic()
         self._sample_cpu()
         go_at = self.cpu_samples[-1].t
