@@ -563,6 +563,91 @@ def test_a_flush_of_fewer_connections_does_not_hold_the_next_back() -> None:
     assert asyncio.run(scenario()) == 1
 
 
+class QueueingSubscriber(RecordingSubscriber):
+    """Asks the hub for a flush on each delivery, as an outbox with nothing queued
+    does, and flushes at once when the hub answers that it writes through."""
+
+    def __init__(self, hub: Hub, client_id: str) -> None:
+        super().__init__(client_id)
+        self.hub = hub
+        self.through = 0
+
+    def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
+        super().deliver_publication(channel, pub, frame)
+        if self.hub.want_flush(self):
+            self.through += 1
+            self.flush()
+
+
+def crowd_of(hub: Hub, size: int) -> list[QueueingSubscriber]:
+    crowd = [QueueingSubscriber(hub, f"c{i}") for i in range(size)]
+    for session in crowd:
+        hub.subscribe("news", session)
+    return crowd
+
+
+def test_a_big_fan_out_after_a_quiet_spell_writes_through() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    crowd = crowd_of(hub, BIG_FLUSH)
+
+    async def scenario() -> list[int]:
+        hub.broadcast_publication("news", PUB)
+        return [s.flushes for s in crowd]  # before the loop ran anything
+
+    assert asyncio.run(scenario()) == [1] * BIG_FLUSH
+
+
+def test_a_big_fan_out_within_the_write_interval_waits_for_it() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    crowd = crowd_of(hub, BIG_FLUSH)
+
+    async def scenario() -> tuple[int, int, int]:
+        hub.broadcast_publication("news", PUB)
+        hub.broadcast_publication("news", PUB)  # within the interval: queued
+        await asyncio.sleep(0.01)
+        early = crowd[0].flushes
+        await asyncio.sleep(0.1)
+        return crowd[0].through, early, crowd[0].flushes
+
+    assert asyncio.run(scenario()) == (1, 1, 2)
+
+
+def test_a_small_fan_out_never_writes_through() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    crowd = crowd_of(hub, BIG_FLUSH - 1)
+
+    async def scenario() -> list[int]:
+        hub.broadcast_publication("news", PUB)
+        await asyncio.sleep(0)
+        return [s.through for s in crowd] + [crowd[0].flushes]
+
+    assert asyncio.run(scenario()) == [0] * (BIG_FLUSH - 1) + [1]
+
+
+def test_without_a_write_interval_nothing_writes_through() -> None:
+    hub: Hub = Hub(write_interval=0.0)
+    crowd = crowd_of(hub, BIG_FLUSH)
+
+    async def scenario() -> int:
+        hub.broadcast_publication("news", PUB)
+        await asyncio.sleep(0)
+        return sum(s.through for s in crowd)
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_delivery_that_fails_does_not_stop_the_fan_out(hub: Hub) -> None:
+    class Broken(RecordingSubscriber):
+        def deliver_publication(self, channel: str, pub: Publication, frame: Frame) -> None:
+            raise RuntimeError("socket gone strange")
+
+    after = RecordingSubscriber("c2")
+    hub.subscribe("news", Broken("c1"))
+    hub.subscribe("news", after)
+    assert hub.broadcast_publication("news", PUB) == 2
+    assert len(after.publications) == 1
+
+
 class ChannelLog:
     """A channel listener: records what the hub tells it, in order."""
 
