@@ -7,12 +7,15 @@ goes first, and reports every run's figures and their medians:
 
     bench/interleave.py --before ../wsfan-before --after . --out bench/results/NAME
 
-Each tree's own bench/run.py starts its own server (`run.py` of that tree), so
-the trees may differ in anything but the load-test result format. Figures:
+Each tree's own bench/run.py starts its own server (`run.py` of that tree), in
+that tree's own virtualenv (`make venv` there: the package is installed editable,
+so another tree's interpreter would run the other tree's code), so the trees may
+differ in anything but the load-test result format. Figures:
 server CPU per delivery at 1,000 subscribers and 20 publications/s
 (`fanout_redis`), deliveries/s passing for broadcast to 1k (`fanout_redis`) and
 10k (`capacity_10k`), connections/s of `connection_storm`, and raw picows's CPU
-per delivery in the same run (`picows_1k`) as the machine's yardstick.
+per delivery (`picows_1k`) and connections/s (`picows_storm`) in the same run as the
+machine's yardstick. Server CPU is the server's own processes' (Valkey's apart).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.table import capacity, cpu_per_delivery, passing  # noqa: E402
 
-SCENARIOS = ("picows_1k", "fanout_redis", "capacity_10k", "connection_storm")
+SCENARIOS = ("picows_1k", "fanout_redis", "capacity_10k", "connection_storm", "picows_storm")
 
 Result = Mapping[str, Any]
 
@@ -80,13 +83,22 @@ FIGURES: dict[str, tuple[str, Callable[[Result], float | None], str, bool]] = {
     ),
     "KB per idle connection, 10k subs": ("capacity_10k", _server("kb_per_connection"), "KB", False),
     "raw picows CPU per delivery, 1k subs": ("picows_1k", cpu_per_delivery, "us", False),
+    "raw picows connection storm: connections/s": ("picows_storm", _storm, "/s", True),
 }
 
 
+def python_of(tree: Path) -> str:
+    """The interpreter of `tree`'s own virtualenv (`make venv` there), whose editable
+    `wsfan` is that tree's code; this interpreter only when it has none."""
+    own = tree / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else sys.executable
+
+
 def run_once(tree: Path, out: Path, scenarios: list[str], quick: bool = False) -> float:
-    """bench/run.py of `tree` into `out`; returns its wall time in seconds."""
+    """bench/run.py of `tree` into `out`, in that tree's virtualenv; returns its wall
+    time in seconds."""
     started = time.monotonic()
-    command = [sys.executable, str(tree / "bench" / "run.py"), "-q", "--out-dir", str(out)]
+    command = [python_of(tree), str(tree / "bench" / "run.py"), "-q", "--out-dir", str(out)]
     command += ["--quick"] if quick else []
     subprocess.run([*command, *scenarios], cwd=tree, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started

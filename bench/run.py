@@ -59,6 +59,9 @@ CAPACITY = {
     "drain_max": 30.0,
 }
 
+# 5,000 clients connecting and subscribing, 250 at a time, nothing published.
+STORM = {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0}
+
 # An application's shape (issue 20): each client on 5 of 2,000 channels drawn
 # uniformly (about 25 subscribers a channel), publications Zipf-skewed over the
 # channels so channel 0 takes about 12% of them (1/H(2000), s = 1.0). Rates are
@@ -144,19 +147,26 @@ SCENARIOS = [
     Scenario(
         "connection_storm",
         "5,000 clients connecting and subscribing as fast as they can, nothing published",
-        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+        STORM,
+    ),
+    Scenario(
+        "picows_storm",
+        "the connection storm against the raw picows broadcast server (its baseline)",
+        STORM,
+        "picows",
+        default=False,
     ),
     Scenario(
         "connection_storm_hook",
         "the connection storm, every connect answered by a Python connecting hook",
-        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+        STORM,
         default=False,
         env={"WSFAN_APP__HANDLERS": "bench.hook_app:connecting_app"},
     ),
     Scenario(
         "connection_storm_proxy",
         "the connection storm, every connect sent to an HTTP connect proxy on loopback",
-        {"clients": 5000, "connect_concurrency": 250, "rates": (0.0,), "duration": 2.0},
+        STORM,
         default=False,
         proxied=("connect",),
     ),

@@ -1,7 +1,12 @@
-"""bench/interleave.py's report: medians of each side and the change, per figure."""
+"""bench/interleave.py: each tree in its own virtualenv; the report's medians of each
+side and the change, per figure."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from bench import interleave
 from bench.interleave import FIGURES, report
 
 CPU = "CPU per delivery, 1k subs, 20 pubs/s"
@@ -35,3 +40,11 @@ def test_a_figure_missing_from_every_run_has_no_change() -> None:
     runs = {"before": runs_of([12.0], [100.0]), "after": runs_of([11.0], [110.0])}
     _, data = report(runs, ["before_1", "after_1"])
     assert data["broadcast 10k: capacity"]["change_percent"] is None
+
+
+def test_each_tree_runs_in_its_own_virtualenv(tmp_path: Path) -> None:
+    own = tmp_path / "with" / ".venv" / "bin" / "python"
+    own.parent.mkdir(parents=True)
+    own.write_text("")
+    assert interleave.python_of(tmp_path / "with") == str(own)
+    assert interleave.python_of(tmp_path / "without") == sys.executable
