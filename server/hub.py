@@ -15,7 +15,9 @@ A fan-out to `BIG_FLUSH` or more subscribers that comes when no big write
 happened for `write_interval` writes through instead: an outbox with nothing
 queued writes the shared frame at once, in the same pass over the subscribers
 (one pass, not a queue and a flush pass; the common case of modest rates), and
-the interval then holds the next big write back as a flush would.
+the interval then holds the next big write back as a flush would, except for
+what is queued in the same loop turn (the rest of a burst the broker read at
+once): that is flushed at the end of the turn, as it was before.
 
 Delta compression (server/delta.py): a subscriber may join a channel with the
 delta counterpart of its variant. While a channel has such subscribers the hub
@@ -127,6 +129,9 @@ class Hub(Generic[C, S]):
         self._last_flush = -math.inf  # loop time of the latest big flush's start
         # During a fan-out that writes through: `want_flush` answers "write now".
         self._writing_through = False
+        # A fan-out wrote through in this loop turn: what queues after it is
+        # flushed at the end of the turn, not held back by the interval.
+        self._through_turn = False
         # Join and leave pushes waiting for the next flush pass, per channel, in order.
         self._gathered: dict[str, list[dict[str, Any]]] = {}
         # Told of first and last local subscribers; None (the default) costs nothing.
@@ -292,11 +297,18 @@ class Hub(Generic[C, S]):
         docstring); if so it counts as the latest big write."""
         if subscribers < BIG_FLUSH or self._write_interval <= 0:
             return False
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if now - self._last_flush < self._write_interval:
             return False
         self._last_flush = now
+        if not self._through_turn:
+            self._through_turn = True
+            loop.call_soon(self._end_through_turn)
         return True
+
+    def _end_through_turn(self) -> None:
+        self._through_turn = False
 
     def _fan_out_delta(self, channel: str, pub: Publication) -> int:
         """A publication in a channel with delta subscribers: plain variants as
@@ -394,7 +406,7 @@ class Hub(Generic[C, S]):
         self._flush_scheduled = True
         loop = asyncio.get_running_loop()
         wait = self._last_flush + self._write_interval - loop.time()
-        if wait > 0:
+        if wait > 0 and not self._through_turn:
             loop.call_later(wait, self._flush)
         else:
             loop.call_soon(self._flush)

@@ -603,13 +603,28 @@ def test_a_big_fan_out_within_the_write_interval_waits_for_it() -> None:
 
     async def scenario() -> tuple[int, int, int]:
         hub.broadcast_publication("news", PUB)
-        hub.broadcast_publication("news", PUB)  # within the interval: queued
+        await asyncio.sleep(0.001)
+        hub.broadcast_publication("news", PUB)  # a later turn within the interval: queued
         await asyncio.sleep(0.01)
         early = crowd[0].flushes
         await asyncio.sleep(0.1)
         return crowd[0].through, early, crowd[0].flushes
 
     assert asyncio.run(scenario()) == (1, 1, 2)
+
+
+def test_what_queues_in_the_turn_of_a_write_through_leaves_at_the_end_of_the_turn() -> None:
+    hub: Hub = Hub(write_interval=0.05)
+    crowd = crowd_of(hub, BIG_FLUSH)
+
+    async def scenario() -> tuple[int, int]:
+        hub.broadcast_publication("news", PUB)  # written through
+        hub.broadcast_publication("news", PUB)  # the same turn: a burst read at once
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return crowd[0].through, crowd[0].flushes
+
+    assert asyncio.run(scenario()) == (1, 2)  # not held back for the interval
 
 
 def test_a_small_fan_out_never_writes_through() -> None:
