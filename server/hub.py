@@ -11,13 +11,6 @@ the next one back until `write_interval` has passed since it started: under
 load messages gather in between and each connection's leave as one WebSocket
 frame, so a write (the dominant cost of a delivery) carries several of them.
 Other flushes (command replies, a quiet spell) run on the next loop pass.
-A fan-out to `BIG_FLUSH` or more subscribers that comes when no big write
-happened for `write_interval` writes through instead: an outbox with nothing
-queued writes the shared frame at once, in the same pass over the subscribers
-(one pass, not a queue and a flush pass; the common case of modest rates), and
-the interval then holds the next big write back as a flush would, except for
-what is queued in the same loop turn (the rest of a burst the broker read at
-once): that is flushed at the end of the turn, as it was before.
 
 Delta compression (server/delta.py): a subscriber may join a channel with the
 delta counterpart of its variant. While a channel has such subscribers the hub
@@ -92,8 +85,7 @@ class Outlet(Protocol):
     client_id: str
 
     def flush(self) -> None:
-        """Write what was queued since the last flush (called after `Hub.want_flush`,
-        or by the outlet itself when `want_flush` answered True)."""
+        """Write what was queued since the last flush (called after `Hub.want_flush`)."""
         ...
 
 
@@ -127,11 +119,6 @@ class Hub(Generic[C, S]):
         self._dirty: list[Outlet] = []
         self._flush_scheduled = False
         self._last_flush = -math.inf  # loop time of the latest big flush's start
-        # During a fan-out that writes through: `want_flush` answers "write now".
-        self._writing_through = False
-        # A fan-out wrote through in this loop turn: what queues after it is
-        # flushed at the end of the turn, not held back by the interval.
-        self._through_turn = False
         # Join and leave pushes waiting for the next flush pass, per channel, in order.
         self._gathered: dict[str, list[dict[str, Any]]] = {}
         # Told of first and last local subscribers; None (the default) costs nothing.
@@ -272,43 +259,18 @@ class Hub(Generic[C, S]):
         subs = tuple(self._channels[channel].items())
         frames: dict[Variant, Frame] = {}
         encoded: dict[Encoding, bytes] = {}  # variants of one encoding share its bytes
-        self._writing_through = self._writes_through(len(subs))
-        try:
-            for subscriber, variant in subs:
-                frame = frames.get(variant)
-                if frame is None:
-                    data = encoded.get(variant.encoding)
-                    if data is None:
-                        data = encoded[variant.encoding] = encode(message, variant.encoding)
-                    frame = frames[variant] = variant.frame((data,))
-                try:
-                    if pub is None:
-                        subscriber.deliver(channel, frame)
-                    else:
-                        subscriber.deliver_publication(channel, pub, frame)
-                except Exception:  # one broken connection must not stop the others' writes
-                    log.exception("delivering to a subscriber of %r failed", channel)
-        finally:
-            self._writing_through = False
+        for subscriber, variant in subs:
+            frame = frames.get(variant)
+            if frame is None:
+                data = encoded.get(variant.encoding)
+                if data is None:
+                    data = encoded[variant.encoding] = encode(message, variant.encoding)
+                frame = frames[variant] = variant.frame((data,))
+            if pub is None:
+                subscriber.deliver(channel, frame)
+            else:
+                subscriber.deliver_publication(channel, pub, frame)
         return len(subs)
-
-    def _writes_through(self, subscribers: int) -> bool:
-        """Whether a fan-out to `subscribers` writes through (see the module's
-        docstring); if so it counts as the latest big write."""
-        if subscribers < BIG_FLUSH or self._write_interval <= 0:
-            return False
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._last_flush < self._write_interval:
-            return False
-        self._last_flush = now
-        if not self._through_turn:
-            self._through_turn = True
-            loop.call_soon(self._end_through_turn)
-        return True
-
-    def _end_through_turn(self) -> None:
-        self._through_turn = False
 
     def _fan_out_delta(self, channel: str, pub: Publication) -> int:
         """A publication in a channel with delta subscribers: plain variants as
@@ -388,25 +350,21 @@ class Hub(Generic[C, S]):
 
     # Flushing ----------------------------------------------------------------
 
-    def want_flush(self, outlet: Outlet) -> bool:
+    def want_flush(self, outlet: Outlet) -> None:
         """`outlet` queued its first message since its last flush: flush it soon.
 
         One callback flushes every such outlet, instead of one callback per
         connection, and what an outlet queues before it runs leaves as one frame.
-        True instead, during a fan-out that writes through: the outlet flushes now.
         """
-        if self._writing_through:
-            return True
         self._dirty.append(outlet)
         if not self._flush_scheduled:
             self._schedule_flush()
-        return False
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
         loop = asyncio.get_running_loop()
         wait = self._last_flush + self._write_interval - loop.time()
-        if wait > 0 and not self._through_turn:
+        if wait > 0:
             loop.call_later(wait, self._flush)
         else:
             loop.call_soon(self._flush)

@@ -454,7 +454,7 @@ class Node:
     # Broker and presence failures here become error 100, logged once (`temporary_failure`).
 
     @property
-    def want_flush(self) -> Callable[[Outlet], bool]:
+    def want_flush(self) -> Callable[[Outlet], None]:
         """Schedules an outbox's flush: the hub's (one bound method for every session)."""
         return self._want_flush
 

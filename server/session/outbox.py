@@ -2,17 +2,15 @@
 
 Promises:
 - Outgoing messages are queued and flushed once per event-loop turn as one
-  batched write (the hub runs the flushes), or written at once when the hub's
-  `want_flush` says it writes a fan-out through and nothing else waits; a write
-  never waits on a client's socket either way.
+  batched write (the hub runs the flushes), so nothing in fan-out waits on a
+  client's socket.
 - One budget, `client.max_unsent_bytes`, bounds everything held for the peer:
   queued messages, publications held back during a subscribe (`hold`), and
   what the socket has not taken. Past it the outbox calls its `overflow`
   (its owner, the session, closes with 3008) and what was held is dropped.
 
 The path of a message is downward: `queue` -> (first message since the last
-flush) the hub's `want_flush` -> the hub calls `flush` (or, if it answered
-True, the outbox at once) -> `Transport.write`.
+flush) the hub's `want_flush` -> the hub calls `flush` -> `Transport.write`.
 A transport that was behind calls `writable` once its socket took everything,
 which asks the hub for a flush again.
 """
@@ -40,8 +38,7 @@ class Outbox:
     """What waits to be written to one connection, within `budget` bytes.
 
     `want_flush(outbox)` is called once for the first message queued since the
-    last flush (the hub's `want_flush`; a true answer: flush now, not later);
-    `owner.overflowed(held)` once the budget
+    last flush (the hub's `want_flush`); `owner.overflowed(held)` once the budget
     is passed, with the bytes held then. (An owner, not a callback: a bound
     method would be one more object per connection.)
     """
@@ -70,7 +67,7 @@ class Outbox:
         transport: Transport,
         budget: int,
         metrics: Metrics,
-        want_flush: Callable[[Outbox], bool | None],
+        want_flush: Callable[[Outbox], None],
         owner: OutboxOwner,
         client_id: str,
     ) -> None:
@@ -115,8 +112,7 @@ class Outbox:
         if len(out) == 1:
             self._shared = shared
             self._shared_count = 1
-            if self._want_flush(self):
-                self.flush()
+            self._want_flush(self)
 
     def queue_batch(self, messages: Sequence[bytes], shared: Frame) -> None:
         """Queue several encoded messages, in order; `shared` is the hub's frame of
@@ -133,8 +129,7 @@ class Outbox:
         if first:
             self._shared = shared
             self._shared_count = len(messages)
-            if self._want_flush(self):
-                self.flush()
+            self._want_flush(self)
 
     def queue_last(self, data: bytes) -> None:
         """Queue a closing message past the budget check: it leaves at once with
@@ -165,16 +160,13 @@ class Outbox:
         out = self._out
         if not out:
             return
-        # `_unsent` is what the socket had not taken after the last write, until
-        # `writable` clears it: the transport is asked again only while it is behind.
-        if self._unsent and not force:
-            self._unsent = self._transport.unsent_bytes()
-            if self._unsent:
-                self._behind = True
-                self._check_budget()
-                return
-        self._behind = False
         transport = self._transport
+        unsent = self._unsent = transport.unsent_bytes()
+        if unsent and not force:
+            self._behind = True
+            self._check_budget()
+            return
+        self._behind = False
         count = len(out)
         written = transport.write(out, self._shared if count == self._shared_count else None)
         out.clear()  # the same list again: no allocation per flush
@@ -190,8 +182,7 @@ class Outbox:
         self._unsent = 0
         if self._behind and self._out:
             self._behind = False
-            if self._want_flush(self):
-                self.flush()
+            self._want_flush(self)
 
     def close(self) -> None:
         """Drop everything held; later messages are dropped too."""

@@ -103,7 +103,7 @@ class NodePort(Protocol):
         ...
 
     @property
-    def want_flush(self) -> Callable[[Outlet], bool]:
+    def want_flush(self) -> Callable[[Outlet], None]:
         """Schedules an outbox's flush (the hub's flush pass)."""
         ...
 

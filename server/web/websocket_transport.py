@@ -98,7 +98,6 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_address",
         "_budget",
-        "_buffered",
         "_close_timer",
         "_closing",
         "_counted",
@@ -148,7 +147,6 @@ class Connection(asyncio.Protocol):
         self._paused = False  # reading paused by us
         self._ping: bytes | None = None  # the latest ping not answered yet
         self._pong_unsent = False  # a pong of ours is still in the transport's buffer
-        self._buffered = False  # between pause_writing and resume_writing
         self._closing = False
         self._close_timer: asyncio.TimerHandle | None = None
         self.session: Session | None = None
@@ -303,13 +301,8 @@ class Connection(asyncio.Protocol):
             self.transport.write(framed.wire)
         return len(framed.payload)
 
-    def pause_writing(self) -> None:
-        """The socket did not take everything written (write buffer limits are 0)."""
-        self._buffered = True
-
     def resume_writing(self) -> None:
         """Everything buffered was sent (write buffer limits are 0)."""
-        self._buffered = False
         self._pong_unsent = False
         if self._closing:
             return
@@ -320,8 +313,6 @@ class Connection(asyncio.Protocol):
             self.session.writable()
 
     def unsent_bytes(self) -> int:
-        if not self._buffered:  # the transport said so: no need to ask it
-            return 0
         transport = self.transport
         return 0 if transport is None else transport.get_write_buffer_size()
 
