@@ -38,11 +38,11 @@ from .protocol import (
     StreamPosition,
     validate_channel,
 )
+from .user_caps import UserCaps
 
 if TYPE_CHECKING:
     from .app.layer import AppLayer
     from .auth.tokens import TokenVerifier
-    from .broker.user_leases import UserLeases
     from .channel_log import ChannelLog
     from .cluster import Cluster
     from .hub import Outlet
@@ -90,23 +90,15 @@ class Node:
         self._observers: dict[str, PublicationObserver] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
-        # Cluster-wide per-user caps: the shared leases, and the ones this node holds.
-        client = settings.client
-        cluster_cap = client.max_connections_per_user and (
-            client.max_connections_per_user_scope == "cluster"
-        )
-        self._user_leases = presence.user_leases() if cluster_cap else None
-        if cluster_cap and self._user_leases is None and settings.broker.type != "memory":
-            log.warning(
-                "client.max_connections_per_user_scope 'cluster': this presence keeps "
-                "no shared leases, so the cap counts this process's connections only"
-            )
-        self._leased: dict[str, str] = {}  # client id -> user
         self._started = False
         self._publishing = 0  # publishes waiting for the broker
         self._publishes_done = asyncio.Event()
         self._publishes_done.set()
         self._broker_log = Repeated(log, settings.log.repeat_interval)
+        # client.max_connections_per_user, per process or cluster-wide: server/user_caps.py.
+        self.users = UserCaps(
+            settings, presence, self.count_user_sessions, self._broker_log, self.spawn
+        )
         # Positions, history, retained state: server/channel_reads.py.
         self.reads = ChannelReads(
             settings,
@@ -142,7 +134,7 @@ class Node:
             self._started = True
             self._started_at = time.monotonic()
             await self.cluster.start()
-            if self.presence.ttl is not None or self._user_leases is not None:
+            if self.presence.ttl is not None or self.users.leasing:
                 self._refresher = self.spawn(self._refresh_presence())
             self.app.start()
             await self.app.start_services()
@@ -253,16 +245,7 @@ class Node:
                 await self._remove_refreshed_leavers(entries)
             except Exception as exc:
                 self._broker_log("presence refresh failed: %s", exc)
-        leases = self._user_leases
-        if leases is not None and self._leased:
-            held = [(user, client_id) for client_id, user in self._leased.items()]
-            try:
-                await leases.renew(held, self.settings.redis.presence_ttl)
-            except Exception as exc:
-                self._broker_log("renewing user connection leases failed: %s", exc)
-            for user, client_id in held:  # released while the renewal was on its way
-                if client_id not in self._leased:
-                    self.spawn(self._release_user(leases, user, client_id))
+        await self.users.renew()
 
     async def _remove_refreshed_leavers(self, refreshed: list[PresenceEntry]) -> None:
         """Remove again the entries that left while their refresh was on its way
@@ -414,41 +397,7 @@ class Node:
 
     def remove_session(self, session: ClientSession) -> None:
         self.hub.remove_session(session)
-        self.release_user(session.client_id)
-
-    async def admit_user(self, user: str, client_id: str) -> bool:
-        """Whether connection `client_id` of `user` fits `client.max_connections_per_user`
-        (0: always). Scope "process" counts this node's connections of `user`.
-        Scope "cluster" takes a lease on one of the user's places in the store
-        every node shares (`PresenceManager.user_leases`; none with the memory
-        broker, whose process is the cluster), renewed with presence and released
-        by `remove_session` (or `release_user`, for a connect that ends before).
-        When that store cannot be reached it fails closed: ReplyError(100), so
-        the connect is answered with the temporary error and the SDK retries."""
-        cap = self.settings.client.max_connections_per_user
-        if not cap:
-            return True
-        leases = self._user_leases
-        if leases is None:
-            return self.count_user_sessions(user) < cap
-        with temporary_failure(self._broker_log, "leasing a connection place of", user):
-            held = await leases.acquire(user, client_id, cap, self.settings.redis.presence_ttl)
-        if held:
-            self._leased[client_id] = user
-        return held
-
-    def release_user(self, client_id: str) -> None:
-        """Give back the lease `admit_user` took for `client_id`, if any (in the
-        background; a failure is logged and the lease expires by itself)."""
-        user = self._leased.pop(client_id, None)
-        if user is not None and self._user_leases is not None:
-            self.spawn(self._release_user(self._user_leases, user, client_id))
-
-    async def _release_user(self, leases: UserLeases, user: str, client_id: str) -> None:
-        try:
-            await leases.release(user, client_id)
-        except Exception as exc:
-            self._broker_log("releasing a connection place of %r failed: %s", user, exc)
+        self.users.release(session.client_id)
 
     # The session's port (server/session/port.py) ---------------------------------
     # Broker and presence failures here become error 100, logged once (`temporary_failure`).

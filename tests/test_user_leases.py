@@ -141,23 +141,23 @@ async def nodes(settings: Settings, count: int) -> AsyncIterator[list[Node]]:
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
 async def test_the_cap_holds_across_two_nodes(cap_settings):
     async with nodes(cap_settings, 2) as (a, b):
-        assert await a.admit_user("alice", "c1")
-        assert await b.admit_user("alice", "c2")
-        assert not await a.admit_user("alice", "c3")
-        assert not await b.admit_user("alice", "c4")
-        assert await b.admit_user("bob", "c5")
+        assert await a.users.admit("alice", "c1")
+        assert await b.users.admit("alice", "c2")
+        assert not await a.users.admit("alice", "c3")
+        assert not await b.users.admit("alice", "c4")
+        assert await b.users.admit("bob", "c5")
 
 
 @ACROSS_NODES
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
 async def test_a_place_released_on_one_node_is_free_on_the_other(cap_settings):
     async with nodes(cap_settings, 2) as (a, b):
-        await a.admit_user("alice", "c1")
-        await a.admit_user("alice", "c2")
-        a.release_user("c1")
+        await a.users.admit("alice", "c1")
+        await a.users.admit("alice", "c2")
+        a.users.release("c1")
 
         async def admitted() -> bool:
-            return await b.admit_user("alice", "c3")
+            return await b.users.admit("alice", "c3")
 
         await until(admitted)
 
@@ -166,10 +166,10 @@ async def test_a_place_released_on_one_node_is_free_on_the_other(cap_settings):
 @pytest.mark.gen_test(timeout=15 * TIMEOUT_SCALE)
 async def test_a_node_keeps_renewing_its_leases_past_their_ttl(cap_settings):
     async with nodes(cap_settings, 2) as (a, b):
-        await a.admit_user("alice", "c1")
-        await a.admit_user("alice", "c2")
+        await a.users.admit("alice", "c1")
+        await a.users.admit("alice", "c2")
         await asyncio.sleep(2.5 * TTL)  # renewed every 0.2 s meanwhile
-        assert not await b.admit_user("alice", "c3")
+        assert not await b.users.admit("alice", "c3")
 
 
 @ACROSS_NODES
@@ -177,10 +177,10 @@ async def test_a_node_keeps_renewing_its_leases_past_their_ttl(cap_settings):
 async def test_a_lease_released_during_its_renewal_does_not_come_back(cap_settings):
     settings = cap_settings.with_overrides(redis={"presence_update_interval": 60.0})
     async with nodes(settings, 1) as (node,):
-        await node.admit_user("alice", "c1")
+        await node.users.admit("alice", "c1")
         renewal = asyncio.ensure_future(node.refresh_presence())
         await asyncio.sleep(0)  # the renewal has taken its leases and is on its way
-        node.release_user("c1")
+        node.users.release("c1")
         await renewal
         leases = node.presence.user_leases()
         assert leases is not None
@@ -195,7 +195,7 @@ async def test_a_lease_released_during_its_renewal_does_not_come_back(cap_settin
 async def test_the_memory_broker_keeps_no_shared_leases_so_its_process_counts():
     settings = load_settings(env={}).with_overrides(broker={"type": "memory"}, client=CLUSTER_CAP)
     async with nodes(settings, 1) as (node,):
-        assert await node.admit_user("alice", "c1")  # nobody connected yet
+        assert await node.users.admit("alice", "c1")  # nobody connected yet
         assert node.presence.user_leases() is None
 
 

@@ -139,10 +139,10 @@ async def connect(session: Session, command: Command) -> dict[str, Any] | Answer
         )
         for ch in channels
     ]
-    if user and not await session.node.admit_user(user, session.client_id):
+    if user and not await session.node.users.admit(user, session.client_id):
         raise Disconnect(DisconnectCode.CONNECTION_LIMIT)  # client.max_connections_per_user
     if session.is_closed:  # the client left while the cluster-wide cap was checked
-        session.node.release_user(session.client_id)
+        session.node.users.release(session.client_id)
         return None
     session.accept(user, claims.info, request.name)
     session.handshake = app.kept_handshake(session.handshake)  # the proxy's headers, if any

@@ -75,6 +75,20 @@ class ReadsPort(Protocol):
     async def retained_state(self, channel: str) -> Publication | None: ...
 
 
+class UsersPort(Protocol):
+    """The cap on a user's connections, as the connect command checks it."""
+
+    async def admit(self, user: str, client_id: str) -> bool:
+        """Whether connection `client_id` of `user` fits `client.max_connections_per_user`,
+        in its scope (process, or cluster through a lease: ReplyError(100) when
+        the lease store cannot be reached). A lease ends with `remove_session`."""
+        ...
+
+    def release(self, client_id: str) -> None:
+        """Give back what `admit` took for a connect that ended before `add_session`."""
+        ...
+
+
 class NodePort(Protocol):
     """What a session needs of the node.
 
@@ -121,16 +135,9 @@ class NodePort(Protocol):
         """How many connections of `user` this node holds."""
         ...
 
-    async def admit_user(self, user: str, client_id: str) -> bool:
-        """Whether connection `client_id` of `user` fits `client.max_connections_per_user`,
-        in its scope (process, or cluster through a lease: ReplyError(100) when
-        the lease store cannot be reached). A lease ends with `remove_session`."""
-        ...
-
-    def release_user(self, client_id: str) -> None:
-        """Give back what `admit_user` took for a connect that ended before
-        `add_session`."""
-        ...
+    @property
+    def users(self) -> UsersPort:
+        """`client.max_connections_per_user` (server/user_caps.py)."""
 
     # Channels
 
