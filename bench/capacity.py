@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from redis.asyncio import Redis  # noqa: E402
 from wsfan.broker.base import HistoryOptions  # noqa: E402
-from wsfan.broker.redis import RedisBroker, RedisPresence, redis_client  # noqa: E402
+from wsfan.broker.redis import RedisBroker, RedisPresence  # noqa: E402
+from wsfan.broker.redis_connection import redis_client  # noqa: E402
 from wsfan.embedded import EmbeddedValkey  # noqa: E402
 from wsfan.protocol import ClientInfo  # noqa: E402
 

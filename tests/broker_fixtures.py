@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
 from wsfan.broker.base import Broker, PresenceManager
 from wsfan.broker.memory import MemoryBroker, MemoryPresence
-from wsfan.broker.redis import RedisBroker, RedisPresence, redis_client
+from wsfan.broker.redis import RedisBroker, RedisPresence
 from wsfan.broker.redis_cluster import RedisClusterBroker, cluster_client
+from wsfan.broker.redis_connection import redis_client
 from wsfan.broker.sharded import ShardedBroker, ShardedPresence
 from wsfan.protocol import ClientInfo, Publication
 

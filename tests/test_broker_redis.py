@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from tornado.ioloop import IOLoop
 from wsfan.broker.base import HistoryOptions, HistoryQuery
-from wsfan.broker.redis import RedisBroker, RedisRestarted, RestartWatch, redis_client
+from wsfan.broker.redis import RedisBroker
+from wsfan.broker.redis_connection import RedisRestarted, RestartWatch, redis_client
 from wsfan.broker.redis_pubsub import PubSubConnection
 from wsfan.embedded import EmbeddedServer
 

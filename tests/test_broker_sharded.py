@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
 from wsfan.broker.base import HistoryOptions, HistoryQuery
-from wsfan.broker.redis import RedisBroker, redis_client
+from wsfan.broker.redis import RedisBroker
+from wsfan.broker.redis_connection import redis_client
 from wsfan.broker.sharded import ShardedBroker, jump_hash, shard_label, shard_of
 from wsfan.embedded import EmbeddedValkey
 from wsfan.errors import ErrorCode, ReplyError

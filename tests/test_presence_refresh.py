@@ -13,7 +13,8 @@ import pytest
 from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
 from wsfan.broker.memory import MemoryPresence
-from wsfan.broker.redis import RedisPresence, redis_client
+from wsfan.broker.redis import RedisPresence
+from wsfan.broker.redis_connection import redis_client
 from wsfan.embedded import EmbeddedServer
 from wsfan.node import Node
 from wsfan.protocol import ClientInfo, Encoding

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from tornado.ioloop import IOLoop
 from wsfan.auth.cli import mint
-from wsfan.broker.redis import redis_client
+from wsfan.broker.redis_connection import redis_client
 from wsfan.broker.redis_keys import escape
 from wsfan.broker.redis_user_leases import RedisUserLeases, user_key
 from wsfan.compose import build_node

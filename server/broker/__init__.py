@@ -41,7 +41,8 @@ def create_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
 
 def _redis(settings: Settings, url: str) -> tuple[Broker, PresenceManager]:
     """A broker and presence on the one Redis at `url`."""
-    from .redis import RedisBroker, RedisPresence, redis_client
+    from .redis import RedisBroker, RedisPresence
+    from .redis_connection import redis_client
 
     redis = settings.redis
     client = redis_client(url, redis.connect_timeout, redis.command_timeout, redis.max_connections)

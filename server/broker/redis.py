@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.asyncio import Redis
 
 from ..errors import ErrorCode, ReplyError
 from ..protocol import ClientInfo, Encoding, Publication, StreamPosition, encode
@@ -45,6 +40,7 @@ from .base import (
 from .leases import Leases
 from .memory import LOG_BEHIND, new_epoch
 from .occupancy import OccupancyStore
+from .redis_connection import watch_restarts
 from .redis_keys import channel_key, escape, pubsub_channel, untag
 from .redis_leases import RedisLeases, lease_key
 from .redis_occupancy import RedisOccupancy
@@ -57,83 +53,12 @@ from .redis_scripts import (
     PUBLISH,
 )
 
-__all__ = ["RedisBroker", "RedisPresence", "RedisRestarted", "RestartWatch", "redis_client"]
+__all__ = ["RedisBroker", "RedisPresence"]
 
 log = logging.getLogger(__name__)
 
 KIND_PUBLICATION, KIND_JOIN, KIND_LEAVE = 0, 1, 2
 _NO_POSITION = msgpack.packb(KIND_PUBLICATION) + msgpack.packb(0) + msgpack.packb("")
-
-
-def redis_client(
-    url: str, connect_timeout: float = 2.0, command_timeout: float = 5.0, max_connections: int = 32
-) -> Redis:
-    """A client that fails fast when Redis is down (one quick retry, bounded waits) and
-    holds at most `max_connections`: in a burst, commands wait for a free connection
-    (up to `command_timeout`) instead of failing."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=command_timeout,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=command_timeout,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-    )
-    return Redis.from_pool(pool)
-
-
-class RedisRestarted(RedisError):
-    """The Redis server answering is not the one answering before (a restart): the
-    command that opened the connection fails, unretried, so that nothing publishes
-    on top of a stream that may have lost its tail before the node has checked."""
-
-
-class RestartWatch:
-    """A connection hook (redis-py's `redis_connect_func`) that reads each new
-    connection's server `run_id`. The first one seen is trusted. A different one
-    (Redis restarted, and may have lost the tail of its data) calls `on_restart`
-    once, and every new connection to it fails with RedisRestarted until `confirm`
-    (the node checked what Redis kept) or until `limit` seconds have passed."""
-
-    def __init__(self, limit: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.confirmed: str | None = None
-        self.pending: str | None = None
-        self.on_restart: Callable[[], None] | None = None
-        self._limit = limit
-        self._clock = clock
-        self._since = 0.0
-
-    async def check(self, connection: Any) -> None:
-        """The hook itself (a coroutine function, as redis-py requires to await it)."""
-        await connection.on_connect()
-        await connection.send_command("INFO", "server")
-        info = await connection.read_response()
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        found = re.search(r"^run_id:(\w+)", text, re.MULTILINE)
-        self.admit(found.group(1) if found else "")
-
-    def admit(self, run_id: str) -> None:
-        """Let a connection to server `run_id` be used, or raise RedisRestarted."""
-        if self.confirmed is None or not run_id:
-            self.confirmed = self.confirmed or run_id or None
-            return
-        if run_id == self.confirmed:
-            return
-        if self.pending != run_id:
-            self.pending, self._since = run_id, self._clock()
-            log.warning("Redis restarted (new run_id): checking what it kept")
-            if self.on_restart is not None:
-                self.on_restart()
-        elif self._clock() - self._since > self._limit:
-            log.warning("Redis restarted: not checked within %gs, used anyway", self._limit)
-            self.confirm()
-            return
-        raise RedisRestarted("Redis restarted; retry shortly")
-
-    def confirm(self) -> None:
-        """What the restarted Redis kept was checked: its connections may be used."""
-        if self.pending is not None:
-            self.confirmed, self.pending = self.pending, None
 
 
 def _ms(seconds: float) -> int:
@@ -179,23 +104,10 @@ class RedisBroker(Broker):
             on_lost=self._on_lost,
             repeat_interval=repeat_interval,
         )
-        # Every new connection (commands and pub/sub alike) checks the server's
-        # run_id: a restarted Redis is noticed before anything is published on it,
-        # and used only once the node has checked what it kept. The check itself
-        # goes through a small pool of its own that is not held back.
-        pool = client.connection_pool
-        self._admin = Redis.from_pool(
-            BlockingConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=2,
-                timeout=timeout,
-                **pool.connection_kwargs,
-            )
-        )
+        # A restarted Redis is noticed before anything is published on it, and used
+        # only once the node has checked what it kept (through `_admin`).
+        self._admin, self._restarts = watch_restarts(client, timeout, self._on_reconnect)
         self._new_epoch = self._admin.register_script(NEW_EPOCH)
-        self._restarts = RestartWatch(timeout)
-        self._restarts.on_restart = self._on_reconnect
-        pool.connection_kwargs["redis_connect_func"] = self._restarts.check
 
     def _setup(self, client: Redis, prefix: str) -> None:
         """What every Redis broker keeps: the command client, names and scripts."""
