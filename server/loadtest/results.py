@@ -122,6 +122,17 @@ def cpu_at(times: Sequence[float], values: Sequence[float], t: float) -> float:
     return values[i - 1] + (values[i] - values[i - 1]) * (t - t0) / (t1 - t0)
 
 
+def _split(cpu: Mapping[int, float], embedded: Collection[int]) -> tuple[float, float]:
+    """CPU seconds by PID, summed: the server's own processes', then the `embedded` ones'."""
+    own = beside = 0.0
+    for pid, seconds in cpu.items():
+        if pid in embedded:
+            beside += seconds
+        else:
+            own += seconds
+    return own, beside
+
+
 def step_windows(
     samples: Sequence[CpuSample],
     bounds: Sequence[tuple[float, float]],
@@ -131,8 +142,9 @@ def step_windows(
     """Server, embedded-server and generator CPU over each (start, end) window, from
     the samples; the server's without the `embedded` PIDs (Valkey, SecantusDB)."""
     times = [s.t for s in samples]
-    server = [sum(c for p, c in s.server.items() if p not in embedded) for s in samples]
-    beside = [sum(c for p, c in s.server.items() if p in embedded) for s in samples]
+    split = [_split(s.server, embedded) for s in samples]
+    server = [own for own, _ in split]
+    beside = [other for _, other in split]
     generator = [s.generator for s in samples]
     machine = [s.machine for s in samples]
     known = all(m is not None for m in machine)
@@ -287,14 +299,8 @@ def build(
     subscribe = _hist([r.get("subscribe", {}) for r in readies])
     per_delivery = 1e6 / deliveries if deliveries else None
     generator_run = sum(generator_cpu_run.values())
-    cpu_connect = server_cpu_connect or {}
-
-    def own(cpu: Mapping[int, float]) -> float:
-        """The server's own processes' share of `cpu` (by PID): not the embedded ones."""
-        return sum(c for p, c in cpu.items() if p not in embedded)
-
-    def beside(cpu: Mapping[int, float]) -> float:
-        return sum(c for p, c in cpu.items() if p in embedded)
+    own_connect, beside_connect = _split(server_cpu_connect or {}, embedded)
+    own_run, beside_run = _split(server_cpu_run or {}, embedded)
 
     chart = []
     known = set(timeline) | set(published_timeline)
@@ -382,19 +388,19 @@ def build(
                 role: round(sum(c for p, c in server_cpu_run.items() if roles.get(p) == role), 3)
                 for role in sorted(set(roles.values()))
             },
-            "cpu_seconds_connect": round(own(cpu_connect), 3),
-            "cpu_us_per_connection": _per_connection(own(cpu_connect), subscribed),
-            "embedded_cpu_us_per_connection": _per_connection(beside(cpu_connect), subscribed)
+            "cpu_seconds_connect": round(own_connect, 3),
+            "cpu_us_per_connection": _per_connection(own_connect, subscribed),
+            "embedded_cpu_us_per_connection": _per_connection(beside_connect, subscribed)
             if embedded
             else None,
-            "cpu_seconds_run": round(own(server_cpu_run), 3),
+            "cpu_seconds_run": round(own_run, 3),
             "cpu_seconds_run_by_pid": {str(p): round(c, 3) for p, c in server_cpu_run.items()},
             "cpu_us_per_delivery": None
             if per_delivery is None
-            else round(own(server_cpu_run) * per_delivery, 2),
+            else round(own_run * per_delivery, 2),
             "embedded_cpu_us_per_delivery": None
             if per_delivery is None or not embedded
-            else round(beside(server_cpu_run) * per_delivery, 2),
+            else round(beside_run * per_delivery, 2),
             **_memory(memory_pids, rss_before or {}, rss_subscribed or {}, subscribed),
         },
         "timeline": chart,
@@ -420,9 +426,7 @@ def _step_cpu(window: dict[str, float | None], deliveries: int, server: bool) ->
 
     out = dict(window)
     if not server:
-        out["server_cpu_seconds"] = out["server_busy"] = None
-    if not server:
-        out["embedded_cpu_seconds"] = None
+        out["server_cpu_seconds"] = out["server_busy"] = out["embedded_cpu_seconds"] = None
     out["server_cpu_us_per_delivery"] = per(out["server_cpu_seconds"])
     out["embedded_cpu_us_per_delivery"] = per(out["embedded_cpu_seconds"])
     out["generator_cpu_us_per_delivery"] = per(out["generator_cpu_seconds"])
