@@ -30,18 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wsfan.embedded import EmbeddedValkey, free_port  # noqa: E402
+from wsfan.loadtest.metrics import cpu_times  # noqa: E402
 
 from bench.run import cpu_split, pin_process, start_picows, start_wsfan, wait_healthy  # noqa: E402
 
 CLIENTS, RATE = 1000, 20.0
 WARM_UP, WINDOW = 10.0, 15.0
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-def user_system(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK
+def server_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the server so far (it must be running)."""
+    times = cpu_times(pid)
+    if times is None:
+        raise RuntimeError(f"server {pid} is gone")
+    return times
 
 
 def measure(server: str, work: Path, cpus: set[int] | None) -> dict[str, Any]:
@@ -64,10 +66,10 @@ def measure(server: str, work: Path, cpus: set[int] | None) -> dict[str, Any]:
             command += ["--out", str(out)]
             tester = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             time.sleep(WARM_UP)
-            user0, system0 = user_system(proc.pid)
+            user0, system0 = server_times(proc.pid)
             started = time.monotonic()
             time.sleep(WINDOW)
-            user1, system1 = user_system(proc.pid)
+            user1, system1 = server_times(proc.pid)
             seconds = time.monotonic() - started
             tester.wait()
             result = json.loads(out.read_text())

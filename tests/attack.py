@@ -22,6 +22,8 @@ import threading
 import time
 from types import TracebackType
 
+from wsfan.loadtest.metrics import cpu_seconds as loadtest_cpu_seconds
+
 from tests.raw_ws import mask_frame
 
 __all__ = [
@@ -47,9 +49,10 @@ def rss(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process `pid` has used, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rpartition(")")[2].split()  # after "pid (name)"
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = loadtest_cpu_seconds(pid)
+    if used is None:
+        raise ProcessLookupError(f"no process {pid}")
+    return used
 
 
 class RssWatch:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import random
 
-from wsfan.loadtest.metrics import Histogram, Recorder, bucket_index, bucket_upper
+import pytest
+from wsfan.loadtest.metrics import (
+    Histogram,
+    Recorder,
+    bucket_index,
+    bucket_upper,
+    cpu_seconds,
+    cpu_times,
+)
 
 NS = 1_000_000_000
 
@@ -78,3 +86,10 @@ def test_recorder_splits_by_second_and_step_and_hands_each_second_over_once():
     assert r.take_closed(11 * NS + 7) == {}
     rest = r.take_all()
     assert list(rest) == [1] and rest[1][1].count == 1
+
+
+def test_cpu_times_split_what_cpu_seconds_sums():
+    user, system = cpu_times()
+    assert user >= 0 and system >= 0
+    assert cpu_seconds() == pytest.approx(user + system, abs=0.05)
+    assert cpu_times(2**22 + 12345) is None  # no such process

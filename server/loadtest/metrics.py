@@ -20,6 +20,7 @@ __all__ = [
     "Histogram",
     "Recorder",
     "cpu_seconds",
+    "cpu_times",
     "merge_counts",
 ]
 
@@ -216,12 +217,18 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def cpu_seconds(pid: int | None = None) -> float | None:
     """User + system CPU seconds of a process (this one by default) from /proc;
     None when the process is gone or /proc is unavailable."""
+    times = cpu_times(pid)
+    return None if times is None else times[0] + times[1]
+
+
+def cpu_times(pid: int | None = None) -> tuple[float, float] | None:
+    """User and system CPU seconds of a process (this one by default), apart."""
     if pid is None or pid == os.getpid():
         t = os.times()
-        return t.user + t.system
+        return t.user, t.system
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
