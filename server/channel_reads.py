@@ -5,7 +5,7 @@ history. Broker failures here become ReplyError(100), logged once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -58,18 +58,24 @@ class ChannelReads:
         """The channel's history; for persisted namespaces a `since` older than the
         broker's window is served from the MongoDB log too (see `ChannelLog.history`)."""
         options = self.channel_options(channel)
-        read = partial(self.broker.history, channel, options=self.history_options(options))
+        read = self._broker_history(channel, options)
         with temporary_failure(self._broker_log, "history of", channel):
             if options.persist and self.durable is not None:
                 return await self.durable.history(channel, query, read)
             return await read(query)
+
+    def _broker_history(
+        self, channel: str, options: ChannelOptions
+    ) -> Callable[[HistoryQuery], Awaitable[HistoryResult]]:
+        """The broker's read of `channel` (the log reads past it through this)."""
+        return partial(self.broker.history, channel, options=self.history_options(options))
 
     async def retained_state(self, channel: str) -> Publication | None:
         """The state a new subscriber of a `retained` namespace gets (None if nothing)."""
         options = self.channel_options(channel)
         if not options.retained or self.durable is None:
             return None
-        read = partial(self.broker.history, channel, options=self.history_options(options))
+        read = self._broker_history(channel, options)
         with temporary_failure(self._broker_log, "state of", channel):
             return await self.durable.state(channel, read)
 
